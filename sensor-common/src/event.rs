@@ -1,0 +1,216 @@
+//! Events the kernel sends to user space through the `EVENTS` ring buffer.
+
+/// Length of a task's `comm`, as the kernel defines it.
+pub const COMM_LEN: usize = 16;
+/// Bytes of a path copied from user memory; longer paths are cut and flagged.
+pub const PATH_LEN: usize = 256;
+/// Bytes of packed, NUL-separated argv kept per exec (a power of two: the kernel masks offsets).
+pub const ARGV_LEN: usize = 1024;
+/// Bytes of one argument copied at most.
+pub const ARG_LEN: usize = 256;
+/// Arguments read at most per exec.
+pub const MAX_ARGS: usize = 24;
+/// `AT_FDCWD`, as a dirfd value in [`FileEvent::dirfd`].
+pub const AT_FDCWD: i32 = -100;
+
+/// Kind of an event, sent as `u32` in [`EventHeader::kind`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum EventKind {
+    Exec = 1,
+    Fork = 2,
+    Exit = 3,
+    File = 4,
+}
+
+impl TryFrom<u32> for EventKind {
+    type Error = u32;
+    fn try_from(v: u32) -> Result<Self, u32> {
+        Ok(match v {
+            1 => Self::Exec,
+            2 => Self::Fork,
+            3 => Self::Exit,
+            4 => Self::File,
+            other => return Err(other),
+        })
+    }
+}
+
+/// Bits of [`EventHeader::flags`].
+pub mod flags {
+    /// The path (or exec filename) filled its buffer and was cut.
+    pub const PATH_TRUNCATED: u32 = 1 << 0;
+    /// argv did not fit: later arguments are missing.
+    pub const ARGV_TRUNCATED: u32 = 1 << 1;
+    /// A user-memory read failed; the affected field is empty.
+    pub const READ_FAILED: u32 = 1 << 2;
+    /// `execveat` with `AT_EMPTY_PATH`: an fd (e.g. a memfd) was executed.
+    pub const EXEC_FD: u32 = 1 << 3;
+}
+
+/// Syscall behind a [`FileEvent`], sent as `u32`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum Syscall {
+    Open = 1,
+    Openat = 2,
+    Openat2 = 3,
+    Readlink = 4,
+    Readlinkat = 5,
+    Newfstatat = 6,
+    Statx = 7,
+    Access = 8,
+    Faccessat = 9,
+    Faccessat2 = 10,
+    Newstat = 11,
+    Newlstat = 12,
+    Chdir = 13,
+    Fchdir = 14,
+}
+
+impl Syscall {
+    pub const ALL: [Syscall; 14] = [
+        Self::Open,
+        Self::Openat,
+        Self::Openat2,
+        Self::Readlink,
+        Self::Readlinkat,
+        Self::Newfstatat,
+        Self::Statx,
+        Self::Access,
+        Self::Faccessat,
+        Self::Faccessat2,
+        Self::Newstat,
+        Self::Newlstat,
+        Self::Chdir,
+        Self::Fchdir,
+    ];
+
+    /// The kernel's name for the syscall, as in `syscalls:sys_enter_<name>`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Openat => "openat",
+            Self::Openat2 => "openat2",
+            Self::Readlink => "readlink",
+            Self::Readlinkat => "readlinkat",
+            Self::Newfstatat => "newfstatat",
+            Self::Statx => "statx",
+            Self::Access => "access",
+            Self::Faccessat => "faccessat",
+            Self::Faccessat2 => "faccessat2",
+            Self::Newstat => "newstat",
+            Self::Newlstat => "newlstat",
+            Self::Chdir => "chdir",
+            Self::Fchdir => "fchdir",
+        }
+    }
+
+    /// Whether a successful call returns a new file descriptor.
+    pub const fn returns_fd(self) -> bool {
+        matches!(self, Self::Open | Self::Openat | Self::Openat2)
+    }
+
+    /// Whether the call changes the working directory.
+    pub const fn changes_cwd(self) -> bool {
+        matches!(self, Self::Chdir | Self::Fchdir)
+    }
+}
+
+impl TryFrom<u32> for Syscall {
+    type Error = u32;
+    fn try_from(v: u32) -> Result<Self, u32> {
+        match v {
+            1..=14 => Ok(Self::ALL[(v - 1) as usize]),
+            other => Err(other),
+        }
+    }
+}
+
+/// Common header of every event.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct EventHeader {
+    /// [`EventKind`] as `u32`.
+    pub kind: u32,
+    /// Bits from [`flags`].
+    pub flags: u32,
+    /// `CLOCK_BOOTTIME` in nanoseconds (`bpf_ktime_get_boot_ns`).
+    pub ts_ns: u64,
+    /// Thread group id (the process id user space sees).
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Session root pid as the kernel knew it when the event was made (0 while pending).
+    pub session: u32,
+    /// [`TrackState`] as `u32`, as the kernel knew it.
+    pub state: u32,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// A successful exec of a tracked or candidate process, sent from `sched_process_exec`, before
+/// the new program runs a single instruction.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct ExecEvent {
+    pub hdr: EventHeader,
+    /// Bytes used in `filename`, without the NUL.
+    pub filename_len: u32,
+    /// Arguments packed in `argv`.
+    pub argc: u32,
+    /// Bytes used in `argv` (each argument NUL-terminated).
+    pub argv_len: u32,
+    pub _pad: u32,
+    /// The file the kernel executed (`bprm->filename`).
+    pub filename: [u8; PATH_LEN],
+    /// NUL-separated arguments; sized so that a read of [`ARG_LEN`] at any offset below
+    /// [`ARGV_LEN`] stays in bounds (the verifier needs that).
+    pub argv: [u8; ARGV_LEN + ARG_LEN],
+}
+
+/// A new process (not a thread) created by a tracked process.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct ForkEvent {
+    /// Header of the parent.
+    pub hdr: EventHeader,
+    pub child_pid: u32,
+    pub _pad: u32,
+}
+
+/// The last thread of a tracked process exited.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct ExitEvent {
+    pub hdr: EventHeader,
+}
+
+/// A path syscall of a tracked process, with its result.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct FileEvent {
+    pub hdr: EventHeader,
+    /// [`Syscall`] as `u32`.
+    pub syscall: u32,
+    /// Directory fd for `*at` calls, [`AT_FDCWD`] otherwise; the fd for `fchdir`.
+    pub dirfd: i32,
+    /// Open flags, access mode or `AT_*` flags, depending on the syscall.
+    pub flags: u32,
+    /// `openat2` `RESOLVE_*` flags; 0 otherwise.
+    pub resolve: u32,
+    /// Syscall return value: fd or 0 on success, `-errno` on failure.
+    pub ret: i64,
+    /// Bytes used in `path`, without the NUL.
+    pub path_len: u32,
+    pub _pad: u32,
+    pub path: [u8; PATH_LEN],
+}
+
+const _: () = assert!(core::mem::size_of::<EventHeader>() == 56);
+const _: () = assert!(core::mem::size_of::<ExecEvent>() == 56 + 16 + PATH_LEN + ARGV_LEN + ARG_LEN);
+const _: () = assert!(core::mem::size_of::<ForkEvent>() == 64);
+const _: () = assert!(core::mem::size_of::<ExitEvent>() == 56);
+const _: () = assert!(core::mem::size_of::<FileEvent>() == 56 + 32 + PATH_LEN);
+const _: () = assert!(ARGV_LEN.is_power_of_two());

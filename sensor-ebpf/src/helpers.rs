@@ -1,0 +1,74 @@
+//! Small pieces every program uses.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns},
+    programs::TracePointContext,
+    EbpfContext,
+};
+use sensor_common::{EventHeader, EventKind, Stat, TrackState, Tracked};
+
+use crate::maps::{STATS, TRACKED};
+
+#[inline(always)]
+pub fn bump(stat: Stat) {
+    if let Some(counter) = STATS.get_ptr_mut(stat as u32) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *counter += 1 };
+    }
+}
+
+/// (tgid, tid) of the current task.
+#[inline(always)]
+pub fn current_ids() -> (u32, u32) {
+    let id = bpf_get_current_pid_tgid();
+    ((id >> 32) as u32, id as u32)
+}
+
+/// The tracking entry of `tgid`, copied out of the map.
+#[inline(always)]
+pub fn tracked(tgid: u32) -> Option<Tracked> {
+    // SAFETY: the value is copied at once; a concurrent delete at worst yields stale data.
+    unsafe { TRACKED.get(&tgid) }.copied()
+}
+
+/// Entry a new child or pending process gets from its parent's entry.
+#[inline(always)]
+pub fn inherit(parent: &Tracked) -> Tracked {
+    let state = if parent.state == TrackState::Assistant as u32 {
+        TrackState::Descendant as u32
+    } else {
+        parent.state
+    };
+    Tracked { session: parent.session, state }
+}
+
+#[inline(always)]
+pub fn fill_header(hdr: &mut EventHeader, kind: EventKind, t: &Tracked, ts_ns: u64) {
+    let (tgid, tid) = current_ids();
+    let ugid = bpf_get_current_uid_gid();
+    hdr.kind = kind as u32;
+    hdr.flags = 0;
+    hdr.ts_ns = ts_ns;
+    hdr.pid = tgid;
+    hdr.tid = tid;
+    hdr.uid = ugid as u32;
+    hdr.gid = (ugid >> 32) as u32;
+    hdr.session = t.session;
+    hdr.state = t.state;
+    hdr.comm = bpf_get_current_comm().unwrap_or_default();
+}
+
+#[inline(always)]
+pub fn now() -> u64 {
+    // SAFETY: helper without arguments.
+    unsafe { bpf_ktime_get_boot_ns() }
+}
+
+/// Reads a tracepoint field straight from the context (cheaper than a probe-read helper).
+///
+/// # Safety
+/// `offset` must be a field of this tracepoint's format with type `T`.
+#[inline(always)]
+pub unsafe fn arg<T: Copy>(ctx: &TracePointContext, offset: usize) -> T {
+    unsafe { *(ctx.as_ptr().add(offset) as *const T) }
+}

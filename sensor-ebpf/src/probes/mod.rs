@@ -1,0 +1,3 @@
+pub mod alternatives;
+pub mod files;
+pub mod process;

@@ -1,0 +1,269 @@
+//! Process tracking: exec (with filename and argv), fork and exit.
+//!
+//! A process enters `TRACKED` in the kernel, before it runs a single instruction of its new
+//! program, when it execs a candidate executable (an interpreter or an assistant's name, from the
+//! `CANDIDATES` map): it is then `Pending` until user space classifies it, and its reads are sent
+//! meanwhile. So no read made right after exec is missed. Children inherit their parent's entry
+//! at fork; the entry goes when the last thread exits.
+
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::{bpf_probe_read_kernel_str_bytes, bpf_probe_read_user, bpf_probe_read_user_str_bytes, generated},
+    macros::tracepoint,
+    programs::TracePointContext,
+    EbpfContext,
+};
+use aya_log_ebpf::warn;
+use sensor_common::{
+    flags, CandidateKey, EventKind, ExitEvent, ForkEvent, Stat, TrackState, Tracked, ARGV_LEN, ARG_LEN,
+    COMM_LEN, MAX_ARGS, PATH_LEN,
+};
+
+use crate::{
+    helpers::{arg, bump, current_ids, fill_header, inherit, now, tracked},
+    maps::{CANDIDATES, EVENTS, EXEC_SCRATCH, EXEC_STASH, TRACKED},
+};
+
+const CLONE_THREAD: u64 = 0x0001_0000;
+const AT_EMPTY_PATH: u64 = 0x1000;
+
+#[tracepoint]
+pub fn process_enter_execve(ctx: TracePointContext) -> u32 {
+    // SAFETY: sys_enter_execve: filename@16, argv@24.
+    let (filename, argv) = unsafe { (arg::<u64>(&ctx, 16), arg::<u64>(&ctx, 24)) };
+    stash_exec(filename as *const u8, argv as *const *const u8, false);
+    0
+}
+
+#[tracepoint]
+pub fn process_enter_execveat(ctx: TracePointContext) -> u32 {
+    // SAFETY: sys_enter_execveat: filename@24, argv@32, flags@48.
+    let (filename, argv, at_flags) =
+        unsafe { (arg::<u64>(&ctx, 24), arg::<u64>(&ctx, 32), arg::<u64>(&ctx, 48)) };
+    stash_exec(filename as *const u8, argv as *const *const u8, at_flags & AT_EMPTY_PATH != 0);
+    0
+}
+
+/// A failed exec leaves its stash behind; drop it. (A successful one was consumed by
+/// `sched_process_exec`, keyed by the thread id that called exec.)
+#[tracepoint]
+pub fn process_exit_execve(ctx: TracePointContext) -> u32 {
+    // SAFETY: sys_exit_execve*: ret@16.
+    let ret: i64 = unsafe { arg(&ctx, 16) };
+    if ret != 0 {
+        let (_, tid) = current_ids();
+        let _ = EXEC_STASH.remove(&tid);
+    }
+    0
+}
+
+fn stash_exec(filename: *const u8, argv: *const *const u8, exec_fd: bool) {
+    let (tgid, tid) = current_ids();
+    let is_tracked = tracked(tgid).is_some();
+    let Some(ev) = EXEC_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU scratch, used by one program at a time on this CPU.
+    let ev = unsafe { &mut *ev };
+    ev.hdr.flags = 0;
+    // SAFETY: user pointer from the syscall arguments; the helper checks it.
+    let len = match unsafe { bpf_probe_read_user_str_bytes(filename, &mut ev.filename) } {
+        Ok(s) => s.len(),
+        Err(_) => 0,
+    };
+    if !is_tracked && !exec_fd && !is_candidate(&ev.filename, len) {
+        return;
+    }
+    if exec_fd {
+        ev.hdr.flags |= flags::EXEC_FD;
+    }
+    read_argv(ev, argv);
+    if EXEC_STASH.insert(&tid, &*ev, 0).is_err() {
+        bump(Stat::StashFull);
+    }
+}
+
+/// Whether the basename of `path[..len]` is in `CANDIDATES`.
+#[inline(always)]
+fn is_candidate(path: &[u8; PATH_LEN], len: usize) -> bool {
+    // Backwards to the last '/', then stop: one exit per position keeps the verifier's work
+    // linear (a forward scan remembering the last '/' forks a state per position).
+    let len = if len > PATH_LEN { PATH_LEN } else { len };
+    let mut start = 0usize;
+    let mut i = len;
+    while i > 0 {
+        i -= 1;
+        if path.get(i) == Some(&b'/') {
+            start = i + 1;
+            break;
+        }
+    }
+    let mut key: CandidateKey = [0; COMM_LEN];
+    let mut j = 0usize;
+    // Cut like the kernel cuts comm: 15 bytes and a NUL.
+    while j < COMM_LEN - 1 {
+        let k = start + j;
+        if k >= len || k >= PATH_LEN {
+            break;
+        }
+        key[j] = path[k];
+        j += 1;
+    }
+    // SAFETY: read-only lookup.
+    unsafe { CANDIDATES.get(&key) }.is_some()
+}
+
+#[inline(always)]
+fn read_argv(ev: &mut sensor_common::ExecEvent, argv: *const *const u8) {
+    let mut off = 0usize;
+    let mut argc = 0u32;
+    let mut i = 0usize;
+    while i < MAX_ARGS {
+        // SAFETY: reading the i-th pointer of the user's argv array; the helper checks it.
+        let p = match unsafe { bpf_probe_read_user(argv.wrapping_add(i)) } {
+            Ok(p) => p,
+            Err(_) => {
+                ev.hdr.flags |= flags::READ_FAILED;
+                bump(Stat::ReadFailed);
+                break;
+            }
+        };
+        if p.is_null() {
+            break;
+        }
+        if off >= ARGV_LEN {
+            ev.hdr.flags |= flags::ARGV_TRUNCATED;
+            bump(Stat::ArgvTruncated);
+            break;
+        }
+        // The mask keeps the verifier sure the write stays inside `argv`, which has ARG_LEN
+        // bytes of room past ARGV_LEN.
+        let dst = ev.argv.as_mut_ptr().wrapping_add(off & (ARGV_LEN - 1));
+        // SAFETY: dst has at least ARG_LEN bytes (see above); src is checked by the helper.
+        let n = unsafe {
+            generated::bpf_probe_read_user_str(dst as *mut _, ARG_LEN as u32, p as *const _)
+        };
+        if n <= 0 {
+            ev.hdr.flags |= flags::READ_FAILED;
+            bump(Stat::ReadFailed);
+            break;
+        }
+        if n as usize >= ARG_LEN {
+            ev.hdr.flags |= flags::ARGV_TRUNCATED;
+        }
+        off += n as usize;
+        argc += 1;
+        i += 1;
+    }
+    if i == MAX_ARGS {
+        // SAFETY: same pointer walk as above, one past the last read.
+        if let Ok(p) = unsafe { bpf_probe_read_user(argv.wrapping_add(MAX_ARGS)) } {
+            if !p.is_null() {
+                ev.hdr.flags |= flags::ARGV_TRUNCATED;
+                bump(Stat::ArgvTruncated);
+            }
+        }
+    }
+    ev.argc = argc;
+    ev.argv_len = if off > ARGV_LEN + ARG_LEN { (ARGV_LEN + ARG_LEN) as u32 } else { off as u32 };
+}
+
+/// The exec is past the point of no return and the new image is in place: track the process
+/// (pending if it was not tracked) and send the exec event.
+#[tracepoint]
+pub fn process_enter_sched_exec(ctx: TracePointContext) -> u32 {
+    // SAFETY: sched_process_exec: filename __data_loc@8, pid@12, old_pid@16.
+    let (loc, pid, old_pid) =
+        unsafe { (arg::<u32>(&ctx, 8), arg::<u32>(&ctx, 12), arg::<u32>(&ctx, 16)) };
+    let Some(ev) = EXEC_STASH.get_ptr_mut(&old_pid) else {
+        return 0;
+    };
+    // SAFETY: stash entry of this thread; nothing else writes it.
+    let ev = unsafe { &mut *ev };
+    let t = match tracked(pid) {
+        Some(t) => t,
+        None => {
+            let t = Tracked { session: 0, state: TrackState::Pending as u32 };
+            if TRACKED.insert(&pid, &t, BPF_NOEXIST as u64).is_err() {
+                bump(Stat::TrackedFull);
+                warn!(&ctx, "TRACKED map full: pid {} not tracked", pid);
+            }
+            t
+        }
+    };
+    let saved_flags = ev.hdr.flags;
+    fill_header(&mut ev.hdr, EventKind::Exec, &t, now());
+    ev.hdr.flags = saved_flags;
+    // The kernel's filename: for fexecve it names the fd, not the user's empty string.
+    let src = ctx.as_ptr().wrapping_add((loc & 0xffff) as usize) as *const u8;
+    // SAFETY: __data_loc points inside this tracepoint's record.
+    if let Ok(s) = unsafe { bpf_probe_read_kernel_str_bytes(src, &mut ev.filename) } {
+        ev.filename_len = s.len() as u32;
+        if s.len() >= PATH_LEN - 1 {
+            ev.hdr.flags |= flags::PATH_TRUNCATED;
+            bump(Stat::PathTruncated);
+        }
+    }
+    match EVENTS.output::<sensor_common::ExecEvent>(&*ev, 0) {
+        Ok(()) => bump(Stat::Emitted),
+        Err(_) => bump(Stat::RingbufFull),
+    }
+    let _ = EXEC_STASH.remove(&old_pid);
+    0
+}
+
+/// A tracked process created a new process (threads share the parent's entry): the child
+/// inherits tracking before it runs.
+#[tracepoint]
+pub fn process_enter_task_newtask(ctx: TracePointContext) -> u32 {
+    // SAFETY: task_newtask: pid@8, clone_flags@32.
+    let (child, clone_flags) = unsafe { (arg::<u32>(&ctx, 8), arg::<u64>(&ctx, 32)) };
+    if clone_flags & CLONE_THREAD != 0 {
+        return 0;
+    }
+    let (tgid, _) = current_ids();
+    let Some(parent) = tracked(tgid) else {
+        return 0;
+    };
+    if TRACKED.insert(&child, &inherit(&parent), 0).is_err() {
+        bump(Stat::TrackedFull);
+        warn!(&ctx, "TRACKED map full: child {} of {} not tracked", child, tgid);
+    }
+    let Some(mut entry) = EVENTS.reserve::<ForkEvent>(0) else {
+        bump(Stat::RingbufFull);
+        return 0;
+    };
+    // SAFETY: reserved memory of the right size; every field is written below.
+    let ev = unsafe { &mut *entry.as_mut_ptr() };
+    fill_header(&mut ev.hdr, EventKind::Fork, &parent, now());
+    ev.child_pid = child;
+    ev._pad = 0;
+    entry.submit(0);
+    bump(Stat::Emitted);
+    0
+}
+
+/// The last thread of a process exited: drop its entry and tell user space.
+#[tracepoint]
+pub fn process_enter_sched_exit(ctx: TracePointContext) -> u32 {
+    // SAFETY: sched_process_exit: group_dead@32 (bool).
+    let group_dead: u8 = unsafe { arg(&ctx, 32) };
+    if group_dead == 0 {
+        return 0;
+    }
+    let (tgid, _) = current_ids();
+    let Some(t) = tracked(tgid) else {
+        return 0;
+    };
+    let _ = TRACKED.remove(&tgid);
+    let Some(mut entry) = EVENTS.reserve::<ExitEvent>(0) else {
+        bump(Stat::RingbufFull);
+        return 0;
+    };
+    // SAFETY: reserved memory of the right size; the header is all of it.
+    let ev = unsafe { &mut *entry.as_mut_ptr() };
+    fill_header(&mut ev.hdr, EventKind::Exit, &t, now());
+    entry.submit(0);
+    bump(Stat::Emitted);
+    0
+}

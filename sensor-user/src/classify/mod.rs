@@ -1,0 +1,6 @@
+//! Deciding what things are: which processes are assistants, which paths are fingerprint reads.
+
+pub mod assistant;
+pub mod defaults;
+pub mod files;
+pub mod glob;

@@ -1,0 +1,130 @@
+//! `aiwatch run`: load, attach, scan, then read the kernel's events until SIGTERM or SIGINT.
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use aya_log::EbpfLogger;
+use tokio::{
+    io::{unix::AsyncFd, Interest},
+    signal::unix::{signal, SignalKind},
+};
+
+use crate::{
+    classify::{
+        assistant::AssistantClassifier,
+        files::{home_dirs, CategoryMatcher},
+    },
+    config::Config,
+    loader::{self, KernelMaps, Usage},
+    metrics::{self, Metrics},
+    pipeline::Pipeline,
+    procs::procfs::ProcFs,
+    sinks,
+};
+
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let metrics = Arc::new(Metrics::new()?);
+    // Bind first: a bad address fails before anything is attached.
+    let server = if cfg.metrics.enabled { Some(metrics::serve(cfg.metrics.listen, metrics.clone()).await?) } else { None };
+
+    let classifier = AssistantClassifier::new(&cfg);
+    let matcher = CategoryMatcher::new(&cfg, &home_dirs());
+    loader::ensure_tracefs()?;
+    let mut ebpf = loader::open(&cfg)?;
+    let logger = match EbpfLogger::init(&mut ebpf) {
+        Ok(l) => Some(watch(l).context("watching the kernel log buffer")?),
+        Err(e) => {
+            tracing::warn!(error = %e, "kernel-side diagnostics unavailable");
+            None
+        }
+    };
+    loader::set_candidates(&mut ebpf, &classifier.candidate_names())?;
+    let statuses = loader::load_programs(&mut ebpf, true, false);
+    let mut failed_required = Vec::new();
+    for s in &statuses {
+        metrics.probe_attached.with_label_values(&[s.program, &s.hook]).set(i64::from(s.ok));
+        if let Some(e) = &s.error {
+            tracing::warn!(program = s.program, hook = %s.hook, error = %e, "probe not attached");
+            if s.usage == Usage::Required {
+                failed_required.push(format!("{} on {}: {e}", s.program, s.hook));
+            }
+        }
+    }
+    if !failed_required.is_empty() {
+        anyhow::bail!("required probes failed to attach:\n  {}", failed_required.join("\n  "));
+    }
+    let attached = statuses.iter().filter(|s| s.ok).count();
+    tracing::info!(attached, elapsed_ms = started.elapsed().as_millis() as u64, "probes attached");
+
+    let (mut maps, ringbuf) = KernelMaps::take(&mut ebpf)?;
+    let mut events = watch(ringbuf).context("watching the event ring buffer")?;
+    let (sink, writer) = sinks::spawn_stdout(cfg.output.format, cfg.output.queue.0 as usize, metrics.clone());
+    let host = if cfg.sensor.host_name.is_empty() {
+        nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "unknown".into())
+    } else {
+        cfg.sensor.host_name.clone()
+    };
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let prefix: String = boot_id.chars().filter(char::is_ascii_hexdigit).take(8).collect();
+    let mut pipeline = Pipeline::new(classifier, matcher, metrics.clone(), sink, host, &prefix, Box::new(ProcFs));
+
+    // Scan after attaching, so a process forked meanwhile inherits from its tracked parent;
+    // a second pass picks up children forked between reading /proc and writing the map.
+    let own = [std::process::id()];
+    let found = pipeline.scan(&mut maps, &own) + pipeline.scan(&mut maps, &own);
+    tracing::info!(found, elapsed_ms = started.elapsed().as_millis() as u64, "start-up scan done; watching");
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut logger = logger;
+    loop {
+        tokio::select! {
+            guard = events.readable_mut() => {
+                let mut guard = guard.context("waiting on the ring buffer")?;
+                let rb = guard.get_inner_mut();
+                while let Some(item) = rb.next() {
+                    pipeline.handle(&item, &mut maps);
+                }
+                guard.clear_ready();
+            }
+            guard = async { logger.as_mut().expect("guarded").readable_mut().await }, if logger.is_some() => {
+                if let Ok(mut guard) = guard {
+                    guard.get_inner_mut().flush();
+                    guard.clear_ready();
+                }
+            }
+            _ = tick.tick() => {
+                metrics.set_kernel(&maps.stats());
+                pipeline.update_gauges();
+            }
+            _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
+        }
+    }
+
+    // Drain what the kernel already sent, then detach and flush the sink.
+    {
+        let rb = events.get_mut();
+        while let Some(item) = rb.next() {
+            pipeline.handle(&item, &mut maps);
+        }
+    }
+    metrics.set_kernel(&maps.stats());
+    drop(ebpf);
+    drop(pipeline);
+    let _ = writer.await;
+    if let Some(s) = server {
+        s.abort();
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Registers a ring buffer's fd with the reactor for readability.
+fn watch<T: std::os::fd::AsRawFd>(inner: T) -> std::io::Result<AsyncFd<T>> {
+    // SAFETY: `inner` owns its map fd and keeps it open, unchanged, until it is dropped with
+    // the AsyncFd.
+    unsafe { AsyncFd::register_with_interest(inner, Interest::READABLE) }.map_err(std::io::Error::from)
+}

@@ -1,0 +1,15 @@
+//! aiwatch, user side: the daemon and CLI around the eBPF programs of `sensor-ebpf`.
+
+pub mod check;
+pub mod classify;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod events;
+pub mod loader;
+pub mod metrics;
+pub mod paths;
+pub mod pipeline;
+pub mod procs;
+pub mod report;
+pub mod sinks;

@@ -1,0 +1,218 @@
+//! Prometheus metrics and the `/metrics` endpoint (loopback by default).
+//!
+//! Names follow Prometheus conventions: `aiwatch_` prefix, `_total` counters, base units.
+//! Labels are bounded: assistants and categories come from config, the rest are fixed sets.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use sensor_common::Stat;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub fingerprint_reads: IntCounterVec,
+    pub sessions_started: IntCounterVec,
+    pub sessions_active: IntGauge,
+    pub tracked_processes: IntGaugeVec,
+    pub events_received: IntCounterVec,
+    pub decode_errors: IntCounterVec,
+    pub unresolved_paths: IntCounter,
+    pub kernel: IntCounterVec,
+    pub probe_attached: IntGaugeVec,
+    pub records_written: IntCounter,
+    pub sink_dropped: IntCounter,
+    pub sink_errors: IntCounter,
+    kernel_seen: std::sync::Mutex<[u64; Stat::COUNT as usize]>,
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> anyhow::Result<IntCounterVec> {
+    let m = IntCounterVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(m.clone()))?;
+    Ok(m)
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> anyhow::Result<IntCounter> {
+    let m = IntCounter::new(name, help)?;
+    r.register(Box::new(m.clone()))?;
+    Ok(m)
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> anyhow::Result<IntGaugeVec> {
+    let m = IntGaugeVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(m.clone()))?;
+    Ok(m)
+}
+
+impl Metrics {
+    pub fn new() -> anyhow::Result<Self> {
+        let r = Registry::new();
+        let build = gauge_vec(&r, "aiwatch_build_info", "aiwatch version; always 1.", &["version"])?;
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let sessions_active = IntGauge::new("aiwatch_sessions_active", "Assistant sessions now running.")?;
+        r.register(Box::new(sessions_active.clone()))?;
+        Ok(Self {
+            fingerprint_reads: counter_vec(
+                &r,
+                "aiwatch_fingerprint_reads_total",
+                "Fingerprint file reads by tracked processes, by assistant, category and reader (assistant or descendant).",
+                &["assistant", "category", "reader"],
+            )?,
+            sessions_started: counter_vec(&r, "aiwatch_sessions_started_total", "Assistant sessions seen, by assistant.", &["assistant"])?,
+            sessions_active,
+            tracked_processes: gauge_vec(
+                &r,
+                "aiwatch_tracked_processes",
+                "Processes the daemon follows, by state (assistant, descendant).",
+                &["state"],
+            )?,
+            events_received: counter_vec(&r, "aiwatch_events_total", "Kernel events received, by kind.", &["kind"])?,
+            decode_errors: counter_vec(
+                &r,
+                "aiwatch_event_decode_errors_total",
+                "Ring-buffer records that could not be decoded, by reason.",
+                &["reason"],
+            )?,
+            unresolved_paths: counter(
+                &r,
+                "aiwatch_unresolved_paths_total",
+                "Relative paths whose directory could not be known (process and fd gone).",
+            )?,
+            kernel: counter_vec(
+                &r,
+                "aiwatch_kernel_events_total",
+                "Kernel-side counters: emitted events, and events lost or cut (ringbuf_full, tracked_map_full, stash_full, path_truncated, argv_truncated, read_failed).",
+                &["outcome"],
+            )?,
+            probe_attached: gauge_vec(
+                &r,
+                "aiwatch_probe_attached",
+                "1 if the program is attached to the hook, 0 if it failed.",
+                &["program", "hook"],
+            )?,
+            records_written: counter(&r, "aiwatch_records_written_total", "Records written by the output sink.")?,
+            sink_dropped: counter(&r, "aiwatch_sink_dropped_total", "Records dropped because the sink queue was full.")?,
+            sink_errors: counter(&r, "aiwatch_sink_write_errors_total", "Failed writes to the output sink.")?,
+            kernel_seen: std::sync::Mutex::new([0; Stat::COUNT as usize]),
+            registry: r,
+        })
+    }
+
+    /// Brings the kernel counters up to `totals` (cumulative values summed over CPUs).
+    pub fn set_kernel(&self, totals: &[u64; Stat::COUNT as usize]) {
+        let Ok(mut seen) = self.kernel_seen.lock() else { return };
+        for stat in Stat::ALL {
+            let i = stat as usize;
+            if totals[i] > seen[i] {
+                self.kernel.with_label_values(&[stat.name()]).inc_by(totals[i] - seen[i]);
+                seen[i] = totals[i];
+            } else {
+                // Make the series exist from the start.
+                self.kernel.with_label_values(&[stat.name()]).inc_by(0);
+            }
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        buf
+    }
+}
+
+/// Binds the endpoint (so a bad address fails start-up) and serves it in the background.
+pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen for metrics on {addr}"))?;
+    tracing::info!(%addr, "metrics endpoint at http://{addr}/metrics");
+    Ok(tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    let m = metrics.clone();
+                    tokio::spawn(async move {
+                        let _ = tokio::time::timeout(Duration::from_secs(10), handle(stream, &m)).await;
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }))
+}
+
+async fn handle(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 8192];
+    let mut len = 0;
+    while !buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+        if len == buf.len() {
+            return respond(&mut stream, "431 Request Header Fields Too Large", "text/plain", b"request too large\n").await;
+        }
+        let n = stream.read(&mut buf[len..]).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        len += n;
+    }
+    let head = String::from_utf8_lossy(&buf[..len]);
+    let mut parts = head.lines().next().unwrap_or("").split(' ');
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = target.split('?').next().unwrap_or("");
+    match (method, path) {
+        ("GET", "/metrics") => respond(&mut stream, "200 OK", "text/plain; version=0.0.4; charset=utf-8", &metrics.encode()).await,
+        ("GET", "/") => respond(&mut stream, "200 OK", "text/plain", b"aiwatch: see /metrics\n").await,
+        ("GET", _) => respond(&mut stream, "404 Not Found", "text/plain", b"not found\n").await,
+        _ if method.is_empty() || target.is_empty() => respond(&mut stream, "400 Bad Request", "text/plain", b"bad request\n").await,
+        _ => respond(&mut stream, "405 Method Not Allowed", "text/plain", b"only GET\n").await,
+    }
+}
+
+async fn respond(stream: &mut TcpStream, status: &str, ctype: &str, body: &[u8]) -> std::io::Result<()> {
+    let head = format!("HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body).await?;
+    stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn get(addr: SocketAddr, req: &[u8]) -> String {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(req).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn serves_metrics_and_rejects_the_rest() {
+        let m = Arc::new(Metrics::new().unwrap());
+        m.fingerprint_reads.with_label_values(&["claude-code", "timezone", "assistant"]).inc();
+        let mut totals = [0u64; Stat::COUNT as usize];
+        totals[Stat::RingbufFull as usize] = 3;
+        m.set_kernel(&totals);
+        m.set_kernel(&totals);
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(l);
+        let _task = serve(addr, m.clone()).await.unwrap();
+        let body = get(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+        assert!(body.contains(r#"aiwatch_fingerprint_reads_total{assistant="claude-code",category="timezone",reader="assistant"} 1"#));
+        assert!(body.contains(r#"aiwatch_kernel_events_total{outcome="ringbuf_full"} 3"#), "{body}");
+        assert!(body.contains(r#"aiwatch_build_info{version=""#));
+        assert!(get(addr, b"GET /nope HTTP/1.1\r\n\r\n").await.starts_with("HTTP/1.1 404"));
+        assert!(get(addr, b"POST /metrics HTTP/1.1\r\n\r\n").await.starts_with("HTTP/1.1 405"));
+        assert!(get(addr, &[b'x'; 9000]).await.starts_with("HTTP/1.1 431"));
+        assert!(get(addr, b"\r\n\r\n").await.starts_with("HTTP/1.1 400"));
+    }
+}

@@ -1,0 +1,220 @@
+//! From kernel records to reports: decode, keep the process table current, tell the kernel
+//! which processes to follow, classify reads, and emit records and metrics.
+
+use std::sync::Arc;
+
+use sensor_common::{TrackState, Tracked};
+
+use crate::{
+    classify::{assistant::AssistantClassifier, files::CategoryMatcher},
+    events::{self, FileRecord, Header, KernelEvent},
+    metrics::Metrics,
+    paths::HostFs,
+    procs::{procfs::ProcSource, scan, ProcTable, Session, Update},
+    report::{self, Body, Clock, FingerprintRead, ProcessRef, Reader, Record, SessionRef},
+    sinks::SinkHandle,
+};
+
+/// The kernel's map of tracked processes, as the pipeline sees it.
+pub trait Tracker {
+    fn track(&mut self, pid: u32, t: Tracked);
+    fn untrack(&mut self, pid: u32);
+}
+
+impl Tracker for crate::loader::KernelMaps {
+    fn track(&mut self, pid: u32, t: Tracked) {
+        crate::loader::KernelMaps::track(self, pid, t)
+    }
+    fn untrack(&mut self, pid: u32) {
+        crate::loader::KernelMaps::untrack(self, pid)
+    }
+}
+
+pub struct Pipeline {
+    pub table: ProcTable,
+    classifier: AssistantClassifier,
+    matcher: CategoryMatcher,
+    metrics: Arc<Metrics>,
+    sink: SinkHandle,
+    host: String,
+    clock: Clock,
+    src: Box<dyn ProcSource + Send>,
+}
+
+impl Pipeline {
+    pub fn new(
+        classifier: AssistantClassifier,
+        matcher: CategoryMatcher,
+        metrics: Arc<Metrics>,
+        sink: SinkHandle,
+        host: String,
+        id_prefix: &str,
+        src: Box<dyn ProcSource + Send>,
+    ) -> Self {
+        Self { table: ProcTable::new(id_prefix), classifier, matcher, metrics, sink, host, clock: Clock::new(), src }
+    }
+
+    fn emit(&self, boot_ns: u64, body: Body) {
+        self.sink.emit(Record {
+            schema: report::SCHEMA,
+            time: self.clock.rfc3339(boot_ns),
+            boot_ns,
+            host: self.host.clone(),
+            body,
+        });
+    }
+
+    /// Adds assistants already running (and their descendants) to the table and the kernel.
+    pub fn scan(&mut self, kernel: &mut dyn Tracker, ignore: &[u32]) -> usize {
+        let found = scan::scan(self.src.as_ref(), &self.classifier, ignore);
+        let n = found.len();
+        for s in found {
+            if self.table.get(s.proc.pid).is_some() {
+                continue;
+            }
+            kernel.track(s.proc.pid, Tracked { session: s.proc.session, state: s.proc.role as u32 });
+            let pid = s.proc.pid;
+            let is_root = s.assistant.is_some();
+            self.table.insert_scanned(s.proc, s.assistant.as_deref(), s.start_ns);
+            if is_root {
+                self.session_started(pid, Clock::now_boot_ns(), "scan");
+            }
+        }
+        n
+    }
+
+    fn session_started(&self, root: u32, boot_ns: u64, found_by: &'static str) {
+        let (Some(s), Some(p)) = (self.table.session(root), self.table.get(root)) else { return };
+        self.metrics.sessions_started.with_label_values(&[&s.assistant]).inc();
+        tracing::info!(assistant = %s.assistant, pid = root, session = %s.id, found_by, "assistant session started");
+        self.emit(boot_ns, Body::SessionStart { session: SessionRef::of(s), process: ProcessRef::of(p, root, &p.comm), found_by });
+    }
+
+    fn apply(&mut self, update: Update, kernel: &mut dyn Tracker) {
+        match update {
+            Update::None => {}
+            Update::SessionStarted { entries, .. } => {
+                for (pid, t) in entries {
+                    kernel.track(pid, t);
+                }
+            }
+            Update::Untrack(pids) => {
+                for pid in pids {
+                    kernel.untrack(pid);
+                }
+            }
+        }
+    }
+
+    /// Handles one ring-buffer record. Bad bytes are counted and logged, never fatal.
+    pub fn handle(&mut self, bytes: &[u8], kernel: &mut dyn Tracker) {
+        let ev = match events::decode(bytes) {
+            Ok(ev) => ev,
+            Err(e) => {
+                self.metrics.decode_errors.with_label_values(&[e.reason()]).inc();
+                tracing::warn!(error = %e, len = bytes.len(), "undecodable kernel record");
+                return;
+            }
+        };
+        let kind = match &ev {
+            KernelEvent::Exec { .. } => "exec",
+            KernelEvent::Fork { .. } => "fork",
+            KernelEvent::Exit { .. } => "exit",
+            KernelEvent::File(_) => "file",
+        };
+        self.metrics.events_received.with_label_values(&[kind]).inc();
+        match ev {
+            KernelEvent::Exec { hdr, filename, argv } => self.on_exec(&hdr, &filename, argv, kernel),
+            KernelEvent::Fork { hdr, child } => {
+                let u = self.table.on_fork(&hdr, child);
+                self.apply(u, kernel);
+            }
+            KernelEvent::Exit { hdr } => {
+                if let Some(s) = self.table.on_exit(hdr.pid) {
+                    self.session_ended(&s, hdr.ts_ns);
+                }
+            }
+            KernelEvent::File(rec) => self.on_file(&rec),
+        }
+    }
+
+    fn on_exec(&mut self, hdr: &Header, filename: &str, argv: Vec<String>, kernel: &mut dyn Tracker) {
+        let u = self.table.on_exec(hdr, filename, argv, &self.classifier, self.src.as_ref());
+        let started = match &u {
+            Update::SessionStarted { root, .. } => Some(*root),
+            _ => None,
+        };
+        let in_session = matches!(u, Update::None);
+        self.apply(u, kernel);
+        if let Some(root) = started {
+            self.session_started(root, hdr.ts_ns, "exec");
+        } else if in_session {
+            let Some(p) = self.table.get(hdr.pid) else { return };
+            let Some(s) = self.table.session(p.session) else { return };
+            self.emit(
+                hdr.ts_ns,
+                Body::ProcessExec { session: SessionRef::of(s), process: ProcessRef::of(p, hdr.tid, &hdr.comm), reader: Reader::of(p) },
+            );
+        }
+    }
+
+    fn on_file(&mut self, rec: &FileRecord) {
+        let Some(ctx) = self.table.on_file(rec, &HostFs, self.src.as_ref()) else { return };
+        // An empty path (fstat, fchdir) names an fd whose open was already reported.
+        if rec.path.is_empty() {
+            return;
+        }
+        let Some(session) = ctx.session else { return };
+        let Some(res) = ctx.resolution else {
+            self.metrics.unresolved_paths.inc();
+            tracing::debug!(pid = rec.hdr.pid, path = %rec.path, dirfd = rec.dirfd, "cannot resolve relative path");
+            return;
+        };
+        let views = res.match_views();
+        let view_refs: Vec<&str> = views.iter().map(String::as_str).collect();
+        let categories = self.matcher.categories(&view_refs);
+        let Some(first) = categories.first() else { return };
+        let reader = Reader::of(ctx.proc);
+        for c in &categories {
+            let r = match reader {
+                Reader::Assistant => "assistant",
+                Reader::Descendant => "descendant",
+            };
+            self.metrics.fingerprint_reads.with_label_values(&[session.assistant.as_str(), c, r]).inc();
+        }
+        let read = FingerprintRead {
+            session: SessionRef::of(session),
+            process: ProcessRef::of(ctx.proc, rec.hdr.tid, &rec.hdr.comm),
+            reader,
+            category: first.to_string(),
+            categories: categories.iter().map(|c| c.to_string()).collect(),
+            syscall: rec.syscall.name(),
+            path: rec.path.clone(),
+            dirfd: (rec.dirfd != sensor_common::AT_FDCWD).then_some(rec.dirfd),
+            absolute_path: res.absolute,
+            resolved_path: res.resolved,
+            target_path: res.target,
+            flags: rec.flags,
+            resolve_flags: rec.resolve,
+            result: rec.ret,
+            success: rec.ret >= 0,
+            errno: report::errno_name(rec.ret),
+            truncated: rec.hdr.flags & sensor_common::flags::PATH_TRUNCATED != 0,
+        };
+        self.emit(rec.hdr.ts_ns, Body::FingerprintRead(Box::new(read)));
+    }
+
+    fn session_ended(&self, s: &Session, boot_ns: u64) {
+        tracing::info!(assistant = %s.assistant, pid = s.root_pid, session = %s.id, "assistant session ended");
+        let duration_ms = boot_ns.saturating_sub(s.start_ns) / 1_000_000;
+        self.emit(boot_ns, Body::SessionEnd { session: SessionRef::of(s), duration_ms });
+    }
+
+    /// Refreshes the gauges that describe the table.
+    pub fn update_gauges(&self) {
+        let m = &self.metrics;
+        m.tracked_processes.with_label_values(&["assistant"]).set(self.table.count(TrackState::Assistant) as i64);
+        m.tracked_processes.with_label_values(&["descendant"]).set(self.table.count(TrackState::Descendant) as i64);
+        m.sessions_active.set(self.table.sessions().count() as i64);
+    }
+}

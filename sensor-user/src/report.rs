@@ -1,0 +1,251 @@
+//! What aiwatch reports: the records of the JSON-lines schema (`aiwatch.v1`, documented in
+//! docs/events.md) and their one-line human form.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::procs::{Proc, Session};
+
+pub const SCHEMA: &str = "aiwatch.v1";
+
+/// One output record.
+#[derive(Debug, Clone, Serialize)]
+pub struct Record {
+    pub schema: &'static str,
+    /// RFC 3339 wall-clock time of the kernel event.
+    pub time: String,
+    /// `CLOCK_BOOTTIME` nanoseconds of the kernel event.
+    pub boot_ns: u64,
+    pub host: String,
+    #[serde(flatten)]
+    pub body: Body,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Body {
+    /// A process was classified as an assistant (live, or found by the start-up scan).
+    SessionStart { session: SessionRef, process: ProcessRef, found_by: &'static str },
+    /// The last process of a session exited.
+    SessionEnd { session: SessionRef, duration_ms: u64 },
+    /// A process of a session exec'd a program.
+    ProcessExec { session: SessionRef, process: ProcessRef, reader: Reader },
+    /// A process of a session touched a fingerprint file.
+    FingerprintRead(Box<FingerprintRead>),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FingerprintRead {
+    pub session: SessionRef,
+    pub process: ProcessRef,
+    pub reader: Reader,
+    /// First matching category (sorted); all of them in `categories`.
+    pub category: String,
+    pub categories: Vec<String>,
+    pub syscall: &'static str,
+    /// The path exactly as the process passed it.
+    pub path: String,
+    /// The directory fd for `*at` calls, when not `AT_FDCWD`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dirfd: Option<i32>,
+    /// Absolute path, lexically normalized (`..`, `.`, `//` and `/proc/self/root` removed).
+    pub absolute_path: String,
+    /// Directories resolved through symlinks, final component kept.
+    pub resolved_path: String,
+    /// Where the final component leads when it is a symlink.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_path: Option<String>,
+    /// Syscall flags (open flags, access mode or AT_* flags).
+    pub flags: u32,
+    /// openat2 RESOLVE_* flags.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub resolve_flags: u32,
+    /// Return value: fd or 0 on success, -errno on failure.
+    pub result: i64,
+    pub success: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errno: Option<String>,
+    /// The path filled the kernel's buffer and may be cut.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Reader {
+    /// The assistant's own process.
+    Assistant,
+    /// A process it spawned (at any depth).
+    Descendant,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionRef {
+    pub id: String,
+    pub assistant: String,
+    pub root_pid: u32,
+    pub uid: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessRef {
+    pub pid: u32,
+    pub tid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub comm: String,
+    pub exe: String,
+    pub argv: Vec<String>,
+}
+
+impl SessionRef {
+    pub fn of(s: &Session) -> Self {
+        Self { id: s.id.clone(), assistant: s.assistant.clone(), root_pid: s.root_pid, uid: s.uid }
+    }
+}
+
+impl ProcessRef {
+    /// `comm` and `tid` come from the event (comm may have changed since exec).
+    pub fn of(p: &Proc, tid: u32, comm: &str) -> Self {
+        Self {
+            pid: p.pid,
+            tid,
+            ppid: p.ppid,
+            uid: p.uid,
+            gid: p.gid,
+            comm: comm.to_string(),
+            exe: p.exe.clone(),
+            argv: p.argv.clone(),
+        }
+    }
+}
+
+impl Reader {
+    pub fn of(p: &Proc) -> Self {
+        if p.pid == p.session {
+            Self::Assistant
+        } else {
+            Self::Descendant
+        }
+    }
+}
+
+/// Converts kernel boot-time stamps to wall-clock time.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    /// Wall-clock nanoseconds at boot time zero.
+    offset_ns: i128,
+}
+
+impl Clock {
+    pub fn new() -> Self {
+        let boot = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+            .map(|t| t.tv_sec() as i128 * 1_000_000_000 + t.tv_nsec() as i128)
+            .unwrap_or(0);
+        let wall = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0);
+        Self { offset_ns: wall - boot }
+    }
+
+    pub fn wall(&self, boot_ns: u64) -> SystemTime {
+        let ns = (self.offset_ns + boot_ns as i128).max(0) as u128;
+        UNIX_EPOCH + Duration::new((ns / 1_000_000_000) as u64, (ns % 1_000_000_000) as u32)
+    }
+
+    pub fn rfc3339(&self, boot_ns: u64) -> String {
+        humantime::format_rfc3339_nanos(self.wall(boot_ns)).to_string()
+    }
+
+    /// Boot-time nanoseconds now.
+    pub fn now_boot_ns() -> u64 {
+        nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+            .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+            .unwrap_or(0)
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Symbolic name of the errno in a negative syscall return (`-2` is `ENOENT`).
+pub fn errno_name(ret: i64) -> Option<String> {
+    if ret >= 0 {
+        return None;
+    }
+    let raw = ret.checked_neg().and_then(|v| i32::try_from(v).ok()).unwrap_or(i32::MAX);
+    Some(match nix::errno::Errno::from_raw(raw) {
+        nix::errno::Errno::UnknownErrno => format!("E{raw}"),
+        // Debug of nix's Errno is the symbolic name.
+        e => format!("{e:?}"),
+    })
+}
+
+impl Record {
+    /// The compact line shown on a terminal.
+    pub fn human(&self) -> String {
+        let time = self.time.get(11..23).unwrap_or(&self.time);
+        match &self.body {
+            Body::SessionStart { session, process, found_by } => format!(
+                "{time} session start  {} pid {} uid {} ({found_by}): {}",
+                session.assistant,
+                session.root_pid,
+                session.uid,
+                process.argv.join(" ")
+            ),
+            Body::SessionEnd { session, duration_ms } => {
+                format!("{time} session end    {} pid {} after {} ms", session.assistant, session.root_pid, duration_ms)
+            }
+            Body::ProcessExec { session, process, .. } => format!(
+                "{time} exec           {}[{}] {} {}: {}",
+                session.assistant,
+                session.root_pid,
+                process.comm,
+                process.pid,
+                process.argv.join(" ")
+            ),
+            Body::FingerprintRead(r) => {
+                let who = match r.reader {
+                    Reader::Assistant => "self".to_string(),
+                    Reader::Descendant => format!("child {} {}", r.process.comm, r.process.pid),
+                };
+                let result = r.errno.clone().unwrap_or_else(|| r.result.to_string());
+                format!(
+                    "{time} {:<14} {}[{}] ({who}) {} {} -> {} = {result}",
+                    r.category, r.session.assistant, r.session.root_pid, r.syscall, r.path, r.resolved_path
+                )
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errno_names() {
+        assert_eq!(errno_name(-2).as_deref(), Some("ENOENT"));
+        assert_eq!(errno_name(-13).as_deref(), Some("EACCES"));
+        assert_eq!(errno_name(3), None);
+        assert_eq!(errno_name(-100000).as_deref(), Some("E100000"));
+        assert_eq!(errno_name(i64::MIN).as_deref(), Some("E2147483647"));
+    }
+
+    #[test]
+    fn clock_is_close_to_now() {
+        let c = Clock::new();
+        let now = SystemTime::now();
+        let w = c.wall(Clock::now_boot_ns());
+        let diff = now.duration_since(w).unwrap_or_else(|e| e.duration());
+        assert!(diff < Duration::from_secs(1), "{diff:?}");
+        assert!(c.rfc3339(Clock::now_boot_ns()).ends_with('Z'));
+    }
+}
