@@ -1,7 +1,9 @@
 //! Small pieces every program uses.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
+    },
     programs::TracePointContext,
     EbpfContext,
 };
@@ -28,7 +30,7 @@ pub fn current_ids() -> (u32, u32) {
 #[inline(always)]
 pub fn tracked(tgid: u32) -> Option<Tracked> {
     // SAFETY: the value is copied at once; a concurrent delete at worst yields stale data.
-    unsafe { TRACKED.get(&tgid) }.copied()
+    unsafe { TRACKED.get(tgid) }.copied()
 }
 
 /// Entry a new child or pending process gets from its parent's entry.

@@ -69,7 +69,8 @@ pub fn report(cfg: &Config) -> Report {
     let tp_supported = aya::sys::is_program_supported(ProgramType::TracePoint).unwrap_or(false);
     let uprobe = Path::new("/sys/bus/event_source/devices/uprobe").exists();
     let (fentry, fentry_detail) = probe_feature("files_enter_fentry_openat2");
-    let lsm_active = std::fs::read_to_string("/sys/kernel/security/lsm").map(|s| s.split(',').any(|l| l.trim() == "bpf"));
+    let lsm_active =
+        std::fs::read_to_string("/sys/kernel/security/lsm").map(|s| s.split(',').any(|l| l.trim() == "bpf"));
     let (lsm_loads, lsm_detail) = probe_feature("files_enter_lsm_file_open");
     let features = vec![
         Feature {
@@ -81,7 +82,11 @@ pub fn report(cfg: &Config) -> Report {
         Feature {
             name: "ring_buffer",
             available: ringbuf,
-            detail: if ringbuf { "BPF_MAP_TYPE_RINGBUF".into() } else { "not supported (needs Linux 5.8)".into() },
+            detail: if ringbuf {
+                "BPF_MAP_TYPE_RINGBUF".into()
+            } else {
+                "not supported (needs Linux 5.8)".into()
+            },
             used: "yes: every event",
         },
         Feature {
@@ -118,10 +123,22 @@ pub fn report(cfg: &Config) -> Report {
     ];
     let mut programs: Vec<ProbeRow> = statuses
         .into_iter()
-        .map(|s| ProbeRow { program: s.program, hook: s.hook, usage: usage_name(s.usage), ok: s.ok, error: s.error })
+        .map(|s| ProbeRow {
+            program: s.program,
+            hook: s.hook,
+            usage: usage_name(s.usage),
+            ok: s.ok,
+            error: s.error,
+        })
         .collect();
     if let Some(e) = load_error {
-        programs.push(ProbeRow { program: "(object)", hook: String::new(), usage: "required", ok: false, error: Some(e) });
+        programs.push(ProbeRow {
+            program: "(object)",
+            hook: String::new(),
+            usage: "required",
+            ok: false,
+            error: Some(e),
+        });
     }
     let ready = !programs.is_empty() && programs.iter().all(|p| p.ok || p.usage != "required");
     Report { kernel, features, programs, ready }
@@ -129,7 +146,8 @@ pub fn report(cfg: &Config) -> Report {
 
 impl Report {
     pub fn human(&self) -> String {
-        let mut out = format!("aiwatch {} on {}\n\nKernel features:\n", env!("CARGO_PKG_VERSION"), self.kernel);
+        let mut out =
+            format!("aiwatch {} on {}\n\nKernel features:\n", env!("CARGO_PKG_VERSION"), self.kernel);
         for f in &self.features {
             out += &format!(
                 "  {:<12} {:<3}  {}\n  {:<12}      used: {}\n",

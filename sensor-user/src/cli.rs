@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, KernelLogLevel, LogFormat, LogLevel, OutputFormat};
 
 #[derive(Debug, Parser)]
-#[command(name = "aiwatch", version, about = "eBPF sensor that watches AI coding assistants fingerprint their host")]
+#[command(
+    name = "aiwatch",
+    version,
+    about = "eBPF sensor that watches AI coding assistants fingerprint their host"
+)]
 pub struct Cli {
     /// Configuration file (TOML) over the built-in defaults; none means the defaults alone.
     #[arg(long, short = 'c', global = true, value_name = "FILE")]
@@ -84,13 +88,20 @@ fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
 }
 
 fn init_logging(cfg: &Config) {
-    let default = format!("{},sensor_ebpf={}", cfg.log.level, match cfg.log.kernel_level {
-        KernelLogLevel::Off => "off".to_string(),
-        l => l.to_string(),
-    });
+    let default = format!(
+        "{},sensor_ebpf={}",
+        cfg.log.level,
+        match cfg.log.kernel_level {
+            KernelLogLevel::Off => "off".to_string(),
+            l => l.to_string(),
+        }
+    );
     let filter = tracing_subscriber::EnvFilter::try_from_env("AIWATCH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     // try_init also routes `log` records (aya-log's kernel diagnostics) into tracing.
     let _ = match cfg.log.format {
         LogFormat::Json => builder.json().try_init(),
@@ -116,7 +127,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { json } => {
-            init_logging(&Config { log: crate::config::LogConfig { level: LogLevel::Warn, ..cfg.log.clone() }, ..cfg.clone() });
+            init_logging(&Config {
+                log: crate::config::LogConfig { level: LogLevel::Warn, ..cfg.log.clone() },
+                ..cfg.clone()
+            });
             let report = crate::check::report(&cfg);
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
@@ -147,7 +161,17 @@ mod tests {
 
     #[test]
     fn flags_parse_and_override_config() {
-        let cli = Cli::try_parse_from(["aiwatch", "run", "--format", "json", "--metrics-listen", "127.0.0.1:9999", "--kernel-log-level", "debug"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "aiwatch",
+            "run",
+            "--format",
+            "json",
+            "--metrics-listen",
+            "127.0.0.1:9999",
+            "--kernel-log-level",
+            "debug",
+        ])
+        .unwrap();
         let Command::Run(args) = cli.command else { panic!() };
         let mut cfg = Config::default();
         args.apply(&mut cfg);

@@ -204,7 +204,11 @@ impl Default for Config {
 
 impl Default for SensorConfig {
     fn default() -> Self {
-        Self { host_name: String::new(), max_tracked: MapSize(16384), ring_buffer_bytes: RingBufferSize(8 << 20) }
+        Self {
+            host_name: String::new(),
+            max_tracked: MapSize(16384),
+            ring_buffer_bytes: RingBufferSize(8 << 20),
+        }
     }
 }
 
@@ -255,8 +259,8 @@ impl Config {
     /// Loads `path` over the built-in defaults.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let shown = path.display().to_string();
-        let text =
-            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
         Self::parse(&text, &shown)
     }
 
@@ -308,7 +312,11 @@ impl Config {
         }
         for (name, patterns) in file.categories {
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(semantic(origin, &format!("categories.{name}"), "a category name is [A-Za-z0-9_]+"));
+                return Err(semantic(
+                    origin,
+                    &format!("categories.{name}"),
+                    "a category name is [A-Za-z0-9_]+",
+                ));
             }
             cfg.categories.insert(name, patterns);
         }
@@ -373,7 +381,12 @@ mod tests {
     #[test]
     fn bad_pattern_and_syntax_errors() {
         let e = err("[categories]\ntimezone = [\"etc/localtime\"]\n");
-        assert!(e.starts_with("test.toml:2:") && e.contains("categories.timezone[0]:") && e.contains("not an absolute path"), "{e}");
+        assert!(
+            e.starts_with("test.toml:2:")
+                && e.contains("categories.timezone[0]:")
+                && e.contains("not an absolute path"),
+            "{e}"
+        );
         let e = err("[categories]\ntimezone = [\"/etc/[abc\"]\n");
         assert!(e.contains("categories.timezone[0]") && e.contains("unclosed"), "{e}");
         let e = err("[sensor\n");
@@ -403,7 +416,8 @@ mod tests {
     fn semantic_errors() {
         let e = err("[[assistants]]\nname = \"a\"\n");
         assert_eq!(e, "test.toml: assistants[0]: needs at least one of exe, comm, argv");
-        let e = err("[[assistants]]\nname = \"a\"\ncomm=[\"a\"]\n[[assistants]]\nname = \"a\"\ncomm=[\"b\"]\n");
+        let e =
+            err("[[assistants]]\nname = \"a\"\ncomm=[\"a\"]\n[[assistants]]\nname = \"a\"\ncomm=[\"b\"]\n");
         assert!(e.contains("assistants[1]") && e.contains("defined twice"), "{e}");
         let cfg = Config::parse("builtin_assistants = false\n", "x").unwrap();
         assert!(cfg.assistants.is_empty());

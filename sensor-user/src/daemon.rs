@@ -26,7 +26,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let metrics = Arc::new(Metrics::new()?);
     // Bind first: a bad address fails before anything is attached.
-    let server = if cfg.metrics.enabled { Some(metrics::serve(cfg.metrics.listen, metrics.clone()).await?) } else { None };
+    let server = if cfg.metrics.enabled {
+        Some(metrics::serve(cfg.metrics.listen, metrics.clone()).await?)
+    } else {
+        None
+    };
 
     let classifier = AssistantClassifier::new(&cfg);
     let matcher = CategoryMatcher::new(&cfg, &home_dirs());
@@ -61,13 +65,16 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let mut events = watch(ringbuf).context("watching the event ring buffer")?;
     let (sink, writer) = sinks::spawn_stdout(cfg.output.format, cfg.output.queue.0 as usize, metrics.clone());
     let host = if cfg.sensor.host_name.is_empty() {
-        nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "unknown".into())
+        nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "unknown".into())
     } else {
         cfg.sensor.host_name.clone()
     };
     let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
     let prefix: String = boot_id.chars().filter(char::is_ascii_hexdigit).take(8).collect();
-    let mut pipeline = Pipeline::new(classifier, matcher, metrics.clone(), sink, host, &prefix, Box::new(ProcFs));
+    let mut pipeline =
+        Pipeline::new(classifier, matcher, metrics.clone(), sink, host, &prefix, Box::new(ProcFs));
 
     // Scan after attaching, so a process forked meanwhile inherits from its tracked parent;
     // a second pass picks up children forked between reading /proc and writing the map.

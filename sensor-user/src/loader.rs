@@ -73,28 +73,68 @@ pub fn programs() -> Vec<ProgramSpec> {
     use Usage::*;
     let spec = |name, hooks, usage, purpose| ProgramSpec { name, hooks, usage, purpose };
     let mut v = vec![
-        spec("process_enter_execve", vec![tp("syscalls", "sys_enter_execve")], Required, "exec filename and argv"),
-        spec("process_enter_execveat", vec![tp("syscalls", "sys_enter_execveat")], Required, "exec filename and argv (execveat, fexecve)"),
+        spec(
+            "process_enter_execve",
+            vec![tp("syscalls", "sys_enter_execve")],
+            Required,
+            "exec filename and argv",
+        ),
+        spec(
+            "process_enter_execveat",
+            vec![tp("syscalls", "sys_enter_execveat")],
+            Required,
+            "exec filename and argv (execveat, fexecve)",
+        ),
         spec(
             "process_exit_execve",
             vec![tp("syscalls", "sys_exit_execve"), tp("syscalls", "sys_exit_execveat")],
             Required,
             "forget the argv of a failed exec",
         ),
-        spec("process_enter_sched_exec", vec![tp("sched", "sched_process_exec")], Required, "track and report an exec before the new program runs"),
-        spec("process_enter_task_newtask", vec![tp("task", "task_newtask")], Required, "children inherit tracking at fork"),
-        spec("process_enter_sched_exit", vec![tp("sched", "sched_process_exit")], Required, "untrack a process when its last thread exits"),
+        spec(
+            "process_enter_sched_exec",
+            vec![tp("sched", "sched_process_exec")],
+            Required,
+            "track and report an exec before the new program runs",
+        ),
+        spec(
+            "process_enter_task_newtask",
+            vec![tp("task", "task_newtask")],
+            Required,
+            "children inherit tracking at fork",
+        ),
+        spec(
+            "process_enter_sched_exit",
+            vec![tp("sched", "sched_process_exit")],
+            Required,
+            "untrack a process when its last thread exits",
+        ),
     ];
     // The names are static: one program per syscall, named after it.
     const ENTER: [&str; 14] = [
-        "files_enter_open", "files_enter_openat", "files_enter_openat2", "files_enter_readlink",
-        "files_enter_readlinkat", "files_enter_newfstatat", "files_enter_statx", "files_enter_access",
-        "files_enter_faccessat", "files_enter_faccessat2", "files_enter_newstat", "files_enter_newlstat",
-        "files_enter_chdir", "files_enter_fchdir",
+        "files_enter_open",
+        "files_enter_openat",
+        "files_enter_openat2",
+        "files_enter_readlink",
+        "files_enter_readlinkat",
+        "files_enter_newfstatat",
+        "files_enter_statx",
+        "files_enter_access",
+        "files_enter_faccessat",
+        "files_enter_faccessat2",
+        "files_enter_newstat",
+        "files_enter_newlstat",
+        "files_enter_chdir",
+        "files_enter_fchdir",
     ];
     for (sc, name) in Syscall::ALL.iter().zip(ENTER) {
         let usage = if *sc == Syscall::Openat { Required } else { Optional };
-        v.push(spec(name, vec![tp("syscalls", format!("sys_enter_{}", sc.name()))], usage, "path syscall arguments of tracked processes"));
+        v.push(spec(
+            name,
+            vec![tp("syscalls", format!("sys_enter_{}", sc.name()))],
+            usage,
+            "path syscall arguments of tracked processes",
+        ));
     }
     v.push(spec(
         "files_exit_syscall",
@@ -102,8 +142,18 @@ pub fn programs() -> Vec<ProgramSpec> {
         Required,
         "path and result of tracked path syscalls",
     ));
-    v.push(spec("files_enter_fentry_openat2", vec![Hook::FEntry("do_sys_openat2")], CheckOnly, "tests fentry support"));
-    v.push(spec("files_enter_lsm_file_open", vec![Hook::Lsm("file_open")], CheckOnly, "tests BPF LSM support"));
+    v.push(spec(
+        "files_enter_fentry_openat2",
+        vec![Hook::FEntry("do_sys_openat2")],
+        CheckOnly,
+        "tests fentry support",
+    ));
+    v.push(spec(
+        "files_enter_lsm_file_open",
+        vec![Hook::Lsm("file_open")],
+        CheckOnly,
+        "tests BPF LSM support",
+    ));
     v
 }
 
@@ -124,8 +174,14 @@ pub fn ensure_tracefs() -> anyhow::Result<&'static str> {
             return Ok(dir);
         }
     }
-    nix::mount::mount(Some("tracefs"), "/sys/kernel/tracing", Some("tracefs"), nix::mount::MsFlags::empty(), None::<&str>)
-        .context("tracefs is not mounted and mounting it on /sys/kernel/tracing failed")?;
+    nix::mount::mount(
+        Some("tracefs"),
+        "/sys/kernel/tracing",
+        Some("tracefs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .context("tracefs is not mounted and mounting it on /sys/kernel/tracing failed")?;
     tracing::info!("mounted tracefs on /sys/kernel/tracing");
     Ok("/sys/kernel/tracing")
 }
@@ -161,7 +217,9 @@ pub fn open(cfg: &Config) -> anyhow::Result<Ebpf> {
 
 /// Loads (verifies) one program for its hook.
 fn load_program(ebpf: &mut Ebpf, spec: &ProgramSpec, btf: Option<&Btf>) -> anyhow::Result<()> {
-    let prog = ebpf.program_mut(spec.name).with_context(|| format!("program {} is not in the eBPF object", spec.name))?;
+    let prog = ebpf
+        .program_mut(spec.name)
+        .with_context(|| format!("program {} is not in the eBPF object", spec.name))?;
     match spec.hooks.first() {
         Some(Hook::Tracepoint { .. }) | None => {
             let p: &mut TracePoint = prog.try_into()?;
@@ -211,7 +269,9 @@ pub fn load_programs(ebpf: &mut Ebpf, attach: bool, include_check_only: bool) ->
         }
         for hook in &spec.hooks {
             let r = match hook {
-                Hook::Tracepoint { category, name } if attach => attach_tracepoint(ebpf, spec.name, category, name),
+                Hook::Tracepoint { category, name } if attach => {
+                    attach_tracepoint(ebpf, spec.name, category, name)
+                }
                 Hook::Tracepoint { category, name } => tracepoint_exists(category, name),
                 // CheckOnly programs: loading was the test.
                 Hook::FEntry(_) | Hook::Lsm(_) => Ok(()),

@@ -128,7 +128,8 @@ impl Metrics {
 
 /// Binds the endpoint (so a bad address fails start-up) and serves it in the background.
 pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen for metrics on {addr}"))?;
+    let listener =
+        TcpListener::bind(addr).await.with_context(|| format!("cannot listen for metrics on {addr}"))?;
     tracing::info!(%addr, "metrics endpoint at http://{addr}/metrics");
     Ok(tokio::spawn(async move {
         loop {
@@ -153,7 +154,13 @@ async fn handle(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()>
     let mut len = 0;
     while !buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
         if len == buf.len() {
-            return respond(&mut stream, "431 Request Header Fields Too Large", "text/plain", b"request too large\n").await;
+            return respond(
+                &mut stream,
+                "431 Request Header Fields Too Large",
+                "text/plain",
+                b"request too large\n",
+            )
+            .await;
         }
         let n = stream.read(&mut buf[len..]).await?;
         if n == 0 {
@@ -166,16 +173,24 @@ async fn handle(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()>
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = target.split('?').next().unwrap_or("");
     match (method, path) {
-        ("GET", "/metrics") => respond(&mut stream, "200 OK", "text/plain; version=0.0.4; charset=utf-8", &metrics.encode()).await,
+        ("GET", "/metrics") => {
+            respond(&mut stream, "200 OK", "text/plain; version=0.0.4; charset=utf-8", &metrics.encode())
+                .await
+        }
         ("GET", "/") => respond(&mut stream, "200 OK", "text/plain", b"aiwatch: see /metrics\n").await,
         ("GET", _) => respond(&mut stream, "404 Not Found", "text/plain", b"not found\n").await,
-        _ if method.is_empty() || target.is_empty() => respond(&mut stream, "400 Bad Request", "text/plain", b"bad request\n").await,
+        _ if method.is_empty() || target.is_empty() => {
+            respond(&mut stream, "400 Bad Request", "text/plain", b"bad request\n").await
+        }
         _ => respond(&mut stream, "405 Method Not Allowed", "text/plain", b"only GET\n").await,
     }
 }
 
 async fn respond(stream: &mut TcpStream, status: &str, ctype: &str, body: &[u8]) -> std::io::Result<()> {
-    let head = format!("HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(body).await?;
     stream.shutdown().await

@@ -180,7 +180,8 @@ mod tests {
     impl Canonicalize for FakeFs {
         fn canonicalize(&self, path: &str) -> io::Result<String> {
             let mut cur = String::from("/");
-            let mut pending: Vec<String> = path.split('/').filter(|s| !s.is_empty()).rev().map(String::from).collect();
+            let mut pending: Vec<String> =
+                path.split('/').filter(|s| !s.is_empty()).rev().map(String::from).collect();
             let mut hops = 0;
             while let Some(seg) = pending.pop() {
                 match seg.as_str() {
@@ -222,8 +223,16 @@ mod tests {
                 ("/tmp/tzlink", "/etc/localtime"),
             ]),
             exists: vec![
-                "/etc", "/etc/resolv.conf", "/tmp", "/usr", "/usr/share", "/usr/share/zoneinfo",
-                "/usr/share/zoneinfo/Etc", "/usr/share/zoneinfo/Etc/UTC", "/home", "/home/a",
+                "/etc",
+                "/etc/resolv.conf",
+                "/tmp",
+                "/usr",
+                "/usr/share",
+                "/usr/share/zoneinfo",
+                "/usr/share/zoneinfo/Etc",
+                "/usr/share/zoneinfo/Etc/UTC",
+                "/home",
+                "/home/a",
             ],
         }
     }

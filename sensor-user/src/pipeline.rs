@@ -51,7 +51,16 @@ impl Pipeline {
         id_prefix: &str,
         src: Box<dyn ProcSource + Send>,
     ) -> Self {
-        Self { table: ProcTable::new(id_prefix), classifier, matcher, metrics, sink, host, clock: Clock::new(), src }
+        Self {
+            table: ProcTable::new(id_prefix),
+            classifier,
+            matcher,
+            metrics,
+            sink,
+            host,
+            clock: Clock::new(),
+            src,
+        }
     }
 
     fn emit(&self, boot_ns: u64, body: Body) {
@@ -87,7 +96,14 @@ impl Pipeline {
         let (Some(s), Some(p)) = (self.table.session(root), self.table.get(root)) else { return };
         self.metrics.sessions_started.with_label_values(&[&s.assistant]).inc();
         tracing::info!(assistant = %s.assistant, pid = root, session = %s.id, found_by, "assistant session started");
-        self.emit(boot_ns, Body::SessionStart { session: SessionRef::of(s), process: ProcessRef::of(p, root, &p.comm), found_by });
+        self.emit(
+            boot_ns,
+            Body::SessionStart {
+                session: SessionRef::of(s),
+                process: ProcessRef::of(p, root, &p.comm),
+                found_by,
+            },
+        );
     }
 
     fn apply(&mut self, update: Update, kernel: &mut dyn Tracker) {
@@ -153,7 +169,11 @@ impl Pipeline {
             let Some(s) = self.table.session(p.session) else { return };
             self.emit(
                 hdr.ts_ns,
-                Body::ProcessExec { session: SessionRef::of(s), process: ProcessRef::of(p, hdr.tid, &hdr.comm), reader: Reader::of(p) },
+                Body::ProcessExec {
+                    session: SessionRef::of(s),
+                    process: ProcessRef::of(p, hdr.tid, &hdr.comm),
+                    reader: Reader::of(p),
+                },
             );
         }
     }
@@ -213,8 +233,12 @@ impl Pipeline {
     /// Refreshes the gauges that describe the table.
     pub fn update_gauges(&self) {
         let m = &self.metrics;
-        m.tracked_processes.with_label_values(&["assistant"]).set(self.table.count(TrackState::Assistant) as i64);
-        m.tracked_processes.with_label_values(&["descendant"]).set(self.table.count(TrackState::Descendant) as i64);
+        m.tracked_processes
+            .with_label_values(&["assistant"])
+            .set(self.table.count(TrackState::Assistant) as i64);
+        m.tracked_processes
+            .with_label_values(&["descendant"])
+            .set(self.table.count(TrackState::Descendant) as i64);
         m.sessions_active.set(self.table.sessions().count() as i64);
     }
 }

@@ -201,7 +201,10 @@ impl Record {
                 process.argv.join(" ")
             ),
             Body::SessionEnd { session, duration_ms } => {
-                format!("{time} session end    {} pid {} after {} ms", session.assistant, session.root_pid, duration_ms)
+                format!(
+                    "{time} session end    {} pid {} after {} ms",
+                    session.assistant, session.root_pid, duration_ms
+                )
             }
             Body::ProcessExec { session, process, .. } => format!(
                 "{time} exec           {}[{}] {} {}: {}",

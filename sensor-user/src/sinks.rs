@@ -35,7 +35,11 @@ pub fn effective_format(f: OutputFormat) -> OutputFormat {
 
 /// Starts the stdout writer. Dropping every [`SinkHandle`] ends it after it has written and
 /// flushed what was queued.
-pub fn spawn_stdout(format: OutputFormat, queue: usize, metrics: Arc<Metrics>) -> (SinkHandle, JoinHandle<()>) {
+pub fn spawn_stdout(
+    format: OutputFormat,
+    queue: usize,
+    metrics: Arc<Metrics>,
+) -> (SinkHandle, JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<Arc<Record>>(queue);
     let format = effective_format(format);
     let m = metrics.clone();

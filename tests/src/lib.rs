@@ -1,1 +1,266 @@
+//! Harness for root integration tests: run the real `aiwatch` daemon, drive test programs,
+//! and look at what it reported. Everything started here is stopped by PID on drop, also when
+//! a test fails.
 
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// Name under which `fsprobe` runs as a tracked assistant (see [`AGENT_CONFIG`]).
+pub const AGENT: &str = "aiwatch-test-agent";
+
+/// Config that makes [`AGENT`] an assistant.
+pub const AGENT_CONFIG: &str = "[[assistants]]\nname = \"test-agent\"\nexe = [\"aiwatch-test-agent\"]\n";
+
+/// The daemon under test.
+pub fn aiwatch_bin() -> PathBuf {
+    match std::env::var_os("AIWATCH_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/aiwatch"),
+    }
+}
+
+/// A directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "aiwatch-it-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        Self(dir)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A child process killed (SIGKILL, by PID) and reaped on drop.
+pub struct Guard(pub Child);
+
+impl Guard {
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// Waits for exit, at most `timeout`.
+    pub fn wait(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if let Ok(Some(s)) = self.0.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+/// The `fsprobe` binary cargo built next to this test (`target/<profile>/fsprobe`).
+pub fn fsprobe() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    // target/<profile>/deps/<test>-<hash> -> target/<profile>/fsprobe
+    let p = exe.parent().and_then(Path::parent).expect("target dir").join("fsprobe");
+    assert!(p.exists(), "{} not built (cargo test builds it with the tests)", p.display());
+    p
+}
+
+/// A copy of `fsprobe` under `name` in `dir` (the name decides whether it is tracked).
+pub fn probe_as(dir: &TempDir, name: &str) -> PathBuf {
+    let dst = dir.path(name);
+    std::fs::copy(fsprobe(), &dst).expect("copy fsprobe");
+    dst
+}
+
+/// Runs `program` with `actions` to completion; returns its pid.
+pub fn run(program: &Path, actions: &[&str]) -> u32 {
+    let mut g = spawn(program, actions);
+    let status = g.wait(Duration::from_secs(60)).expect("test program finished");
+    assert!(status.success(), "{} {actions:?} failed: {status}", program.display());
+    g.pid()
+}
+
+pub fn spawn(program: &Path, actions: &[&str]) -> Guard {
+    Guard(
+        Command::new(program)
+            .args(actions)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn test program"),
+    )
+}
+
+/// A free loopback port (bound and released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// The running daemon, its JSON records and its log.
+pub struct Sensor {
+    proc: Option<Guard>,
+    records: Arc<Mutex<Vec<Value>>>,
+    log: Arc<Mutex<String>>,
+    pub metrics: SocketAddr,
+    _dir: TempDir,
+}
+
+impl Sensor {
+    /// Starts `aiwatch run` with `config` and waits until it watches.
+    pub fn start(config: &str) -> Self {
+        let dir = TempDir::new("sensor");
+        let cfg = dir.path("config.toml");
+        std::fs::write(&cfg, config).expect("write config");
+        let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let mut child = Command::new(aiwatch_bin())
+            .args(["run", "--format", "json", "--config"])
+            .arg(&cfg)
+            .args(["--metrics-listen", &metrics.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", aiwatch_bin().display()));
+        let records = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::new(Mutex::new(String::new()));
+        let out = child.stdout.take().expect("stdout");
+        let err = child.stderr.take().expect("stderr");
+        let r = records.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let v: Value =
+                    serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+                r.lock().expect("records").push(v);
+            }
+        });
+        let l = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let mut log = l.lock().expect("log");
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let s = Self { proc: Some(Guard(child)), records, log, metrics, _dir: dir };
+        let end = Instant::now() + Duration::from_secs(30);
+        while !s.log().contains("watching") {
+            if Instant::now() > end {
+                panic!("aiwatch did not start:\n{}", s.log());
+            }
+            if let Some(p) = s.proc.as_ref() {
+                if p.0.id() != 0 && std::fs::metadata(format!("/proc/{}", p.pid())).is_err() {
+                    panic!("aiwatch exited:\n{}", s.log());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        s
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().expect("log").clone()
+    }
+
+    pub fn records(&self) -> Vec<Value> {
+        self.records.lock().expect("records").clone()
+    }
+
+    /// Records for which `pred` holds, once at least `n` exist (panics after 15 s).
+    pub fn wait_n(&self, n: usize, what: &str, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let end = Instant::now() + Duration::from_secs(15);
+        loop {
+            let hits: Vec<Value> = self.records().into_iter().filter(|r| pred(r)).collect();
+            if hits.len() >= n {
+                return hits;
+            }
+            if Instant::now() > end {
+                panic!(
+                    "timed out waiting for {n} × {what}; have {}.\nrecords:\n{}\nlog:\n{}",
+                    hits.len(),
+                    self.records().iter().map(|r| r.to_string()).collect::<Vec<_>>().join("\n"),
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn wait_for(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        self.wait_n(1, what, pred).remove(0)
+    }
+
+    /// The body of GET /metrics.
+    pub fn scrape(&self) -> String {
+        let mut s = TcpStream::connect(self.metrics).expect("connect to metrics");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").expect("send");
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("read");
+        out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+    }
+
+    /// SIGTERM, then wait for a clean exit; returns the log.
+    pub fn stop(mut self) -> String {
+        let mut g = self.proc.take().expect("running");
+        // SAFETY: signalling our own child by PID.
+        unsafe { libc::kill(g.pid() as i32, libc::SIGTERM) };
+        let status = g.wait(Duration::from_secs(10));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "aiwatch did not stop cleanly: {status:?}\n{}",
+            self.log()
+        );
+        self.log()
+    }
+}
+
+impl Drop for Sensor {
+    fn drop(&mut self) {
+        if let Some(g) = self.proc.take() {
+            // SAFETY: signalling our own child by PID; the Guard reaps (or kills) it.
+            unsafe { libc::kill(g.pid() as i32, libc::SIGTERM) };
+            let mut g = g;
+            g.wait(Duration::from_secs(5));
+        }
+    }
+}
+
+/// Field access by a dotted path: `get(r, "session.root_pid")`.
+pub fn get<'a>(v: &'a Value, path: &str) -> &'a Value {
+    path.split('.').fold(v, |v, k| &v[k])
+}
+
+/// Matcher: a fingerprint read by `pid` whose resolved path is `path`.
+pub fn read_of(pid: u32, path: &str) -> impl Fn(&Value) -> bool + '_ {
+    move |r| r["type"] == "fingerprint_read" && r["process"]["pid"] == pid && r["resolved_path"] == path
+}

@@ -63,7 +63,7 @@ fn enter(ctx: &TracePointContext, syscall: Syscall, layout: &Layout) -> u32 {
             Err(_) => bump(Stat::ReadFailed),
         }
     }
-    if FILE_ARGS.insert(&tid, &args, 0).is_err() {
+    if FILE_ARGS.insert(tid, args, 0).is_err() {
         bump(Stat::StashFull);
     }
     0
@@ -74,10 +74,10 @@ fn enter(ctx: &TracePointContext, syscall: Syscall, layout: &Layout) -> u32 {
 pub fn files_exit_syscall(ctx: TracePointContext) -> u32 {
     let (tgid, tid) = current_ids();
     // SAFETY: this thread's own entry; nothing else writes it.
-    let Some(args) = (unsafe { FILE_ARGS.get(&tid) }).copied() else {
+    let Some(args) = (unsafe { FILE_ARGS.get(tid) }).copied() else {
         return 0;
     };
-    let _ = FILE_ARGS.remove(&tid);
+    let _ = FILE_ARGS.remove(tid);
     // The entry may have gone (exit of a sibling thread's group is not possible mid-syscall,
     // but user space may have untracked it): then the event is not wanted.
     let Some(t) = tracked(tgid) else {

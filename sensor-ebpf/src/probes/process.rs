@@ -8,7 +8,9 @@
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{bpf_probe_read_kernel_str_bytes, bpf_probe_read_user, bpf_probe_read_user_str_bytes, generated},
+    helpers::{
+        bpf_probe_read_kernel_str_bytes, bpf_probe_read_user, bpf_probe_read_user_str_bytes, generated,
+    },
     macros::tracepoint,
     programs::TracePointContext,
     EbpfContext,
@@ -52,7 +54,7 @@ pub fn process_exit_execve(ctx: TracePointContext) -> u32 {
     let ret: i64 = unsafe { arg(&ctx, 16) };
     if ret != 0 {
         let (_, tid) = current_ids();
-        let _ = EXEC_STASH.remove(&tid);
+        let _ = EXEC_STASH.remove(tid);
     }
     0
 }
@@ -78,7 +80,8 @@ fn stash_exec(filename: *const u8, argv: *const *const u8, exec_fd: bool) {
         ev.hdr.flags |= flags::EXEC_FD;
     }
     read_argv(ev, argv);
-    if EXEC_STASH.insert(&tid, &*ev, 0).is_err() {
+    // By reference: the event is far larger than the 512-byte stack.
+    if EXEC_STASH.insert(tid, ev, 0).is_err() {
         bump(Stat::StashFull);
     }
 }
@@ -110,7 +113,7 @@ fn is_candidate(path: &[u8; PATH_LEN], len: usize) -> bool {
         j += 1;
     }
     // SAFETY: read-only lookup.
-    unsafe { CANDIDATES.get(&key) }.is_some()
+    unsafe { CANDIDATES.get(key) }.is_some()
 }
 
 #[inline(always)]
@@ -140,9 +143,7 @@ fn read_argv(ev: &mut sensor_common::ExecEvent, argv: *const *const u8) {
         // bytes of room past ARGV_LEN.
         let dst = ev.argv.as_mut_ptr().wrapping_add(off & (ARGV_LEN - 1));
         // SAFETY: dst has at least ARG_LEN bytes (see above); src is checked by the helper.
-        let n = unsafe {
-            generated::bpf_probe_read_user_str(dst as *mut _, ARG_LEN as u32, p as *const _)
-        };
+        let n = unsafe { generated::bpf_probe_read_user_str(dst as *mut _, ARG_LEN as u32, p as *const _) };
         if n <= 0 {
             ev.hdr.flags |= flags::READ_FAILED;
             bump(Stat::ReadFailed);
@@ -173,9 +174,8 @@ fn read_argv(ev: &mut sensor_common::ExecEvent, argv: *const *const u8) {
 #[tracepoint]
 pub fn process_enter_sched_exec(ctx: TracePointContext) -> u32 {
     // SAFETY: sched_process_exec: filename __data_loc@8, pid@12, old_pid@16.
-    let (loc, pid, old_pid) =
-        unsafe { (arg::<u32>(&ctx, 8), arg::<u32>(&ctx, 12), arg::<u32>(&ctx, 16)) };
-    let Some(ev) = EXEC_STASH.get_ptr_mut(&old_pid) else {
+    let (loc, pid, old_pid) = unsafe { (arg::<u32>(&ctx, 8), arg::<u32>(&ctx, 12), arg::<u32>(&ctx, 16)) };
+    let Some(ev) = EXEC_STASH.get_ptr_mut(old_pid) else {
         return 0;
     };
     // SAFETY: stash entry of this thread; nothing else writes it.
@@ -184,7 +184,7 @@ pub fn process_enter_sched_exec(ctx: TracePointContext) -> u32 {
         Some(t) => t,
         None => {
             let t = Tracked { session: 0, state: TrackState::Pending as u32 };
-            if TRACKED.insert(&pid, &t, BPF_NOEXIST as u64).is_err() {
+            if TRACKED.insert(pid, t, BPF_NOEXIST as u64).is_err() {
                 bump(Stat::TrackedFull);
                 warn!(&ctx, "TRACKED map full: pid {} not tracked", pid);
             }
@@ -208,7 +208,7 @@ pub fn process_enter_sched_exec(ctx: TracePointContext) -> u32 {
         Ok(()) => bump(Stat::Emitted),
         Err(_) => bump(Stat::RingbufFull),
     }
-    let _ = EXEC_STASH.remove(&old_pid);
+    let _ = EXEC_STASH.remove(old_pid);
     0
 }
 
@@ -225,7 +225,7 @@ pub fn process_enter_task_newtask(ctx: TracePointContext) -> u32 {
     let Some(parent) = tracked(tgid) else {
         return 0;
     };
-    if TRACKED.insert(&child, &inherit(&parent), 0).is_err() {
+    if TRACKED.insert(child, inherit(&parent), 0).is_err() {
         bump(Stat::TrackedFull);
         warn!(&ctx, "TRACKED map full: child {} of {} not tracked", child, tgid);
     }
@@ -255,7 +255,7 @@ pub fn process_enter_sched_exit(ctx: TracePointContext) -> u32 {
     let Some(t) = tracked(tgid) else {
         return 0;
     };
-    let _ = TRACKED.remove(&tgid);
+    let _ = TRACKED.remove(tgid);
     let Some(mut entry) = EVENTS.reserve::<ExitEvent>(0) else {
         bump(Stat::RingbufFull);
         return 0;

@@ -53,12 +53,15 @@ impl AssistantClassifier {
         self.rules
             .iter()
             .find(|r| {
-                r.basenames.iter().any(|b| {
-                    b == exe_base || b == file_base || script.is_some_and(|s| basename(s) == b)
-                }) || r.globs.iter().any(|g| {
-                    g.matches(p.exe) || (p.filename.starts_with('/') && g.matches(p.filename))
-                        || script.is_some_and(|s| s.starts_with('/') && g.matches(s))
-                }) || r.comms.iter().any(|c| c == p.comm)
+                r.basenames
+                    .iter()
+                    .any(|b| b == exe_base || b == file_base || script.is_some_and(|s| basename(s) == b))
+                    || r.globs.iter().any(|g| {
+                        g.matches(p.exe)
+                            || (p.filename.starts_with('/') && g.matches(p.filename))
+                            || script.is_some_and(|s| s.starts_with('/') && g.matches(s))
+                    })
+                    || r.comms.iter().any(|c| c == p.comm)
                     || r.markers.iter().any(|m| cmdline.contains(m.as_str()))
             })
             .map(|r| r.name.as_str())
@@ -83,7 +86,8 @@ impl AssistantClassifier {
 }
 
 fn compile(rule: &AssistantRule) -> Rule {
-    let (globs, basenames): (Vec<_>, Vec<_>) = rule.exe.iter().map(|e| e.0.clone()).partition(|e| e.starts_with('/'));
+    let (globs, basenames): (Vec<_>, Vec<_>) =
+        rule.exe.iter().map(|e| e.0.clone()).partition(|e| e.starts_with('/'));
     Rule {
         name: rule.name.clone(),
         basenames,
@@ -128,33 +132,61 @@ mod tests {
             ("/usr/lib/node_modules/opencode-ai/bin/opencode", "opencode"),
         ];
         for (script, want) in cases {
-            assert_eq!(classify("/usr/bin/node", "/usr/bin/node", "node", &["node", script]).as_deref(), Some(want));
+            assert_eq!(
+                classify("/usr/bin/node", "/usr/bin/node", "node", &["node", script]).as_deref(),
+                Some(want)
+            );
         }
     }
 
     #[test]
     fn native_binaries_and_scripts() {
         assert_eq!(
-            classify("/root/.local/share/claude/versions/2.0.1", "/root/.local/bin/claude", "claude", &["claude"])
-                .as_deref(),
+            classify(
+                "/root/.local/share/claude/versions/2.0.1",
+                "/root/.local/bin/claude",
+                "claude",
+                &["claude"]
+            )
+            .as_deref(),
             Some("claude-code")
         );
         assert_eq!(
             classify("/root/.local/share/claude/versions/2.0.1", "/x/2.0.1", "2.0.1", &["2.0.1"]).as_deref(),
             Some("claude-code")
         );
-        assert_eq!(classify("/usr/bin/goose", "/usr/bin/goose", "goose", &["goose", "session"]).as_deref(), Some("goose"));
         assert_eq!(
-            classify("/usr/bin/python3.11", "/home/a/.local/bin/aider", "aider", &["aider", "--yes"]).as_deref(),
+            classify("/usr/bin/goose", "/usr/bin/goose", "goose", &["goose", "session"]).as_deref(),
+            Some("goose")
+        );
+        assert_eq!(
+            classify("/usr/bin/python3.11", "/home/a/.local/bin/aider", "aider", &["aider", "--yes"])
+                .as_deref(),
             Some("aider")
         );
-        assert_eq!(classify("/usr/bin/python3", "/usr/bin/python3", "python3", &["python3", "-m", "aider"]).as_deref(), Some("aider"));
         assert_eq!(
-            classify("/usr/bin/node", "/usr/bin/node", "node", &["node", "--no-warnings", "/usr/local/bin/gemini", "-p", "hi"]).as_deref(),
+            classify("/usr/bin/python3", "/usr/bin/python3", "python3", &["python3", "-m", "aider"])
+                .as_deref(),
+            Some("aider")
+        );
+        assert_eq!(
+            classify(
+                "/usr/bin/node",
+                "/usr/bin/node",
+                "node",
+                &["node", "--no-warnings", "/usr/local/bin/gemini", "-p", "hi"]
+            )
+            .as_deref(),
             Some("gemini-cli")
         );
         assert_eq!(
-            classify("/opt/cursor-agent/versions/1/node", "/opt/x/node", "node", &["node", "/root/.local/share/cursor-agent/versions/1/index.js"]).as_deref(),
+            classify(
+                "/opt/cursor-agent/versions/1/node",
+                "/opt/x/node",
+                "node",
+                &["node", "/root/.local/share/cursor-agent/versions/1/index.js"]
+            )
+            .as_deref(),
             Some("cursor-agent")
         );
         let long = "/opt/codex/codex-x86_64-unknown-linux-musl";

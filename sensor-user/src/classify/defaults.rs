@@ -6,12 +6,29 @@ use crate::config::{AssistantRule, Basename, ExeMatch, NonEmpty, PathPattern};
 
 /// Interpreters an assistant may run under; their exec is classified by argv.
 pub const RUNTIMES: &[&str] = &[
-    "node", "nodejs", "bun", "deno", "python", "python3", "python3.8", "python3.9", "python3.10",
-    "python3.11", "python3.12", "python3.13", "python3.14", "pypy3", "uv", "uvx", "pipx",
+    "node",
+    "nodejs",
+    "bun",
+    "deno",
+    "python",
+    "python3",
+    "python3.8",
+    "python3.9",
+    "python3.10",
+    "python3.11",
+    "python3.12",
+    "python3.13",
+    "python3.14",
+    "pypy3",
+    "uv",
+    "uvx",
+    "pipx",
 ];
 
 /// (name, executable basenames or globs, comm values, argv markers)
-const ASSISTANTS: &[(&str, &[&str], &[&str], &[&str])] = &[
+type Builtin = (&'static str, &'static [&'static str], &'static [&'static str], &'static [&'static str]);
+
+const ASSISTANTS: &[Builtin] = &[
     (
         "claude-code",
         &["claude", "/**/claude/versions/*", "/**/@anthropic-ai/claude-code*/**"],

@@ -20,7 +20,9 @@ impl CategoryMatcher {
             m.names.push(name.clone());
             for p in patterns {
                 let expanded: Vec<String> = match p.0.strip_prefix("~/") {
-                    Some(rest) => homes.iter().map(|h| format!("{}/{rest}", h.trim_end_matches('/'))).collect(),
+                    Some(rest) => {
+                        homes.iter().map(|h| format!("{}/{rest}", h.trim_end_matches('/'))).collect()
+                    }
                     None => vec![p.0.clone()],
                 };
                 for pat in expanded {
@@ -66,7 +68,10 @@ pub fn home_dirs() -> Vec<String> {
     if let Ok(passwd) = std::fs::read_to_string("/etc/passwd") {
         for line in passwd.lines() {
             if let Some(home) = line.split(':').nth(5) {
-                let ok = home.starts_with('/') && home != "/" && !home.starts_with("/home/") && !home.contains(['*', '?', '[']);
+                let ok = home.starts_with('/')
+                    && home != "/"
+                    && !home.starts_with("/home/")
+                    && !home.contains(['*', '?', '[']);
                 if ok && !homes.iter().any(|h| h == home) {
                     homes.push(home.to_string());
                 }

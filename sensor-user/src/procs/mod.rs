@@ -143,7 +143,11 @@ impl ProcTable {
         src: &dyn ProcSource,
     ) -> Update {
         let live = src.info(hdr.pid);
-        let exe = live.as_ref().map(|i| i.exe.clone()).filter(|e| !e.is_empty()).unwrap_or_else(|| filename.to_string());
+        let exe = live
+            .as_ref()
+            .map(|i| i.exe.clone())
+            .filter(|e| !e.is_empty())
+            .unwrap_or_else(|| filename.to_string());
         if let Some(p) = self.procs.get_mut(&hdr.pid) {
             if p.role != TrackState::Pending {
                 p.exe = exe;
@@ -171,7 +175,10 @@ impl ProcTable {
             comm: hdr.comm.clone(),
             exe,
             argv,
-            cwd: inherited.as_ref().and_then(|p| p.cwd.clone()).or_else(|| live.as_ref().and_then(|i| i.cwd.clone())),
+            cwd: inherited
+                .as_ref()
+                .and_then(|p| p.cwd.clone())
+                .or_else(|| live.as_ref().and_then(|i| i.cwd.clone())),
             fds: inherited.map(|p| p.fds).unwrap_or_default(),
             role: TrackState::Assistant,
             session: hdr.pid,
@@ -264,11 +271,19 @@ impl ProcTable {
             None
         };
         let cwd = p.cwd.clone().or_else(|| src.cwd(rec.hdr.pid));
-        let empty_ok = matches!(rec.syscall, Syscall::Newfstatat | Syscall::Statx | Syscall::Faccessat2 | Syscall::Fchdir);
+        let empty_ok = matches!(
+            rec.syscall,
+            Syscall::Newfstatat | Syscall::Statx | Syscall::Faccessat2 | Syscall::Fchdir
+        );
         let resolution = if (rec.path.is_empty() && !empty_ok) || (needs_dirfd && dirfd_path.is_none()) {
             None
         } else {
-            let reader = Reader { pid: rec.hdr.pid, tid: rec.hdr.tid, cwd: cwd.as_deref(), dirfd_path: dirfd_path.as_deref() };
+            let reader = Reader {
+                pid: rec.hdr.pid,
+                tid: rec.hdr.tid,
+                cwd: cwd.as_deref(),
+                dirfd_path: dirfd_path.as_deref(),
+            };
             paths::resolve(&rec.path, &reader, fs)
         };
         let p = self.procs.get_mut(&rec.hdr.pid)?;
@@ -312,21 +327,25 @@ mod tests {
     }
 
     fn exec(t: &mut ProcTable, pid: u32, argv: &[&str]) -> Update {
-        let KernelEvent::Exec { hdr, filename, argv } = crate::events::decode(&raw::exec(pid, "/usr/bin/node", argv)).unwrap() else {
+        let KernelEvent::Exec { hdr, filename, argv } =
+            crate::events::decode(&raw::exec(pid, "/usr/bin/node", argv)).unwrap()
+        else {
             unreachable!()
         };
         t.on_exec(&hdr, &filename, argv, &AssistantClassifier::new(&Config::default()), &Gone)
     }
 
     fn hdr(pid: u32) -> Header {
-        let KernelEvent::File(f) = crate::events::decode(&raw::file(pid, Syscall::Open, "/", 0)).unwrap() else {
+        let KernelEvent::File(f) = crate::events::decode(&raw::file(pid, Syscall::Open, "/", 0)).unwrap()
+        else {
             unreachable!()
         };
         f.hdr
     }
 
     fn file(pid: u32, syscall: Syscall, path: &str, ret: i64, dirfd: i32) -> FileRecord {
-        let KernelEvent::File(mut f) = crate::events::decode(&raw::file(pid, syscall, path, ret)).unwrap() else {
+        let KernelEvent::File(mut f) = crate::events::decode(&raw::file(pid, syscall, path, ret)).unwrap()
+        else {
             unreachable!()
         };
         f.dirfd = dirfd;
@@ -337,10 +356,22 @@ mod tests {
     fn assistant_children_and_pending_children() {
         let mut t = ProcTable::new("h");
         // A pending node forks before user space classifies it.
-        t.procs.insert(10, Proc {
-            pid: 10, ppid: 1, uid: 0, gid: 0, comm: "node".into(), exe: String::new(), argv: vec![],
-            cwd: Some("/".into()), fds: HashMap::new(), role: TrackState::Pending, session: 0,
-        });
+        t.procs.insert(
+            10,
+            Proc {
+                pid: 10,
+                ppid: 1,
+                uid: 0,
+                gid: 0,
+                comm: "node".into(),
+                exe: String::new(),
+                argv: vec![],
+                cwd: Some("/".into()),
+                fds: HashMap::new(),
+                role: TrackState::Pending,
+                session: 0,
+            },
+        );
         assert_eq!(t.on_fork(&hdr(10), 11), Update::None);
         assert_eq!(t.get(11).unwrap().role, TrackState::Pending);
         let u = exec(&mut t, 10, &["node", "/usr/lib/node_modules/@anthropic-ai/claude-code/cli.js"]);
@@ -362,10 +393,22 @@ mod tests {
     #[test]
     fn non_assistant_is_untracked_with_its_pending_children() {
         let mut t = ProcTable::new("h");
-        t.procs.insert(20, Proc {
-            pid: 20, ppid: 1, uid: 0, gid: 0, comm: "node".into(), exe: String::new(), argv: vec![],
-            cwd: None, fds: HashMap::new(), role: TrackState::Pending, session: 0,
-        });
+        t.procs.insert(
+            20,
+            Proc {
+                pid: 20,
+                ppid: 1,
+                uid: 0,
+                gid: 0,
+                comm: "node".into(),
+                exe: String::new(),
+                argv: vec![],
+                cwd: None,
+                fds: HashMap::new(),
+                role: TrackState::Pending,
+                session: 0,
+            },
+        );
         t.on_fork(&hdr(20), 21);
         let mut u = match exec(&mut t, 20, &["node", "server.js"]) {
             Update::Untrack(v) => v,
@@ -387,7 +430,9 @@ mod tests {
         // The child changes into /etc and opens a relative path, then is gone from /proc.
         t.on_file(&file(31, Syscall::Chdir, "etc", 0, sensor_common::AT_FDCWD), &fs, &Gone).unwrap();
         assert_eq!(t.get(31).unwrap().cwd.as_deref(), Some("/etc"));
-        let ctx = t.on_file(&file(31, Syscall::Openat, "hostname", 3, sensor_common::AT_FDCWD), &fs, &Gone).unwrap();
+        let ctx = t
+            .on_file(&file(31, Syscall::Openat, "hostname", 3, sensor_common::AT_FDCWD), &fs, &Gone)
+            .unwrap();
         assert_eq!(ctx.resolution.unwrap().resolved, "/etc/hostname");
         // An fd opened on a directory is a dirfd for later *at calls.
         t.on_file(&file(31, Syscall::Openat, "/usr/share", 5, sensor_common::AT_FDCWD), &fs, &Gone).unwrap();
@@ -399,6 +444,8 @@ mod tests {
         let ctx = t.on_file(&file(31, Syscall::Openat, "x", -2, 99), &fs, &Gone).unwrap();
         assert!(ctx.resolution.is_none());
         // Untracked pids yield nothing.
-        assert!(t.on_file(&file(999, Syscall::Open, "/etc/hosts", 3, sensor_common::AT_FDCWD), &fs, &Gone).is_none());
+        assert!(t
+            .on_file(&file(999, Syscall::Open, "/etc/hosts", 3, sensor_common::AT_FDCWD), &fs, &Gone)
+            .is_none());
     }
 }

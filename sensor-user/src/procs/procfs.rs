@@ -82,7 +82,10 @@ pub fn parse_stat(stat: &str) -> Option<(String, u32, u64)> {
 }
 
 fn parse_uid(status: &str) -> Option<u32> {
-    status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|v| v.split_whitespace().next()?.parse().ok())
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
 fn split_nul(b: &[u8]) -> Vec<String> {

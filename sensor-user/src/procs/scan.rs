@@ -19,8 +19,12 @@ pub struct Scanned {
 /// Every running process that belongs to a session, roots first. A process under an assistant
 /// belongs to the outermost assistant above it, as it would had it been followed live.
 pub fn scan(src: &dyn ProcSource, classifier: &AssistantClassifier, ignore: &[u32]) -> Vec<Scanned> {
-    let infos: HashMap<u32, _> =
-        src.pids().into_iter().filter(|p| !ignore.contains(p)).filter_map(|pid| Some((pid, src.info(pid)?))).collect();
+    let infos: HashMap<u32, _> = src
+        .pids()
+        .into_iter()
+        .filter(|p| !ignore.contains(p))
+        .filter_map(|pid| Some((pid, src.info(pid)?)))
+        .collect();
     let direct: HashMap<u32, String> = infos
         .values()
         .filter_map(|i| {

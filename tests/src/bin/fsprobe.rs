@@ -1,0 +1,116 @@
+//! A test program that makes exactly the syscalls it is told to, in order:
+//! `fsprobe ACTION...`, each ACTION one of
+//!   open=P openat=P openat2=P dirat=DIR,NAME stat=P lstat=P statx=P access=P faccessat2=P
+//!   readlink=P chdir=D child=A;B;... sh=CMD waitfile=P sleep=MS pid=FILE
+//! `child=` runs this program again with the `;`-separated actions and waits for it; inside
+//! those, `|` stands for `;` one level down (`child=a;child=b|c` nests a grandchild).
+//! Results go to stderr; the exit code is 0 unless an action is malformed.
+
+use std::{ffi::CString, process::ExitCode};
+
+fn c(p: &str) -> CString {
+    CString::new(p).expect("no NUL in test paths")
+}
+
+fn report(what: &str, arg: &str, ret: i64) {
+    let err = if ret < 0 { format!(" ({})", std::io::Error::last_os_error()) } else { String::new() };
+    eprintln!("fsprobe[{}]: {what} {arg} = {ret}{err}", std::process::id());
+}
+
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+fn act(action: &str) -> Result<(), String> {
+    let (op, arg) = action.split_once('=').ok_or_else(|| format!("malformed action {action:?}"))?;
+    let mut buf = [0u8; 512];
+    // SAFETY (every libc call below): valid NUL-terminated paths and buffers of the stated size.
+    let ret: i64 = unsafe {
+        match op {
+            #[cfg(target_arch = "x86_64")]
+            "open" => libc::syscall(libc::SYS_open, c(arg).as_ptr(), libc::O_RDONLY),
+            "openat" => libc::syscall(libc::SYS_openat, libc::AT_FDCWD, c(arg).as_ptr(), libc::O_RDONLY),
+            "openat2" => {
+                let how = OpenHow {
+                    flags: libc::O_RDONLY as u64,
+                    mode: 0,
+                    resolve: 0x02, /* RESOLVE_NO_MAGICLINKS */
+                };
+                libc::syscall(
+                    libc::SYS_openat2,
+                    libc::AT_FDCWD,
+                    c(arg).as_ptr(),
+                    &how as *const OpenHow,
+                    std::mem::size_of::<OpenHow>(),
+                )
+            }
+            "dirat" => {
+                let (dir, name) = arg.split_once(',').ok_or("dirat=DIR,NAME")?;
+                let fd = libc::open(c(dir).as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY);
+                report("open dir", dir, fd as i64);
+                libc::syscall(libc::SYS_openat, fd, c(name).as_ptr(), libc::O_RDONLY)
+            }
+            "stat" => {
+                libc::syscall(libc::SYS_newfstatat, libc::AT_FDCWD, c(arg).as_ptr(), buf.as_mut_ptr(), 0)
+            }
+            #[cfg(target_arch = "x86_64")]
+            "lstat" => libc::syscall(libc::SYS_lstat, c(arg).as_ptr(), buf.as_mut_ptr()),
+            "statx" => {
+                libc::syscall(libc::SYS_statx, libc::AT_FDCWD, c(arg).as_ptr(), 0, 0x7ff, buf.as_mut_ptr())
+            }
+            #[cfg(target_arch = "x86_64")]
+            "access" => libc::syscall(libc::SYS_access, c(arg).as_ptr(), libc::R_OK),
+            "faccessat2" => {
+                libc::syscall(libc::SYS_faccessat2, libc::AT_FDCWD, c(arg).as_ptr(), libc::R_OK, 0)
+            }
+            #[cfg(target_arch = "x86_64")]
+            "readlink" => libc::syscall(libc::SYS_readlink, c(arg).as_ptr(), buf.as_mut_ptr(), buf.len()),
+            "chdir" => libc::syscall(libc::SYS_chdir, c(arg).as_ptr()),
+            "child" => {
+                let me = std::env::current_exe().map_err(|e| e.to_string())?;
+                let args = arg.split(';').map(|a| a.replace('|', ";"));
+                let status = std::process::Command::new(me).args(args).status();
+                status.map(|s| s.code().unwrap_or(-1) as i64).map_err(|e| e.to_string())?
+            }
+            "sh" => {
+                let status = std::process::Command::new("/bin/sh").args(["-c", arg]).status();
+                status.map(|s| s.code().unwrap_or(-1) as i64).map_err(|e| e.to_string())?
+            }
+            "waitfile" => {
+                for _ in 0..6000 {
+                    if std::path::Path::new(arg).exists() {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                0
+            }
+            "sleep" => {
+                std::thread::sleep(std::time::Duration::from_millis(arg.parse().map_err(|_| "sleep=MS")?));
+                0
+            }
+            "pid" => {
+                let tmp = format!("{arg}.tmp");
+                std::fs::write(&tmp, std::process::id().to_string()).map_err(|e| e.to_string())?;
+                std::fs::rename(&tmp, arg).map_err(|e| e.to_string())?;
+                0
+            }
+            other => return Err(format!("unknown action {other:?}")),
+        }
+    };
+    report(op, arg, ret);
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    for action in std::env::args().skip(1) {
+        if let Err(e) = act(&action) {
+            eprintln!("fsprobe: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,83 @@
+//! Installs what a fresh machine lacks, skipping what is present, saying what it does.
+
+use std::{path::PathBuf, process::Command};
+
+use anyhow::{bail, Context as _};
+
+use crate::sh;
+
+const LLVM_PACKAGES: [&str; 2] = ["llvm-22-dev", "libpolly-22-dev"];
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+
+fn ok(cmd: &mut Command) -> bool {
+    cmd.output().is_ok_and(|o| o.status.success())
+}
+
+fn output(cmd: &mut Command) -> String {
+    cmd.output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default()
+}
+
+fn cargo_bin() -> PathBuf {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo"));
+    home.join("bin")
+}
+
+/// PATH with cargo's bin directory in it (where `cargo install` puts bpf-linker).
+pub fn path_with_cargo_bin() -> String {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let bin = cargo_bin().to_string_lossy().into_owned();
+    if path.split(':').any(|p| p == bin) {
+        path
+    } else {
+        format!("{bin}:{path}")
+    }
+}
+
+fn step(what: &str, present: bool, install: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<()> {
+    if present {
+        eprintln!("xtask: setup: {what}: present");
+        return Ok(());
+    }
+    eprintln!("xtask: setup: {what}: installing");
+    install().with_context(|| format!("setup step failed: {what}"))
+}
+
+pub fn setup() -> anyhow::Result<()> {
+    let nightly =
+        output(Command::new("rustup").args(["toolchain", "list"])).lines().any(|l| l.starts_with("nightly"));
+    step("nightly toolchain", nightly, || {
+        sh(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))
+    })?;
+    let src =
+        output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", "nightly"]))
+            .lines()
+            .any(|l| l.starts_with("rust-src"));
+    step("rust-src for nightly", src, || {
+        sh(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+    })?;
+    let llvm = LLVM_PACKAGES.iter().all(|p| {
+        output(Command::new("dpkg-query").args(["-W", "-f", "${Status}", p])).contains("install ok installed")
+    });
+    step(&format!("Debian packages {}", LLVM_PACKAGES.join(", ")), llvm, || {
+        if !ok(Command::new("apt-get").arg("--version")) {
+            bail!("apt-get is not available: install {} by hand", LLVM_PACKAGES.join(" "));
+        }
+        sh(Command::new("apt-get").args(["update", "-q"]).env("DEBIAN_FRONTEND", "noninteractive"))?;
+        sh(Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(LLVM_PACKAGES)
+            .env("DEBIAN_FRONTEND", "noninteractive"))
+    })?;
+    let linker = ok(Command::new("bpf-linker").arg("--version").env("PATH", path_with_cargo_bin()));
+    step("bpf-linker", linker, || {
+        // bpf-linker links against Debian's LLVM 22, which matches nightly's LLVM.
+        let path = format!("{LLVM_PREFIX}/bin:{}", path_with_cargo_bin());
+        sh(Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["install", "bpf-linker", "--locked", "--no-default-features", "--features", "llvm-22"])
+            .env("PATH", path)
+            .env("LLVM_PREFIX", LLVM_PREFIX))
+    })?;
+    Ok(())
+}
