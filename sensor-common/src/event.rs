@@ -21,6 +21,10 @@ pub enum EventKind {
     Fork = 2,
     Exit = 3,
     File = 4,
+    Connect = 5,
+    Data = 6,
+    Close = 7,
+    State = 8,
 }
 
 impl TryFrom<u32> for EventKind {
@@ -31,6 +35,10 @@ impl TryFrom<u32> for EventKind {
             2 => Self::Fork,
             3 => Self::Exit,
             4 => Self::File,
+            5 => Self::Connect,
+            6 => Self::Data,
+            7 => Self::Close,
+            8 => Self::State,
             other => return Err(other),
         })
     }
@@ -162,7 +170,8 @@ pub struct ExecEvent {
     pub argc: u32,
     /// Bytes used in `argv` (each argument NUL-terminated).
     pub argv_len: u32,
-    pub _pad: u32,
+    /// Parent pid at fork (0 if the fork was not seen).
+    pub ppid: u32,
     /// The file the kernel executed (`bprm->filename`).
     pub filename: [u8; PATH_LEN],
     /// NUL-separated arguments; sized so that a read of [`ARG_LEN`] at any offset below
@@ -208,7 +217,111 @@ pub struct FileEvent {
     pub path: [u8; PATH_LEN],
 }
 
+/// Bytes of a send copied at most (a post-quantum TLS ClientHello is well past 2 KiB).
+pub const DATA_LEN: usize = 8192;
+/// Bytes of a received DNS message copied at most.
+pub const DNS_RECV_LEN: usize = 2048;
+
+/// A `struct sockaddr` as the process passed it (or as the kernel built it): family, then
+/// port and address in network order, exactly the C layout of `sockaddr_in`/`sockaddr_in6`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct RawSockAddr {
+    /// Bytes of `data` that are valid.
+    pub len: u32,
+    pub data: [u8; 28],
+}
+
+/// Direction of a [`DataEvent`], sent as `u32`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Direction {
+    Send = 1,
+    Recv = 2,
+}
+
+impl TryFrom<u32> for Direction {
+    type Error = u32;
+    fn try_from(v: u32) -> Result<Self, u32> {
+        match v {
+            1 => Ok(Self::Send),
+            2 => Ok(Self::Recv),
+            other => Err(other),
+        }
+    }
+}
+
+/// `connect()` of a tracked process on an `AF_INET`/`AF_INET6` socket, with its result.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct ConnectEvent {
+    pub hdr: EventHeader,
+    pub fd: i32,
+    /// `SOCK_STREAM`, `SOCK_DGRAM`, … (0 when the socket was created before tracking).
+    pub sock_type: u32,
+    /// 0, or `-errno` (`-EINPROGRESS` for a non-blocking connect: see [`StateEvent`]).
+    pub ret: i64,
+    pub addr: RawSockAddr,
+}
+
+/// The first bytes a tracked process sent on (or, for DNS, received from) an inet socket.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct DataEvent {
+    pub hdr: EventHeader,
+    pub fd: i32,
+    /// [`Direction`] as `u32`.
+    pub direction: u32,
+    /// Bytes the syscall transferred.
+    pub ret: i64,
+    pub sock_type: u32,
+    /// Bytes of `data` that are valid.
+    pub len: u32,
+    /// Peer given to `sendto`/`sendmsg`/`recvfrom` (len 0 when none).
+    pub peer: RawSockAddr,
+    pub data: [u8; DATA_LEN],
+}
+
+/// `close()` of a tracked inet socket, with what went through it.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct CloseEvent {
+    pub hdr: EventHeader,
+    pub fd: i32,
+    pub sock_type: u32,
+    pub bytes_sent: u64,
+    pub bytes_recv: u64,
+}
+
+/// A TCP state change of a connection a tracked process started (from
+/// `sock:inet_sock_set_state`, often in softirq context: the header's pid is the owner's, taken
+/// from the map, and its comm and uid are empty).
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct StateEvent {
+    pub hdr: EventHeader,
+    pub fd: i32,
+    pub oldstate: u32,
+    pub newstate: u32,
+    pub _pad: u32,
+    pub local: RawSockAddr,
+    pub remote: RawSockAddr,
+}
+
+/// TCP states as the kernel numbers them (`TCP_ESTABLISHED` …).
+pub mod tcp_state {
+    pub const ESTABLISHED: u32 = 1;
+    pub const SYN_SENT: u32 = 2;
+    pub const CLOSE: u32 = 7;
+}
+
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 56);
+const _: () = assert!(core::mem::size_of::<RawSockAddr>() == 32);
+const _: () = assert!(core::mem::size_of::<ConnectEvent>() == 56 + 16 + 32);
+const _: () = assert!(core::mem::size_of::<DataEvent>() == 56 + 24 + 32 + DATA_LEN);
+const _: () = assert!(core::mem::size_of::<CloseEvent>() == 56 + 24);
+const _: () = assert!(core::mem::size_of::<StateEvent>() == 56 + 16 + 64);
+const _: () = assert!(DATA_LEN.is_power_of_two() && DNS_RECV_LEN <= DATA_LEN);
 const _: () = assert!(core::mem::size_of::<ExecEvent>() == 56 + 16 + PATH_LEN + ARGV_LEN + ARG_LEN);
 const _: () = assert!(core::mem::size_of::<ForkEvent>() == 64);
 const _: () = assert!(core::mem::size_of::<ExitEvent>() == 56);

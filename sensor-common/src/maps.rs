@@ -84,10 +84,49 @@ impl Stat {
     }
 }
 
+/// Key of the `SOCKS` map: an inet socket of a tracked process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct SockKey {
+    pub tgid: u32,
+    pub fd: u32,
+}
+
+/// Value of the `SOCKS` map: what the kernel keeps per tracked inet socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[repr(C)]
+pub struct SockInfo {
+    pub family: u16,
+    pub sock_type: u16,
+    /// Bits from [`sock_flags`].
+    pub flags: u32,
+    pub bytes_sent: u64,
+    pub bytes_recv: u64,
+    /// Sends whose bytes were copied so far.
+    pub captures: u32,
+    pub _pad: u32,
+}
+
+pub mod sock_flags {
+    /// connect() was called (successfully or in progress).
+    pub const CONNECTED: u32 = 1 << 0;
+    /// Peer port 53: every message is copied (DNS), sent and received.
+    pub const DNS: u32 = 1 << 1;
+}
+
+/// Sends per socket whose first bytes are copied (HTTP CONNECT, then the ClientHello behind it).
+pub const CAPTURE_SENDS: u32 = 3;
+
 const _: () = assert!(core::mem::size_of::<Tracked>() == 8);
+const _: () = assert!(core::mem::size_of::<SockKey>() == 8);
+const _: () = assert!(core::mem::size_of::<SockInfo>() == 32);
 
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: plain `repr(C)` data without padding holes or invalid bit patterns.
     unsafe impl aya::Pod for super::Tracked {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SockKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SockInfo {}
 }

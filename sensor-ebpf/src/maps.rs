@@ -4,7 +4,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use sensor_common::{CandidateKey, ExecEvent, Stat, Tracked};
+use sensor_common::{CandidateKey, ExecEvent, RawSockAddr, SockInfo, SockKey, Stat, Tracked};
 
 /// All events, in the order each thread produced them.
 #[map]
@@ -13,6 +13,11 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
 /// Tracked processes by tgid. Bounded: a full map is counted, never fatal.
 #[map]
 pub static TRACKED: HashMap<u32, Tracked> = HashMap::with_max_entries(16384, 0);
+
+/// Parent tgid of recently forked processes (every fork, not only tracked ones): an exec event
+/// carries its ppid even when the process is gone before user space looks at `/proc`.
+#[map]
+pub static PARENTS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(16384, 0);
 
 /// Executable basenames whose exec makes a process pending classification.
 #[map]
@@ -45,4 +50,37 @@ pub struct FileArgs {
     pub dirfd: i32,
     pub flags: u32,
     pub resolve: u32,
+}
+
+/// Inet sockets of tracked processes, by (tgid, fd). LRU: a socket lost with its process (no
+/// close()) ages out instead of filling the map; user space also removes them at exit.
+#[map]
+pub static SOCKS: LruHashMap<SockKey, SockInfo> = LruHashMap::with_max_entries(16384, 0);
+
+/// Arguments of a socket syscall in flight, by tid, until its exit.
+#[map]
+pub static NET_ARGS: LruHashMap<u32, NetArgs> = LruHashMap::with_max_entries(8192, 0);
+
+/// TCP sockets (kernel address) a tracked process is connecting, to its (tgid, fd): state
+/// changes arrive in softirq context, where the current task is anybody.
+#[map]
+pub static SK_CONN: LruHashMap<u64, SockKey> = LruHashMap::with_max_entries(8192, 0);
+
+/// What `sys_enter_*` of a socket syscall keeps for its exit.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct NetArgs {
+    pub op: u32,
+    pub fd: i32,
+    /// User buffer (first iovec for vectored calls).
+    pub buf: u64,
+    pub len: u64,
+    /// User sockaddr of sendto/recvfrom/msg_name, 0 if none.
+    pub addr: u64,
+    /// `mmsghdr` array of sendmmsg/recvmmsg.
+    pub mmsg: u64,
+    pub family: u32,
+    pub sock_type: u32,
+    /// connect(): the address, read at enter.
+    pub sa: RawSockAddr,
 }

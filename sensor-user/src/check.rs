@@ -162,7 +162,11 @@ impl Report {
         for p in &self.programs {
             out += &format!(
                 "  {:<4} {:<28} {:<10} {}{}\n",
-                if p.ok { "ok" } else { "FAIL" },
+                match (p.ok, p.usage) {
+                    (true, _) => "ok",
+                    (false, "check-only") => "no",
+                    (false, _) => "FAIL",
+                },
                 p.program,
                 p.usage,
                 p.hook,

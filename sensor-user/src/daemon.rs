@@ -104,6 +104,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             }
             _ = tick.tick() => {
                 metrics.set_kernel(&maps.stats());
+                pipeline.tick();
                 pipeline.update_gauges();
             }
             _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }

@@ -4,8 +4,8 @@
 use std::mem::size_of;
 
 use sensor_common::{
-    EventHeader, EventKind, ExecEvent, ExitEvent, FileEvent, ForkEvent, Syscall, TrackState, ARGV_LEN,
-    ARG_LEN, PATH_LEN,
+    CloseEvent, ConnectEvent, DataEvent, Direction, EventHeader, EventKind, ExecEvent, ExitEvent, FileEvent,
+    ForkEvent, RawSockAddr, StateEvent, Syscall, TrackState, ARGV_LEN, ARG_LEN, PATH_LEN,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,10 +24,51 @@ pub struct Header {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KernelEvent {
-    Exec { hdr: Header, filename: String, argv: Vec<String> },
-    Fork { hdr: Header, child: u32 },
-    Exit { hdr: Header },
+    Exec {
+        hdr: Header,
+        ppid: u32,
+        filename: String,
+        argv: Vec<String>,
+    },
+    Fork {
+        hdr: Header,
+        child: u32,
+    },
+    Exit {
+        hdr: Header,
+    },
     File(FileRecord),
+    Connect {
+        hdr: Header,
+        fd: i32,
+        sock_type: u32,
+        ret: i64,
+        addr: RawSockAddr,
+    },
+    Data {
+        hdr: Header,
+        fd: i32,
+        direction: Direction,
+        bytes: i64,
+        sock_type: u32,
+        peer: RawSockAddr,
+        data: Vec<u8>,
+    },
+    Close {
+        hdr: Header,
+        fd: i32,
+        sock_type: u32,
+        bytes_sent: u64,
+        bytes_recv: u64,
+    },
+    State {
+        hdr: Header,
+        fd: i32,
+        oldstate: u32,
+        newstate: u32,
+        local: RawSockAddr,
+        remote: RawSockAddr,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,7 +85,13 @@ pub struct FileRecord {
 impl KernelEvent {
     pub fn header(&self) -> &Header {
         match self {
-            Self::Exec { hdr, .. } | Self::Fork { hdr, .. } | Self::Exit { hdr } => hdr,
+            Self::Exec { hdr, .. }
+            | Self::Fork { hdr, .. }
+            | Self::Exit { hdr }
+            | Self::Connect { hdr, .. }
+            | Self::Data { hdr, .. }
+            | Self::Close { hdr, .. }
+            | Self::State { hdr, .. } => hdr,
             Self::File(f) => &f.hdr,
         }
     }
@@ -58,6 +105,8 @@ pub enum DecodeError {
     Kind(u32),
     #[error("unknown syscall id {0}")]
     Syscall(u32),
+    #[error("unknown data direction {0}")]
+    Direction(u32),
     #[error("{field} length {len} exceeds its {max}-byte buffer")]
     Length { field: &'static str, len: u32, max: usize },
 }
@@ -69,6 +118,7 @@ impl DecodeError {
             Self::Short { .. } => "short",
             Self::Kind(_) => "kind",
             Self::Syscall(_) => "syscall",
+            Self::Direction(_) => "direction",
             Self::Length { .. } => "length",
         }
     }
@@ -121,7 +171,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
                 .take(ev.argc as usize)
                 .map(|a| String::from_utf8_lossy(a).into_owned())
                 .collect();
-            KernelEvent::Exec { hdr, filename, argv }
+            KernelEvent::Exec { hdr, ppid: ev.ppid, filename, argv }
         }
         EventKind::Fork => {
             let ev: ForkEvent = read(bytes, "fork event")?;
@@ -144,6 +194,45 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
                 ret: ev.ret,
                 path,
             })
+        }
+        EventKind::Connect => {
+            let ev: ConnectEvent = read(bytes, "connect event")?;
+            KernelEvent::Connect { hdr, fd: ev.fd, sock_type: ev.sock_type, ret: ev.ret, addr: ev.addr }
+        }
+        EventKind::Data => {
+            let ev: DataEvent = read(bytes, "data event")?;
+            let direction = Direction::try_from(ev.direction).map_err(DecodeError::Direction)?;
+            let data = sized(&ev.data, ev.len, "data")?.to_vec();
+            KernelEvent::Data {
+                hdr,
+                fd: ev.fd,
+                direction,
+                bytes: ev.ret,
+                sock_type: ev.sock_type,
+                peer: ev.peer,
+                data,
+            }
+        }
+        EventKind::Close => {
+            let ev: CloseEvent = read(bytes, "close event")?;
+            KernelEvent::Close {
+                hdr,
+                fd: ev.fd,
+                sock_type: ev.sock_type,
+                bytes_sent: ev.bytes_sent,
+                bytes_recv: ev.bytes_recv,
+            }
+        }
+        EventKind::State => {
+            let ev: StateEvent = read(bytes, "state event")?;
+            KernelEvent::State {
+                hdr,
+                fd: ev.fd,
+                oldstate: ev.oldstate,
+                newstate: ev.newstate,
+                local: ev.local,
+                remote: ev.remote,
+            }
         }
     })
 }
@@ -209,7 +298,7 @@ pub mod raw {
             filename_len: filename.len() as u32,
             argc: argv.len() as u32,
             argv_len: off as u32,
-            _pad: 0,
+            ppid: 1,
             filename: f,
             argv: a,
         })

@@ -9,7 +9,7 @@ use aya::{
     programs::{FEntry, Lsm, TracePoint},
     Btf, Ebpf, EbpfLoader,
 };
-use sensor_common::{CandidateKey, Stat, Syscall, Tracked, COMM_LEN};
+use sensor_common::{CandidateKey, SockInfo, SockKey, Stat, Syscall, Tracked, COMM_LEN};
 
 use crate::config::Config;
 
@@ -141,6 +141,41 @@ pub fn programs() -> Vec<ProgramSpec> {
         Syscall::ALL.iter().map(|sc| tp("syscalls", format!("sys_exit_{}", sc.name()))).collect(),
         Required,
         "path and result of tracked path syscalls",
+    ));
+    const NET_ENTER: [(&str, &str, &str); 13] = [
+        ("net_enter_socket", "socket", "inet sockets of tracked processes"),
+        ("net_enter_connect", "connect", "destination of connect()"),
+        ("net_enter_write", "write", "first bytes sent (SNI, HTTP, DNS)"),
+        ("net_enter_writev", "writev", "first bytes sent"),
+        ("net_enter_sendto", "sendto", "first bytes sent, unconnected peer"),
+        ("net_enter_sendmsg", "sendmsg", "first bytes sent"),
+        ("net_enter_sendmmsg", "sendmmsg", "DNS queries as glibc sends them"),
+        ("net_enter_read", "read", "bytes received, DNS answers"),
+        ("net_enter_readv", "readv", "bytes received"),
+        ("net_enter_recvfrom", "recvfrom", "bytes received, DNS answers"),
+        ("net_enter_recvmsg", "recvmsg", "bytes received, DNS answers"),
+        ("net_enter_recvmmsg", "recvmmsg", "bytes received, DNS answers"),
+        ("net_enter_close", "close", "end of a connection, with its byte counts"),
+    ];
+    for (name, sc, purpose) in NET_ENTER {
+        let usage = if matches!(sc, "connect" | "close" | "socket") { Required } else { Optional };
+        v.push(spec(name, vec![tp("syscalls", format!("sys_enter_{sc}"))], usage, purpose));
+    }
+    v.push(spec(
+        "net_exit_syscall",
+        NET_ENTER
+            .iter()
+            .filter(|(_, sc, _)| *sc != "close")
+            .map(|(_, sc, _)| tp("syscalls", format!("sys_exit_{sc}")))
+            .collect(),
+        Required,
+        "results and data of tracked socket syscalls",
+    ));
+    v.push(spec(
+        "net_enter_sock_set_state",
+        vec![tp("sock", "inet_sock_set_state")],
+        Required,
+        "result and local port of non-blocking TCP connects",
     ));
     v.push(spec(
         "files_enter_fentry_openat2",
@@ -295,6 +330,7 @@ fn tracepoint_exists(category: &str, name: &str) -> anyhow::Result<()> {
 /// The maps the daemon reads and writes while running.
 pub struct KernelMaps {
     pub tracked: BpfHashMap<MapData, u32, Tracked>,
+    pub socks: BpfHashMap<MapData, SockKey, SockInfo>,
     pub stats: PerCpuArray<MapData, u64>,
 }
 
@@ -302,8 +338,9 @@ impl KernelMaps {
     pub fn take(ebpf: &mut Ebpf) -> anyhow::Result<(Self, RingBuf<MapData>)> {
         let tracked = BpfHashMap::try_from(ebpf.take_map("TRACKED").context("map TRACKED missing")?)?;
         let stats = PerCpuArray::try_from(ebpf.take_map("STATS").context("map STATS missing")?)?;
+        let socks = BpfHashMap::try_from(ebpf.take_map("SOCKS").context("map SOCKS missing")?)?;
         let events = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS missing")?)?;
-        Ok((Self { tracked, stats }, events))
+        Ok((Self { tracked, socks, stats }, events))
     }
 
     /// Sums of the per-CPU counters.
@@ -326,6 +363,14 @@ impl KernelMaps {
     pub fn untrack(&mut self, pid: u32) {
         // Already gone (the process exited) is fine.
         let _ = self.tracked.remove(&pid);
+    }
+
+    /// Byte counts of a socket its process never closed; removes it from the map.
+    pub fn take_sock(&mut self, pid: u32, fd: i32) -> (u64, u64) {
+        let key = SockKey { tgid: pid, fd: fd as u32 };
+        let info = self.socks.get(&key, 0).unwrap_or_default();
+        let _ = self.socks.remove(&key);
+        (info.bytes_sent, info.bytes_recv)
     }
 }
 
@@ -356,7 +401,7 @@ mod tests {
         for p in &progs {
             let mut parts = p.name.splitn(3, '_');
             let (area, phase) = (parts.next().unwrap(), parts.next().unwrap());
-            assert!(["process", "files"].contains(&area), "{}", p.name);
+            assert!(["process", "files", "net"].contains(&area), "{}", p.name);
             assert!(["enter", "exit"].contains(&phase), "{}", p.name);
             assert!(!p.hooks.is_empty());
         }

@@ -24,6 +24,10 @@ pub struct Metrics {
     pub unresolved_paths: IntCounter,
     pub kernel: IntCounterVec,
     pub probe_attached: IntGaugeVec,
+    pub connections: IntCounterVec,
+    pub egress_bytes: IntCounterVec,
+    pub dns_lookups: IntCounterVec,
+    pub open_connections: IntGauge,
     pub records_written: IntCounter,
     pub sink_dropped: IntCounter,
     pub sink_errors: IntCounter,
@@ -55,6 +59,9 @@ impl Metrics {
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         let sessions_active = IntGauge::new("aiwatch_sessions_active", "Assistant sessions now running.")?;
         r.register(Box::new(sessions_active.clone()))?;
+        let open_connections =
+            IntGauge::new("aiwatch_connections_open", "Outbound connections of sessions now open.")?;
+        r.register(Box::new(open_connections.clone()))?;
         Ok(Self {
             fingerprint_reads: counter_vec(
                 &r,
@@ -94,6 +101,20 @@ impl Metrics {
                 "1 if the program is attached to the hook, 0 if it failed.",
                 &["program", "hook"],
             )?,
+            connections: counter_vec(
+                &r,
+                "aiwatch_connections_total",
+                "Outbound connections of sessions, by assistant, protocol, host name source and result.",
+                &["assistant", "protocol", "host_source", "result"],
+            )?,
+            egress_bytes: counter_vec(
+                &r,
+                "aiwatch_connection_bytes_total",
+                "Bytes through closed connections of sessions, by assistant and direction (sent, received).",
+                &["assistant", "direction"],
+            )?,
+            dns_lookups: counter_vec(&r, "aiwatch_dns_lookups_total", "DNS answers received by sessions.", &["assistant"])?,
+            open_connections,
             records_written: counter(&r, "aiwatch_records_written_total", "Records written by the output sink.")?,
             sink_dropped: counter(&r, "aiwatch_sink_dropped_total", "Records dropped because the sink queue was full.")?,
             sink_errors: counter(&r, "aiwatch_sink_write_errors_total", "Failed writes to the output sink.")?,

@@ -7,11 +7,12 @@ use sensor_common::{TrackState, Tracked};
 
 use crate::{
     classify::{assistant::AssistantClassifier, files::CategoryMatcher},
+    egress::{self, Egress},
     events::{self, FileRecord, Header, KernelEvent},
     metrics::Metrics,
     paths::HostFs,
     procs::{procfs::ProcSource, scan, ProcTable, Session, Update},
-    report::{self, Body, Clock, FingerprintRead, ProcessRef, Reader, Record, SessionRef},
+    report::{self, Body, Clock, ConnectionRecord, FingerprintRead, ProcessRef, Reader, Record, SessionRef},
     sinks::SinkHandle,
 };
 
@@ -19,6 +20,8 @@ use crate::{
 pub trait Tracker {
     fn track(&mut self, pid: u32, t: Tracked);
     fn untrack(&mut self, pid: u32);
+    /// Final byte counts (sent, received) of a socket whose process exited; forgets it.
+    fn take_sock(&mut self, pid: u32, fd: i32) -> (u64, u64);
 }
 
 impl Tracker for crate::loader::KernelMaps {
@@ -28,10 +31,14 @@ impl Tracker for crate::loader::KernelMaps {
     fn untrack(&mut self, pid: u32) {
         crate::loader::KernelMaps::untrack(self, pid)
     }
+    fn take_sock(&mut self, pid: u32, fd: i32) -> (u64, u64) {
+        crate::loader::KernelMaps::take_sock(self, pid, fd)
+    }
 }
 
 pub struct Pipeline {
     pub table: ProcTable,
+    egress: Egress,
     classifier: AssistantClassifier,
     matcher: CategoryMatcher,
     metrics: Arc<Metrics>,
@@ -53,6 +60,7 @@ impl Pipeline {
     ) -> Self {
         Self {
             table: ProcTable::new(id_prefix),
+            egress: Egress::default(),
             classifier,
             matcher,
             metrics,
@@ -137,25 +145,139 @@ impl Pipeline {
             KernelEvent::Fork { .. } => "fork",
             KernelEvent::Exit { .. } => "exit",
             KernelEvent::File(_) => "file",
+            KernelEvent::Connect { .. } => "connect",
+            KernelEvent::Data { .. } => "data",
+            KernelEvent::Close { .. } => "close",
+            KernelEvent::State { .. } => "tcp_state",
         };
         self.metrics.events_received.with_label_values(&[kind]).inc();
         match ev {
-            KernelEvent::Exec { hdr, filename, argv } => self.on_exec(&hdr, &filename, argv, kernel),
+            KernelEvent::Exec { hdr, ppid, filename, argv } => {
+                self.on_exec(&hdr, ppid, &filename, argv, kernel)
+            }
             KernelEvent::Fork { hdr, child } => {
                 let u = self.table.on_fork(&hdr, child);
                 self.apply(u, kernel);
             }
             KernelEvent::Exit { hdr } => {
+                let out = self.egress.on_exit(hdr.pid, hdr.ts_ns, |fd| kernel.take_sock(hdr.pid, fd));
+                self.report_egress(out, hdr.ts_ns);
                 if let Some(s) = self.table.on_exit(hdr.pid) {
+                    self.egress.end_session(s.root_pid);
                     self.session_ended(&s, hdr.ts_ns);
                 }
             }
             KernelEvent::File(rec) => self.on_file(&rec),
+            KernelEvent::Connect { hdr, fd, sock_type, ret, addr } => {
+                let Some(session) = self.session_of(hdr.pid) else { return };
+                let id = self.conn_id(&hdr, fd);
+                let out =
+                    self.egress.on_connect(hdr.pid, session, fd, sock_type, ret, &addr, hdr.ts_ns, || id);
+                self.report_egress(out, hdr.ts_ns);
+            }
+            KernelEvent::Data { hdr, fd, direction, sock_type, peer, data, .. } => {
+                let Some(session) = self.session_of(hdr.pid) else { return };
+                let id = self.conn_id(&hdr, fd);
+                let out = self.egress.on_data(
+                    hdr.pid,
+                    session,
+                    fd,
+                    direction,
+                    sock_type,
+                    &peer,
+                    &data,
+                    hdr.ts_ns,
+                    || id,
+                );
+                self.report_egress(out, hdr.ts_ns);
+            }
+            KernelEvent::Close { hdr, fd, bytes_sent, bytes_recv, .. } => {
+                let out = self.egress.on_close(hdr.pid, fd, bytes_sent, bytes_recv, hdr.ts_ns);
+                self.report_egress(out, hdr.ts_ns);
+            }
+            KernelEvent::State { hdr, fd, newstate, local, remote, .. } => {
+                if self.session_of(hdr.pid).is_none() {
+                    return;
+                }
+                let id = self.conn_id(&hdr, fd);
+                let out = self.egress.on_state(hdr.pid, fd, newstate, &local, &remote, hdr.ts_ns, || id);
+                self.report_egress(out, hdr.ts_ns);
+            }
         }
     }
 
-    fn on_exec(&mut self, hdr: &Header, filename: &str, argv: Vec<String>, kernel: &mut dyn Tracker) {
-        let u = self.table.on_exec(hdr, filename, argv, &self.classifier, self.src.as_ref());
+    /// The session root of a tracked (not pending) process.
+    fn session_of(&self, pid: u32) -> Option<u32> {
+        let p = self.table.get(pid)?;
+        self.table.session(p.session).map(|s| s.root_pid)
+    }
+
+    fn conn_id(&self, hdr: &Header, fd: i32) -> String {
+        let session = self.table.get(hdr.pid).and_then(|p| self.table.session(p.session));
+        format!("{}-{}-{fd}-{:x}", session.map_or("", |s| s.id.as_str()), hdr.pid, hdr.ts_ns)
+    }
+
+    fn report_egress(&self, out: Vec<egress::Out>, boot_ns: u64) {
+        for o in out {
+            let pid = match &o {
+                egress::Out::Open { pid, .. }
+                | egress::Out::Close { pid, .. }
+                | egress::Out::Dns { pid, .. } => *pid,
+            };
+            let Some(p) = self.table.get(pid) else { continue };
+            let Some(s) = self.table.session(p.session) else { continue };
+            let (session, process, reader) =
+                (SessionRef::of(s), ProcessRef::of(p, pid, &p.comm), Reader::of(p));
+            let body = match o {
+                egress::Out::Open { conn, .. } => {
+                    let host = conn.host_source.map_or("none", |h| h.label());
+                    self.metrics
+                        .connections
+                        .with_label_values(&[s.assistant.as_str(), conn.protocol, host, conn.result])
+                        .inc();
+                    Body::ConnectionOpen(Box::new(ConnectionRecord {
+                        session,
+                        process,
+                        reader,
+                        connection: conn,
+                    }))
+                }
+                egress::Out::Close { conn, .. } => {
+                    let m = &self.metrics.egress_bytes;
+                    m.with_label_values(&[s.assistant.as_str(), "sent"]).inc_by(conn.bytes_sent);
+                    m.with_label_values(&[s.assistant.as_str(), "received"]).inc_by(conn.bytes_received);
+                    Body::ConnectionClose(Box::new(ConnectionRecord {
+                        session,
+                        process,
+                        reader,
+                        connection: conn,
+                    }))
+                }
+                egress::Out::Dns { lookup, .. } => {
+                    self.metrics.dns_lookups.with_label_values(&[s.assistant.as_str()]).inc();
+                    Body::DnsLookup { session, process, reader, dns: lookup }
+                }
+            };
+            self.emit(boot_ns, body);
+        }
+    }
+
+    /// Periodic work: connections open a while without sending are reported.
+    pub fn tick(&mut self) {
+        let now = Clock::now_boot_ns();
+        let out = self.egress.tick(now);
+        self.report_egress(out, now);
+    }
+
+    fn on_exec(
+        &mut self,
+        hdr: &Header,
+        ppid: u32,
+        filename: &str,
+        argv: Vec<String>,
+        kernel: &mut dyn Tracker,
+    ) {
+        let u = self.table.on_exec(hdr, ppid, filename, argv, &self.classifier, self.src.as_ref());
         let started = match &u {
             Update::SessionStarted { root, .. } => Some(*root),
             _ => None,
@@ -240,5 +362,6 @@ impl Pipeline {
             .with_label_values(&["descendant"])
             .set(self.table.count(TrackState::Descendant) as i64);
         m.sessions_active.set(self.table.sessions().count() as i64);
+        m.open_connections.set(self.egress.len() as i64);
     }
 }

@@ -33,6 +33,21 @@ pub enum Body {
     ProcessExec { session: SessionRef, process: ProcessRef, reader: Reader },
     /// A process of a session touched a fingerprint file.
     FingerprintRead(Box<FingerprintRead>),
+    /// An outbound connection, once its destination is named (or it failed, or stayed silent
+    /// for a second).
+    ConnectionOpen(Box<ConnectionRecord>),
+    /// The connection closed (or its process exited), with bytes and duration.
+    ConnectionClose(Box<ConnectionRecord>),
+    /// A DNS answer a session received.
+    DnsLookup { session: SessionRef, process: ProcessRef, reader: Reader, dns: crate::egress::DnsLookup },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectionRecord {
+    pub session: SessionRef,
+    pub process: ProcessRef,
+    pub reader: Reader,
+    pub connection: crate::egress::Connection,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -213,6 +228,39 @@ impl Record {
                 process.comm,
                 process.pid,
                 process.argv.join(" ")
+            ),
+            Body::ConnectionOpen(c) | Body::ConnectionClose(c) => {
+                let k = &c.connection;
+                let phase = if matches!(self.body, Body::ConnectionOpen(_)) { "connect" } else { "close  " };
+                let host = k
+                    .host
+                    .as_deref()
+                    .map(|h| format!("{h} ({}) ", k.host_source.map_or("", |s| s.label())))
+                    .unwrap_or_default();
+                format!(
+                    "{time} {phase}        {}[{}] {} {}: {}{}:{} {} {} sent {} recv {}{}",
+                    c.session.assistant,
+                    c.session.root_pid,
+                    c.process.comm,
+                    c.process.pid,
+                    host,
+                    k.remote_addr,
+                    k.remote_port,
+                    k.protocol,
+                    k.result,
+                    k.bytes_sent,
+                    k.bytes_received,
+                    if k.proxy { " via proxy" } else { "" }
+                )
+            }
+            Body::DnsLookup { session, process, dns, .. } => format!(
+                "{time} dns            {}[{}] {} {}: {} -> {}",
+                session.assistant,
+                session.root_pid,
+                process.comm,
+                process.pid,
+                dns.name,
+                dns.answers.join(", ")
             ),
             Body::FingerprintRead(r) => {
                 let who = match r.reader {

@@ -1,3 +1,4 @@
 pub mod alternatives;
 pub mod files;
+pub mod net;
 pub mod process;

@@ -23,7 +23,7 @@ use sensor_common::{
 
 use crate::{
     helpers::{arg, bump, current_ids, fill_header, inherit, now, tracked},
-    maps::{CANDIDATES, EVENTS, EXEC_SCRATCH, EXEC_STASH, TRACKED},
+    maps::{CANDIDATES, EVENTS, EXEC_SCRATCH, EXEC_STASH, PARENTS, TRACKED},
 };
 
 const CLONE_THREAD: u64 = 0x0001_0000;
@@ -191,6 +191,8 @@ pub fn process_enter_sched_exec(ctx: TracePointContext) -> u32 {
             t
         }
     };
+    // SAFETY: read-only lookup; absent when the fork predates the sensor or was evicted.
+    ev.ppid = unsafe { PARENTS.get(&pid) }.copied().unwrap_or(0);
     let saved_flags = ev.hdr.flags;
     fill_header(&mut ev.hdr, EventKind::Exec, &t, now());
     ev.hdr.flags = saved_flags;
@@ -222,6 +224,7 @@ pub fn process_enter_task_newtask(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let (tgid, _) = current_ids();
+    let _ = PARENTS.insert(child, tgid, 0);
     let Some(parent) = tracked(tgid) else {
         return 0;
     };

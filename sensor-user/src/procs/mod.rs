@@ -134,9 +134,11 @@ impl ProcTable {
         );
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub fn on_exec(
         &mut self,
         hdr: &Header,
+        ppid: u32,
         filename: &str,
         argv: Vec<String>,
         classifier: &AssistantClassifier,
@@ -169,7 +171,12 @@ impl ProcTable {
         let inherited = self.procs.remove(&hdr.pid);
         let p = Proc {
             pid: hdr.pid,
-            ppid: live.as_ref().map(|i| i.ppid).or(inherited.as_ref().map(|p| p.ppid)).unwrap_or(0),
+            // The kernel saw the fork; /proc may already be gone for a short-lived process.
+            ppid: Some(ppid)
+                .filter(|p| *p != 0)
+                .or(live.as_ref().map(|i| i.ppid))
+                .or(inherited.as_ref().map(|p| p.ppid))
+                .unwrap_or(0),
             uid: hdr.uid,
             gid: hdr.gid,
             comm: hdr.comm.clone(),
@@ -327,12 +334,12 @@ mod tests {
     }
 
     fn exec(t: &mut ProcTable, pid: u32, argv: &[&str]) -> Update {
-        let KernelEvent::Exec { hdr, filename, argv } =
+        let KernelEvent::Exec { hdr, ppid, filename, argv } =
             crate::events::decode(&raw::exec(pid, "/usr/bin/node", argv)).unwrap()
         else {
             unreachable!()
         };
-        t.on_exec(&hdr, &filename, argv, &AssistantClassifier::new(&Config::default()), &Gone)
+        t.on_exec(&hdr, ppid, &filename, argv, &AssistantClassifier::new(&Config::default()), &Gone)
     }
 
     fn hdr(pid: u32) -> Header {

@@ -1,0 +1,450 @@
+//! Outbound connections of tracked processes: socket, connect (and its asynchronous result
+//! from `sock:inet_sock_set_state`), the first bytes sent (for TLS SNI, HTTP CONNECT and Host)
+//! and every DNS message, bytes per socket, and close.
+//!
+//! Only sockets in `SOCKS` (inet sockets a tracked process created or connected) cost more than
+//! one hash lookup; only their first `CAPTURE_SENDS` sends (and DNS traffic) are copied.
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    helpers::{bpf_probe_read_user, generated},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use sensor_common::{
+    sock_flags, tcp_state, CloseEvent, ConnectEvent, DataEvent, Direction, EventKind, RawSockAddr, SockInfo,
+    SockKey, Stat, StateEvent, Tracked, CAPTURE_SENDS, DATA_LEN, DNS_RECV_LEN,
+};
+
+use crate::{
+    helpers::{arg, bump, current_ids, fill_header, now, tracked},
+    maps::{NetArgs, EVENTS, NET_ARGS, SK_CONN, SOCKS},
+};
+
+const AF_INET: u32 = 2;
+const AF_INET6: u32 = 10;
+const IPPROTO_TCP: u16 = 6;
+const EINPROGRESS: i64 = 115;
+const SOCK_TYPE_MASK: u32 = 0xf;
+
+const OP_SOCKET: u32 = 1;
+const OP_CONNECT: u32 = 2;
+const OP_SEND: u32 = 3;
+const OP_RECV: u32 = 4;
+const OP_SENDMMSG: u32 = 5;
+const OP_RECVMMSG: u32 = 6;
+
+/// `struct user_msghdr` offsets (64-bit): msg_name@0, msg_iov@16.
+const MSG_NAME: usize = 0;
+const MSG_IOV: usize = 16;
+/// `struct mmsghdr`: a user_msghdr (56 bytes), then msg_len.
+const MMSG_LEN: usize = 56;
+const MMSG_SIZE: usize = 64;
+
+fn empty_args(op: u32, fd: i32) -> NetArgs {
+    NetArgs {
+        op,
+        fd,
+        buf: 0,
+        len: 0,
+        addr: 0,
+        mmsg: 0,
+        family: 0,
+        sock_type: 0,
+        sa: RawSockAddr { len: 0, data: [0; 28] },
+    }
+}
+
+fn stash(tid: u32, args: &NetArgs) {
+    if NET_ARGS.insert(tid, args, 0).is_err() {
+        bump(Stat::StashFull);
+    }
+}
+
+/// The tracked inet socket `fd` of the current process, if it is one.
+#[inline(always)]
+fn tracked_sock(tgid: u32, fd: i32) -> Option<SockKey> {
+    tracked(tgid)?;
+    let key = SockKey { tgid, fd: fd as u32 };
+    // SAFETY: presence check only.
+    unsafe { SOCKS.get(&key) }.map(|_| key)
+}
+
+#[inline(always)]
+fn read_u64(addr: u64) -> u64 {
+    // SAFETY: user pointer; the helper checks it.
+    unsafe { bpf_probe_read_user(addr as *const u64) }.unwrap_or(0)
+}
+
+#[inline(always)]
+fn read_u32(addr: u64) -> u32 {
+    // SAFETY: user pointer; the helper checks it.
+    unsafe { bpf_probe_read_user(addr as *const u32) }.unwrap_or(0)
+}
+
+/// Reads a user sockaddr of `len` bytes (at most 28).
+#[inline(always)]
+fn read_sockaddr(addr: u64, len: u64) -> RawSockAddr {
+    let mut sa = RawSockAddr { len: 0, data: [0; 28] };
+    if addr == 0 {
+        return sa;
+    }
+    // SAFETY: user pointer; the helper checks it.
+    if let Ok(data) = unsafe { bpf_probe_read_user(addr as *const [u8; 28]) } {
+        sa.data = data;
+        sa.len = if len > 28 { 28 } else { len as u32 };
+    } else if let Ok(data) = unsafe { bpf_probe_read_user(addr as *const [u8; 16]) } {
+        // A sockaddr_in at the end of a mapping: 16 bytes are all there is.
+        sa.data[..16].copy_from_slice(&data);
+        sa.len = 16;
+    }
+    sa
+}
+
+#[tracepoint]
+pub fn net_enter_socket(ctx: TracePointContext) -> u32 {
+    let (tgid, tid) = current_ids();
+    // SAFETY (arg reads): sys_enter_socket: family@16, type@24.
+    let (family, sock_type) = unsafe { (arg::<u64>(&ctx, 16) as u32, arg::<u64>(&ctx, 24) as u32) };
+    if (family != AF_INET && family != AF_INET6) || tracked(tgid).is_none() {
+        return 0;
+    }
+    let mut a = empty_args(OP_SOCKET, -1);
+    a.family = family;
+    a.sock_type = sock_type & SOCK_TYPE_MASK;
+    stash(tid, &a);
+    0
+}
+
+#[tracepoint]
+pub fn net_enter_connect(ctx: TracePointContext) -> u32 {
+    let (tgid, tid) = current_ids();
+    if tracked(tgid).is_none() {
+        return 0;
+    }
+    // SAFETY: sys_enter_connect: fd@16, uservaddr@24, addrlen@32.
+    let (fd, addr, len) = unsafe { (arg::<u64>(&ctx, 16), arg::<u64>(&ctx, 24), arg::<u64>(&ctx, 32)) };
+    let mut a = empty_args(OP_CONNECT, fd as i32);
+    a.sa = read_sockaddr(addr, len);
+    let family = u16::from_ne_bytes([a.sa.data[0], a.sa.data[1]]) as u32;
+    if family != AF_INET && family != AF_INET6 {
+        return 0;
+    }
+    stash(tid, &a);
+    0
+}
+
+/// Sends: where the first bytes are, for the exit to copy once the kernel has them.
+#[inline(always)]
+fn enter_send(ctx: &TracePointContext, op: u32, kind: SendLayout) -> u32 {
+    let (tgid, tid) = current_ids();
+    // SAFETY (arg reads): fd@16 for every send/recv syscall.
+    let fd = unsafe { arg::<u64>(ctx, 16) } as i32;
+    if tracked_sock(tgid, fd).is_none() {
+        return 0;
+    }
+    let mut a = empty_args(op, fd);
+    match kind {
+        // write/read, sendto/recvfrom: buf@24, len@32; sendto/recvfrom: addr@48.
+        SendLayout::Plain { addr } => {
+            a.buf = unsafe { arg::<u64>(ctx, 24) };
+            a.len = unsafe { arg::<u64>(ctx, 32) };
+            if addr {
+                a.addr = unsafe { arg::<u64>(ctx, 48) };
+            }
+        }
+        // writev/readv: iovec array@24.
+        SendLayout::Iovec => {
+            let iov = unsafe { arg::<u64>(ctx, 24) };
+            a.buf = read_u64(iov);
+            a.len = read_u64(iov + 8);
+        }
+        // sendmsg/recvmsg: msghdr@24; sendmmsg/recvmmsg: mmsghdr array@24.
+        SendLayout::Msg { multi } => {
+            let msg = unsafe { arg::<u64>(ctx, 24) };
+            if multi {
+                a.mmsg = msg;
+            }
+            a.addr = read_u64(msg + MSG_NAME as u64);
+            let iov = read_u64(msg + MSG_IOV as u64);
+            a.buf = read_u64(iov);
+            a.len = read_u64(iov + 8);
+        }
+    }
+    stash(tid, &a);
+    0
+}
+
+#[derive(Clone, Copy)]
+enum SendLayout {
+    Plain { addr: bool },
+    Iovec,
+    Msg { multi: bool },
+}
+
+macro_rules! net_enter {
+    ($($prog:ident => $op:expr, $layout:expr;)*) => {$(
+        #[tracepoint]
+        pub fn $prog(ctx: TracePointContext) -> u32 {
+            enter_send(&ctx, $op, $layout)
+        }
+    )*};
+}
+
+net_enter! {
+    net_enter_write => OP_SEND, SendLayout::Plain { addr: false };
+    net_enter_sendto => OP_SEND, SendLayout::Plain { addr: true };
+    net_enter_writev => OP_SEND, SendLayout::Iovec;
+    net_enter_sendmsg => OP_SEND, SendLayout::Msg { multi: false };
+    net_enter_sendmmsg => OP_SENDMMSG, SendLayout::Msg { multi: true };
+    net_enter_read => OP_RECV, SendLayout::Plain { addr: false };
+    net_enter_recvfrom => OP_RECV, SendLayout::Plain { addr: true };
+    net_enter_readv => OP_RECV, SendLayout::Iovec;
+    net_enter_recvmsg => OP_RECV, SendLayout::Msg { multi: false };
+    net_enter_recvmmsg => OP_RECVMMSG, SendLayout::Msg { multi: true };
+}
+
+#[tracepoint]
+pub fn net_enter_close(ctx: TracePointContext) -> u32 {
+    let (tgid, _) = current_ids();
+    // SAFETY: sys_enter_close: fd@16.
+    let fd = unsafe { arg::<u64>(&ctx, 16) } as i32;
+    let Some(t) = tracked(tgid) else { return 0 };
+    let key = SockKey { tgid, fd: fd as u32 };
+    // SAFETY: the value is copied at once.
+    let Some(info) = (unsafe { SOCKS.get(&key) }).copied() else { return 0 };
+    let _ = SOCKS.remove(&key);
+    let Some(mut entry) = EVENTS.reserve::<CloseEvent>(0) else {
+        bump(Stat::RingbufFull);
+        return 0;
+    };
+    // SAFETY: reserved memory of the right size; every field is written below.
+    let ev = unsafe { &mut *entry.as_mut_ptr() };
+    fill_header(&mut ev.hdr, EventKind::Close, &t, now());
+    ev.fd = fd;
+    ev.sock_type = info.sock_type as u32;
+    ev.bytes_sent = info.bytes_sent;
+    ev.bytes_recv = info.bytes_recv;
+    entry.submit(0);
+    bump(Stat::Emitted);
+    0
+}
+
+/// One program for the exits of every socket syscall above (they share the record layout).
+#[tracepoint]
+pub fn net_exit_syscall(ctx: TracePointContext) -> u32 {
+    let (tgid, tid) = current_ids();
+    // SAFETY: this thread's own entry.
+    let Some(a) = (unsafe { NET_ARGS.get(&tid) }).copied() else { return 0 };
+    let _ = NET_ARGS.remove(&tid);
+    let Some(t) = tracked(tgid) else { return 0 };
+    // SAFETY: sys_exit_*: ret@16.
+    let ret: i64 = unsafe { arg(&ctx, 16) };
+    match a.op {
+        OP_SOCKET => {
+            if ret >= 0 {
+                let info = SockInfo {
+                    family: a.family as u16,
+                    sock_type: a.sock_type as u16,
+                    ..SockInfo::default()
+                };
+                if SOCKS.insert(SockKey { tgid, fd: ret as u32 }, info, 0).is_err() {
+                    bump(Stat::StashFull);
+                }
+            }
+        }
+        OP_CONNECT => exit_connect(&t, tgid, &a, ret),
+        OP_SEND | OP_SENDMMSG | OP_RECV | OP_RECVMMSG => exit_data(&t, tgid, &a, ret),
+        _ => {}
+    }
+    0
+}
+
+fn exit_connect(t: &Tracked, tgid: u32, a: &NetArgs, ret: i64) {
+    let key = SockKey { tgid, fd: a.fd as u32 };
+    let port = u16::from_be_bytes([a.sa.data[2], a.sa.data[3]]);
+    let ok = ret == 0 || ret == -EINPROGRESS;
+    let sock_type = match SOCKS.get_ptr_mut(&key) {
+        Some(info) => {
+            // SAFETY: map value of this process's own socket.
+            let info = unsafe { &mut *info };
+            if ok {
+                info.flags |= sock_flags::CONNECTED;
+                if port == 53 {
+                    info.flags |= sock_flags::DNS;
+                }
+            }
+            info.sock_type as u32
+        }
+        None => {
+            // A socket from before tracking began: follow it from now on, type unknown.
+            let family = u16::from_ne_bytes([a.sa.data[0], a.sa.data[1]]);
+            let mut flags = if ok { sock_flags::CONNECTED } else { 0 };
+            if port == 53 {
+                flags |= sock_flags::DNS;
+            }
+            let _ = SOCKS.insert(key, SockInfo { family, flags, ..SockInfo::default() }, 0);
+            0
+        }
+    };
+    let Some(mut entry) = EVENTS.reserve::<ConnectEvent>(0) else {
+        bump(Stat::RingbufFull);
+        return;
+    };
+    // SAFETY: reserved memory of the right size; every field is written below.
+    let ev = unsafe { &mut *entry.as_mut_ptr() };
+    fill_header(&mut ev.hdr, EventKind::Connect, t, now());
+    ev.fd = a.fd;
+    ev.sock_type = sock_type;
+    ev.ret = ret;
+    ev.addr = a.sa;
+    entry.submit(0);
+    bump(Stat::Emitted);
+}
+
+fn exit_data(t: &Tracked, tgid: u32, a: &NetArgs, ret: i64) {
+    if ret <= 0 {
+        return;
+    }
+    let key = SockKey { tgid, fd: a.fd as u32 };
+    let Some(info) = SOCKS.get_ptr_mut(&key) else { return };
+    // SAFETY: map value of this process's own socket.
+    let info = unsafe { &mut *info };
+    let multi = a.op == OP_SENDMMSG || a.op == OP_RECVMMSG;
+    // For the *mmsg calls ret counts messages; the first two lengths are what glibc's resolver
+    // sends (A and AAAA).
+    let (bytes, first) = if multi {
+        let l0 = read_u32(a.mmsg + MMSG_LEN as u64) as u64;
+        let l1 = if ret >= 2 { read_u32(a.mmsg + (MMSG_SIZE + MMSG_LEN) as u64) as u64 } else { 0 };
+        (l0 + l1, l0)
+    } else {
+        (ret as u64, ret as u64)
+    };
+    let send = a.op == OP_SEND || a.op == OP_SENDMMSG;
+    let dns = info.flags & sock_flags::DNS != 0;
+    if send {
+        info.bytes_sent += bytes;
+    } else {
+        info.bytes_recv += bytes;
+    }
+    let capture = if send { dns || info.captures < CAPTURE_SENDS } else { dns };
+    if !capture {
+        return;
+    }
+    if send {
+        info.captures += 1;
+    }
+    let sock_type = info.sock_type as u32;
+    let limit = if send { DATA_LEN as u64 } else { DNS_RECV_LEN as u64 };
+    let mut n = if first < a.len { first } else { a.len };
+    if n > limit {
+        n = limit;
+    }
+    let Some(mut entry) = EVENTS.reserve::<DataEvent>(0) else {
+        bump(Stat::RingbufFull);
+        return;
+    };
+    // SAFETY: reserved memory of the right size; header and fields written below, data up to len.
+    let ev = unsafe { &mut *entry.as_mut_ptr() };
+    fill_header(&mut ev.hdr, EventKind::Data, t, now());
+    ev.fd = a.fd;
+    ev.direction = if send { Direction::Send as u32 } else { Direction::Recv as u32 };
+    ev.ret = bytes as i64;
+    ev.sock_type = sock_type;
+    ev.peer = read_sockaddr(a.addr, 28);
+    let n = (n as usize) & (DATA_LEN * 2 - 1);
+    let n = if n > DATA_LEN { DATA_LEN } else { n };
+    // SAFETY: `data` has DATA_LEN bytes and n <= DATA_LEN; the source is checked by the helper.
+    let r = unsafe {
+        generated::bpf_probe_read_user(ev.data.as_mut_ptr() as *mut c_void, n as u32, a.buf as *const c_void)
+    };
+    if r < 0 {
+        ev.len = 0;
+        bump(Stat::ReadFailed);
+    } else {
+        ev.len = n as u32;
+    }
+    entry.submit(0);
+    bump(Stat::Emitted);
+}
+
+/// TCP state changes of connections tracked processes started. `SYN_SENT` happens inside
+/// connect(), in the connecting thread: that links the kernel socket to its (tgid, fd). Later
+/// changes, often in softirq context, are reported for linked sockets only.
+#[tracepoint]
+pub fn net_enter_sock_set_state(ctx: TracePointContext) -> u32 {
+    // SAFETY (arg reads): sock:inet_sock_set_state fields (see its format file).
+    let protocol: u16 = unsafe { arg(&ctx, 30) };
+    if protocol != IPPROTO_TCP {
+        return 0;
+    }
+    let sk: u64 = unsafe { arg(&ctx, 8) };
+    let oldstate = unsafe { arg::<i32>(&ctx, 16) } as u32;
+    let newstate = unsafe { arg::<i32>(&ctx, 20) } as u32;
+    if newstate == tcp_state::SYN_SENT {
+        let (tgid, tid) = current_ids();
+        // SAFETY: this thread's own entry.
+        if let Some(a) = unsafe { NET_ARGS.get(&tid) } {
+            if a.op == OP_CONNECT {
+                let _ = SK_CONN.insert(sk, SockKey { tgid, fd: a.fd as u32 }, 0);
+            }
+        }
+        return 0;
+    }
+    // SAFETY: the value is copied at once.
+    let Some(key) = (unsafe { SK_CONN.get(&sk) }).copied() else { return 0 };
+    if newstate == tcp_state::CLOSE {
+        let _ = SK_CONN.remove(&sk);
+    }
+    if oldstate != tcp_state::SYN_SENT {
+        return 0;
+    }
+    let Some(t) = tracked(key.tgid) else { return 0 };
+    let Some(mut entry) = EVENTS.reserve::<StateEvent>(0) else {
+        bump(Stat::RingbufFull);
+        return 0;
+    };
+    // SAFETY: reserved memory of the right size; every field is written below.
+    let ev = unsafe { &mut *entry.as_mut_ptr() };
+    fill_header(&mut ev.hdr, EventKind::State, &t, now());
+    // Softirq context: the task is whoever was running; the owner comes from the map.
+    ev.hdr.pid = key.tgid;
+    ev.hdr.tid = 0;
+    ev.hdr.uid = 0;
+    ev.hdr.gid = 0;
+    ev.hdr.comm = [0; 16];
+    ev.fd = key.fd as i32;
+    ev.oldstate = oldstate;
+    ev.newstate = newstate;
+    ev._pad = 0;
+    let family: u16 = unsafe { arg(&ctx, 28) };
+    let sport: u16 = unsafe { arg(&ctx, 24) };
+    let dport: u16 = unsafe { arg(&ctx, 26) };
+    ev.local = state_addr(&ctx, family, sport, 32, 40);
+    ev.remote = state_addr(&ctx, family, dport, 36, 56);
+    entry.submit(0);
+    bump(Stat::Emitted);
+    0
+}
+
+/// A sockaddr_in/in6 built from the tracepoint's fields (ports there are in host order).
+#[inline(always)]
+fn state_addr(ctx: &TracePointContext, family: u16, port: u16, v4: usize, v6: usize) -> RawSockAddr {
+    let mut sa = RawSockAddr { len: 0, data: [0; 28] };
+    sa.data[..2].copy_from_slice(&family.to_ne_bytes());
+    sa.data[2..4].copy_from_slice(&port.to_be_bytes());
+    if family as u32 == AF_INET {
+        // Arrays are copied with a helper: the verifier refuses byte loads from a moved ctx.
+        // SAFETY: saddr/daddr fields of the tracepoint.
+        let a: [u8; 4] = unsafe { ctx.read_at(v4) }.unwrap_or_default();
+        sa.data[4..8].copy_from_slice(&a);
+        sa.len = 16;
+    } else {
+        // SAFETY: saddr_v6/daddr_v6 fields of the tracepoint.
+        let a: [u8; 16] = unsafe { ctx.read_at(v6) }.unwrap_or_default();
+        sa.data[8..24].copy_from_slice(&a);
+        sa.len = 28;
+    }
+    sa
+}
