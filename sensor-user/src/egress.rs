@@ -89,6 +89,9 @@ pub struct Connection {
     pub start_ns: u64,
     #[serde(skip)]
     opened: bool,
+    /// connect() has returned (a blocking connect's state changes come before it does).
+    #[serde(skip)]
+    connect_returned: bool,
 }
 
 /// A DNS answer a session received.
@@ -100,6 +103,14 @@ pub struct DnsLookup {
     pub answers: Vec<String>,
     pub resolver: String,
     pub protocol: &'static str,
+}
+
+/// Who an event comes from: process, session root, time, and the id a new connection gets.
+pub struct Origin {
+    pub pid: u32,
+    pub session: u32,
+    pub now_ns: u64,
+    pub id: String,
 }
 
 /// What the pipeline should report.
@@ -165,6 +176,7 @@ impl Connection {
             duration_ms: None,
             start_ns,
             opened: false,
+            connect_returned: false,
         }
     }
 
@@ -202,24 +214,21 @@ impl Egress {
         }
     }
 
-    /// connect() returned. `session` keys the DNS cache; `id` names a new connection.
-    #[allow(clippy::too_many_arguments)]
+    /// connect() returned. The session keys the DNS cache; the id names a new connection.
     pub fn on_connect(
         &mut self,
-        pid: u32,
-        session: u32,
+        o: Origin,
         fd: i32,
         sock_type: u32,
         ret: i64,
         addr: &RawSockAddr,
-        now_ns: u64,
-        id: impl FnOnce() -> String,
     ) -> Vec<Out> {
+        let Origin { pid, session, now_ns, id } = o;
         let mut out = Vec::new();
         let Some(peer) = sockaddr::parse(addr) else { return out };
         let key = (pid, fd);
         // A state change may have come first (blocking connect): keep what it said.
-        let c = self.conns.entry(key).or_insert_with(|| Connection::new(id(), fd, sock_type, peer, now_ns));
+        let c = self.conns.entry(key).or_insert_with(|| Connection::new(id, fd, sock_type, peer, now_ns));
         c.remote_addr = peer.addr.ip().to_string();
         c.remote_port = peer.addr.port();
         c.ipv4_mapped = peer.v4_mapped;
@@ -229,15 +238,18 @@ impl Egress {
         if let Some(name) = self.dns.get(&session).and_then(|d| d.names.get(&peer.addr.ip())) {
             c.name(name.clone(), HostSource::Dns);
         }
+        c.connect_returned = true;
         match ret {
             0 if c.result != "failed" => c.result = "established",
-            0 => {}
             r if r == -EINPROGRESS => {}
+            0 => {}
             r => {
                 c.result = "failed";
                 c.error = errno_name(r);
-                self.open(key, &mut out);
             }
+        }
+        if c.result == "failed" {
+            self.open(key, &mut out);
         }
         out
     }
@@ -245,19 +257,18 @@ impl Egress {
     /// A TCP state change of a connection in progress.
     pub fn on_state(
         &mut self,
-        pid: u32,
+        o: Origin,
         fd: i32,
         newstate: u32,
         local: &RawSockAddr,
         remote: &RawSockAddr,
-        now_ns: u64,
-        id: impl FnOnce() -> String,
     ) -> Vec<Out> {
+        let Origin { pid, now_ns, id, .. } = o;
         let mut out = Vec::new();
         let key = (pid, fd);
-        if !self.conns.contains_key(&key) {
+        if let std::collections::hash_map::Entry::Vacant(e) = self.conns.entry(key) {
             let Some(peer) = sockaddr::parse(remote) else { return out };
-            self.conns.insert(key, Connection::new(id(), fd, SOCK_STREAM, peer, now_ns));
+            e.insert(Connection::new(id, fd, SOCK_STREAM, peer, now_ns));
         }
         let Some(c) = self.conns.get_mut(&key) else { return out };
         match newstate {
@@ -267,8 +278,12 @@ impl Egress {
             }
             tcp_state::CLOSE => {
                 c.result = "failed";
-                c.error.get_or_insert_with(|| "refused, reset or timed out".to_string());
-                self.open(key, &mut out);
+                // A non-blocking connect has returned EINPROGRESS already: this is its result.
+                // A blocking one is still inside connect(), whose errno is more precise.
+                if c.connect_returned {
+                    c.error.get_or_insert_with(|| "refused, reset or timed out".to_string());
+                    self.open(key, &mut out);
+                }
             }
             _ => {}
         }
@@ -276,26 +291,23 @@ impl Egress {
     }
 
     /// Bytes sent on (or, for DNS, received from) a tracked socket.
-    #[allow(clippy::too_many_arguments)]
     pub fn on_data(
         &mut self,
-        pid: u32,
-        session: u32,
+        o: Origin,
         fd: i32,
         direction: Direction,
         sock_type: u32,
         peer: &RawSockAddr,
         data: &[u8],
-        now_ns: u64,
-        id: impl FnOnce() -> String,
     ) -> Vec<Out> {
+        let Origin { pid, session, now_ns, id } = o;
         let mut out = Vec::new();
         let key = (pid, fd);
         let peer = sockaddr::parse(peer);
-        if !self.conns.contains_key(&key) {
+        if let std::collections::hash_map::Entry::Vacant(e) = self.conns.entry(key) {
             // sendto()/recvfrom() on an unconnected socket: the peer names the destination.
             let Some(p) = peer else { return out };
-            self.conns.insert(key, Connection::new(id(), fd, sock_type, p, now_ns));
+            e.insert(Connection::new(id, fd, sock_type, p, now_ns));
         }
         let Some(c) = self.conns.get_mut(&key) else { return out };
         let dns_peer = peer.is_some_and(|p| p.addr.port() == 53);
@@ -428,8 +440,8 @@ mod tests {
         tls::build_client_hello,
     };
 
-    fn id() -> String {
-        "c1".to_string()
+    fn o(pid: u32, session: u32, now_ns: u64) -> Origin {
+        Origin { pid, session, now_ns, id: format!("c-{pid}-{now_ns}") }
     }
 
     fn opened(out: &[Out]) -> Vec<&Connection> {
@@ -441,19 +453,17 @@ mod tests {
         let mut e = Egress::default();
         let none = RawSockAddr { len: 0, data: [0; 28] };
         assert!(e
-            .on_connect(10, 10, 5, SOCK_STREAM, -EINPROGRESS, &v4([127, 0, 0, 1], 8443), 0, id)
+            .on_connect(o(10, 10, 0), 5, SOCK_STREAM, -EINPROGRESS, &v4([127, 0, 0, 1], 8443))
             .is_empty());
         e.on_state(
-            10,
+            o(10, 10, 1),
             5,
             tcp_state::ESTABLISHED,
             &v4([127, 0, 0, 1], 40000),
             &v4([127, 0, 0, 1], 8443),
-            1,
-            id,
         );
         let hello = build_client_hello("api.anthropic.com", 32, 16384);
-        let out = e.on_data(10, 10, 5, Direction::Send, SOCK_STREAM, &none, &hello, 2, id);
+        let out = e.on_data(o(10, 10, 2), 5, Direction::Send, SOCK_STREAM, &none, &hello);
         let c = opened(&out)[0];
         assert_eq!((c.host.as_deref(), c.host_source), (Some("api.anthropic.com"), Some(HostSource::TlsSni)));
         assert_eq!((c.result, c.local_port, c.protocol, c.proxy), ("established", Some(40000), "tcp", false));
@@ -467,29 +477,23 @@ mod tests {
     fn connect_proxy_then_tunnelled_hello() {
         let mut e = Egress::default();
         let none = RawSockAddr { len: 0, data: [0; 28] };
-        e.on_connect(1, 1, 7, SOCK_STREAM, 0, &v4([127, 0, 0, 1], 3128), 0, id);
+        e.on_connect(o(1, 1, 0), 7, SOCK_STREAM, 0, &v4([127, 0, 0, 1], 3128));
         let out = e.on_data(
-            1,
-            1,
+            o(1, 1, 1),
             7,
             Direction::Send,
             SOCK_STREAM,
             &none,
             b"CONNECT api.openai.com:443 HTTP/1.1\r\nHost: api.openai.com:443\r\n\r\n",
-            1,
-            id,
         );
         assert!(out.is_empty(), "waits for the tunnelled hello");
         let out = e.on_data(
-            1,
-            1,
+            o(1, 1, 2),
             7,
             Direction::Send,
             SOCK_STREAM,
             &none,
             &build_client_hello("api.openai.com", 32, 16384),
-            2,
-            id,
         );
         let c = opened(&out)[0];
         assert_eq!(
@@ -503,17 +507,15 @@ mod tests {
     #[test]
     fn dns_answer_names_a_later_connection_of_the_same_session_only() {
         let mut e = Egress::default();
-        e.on_connect(1, 1, 3, SOCK_DGRAM, 0, &v4([127, 0, 0, 53], 53), 0, id);
+        e.on_connect(o(1, 1, 0), 3, SOCK_DGRAM, 0, &v4([127, 0, 0, 53], 53));
+        let none = RawSockAddr { len: 0, data: [0; 28] };
         let out = e.on_data(
-            1,
-            1,
+            o(1, 1, 1),
             3,
             Direction::Recv,
             SOCK_DGRAM,
-            &RawSockAddr { len: 0, data: [0; 28] },
+            &none,
             &response(1, "api.example-relay.com", Some("edge.cdn.net"), &[[127, 0, 0, 9]]),
-            1,
-            id,
         );
         let Out::Dns { lookup, .. } = &out[0] else { panic!("{out:?}") };
         assert_eq!(
@@ -521,7 +523,7 @@ mod tests {
             ("api.example-relay.com", vec!["127.0.0.9".to_string()])
         );
         assert_eq!(lookup.resolver, "127.0.0.53");
-        let out = e.on_connect(2, 1, 4, SOCK_STREAM, -111, &v4([127, 0, 0, 9], 443), 2, id);
+        let out = e.on_connect(o(2, 1, 2), 4, SOCK_STREAM, -111, &v4([127, 0, 0, 9], 443));
         let c = opened(&out)[0];
         assert_eq!(
             (c.host.as_deref(), c.host_source),
@@ -529,7 +531,7 @@ mod tests {
         );
         assert_eq!((c.result, c.error.as_deref()), ("failed", Some("ECONNREFUSED")));
         // Another session did not resolve it.
-        e.on_connect(3, 99, 4, SOCK_STREAM, 0, &v4([127, 0, 0, 9], 443), 2, id);
+        e.on_connect(o(3, 99, 2), 4, SOCK_STREAM, 0, &v4([127, 0, 0, 9], 443));
         let out = e.on_close(3, 4, 0, 0, 3);
         let Out::Open { conn, .. } = &out[0] else { panic!() };
         assert_eq!(conn.host, None);
@@ -539,31 +541,25 @@ mod tests {
     fn plain_http_unconnected_udp_v6_and_exit() {
         let mut e = Egress::default();
         let none = RawSockAddr { len: 0, data: [0; 28] };
-        e.on_connect(1, 1, 5, SOCK_STREAM, 0, &v6("::1".parse().unwrap(), 8080), 0, id);
+        e.on_connect(o(1, 1, 0), 5, SOCK_STREAM, 0, &v6("::1".parse().unwrap(), 8080));
         let out = e.on_data(
-            1,
-            1,
+            o(1, 1, 1),
             5,
             Direction::Send,
             SOCK_STREAM,
             &none,
             b"POST /v1/messages HTTP/1.1\r\nHost: api.example.com:8080\r\n\r\n",
-            1,
-            id,
         );
         let c = opened(&out)[0];
         assert_eq!((c.host.as_deref(), c.remote_addr.as_str()), (Some("api.example.com"), "::1"));
         // sendto() without connect: the peer is the destination.
         let out = e.on_data(
-            1,
-            1,
+            o(1, 1, 1),
             6,
             Direction::Send,
             SOCK_DGRAM,
             &v6("::ffff:127.0.0.1".parse().unwrap(), 9999),
             b"x",
-            1,
-            id,
         );
         let c = opened(&out)[0];
         assert!(c.ipv4_mapped && c.remote_addr == "127.0.0.1" && c.protocol == "udp");
@@ -575,7 +571,7 @@ mod tests {
     #[test]
     fn silent_connection_reported_after_grace() {
         let mut e = Egress::default();
-        e.on_connect(1, 1, 5, SOCK_STREAM, 0, &v4([127, 0, 0, 1], 22), 0, id);
+        e.on_connect(o(1, 1, 0), 5, SOCK_STREAM, 0, &v4([127, 0, 0, 1], 22));
         assert!(e.tick(OPEN_GRACE_NS - 1).is_empty());
         assert_eq!(opened(&e.tick(OPEN_GRACE_NS)).len(), 1);
         assert!(e.tick(OPEN_GRACE_NS * 2).is_empty());

@@ -170,25 +170,13 @@ impl Pipeline {
             KernelEvent::File(rec) => self.on_file(&rec),
             KernelEvent::Connect { hdr, fd, sock_type, ret, addr } => {
                 let Some(session) = self.session_of(hdr.pid) else { return };
-                let id = self.conn_id(&hdr, fd);
-                let out =
-                    self.egress.on_connect(hdr.pid, session, fd, sock_type, ret, &addr, hdr.ts_ns, || id);
+                let out = self.egress.on_connect(self.origin(&hdr, session, fd), fd, sock_type, ret, &addr);
                 self.report_egress(out, hdr.ts_ns);
             }
             KernelEvent::Data { hdr, fd, direction, sock_type, peer, data, .. } => {
                 let Some(session) = self.session_of(hdr.pid) else { return };
-                let id = self.conn_id(&hdr, fd);
-                let out = self.egress.on_data(
-                    hdr.pid,
-                    session,
-                    fd,
-                    direction,
-                    sock_type,
-                    &peer,
-                    &data,
-                    hdr.ts_ns,
-                    || id,
-                );
+                let origin = self.origin(&hdr, session, fd);
+                let out = self.egress.on_data(origin, fd, direction, sock_type, &peer, &data);
                 self.report_egress(out, hdr.ts_ns);
             }
             KernelEvent::Close { hdr, fd, bytes_sent, bytes_recv, .. } => {
@@ -196,11 +184,8 @@ impl Pipeline {
                 self.report_egress(out, hdr.ts_ns);
             }
             KernelEvent::State { hdr, fd, newstate, local, remote, .. } => {
-                if self.session_of(hdr.pid).is_none() {
-                    return;
-                }
-                let id = self.conn_id(&hdr, fd);
-                let out = self.egress.on_state(hdr.pid, fd, newstate, &local, &remote, hdr.ts_ns, || id);
+                let Some(session) = self.session_of(hdr.pid) else { return };
+                let out = self.egress.on_state(self.origin(&hdr, session, fd), fd, newstate, &local, &remote);
                 self.report_egress(out, hdr.ts_ns);
             }
         }
@@ -212,9 +197,14 @@ impl Pipeline {
         self.table.session(p.session).map(|s| s.root_pid)
     }
 
-    fn conn_id(&self, hdr: &Header, fd: i32) -> String {
-        let session = self.table.get(hdr.pid).and_then(|p| self.table.session(p.session));
-        format!("{}-{}-{fd}-{:x}", session.map_or("", |s| s.id.as_str()), hdr.pid, hdr.ts_ns)
+    fn origin(&self, hdr: &Header, session: u32, fd: i32) -> egress::Origin {
+        let sid = self.table.session(session).map_or("", |s| s.id.as_str());
+        egress::Origin {
+            pid: hdr.pid,
+            session,
+            now_ns: hdr.ts_ns,
+            id: format!("{sid}-{}-{fd}-{:x}", hdr.pid, hdr.ts_ns),
+        }
     }
 
     fn report_egress(&self, out: Vec<egress::Out>, boot_ns: u64) {

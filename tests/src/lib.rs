@@ -16,6 +16,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod net;
+
 /// Name under which `fsprobe` runs as a tracked assistant (see [`AGENT_CONFIG`]).
 pub const AGENT: &str = "aiwatch-test-agent";
 

@@ -68,7 +68,7 @@ fn tracked_sock(tgid: u32, fd: i32) -> Option<SockKey> {
     tracked(tgid)?;
     let key = SockKey { tgid, fd: fd as u32 };
     // SAFETY: presence check only.
-    unsafe { SOCKS.get(&key) }.map(|_| key)
+    unsafe { SOCKS.get(key) }.map(|_| key)
 }
 
 #[inline(always)]
@@ -213,8 +213,8 @@ pub fn net_enter_close(ctx: TracePointContext) -> u32 {
     let Some(t) = tracked(tgid) else { return 0 };
     let key = SockKey { tgid, fd: fd as u32 };
     // SAFETY: the value is copied at once.
-    let Some(info) = (unsafe { SOCKS.get(&key) }).copied() else { return 0 };
-    let _ = SOCKS.remove(&key);
+    let Some(info) = (unsafe { SOCKS.get(key) }).copied() else { return 0 };
+    let _ = SOCKS.remove(key);
     let Some(mut entry) = EVENTS.reserve::<CloseEvent>(0) else {
         bump(Stat::RingbufFull);
         return 0;
@@ -236,22 +236,17 @@ pub fn net_enter_close(ctx: TracePointContext) -> u32 {
 pub fn net_exit_syscall(ctx: TracePointContext) -> u32 {
     let (tgid, tid) = current_ids();
     // SAFETY: this thread's own entry.
-    let Some(a) = (unsafe { NET_ARGS.get(&tid) }).copied() else { return 0 };
-    let _ = NET_ARGS.remove(&tid);
+    let Some(a) = (unsafe { NET_ARGS.get(tid) }).copied() else { return 0 };
+    let _ = NET_ARGS.remove(tid);
     let Some(t) = tracked(tgid) else { return 0 };
     // SAFETY: sys_exit_*: ret@16.
     let ret: i64 = unsafe { arg(&ctx, 16) };
     match a.op {
-        OP_SOCKET => {
-            if ret >= 0 {
-                let info = SockInfo {
-                    family: a.family as u16,
-                    sock_type: a.sock_type as u16,
-                    ..SockInfo::default()
-                };
-                if SOCKS.insert(SockKey { tgid, fd: ret as u32 }, info, 0).is_err() {
-                    bump(Stat::StashFull);
-                }
+        OP_SOCKET if ret >= 0 => {
+            let info =
+                SockInfo { family: a.family as u16, sock_type: a.sock_type as u16, ..SockInfo::default() };
+            if SOCKS.insert(SockKey { tgid, fd: ret as u32 }, info, 0).is_err() {
+                bump(Stat::StashFull);
             }
         }
         OP_CONNECT => exit_connect(&t, tgid, &a, ret),
@@ -265,7 +260,7 @@ fn exit_connect(t: &Tracked, tgid: u32, a: &NetArgs, ret: i64) {
     let key = SockKey { tgid, fd: a.fd as u32 };
     let port = u16::from_be_bytes([a.sa.data[2], a.sa.data[3]]);
     let ok = ret == 0 || ret == -EINPROGRESS;
-    let sock_type = match SOCKS.get_ptr_mut(&key) {
+    let sock_type = match SOCKS.get_ptr_mut(key) {
         Some(info) => {
             // SAFETY: map value of this process's own socket.
             let info = unsafe { &mut *info };
@@ -308,7 +303,7 @@ fn exit_data(t: &Tracked, tgid: u32, a: &NetArgs, ret: i64) {
         return;
     }
     let key = SockKey { tgid, fd: a.fd as u32 };
-    let Some(info) = SOCKS.get_ptr_mut(&key) else { return };
+    let Some(info) = SOCKS.get_ptr_mut(key) else { return };
     // SAFETY: map value of this process's own socket.
     let info = unsafe { &mut *info };
     let multi = a.op == OP_SENDMMSG || a.op == OP_RECVMMSG;
@@ -385,7 +380,7 @@ pub fn net_enter_sock_set_state(ctx: TracePointContext) -> u32 {
     if newstate == tcp_state::SYN_SENT {
         let (tgid, tid) = current_ids();
         // SAFETY: this thread's own entry.
-        if let Some(a) = unsafe { NET_ARGS.get(&tid) } {
+        if let Some(a) = unsafe { NET_ARGS.get(tid) } {
             if a.op == OP_CONNECT {
                 let _ = SK_CONN.insert(sk, SockKey { tgid, fd: a.fd as u32 }, 0);
             }
@@ -393,9 +388,9 @@ pub fn net_enter_sock_set_state(ctx: TracePointContext) -> u32 {
         return 0;
     }
     // SAFETY: the value is copied at once.
-    let Some(key) = (unsafe { SK_CONN.get(&sk) }).copied() else { return 0 };
+    let Some(key) = (unsafe { SK_CONN.get(sk) }).copied() else { return 0 };
     if newstate == tcp_state::CLOSE {
-        let _ = SK_CONN.remove(&sk);
+        let _ = SK_CONN.remove(sk);
     }
     if oldstate != tcp_state::SYN_SENT {
         return 0;

@@ -192,7 +192,7 @@ pub fn process_enter_sched_exec(ctx: TracePointContext) -> u32 {
         }
     };
     // SAFETY: read-only lookup; absent when the fork predates the sensor or was evicted.
-    ev.ppid = unsafe { PARENTS.get(&pid) }.copied().unwrap_or(0);
+    ev.ppid = unsafe { PARENTS.get(pid) }.copied().unwrap_or(0);
     let saved_flags = ev.hdr.flags;
     fill_header(&mut ev.hdr, EventKind::Exec, &t, now());
     ev.hdr.flags = saved_flags;

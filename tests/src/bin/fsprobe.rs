@@ -2,6 +2,8 @@
 //! `fsprobe ACTION...`, each ACTION one of
 //!   open=P openat=P openat2=P dirat=DIR,NAME stat=P lstat=P statx=P access=P faccessat2=P
 //!   readlink=P chdir=D child=A;B;... sh=CMD waitfile=P sleep=MS pid=FILE
+//!   tcp=HOST:PORT[,DATA]   connect (resolving HOST with getaddrinfo), send DATA (`@FILE` for a
+//!                          file's bytes), read until EOF or 2 s, close
 //! `child=` runs this program again with the `;`-separated actions and waits for it; inside
 //! those, `|` stands for `;` one level down (`child=a;child=b|c` nests a grandchild).
 //! Results go to stderr; the exit code is 0 unless an action is malformed.
@@ -98,11 +100,33 @@ fn act(action: &str) -> Result<(), String> {
                 std::fs::rename(&tmp, arg).map_err(|e| e.to_string())?;
                 0
             }
+            "tcp" => tcp(arg),
             other => return Err(format!("unknown action {other:?}")),
         }
     };
     report(op, arg, ret);
     Ok(())
+}
+
+fn tcp(arg: &str) -> i64 {
+    use std::io::{Read, Write};
+    let (target, data) = arg.split_once(',').unwrap_or((arg, ""));
+    let data = match data.strip_prefix('@') {
+        Some(file) => std::fs::read(file).unwrap_or_default(),
+        None => data.as_bytes().to_vec(),
+    };
+    let mut s = match std::net::TcpStream::connect(target) {
+        Ok(s) => s,
+        Err(e) => return -i64::from(e.raw_os_error().unwrap_or(1)),
+    };
+    if !data.is_empty() && s.write_all(&data).is_err() {
+        return -1;
+    }
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    got.len() as i64
 }
 
 fn main() -> ExitCode {

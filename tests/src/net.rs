@@ -1,0 +1,299 @@
+//! Network fixtures for tests: a network namespace of the test's own, and small servers on
+//! loopback (HTTP, byte sink, CONNECT proxy, DNS) running on threads that stop on drop.
+//! Nothing here reaches any address but loopback.
+
+use std::{
+    io::{Read, Write},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    os::fd::AsRawFd,
+    process::{Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use crate::{Guard, TempDir};
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A network namespace with loopback up, an extra address on `lo` (glibc's AI_ADDRCONFIG wants
+/// one that is not 127/8 before it asks DNS), and a resolv.conf pointing at 127.0.0.1
+/// (`ip netns exec` binds /etc/netns/<name>/resolv.conf over /etc/resolv.conf).
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Self {
+        let name = format!("aiw-{tag}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).stderr(Stdio::null()).status();
+        ip(&["netns", "add", &name]);
+        let ns = Self { name };
+        ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
+        ip(&["-n", &ns.name, "addr", "add", "10.251.0.1/32", "dev", "lo"]);
+        let etc = format!("/etc/netns/{}", ns.name);
+        std::fs::create_dir_all(&etc).expect("mkdir /etc/netns/<ns>");
+        std::fs::write(format!("{etc}/resolv.conf"), "nameserver 127.0.0.1\noptions timeout:2 attempts:2\n")
+            .expect("write resolv.conf");
+        ns
+    }
+
+    /// Moves the calling thread into the namespace (network namespaces are per thread).
+    pub fn enter_thread(&self) {
+        enter_netns(&self.name);
+    }
+
+    /// `program args` run inside the namespace (through `ip netns exec`, which execs it).
+    pub fn command(&self, program: &std::path::Path, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).arg(program).args(args);
+        c
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.name));
+    }
+}
+
+/// A server thread; stops (and is joined) on drop.
+pub struct Server {
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn spawn_server(
+    netns: Option<&Netns>,
+    bind: &str,
+    udp: bool,
+    serve: impl Fn(Either, &AtomicBool) + Send + 'static,
+) -> Server {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let ns = netns.map(|n| n.name.clone());
+    let bind = bind.to_string();
+    let s = stop.clone();
+    let thread = std::thread::spawn(move || {
+        if let Some(name) = ns {
+            enter_netns(&name);
+        }
+        let sock = if udp {
+            Either::Udp(UdpSocket::bind(&bind).expect("bind udp"))
+        } else {
+            Either::Tcp(TcpListener::bind(&bind).expect("bind tcp"))
+        };
+        tx.send(sock.local_addr()).expect("report address");
+        serve(sock, &s);
+    });
+    let addr = rx.recv().expect("server started");
+    Server { addr, stop, thread: Some(thread) }
+}
+
+fn enter_netns(name: &str) {
+    let f = std::fs::File::open(format!("/run/netns/{name}")).expect("open netns");
+    // SAFETY: setns on a valid namespace fd; affects only this thread's network namespace.
+    let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+}
+
+pub enum Either {
+    Tcp(TcpListener),
+    Udp(UdpSocket),
+}
+
+impl Either {
+    fn local_addr(&self) -> SocketAddr {
+        match self {
+            Self::Tcp(l) => l.local_addr().expect("addr"),
+            Self::Udp(u) => u.local_addr().expect("addr"),
+        }
+    }
+}
+
+/// Accepts connections until stopped, handing each to `handle` on this thread.
+fn accept_loop(sock: Either, stop: &AtomicBool, handle: impl Fn(TcpStream)) {
+    let Either::Tcp(l) = sock else { unreachable!() };
+    l.set_nonblocking(true).expect("nonblocking");
+    while !stop.load(Ordering::Relaxed) {
+        match l.accept() {
+            Ok((s, _)) => {
+                let _ = s.set_nonblocking(false);
+                let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
+                handle(s);
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
+fn read_head(s: &mut TcpStream) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let mut b = [0u8; 4096];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 65536 {
+        match s.read(&mut b) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&b[..n]),
+        }
+    }
+    buf
+}
+
+/// Answers every request with `200 ok`.
+pub fn http_server(netns: Option<&Netns>, bind: &str) -> Server {
+    spawn_server(netns, bind, false, |sock, stop| {
+        accept_loop(sock, stop, |mut s| {
+            read_head(&mut s);
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        })
+    })
+}
+
+/// Reads whatever comes until the peer stops sending, then answers `ok` and closes.
+pub fn sink_server(netns: Option<&Netns>, bind: &str) -> Server {
+    spawn_server(netns, bind, false, |sock, stop| {
+        accept_loop(sock, stop, |mut s| {
+            let _ = s.set_read_timeout(Some(Duration::from_millis(300)));
+            let mut b = [0u8; 65536];
+            while let Ok(n) = s.read(&mut b) {
+                if n == 0 {
+                    break;
+                }
+            }
+            let _ = s.write_all(b"ok");
+        })
+    })
+}
+
+/// An HTTP CONNECT proxy that tunnels every CONNECT, whatever its target, to `upstream`.
+pub fn connect_proxy(upstream: SocketAddr) -> Server {
+    spawn_server(None, "127.0.0.1:0", false, move |sock, stop| {
+        accept_loop(sock, stop, |mut client| {
+            let head = read_head(&mut client);
+            if !head.starts_with(b"CONNECT ") {
+                let _ = client.write_all(b"HTTP/1.1 405 Method Not Allowed\r\n\r\n");
+                return;
+            }
+            let Ok(mut up) = TcpStream::connect(upstream) else { return };
+            let _ = client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+            let (mut c2, mut u2) = (client.try_clone().expect("clone"), up.try_clone().expect("clone"));
+            let t = std::thread::spawn(move || {
+                let _ = std::io::copy(&mut u2, &mut c2);
+                let _ = c2.shutdown(std::net::Shutdown::Write);
+            });
+            let _ = std::io::copy(&mut client, &mut up);
+            let _ = up.shutdown(std::net::Shutdown::Write);
+            let _ = t.join();
+        })
+    })
+}
+
+/// A DNS server on 127.0.0.1:53 in `netns`: A records for `names`, empty answers otherwise.
+pub fn dns_server(netns: &Netns, names: &[(&str, Ipv4Addr)]) -> Server {
+    let names: Vec<(String, Ipv4Addr)> = names.iter().map(|(n, a)| (n.to_string(), *a)).collect();
+    spawn_server(Some(netns), "127.0.0.1:53", true, move |sock, stop| {
+        let Either::Udp(u) = sock else { unreachable!() };
+        u.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
+        let mut b = [0u8; 1500];
+        while !stop.load(Ordering::Relaxed) {
+            let Ok((n, peer)) = u.recv_from(&mut b) else { continue };
+            if let Some(resp) = answer(&b[..n], &names) {
+                let _ = u.send_to(&resp, peer);
+            }
+        }
+    })
+}
+
+/// A response to query `q`: header, the question echoed, and an A record if the name is known.
+fn answer(q: &[u8], names: &[(String, Ipv4Addr)]) -> Option<Vec<u8>> {
+    let mut i = 12;
+    let mut labels = Vec::new();
+    loop {
+        let len = usize::from(*q.get(i)?);
+        i += 1;
+        if len == 0 {
+            break;
+        }
+        labels.push(String::from_utf8_lossy(q.get(i..i + len)?).to_ascii_lowercase());
+        i += len;
+    }
+    let qtype = u16::from_be_bytes([*q.get(i)?, *q.get(i + 1)?]);
+    let question = q.get(12..i + 4)?;
+    let name = labels.join(".");
+    let hit = names.iter().find(|(n, _)| *n == name).map(|(_, a)| *a);
+    let a = hit.filter(|_| qtype == 1);
+    let mut r = q.get(..2)?.to_vec();
+    r.extend([0x81, if hit.is_some() { 0x80 } else { 0x83 }, 0, 1, 0, u8::from(a.is_some()), 0, 0, 0, 0]);
+    r.extend_from_slice(question);
+    if let Some(a) = a {
+        r.extend([0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+        r.extend(a.octets());
+    }
+    Some(r)
+}
+
+/// `openssl s_server` on 127.0.0.1:`port` with a throwaway certificate.
+pub fn tls_server(dir: &TempDir) -> (Guard, SocketAddr) {
+    let (key, cert) = (dir.path("key.pem"), dir.path("cert.pem"));
+    let ok = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=aiwatch-test",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run openssl req");
+    assert!(ok.success(), "openssl req failed");
+    let port = crate::free_port();
+    let g = Guard(
+        Command::new("openssl")
+            .args(["s_server", "-quiet", "-www", "-accept"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("-key")
+            .arg(&key)
+            .arg("-cert")
+            .arg(&cert)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start openssl s_server"),
+    );
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    for _ in 0..300 {
+        if TcpStream::connect(addr).is_ok() {
+            return (g, addr);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("openssl s_server did not start");
+}
