@@ -25,6 +25,9 @@ pub enum EventKind {
     Data = 6,
     Close = 7,
     State = 8,
+    EnvRead = 9,
+    Ioctl = 10,
+    ExecEnv = 11,
 }
 
 impl TryFrom<u32> for EventKind {
@@ -39,6 +42,9 @@ impl TryFrom<u32> for EventKind {
             6 => Self::Data,
             7 => Self::Close,
             8 => Self::State,
+            9 => Self::EnvRead,
+            10 => Self::Ioctl,
+            11 => Self::ExecEnv,
             other => return Err(other),
         })
     }
@@ -274,7 +280,9 @@ pub struct DataEvent {
     pub direction: u32,
     /// Bytes the syscall transferred.
     pub ret: i64,
-    pub sock_type: u32,
+    pub sock_type: u16,
+    /// `AF_INET`, `AF_INET6` or `AF_NETLINK`.
+    pub family: u16,
     /// Bytes of `data` that are valid.
     pub len: u32,
     /// Peer given to `sendto`/`sendmsg`/`recvfrom` (len 0 when none).
@@ -308,6 +316,61 @@ pub struct StateEvent {
     pub remote: RawSockAddr,
 }
 
+/// Bytes of packed `NAME=value` strings kept per exec (a power of two, like [`ARGV_LEN`]).
+pub const ENV_LEN: usize = 8192;
+/// Environment entries read at most per exec.
+pub const MAX_ENV: usize = 160;
+
+/// The environment a tracked or candidate exec starts with, sent just before its
+/// [`ExecEvent`]. User space keeps the watched names and redacted values only.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct ExecEnvEvent {
+    pub hdr: EventHeader,
+    /// Entries packed in `data`.
+    pub count: u32,
+    /// Bytes used in `data` (each entry NUL-terminated).
+    pub len: u32,
+    /// `NAME=value` strings, each cut at [`ARG_LEN`] bytes; room past `ENV_LEN` as for argv.
+    pub data: [u8; ENV_LEN + ARG_LEN],
+}
+
+/// Bytes of a variable name copied at most.
+pub const ENV_NAME_LEN: usize = 128;
+
+/// Which libc function read a variable, sent as `u32`.
+pub mod env_func {
+    pub const GETENV: u32 = 1;
+    pub const SECURE_GETENV: u32 = 2;
+}
+
+/// A tracked process asked libc for an environment variable (uprobe on `getenv` and
+/// `secure_getenv`), with whether it was set. The value is not copied.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct EnvReadEvent {
+    pub hdr: EventHeader,
+    /// [`env_func`] value.
+    pub func: u32,
+    /// 1 if the variable was set (non-NULL result), else 0.
+    pub set: u32,
+    pub name_len: u32,
+    pub _pad: u32,
+    pub name: [u8; ENV_NAME_LEN],
+}
+
+/// An interface-enumeration `ioctl` of a tracked process (`SIOCGIFCONF`, `SIOCGIFHWADDR`, …).
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct IoctlEvent {
+    pub hdr: EventHeader,
+    pub fd: i32,
+    pub cmd: u32,
+    pub ret: i64,
+    /// `ifr_name` of the `struct ifreq` argument (empty for `SIOCGIFCONF`).
+    pub ifname: [u8; 16],
+}
+
 /// TCP states as the kernel numbers them (`TCP_ESTABLISHED` …).
 pub mod tcp_state {
     pub const ESTABLISHED: u32 = 1;
@@ -322,6 +385,10 @@ const _: () = assert!(core::mem::size_of::<DataEvent>() == 56 + 24 + 32 + DATA_L
 const _: () = assert!(core::mem::size_of::<CloseEvent>() == 56 + 24);
 const _: () = assert!(core::mem::size_of::<StateEvent>() == 56 + 16 + 64);
 const _: () = assert!(DATA_LEN.is_power_of_two() && DNS_RECV_LEN <= DATA_LEN);
+const _: () = assert!(core::mem::size_of::<EnvReadEvent>() == 56 + 16 + ENV_NAME_LEN);
+const _: () = assert!(core::mem::size_of::<IoctlEvent>() == 56 + 16 + 16);
+const _: () = assert!(core::mem::size_of::<ExecEnvEvent>() == 56 + 8 + ENV_LEN + ARG_LEN);
+const _: () = assert!(ENV_LEN.is_power_of_two());
 const _: () = assert!(core::mem::size_of::<ExecEvent>() == 56 + 16 + PATH_LEN + ARGV_LEN + ARG_LEN);
 const _: () = assert!(core::mem::size_of::<ForkEvent>() == 64);
 const _: () = assert!(core::mem::size_of::<ExitEvent>() == 56);

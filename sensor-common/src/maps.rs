@@ -116,6 +116,10 @@ pub mod sock_flags {
 
 /// Sends per socket whose first bytes are copied (HTTP CONNECT, then the ClientHello behind it).
 pub const CAPTURE_SENDS: u32 = 3;
+/// Requests per `NETLINK_ROUTE` socket whose first bytes are copied (interface enumeration).
+pub const CAPTURE_NETLINK: u32 = 16;
+/// `AF_NETLINK`.
+pub const AF_NETLINK: u16 = 16;
 
 const _: () = assert!(core::mem::size_of::<Tracked>() == 8);
 const _: () = assert!(core::mem::size_of::<SockKey>() == 8);

@@ -4,7 +4,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use sensor_common::{CandidateKey, ExecEvent, RawSockAddr, SockInfo, SockKey, Stat, Tracked};
+use sensor_common::{CandidateKey, ExecEnvEvent, ExecEvent, RawSockAddr, SockInfo, SockKey, Stat, Tracked};
 
 /// All events, in the order each thread produced them.
 #[map]
@@ -30,6 +30,14 @@ pub static EXEC_STASH: LruHashMap<u32, ExecEvent> = LruHashMap::with_max_entries
 /// Arguments of a path syscall in flight, by tid, until its exit.
 #[map]
 pub static FILE_ARGS: LruHashMap<u32, FileArgs> = LruHashMap::with_max_entries(8192, 0);
+
+/// Exec environments read at `sys_enter_execve*`, by tid, sent with the exec.
+#[map]
+pub static ENV_STASH: LruHashMap<u32, ExecEnvEvent> = LruHashMap::with_max_entries(256, 0);
+
+/// Per-CPU room to build an exec environment.
+#[map]
+pub static ENV_SCRATCH: PerCpuArray<ExecEnvEvent> = PerCpuArray::with_max_entries(1, 0);
 
 /// Per-CPU room to build an exec event (too large for the 512-byte stack).
 #[map]

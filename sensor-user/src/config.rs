@@ -26,6 +26,25 @@ pub struct Config {
     pub assistants: Vec<AssistantRule>,
     /// Fingerprint categories: name to path patterns.
     pub categories: BTreeMap<String, Vec<PathPattern>>,
+    pub variables: VariablesConfig,
+}
+
+/// Environment variables: which are watched, what of their values is reported, and how reads
+/// through libc are probed.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct VariablesConfig {
+    /// What a reported value keeps: `host` (URL scheme/host/port, host lists, short plain
+    /// values) or `none`.
+    pub values: crate::variables::ValuePolicy,
+    /// `getenv`/`secure_getenv` uprobes: `session` (per session, inherited by every process it
+    /// starts; nothing outside sessions pays), `system` (every process on the host pays for every
+    /// getenv, but a root's first reads are seen too), or `off`.
+    pub getenv_probes: GetenvProbes,
+    /// libc files to probe besides the system's glibc and musl.
+    pub libc: Vec<String>,
+    /// Category to variable-name patterns (`*` matches any run of characters).
+    pub watch: BTreeMap<String, Vec<VarName>>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -107,6 +126,7 @@ macro_rules! string_enum {
 }
 
 string_enum!(OutputFormat { Auto = "auto", Json = "json", Human = "human" });
+string_enum!(GetenvProbes { Session = "session", System = "system", Off = "off" });
 string_enum!(LogFormat { Text = "text", Json = "json" });
 string_enum!(LogLevel { Error = "error", Warn = "warn", Info = "info", Debug = "debug", Trace = "trace" });
 string_enum!(KernelLogLevel {
@@ -164,6 +184,19 @@ validated!(
     }
 );
 validated!(
+    /// An environment variable name pattern: letters, digits, `_`, and at most one `*`.
+    VarName(String, "String"),
+    |v| if !v.is_empty()
+        && v.len() <= 128
+        && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'*')
+        && v.matches('*').count() <= 1
+    {
+        Ok(())
+    } else {
+        Err(format!("{v:?} is not a variable name pattern ([A-Za-z0-9_]+ with at most one *)"))
+    }
+);
+validated!(
     /// A non-empty string.
     NonEmpty(String, "String"),
     |v| if v.is_empty() { Err("must not be empty".to_string()) } else { Ok(()) }
@@ -198,6 +231,18 @@ impl Default for Config {
             runtimes: crate::classify::defaults::RUNTIMES.iter().map(|s| Basename(s.to_string())).collect(),
             assistants: crate::classify::defaults::assistants(),
             categories: crate::classify::defaults::categories(),
+            variables: VariablesConfig::default(),
+        }
+    }
+}
+
+impl Default for VariablesConfig {
+    fn default() -> Self {
+        Self {
+            values: crate::variables::ValuePolicy::Host,
+            getenv_probes: GetenvProbes::Session,
+            libc: Vec::new(),
+            watch: crate::classify::defaults::variables(),
         }
     }
 }
@@ -253,6 +298,17 @@ struct ConfigFile {
     runtimes: Option<Vec<Basename>>,
     assistants: Vec<AssistantRule>,
     categories: BTreeMap<String, Vec<PathPattern>>,
+    variables: VariablesFile,
+}
+
+/// `[variables]` as written: `watch` is merged per category into the defaults.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct VariablesFile {
+    values: Option<crate::variables::ValuePolicy>,
+    getenv_probes: Option<GetenvProbes>,
+    libc: Option<Vec<String>>,
+    watch: BTreeMap<String, Vec<VarName>>,
 }
 
 impl Config {
@@ -309,6 +365,25 @@ impl Config {
                 Some(existing) => *existing = rule,
                 None => cfg.assistants.push(rule),
             }
+        }
+        let v = file.variables;
+        cfg.variables.values = v.values.unwrap_or(cfg.variables.values);
+        cfg.variables.getenv_probes = v.getenv_probes.unwrap_or(cfg.variables.getenv_probes);
+        if let Some(libc) = v.libc {
+            if let Some(bad) = libc.iter().find(|p| !p.starts_with('/')) {
+                return Err(semantic(origin, "variables.libc", &format!("{bad:?} is not an absolute path")));
+            }
+            cfg.variables.libc = libc;
+        }
+        for (name, names) in v.watch {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(semantic(
+                    origin,
+                    &format!("variables.watch.{name}"),
+                    "a category name is [A-Za-z0-9_]+",
+                ));
+            }
+            cfg.variables.watch.insert(name, names);
         }
         for (name, patterns) in file.categories {
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
@@ -410,6 +485,22 @@ mod tests {
         assert!(claude.argv.is_empty());
         assert!(cfg.assistants.iter().any(|r| r.name == "inhouse"));
         assert!(cfg.assistants.iter().any(|r| r.name == "gemini-cli"));
+    }
+
+    #[test]
+    fn variables_section() {
+        let cfg = Config::parse(
+            "[variables]\nvalues = \"none\"\ngetenv_probes = \"off\"\n[variables.watch]\nkeys = [\"*_API_KEY\"]\n",
+            "x",
+        )
+        .unwrap();
+        assert_eq!(cfg.variables.values, crate::variables::ValuePolicy::None);
+        assert_eq!(cfg.variables.getenv_probes, GetenvProbes::Off);
+        assert!(cfg.variables.watch.contains_key("keys") && cfg.variables.watch.contains_key("proxy"));
+        let e = err("[variables.watch]\nproxy = [\"HTTP PROXY\"]\n");
+        assert!(e.contains("variables.watch.proxy[0]") && e.contains("not a variable name"), "{e}");
+        let e = err("[variables]\ngetenv_probes = \"always\"\n");
+        assert!(e.contains("variables.getenv_probes"), "{e}");
     }
 
     #[test]

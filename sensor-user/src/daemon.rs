@@ -14,12 +14,14 @@ use crate::{
         assistant::AssistantClassifier,
         files::{home_dirs, CategoryMatcher},
     },
-    config::Config,
-    loader::{self, KernelMaps, Usage},
+    config::{Config, GetenvProbes},
+    loader::{self, KernelMaps, ProbeStatus, Usage},
     metrics::{self, Metrics},
-    pipeline::Pipeline,
+    pipeline::{Kernel, Pipeline},
     procs::procfs::ProcFs,
     sinks,
+    uprobes::EnvProbes,
+    variables::Watch,
 };
 
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
@@ -44,7 +46,21 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         }
     };
     loader::set_candidates(&mut ebpf, &classifier.candidate_names())?;
-    let statuses = loader::load_programs(&mut ebpf, true, false);
+    let mut statuses = loader::load_programs(&mut ebpf, true, false);
+    let tracefs = loader::ensure_tracefs()?;
+    let v = &cfg.variables;
+    let env = match EnvProbes::setup(&mut ebpf, v.getenv_probes, &v.libc, tracefs, metrics.clone()) {
+        Ok((env, st)) => {
+            statuses.extend(st);
+            env
+        }
+        Err(e) => {
+            // Variable reads are lost, nothing else: say so and go on.
+            tracing::warn!(error = %format!("{e:#}"), "getenv probes unavailable");
+            statuses.push(ProbeStatus::failed("env_enter_getenv", "uprobe/libc:getenv".into(), &e));
+            EnvProbes::setup(&mut ebpf, GetenvProbes::Off, &[], tracefs, metrics.clone())?.0
+        }
+    };
     let mut failed_required = Vec::new();
     for s in &statuses {
         metrics.probe_attached.with_label_values(&[s.program, &s.hook]).set(i64::from(s.ok));
@@ -61,7 +77,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let attached = statuses.iter().filter(|s| s.ok).count();
     tracing::info!(attached, elapsed_ms = started.elapsed().as_millis() as u64, "probes attached");
 
-    let (mut maps, ringbuf) = KernelMaps::take(&mut ebpf)?;
+    let (maps, ringbuf) = KernelMaps::take(&mut ebpf)?;
+    let mut maps = Kernel { maps, env };
     let mut events = watch(ringbuf).context("watching the event ring buffer")?;
     let (sink, writer) = sinks::spawn_stdout(cfg.output.format, cfg.output.queue.0 as usize, metrics.clone());
     let host = if cfg.sensor.host_name.is_empty() {
@@ -73,8 +90,16 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     };
     let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
     let prefix: String = boot_id.chars().filter(char::is_ascii_hexdigit).take(8).collect();
-    let mut pipeline =
-        Pipeline::new(classifier, matcher, metrics.clone(), sink, host, &prefix, Box::new(ProcFs));
+    let mut pipeline = Pipeline::new(
+        Watch::new(&cfg),
+        classifier,
+        matcher,
+        metrics.clone(),
+        sink,
+        host,
+        &prefix,
+        Box::new(ProcFs),
+    );
 
     // Scan after attaching, so a process forked meanwhile inherits from its tracked parent;
     // a second pass picks up children forked between reading /proc and writing the map.
@@ -103,7 +128,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 }
             }
             _ = tick.tick() => {
-                metrics.set_kernel(&maps.stats());
+                metrics.set_kernel(&maps.maps.stats());
                 pipeline.tick();
                 pipeline.update_gauges();
             }
@@ -119,7 +144,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             pipeline.handle(&item, &mut maps);
         }
     }
-    metrics.set_kernel(&maps.stats());
+    metrics.set_kernel(&maps.maps.stats());
+    drop(maps);
     drop(ebpf);
     drop(pipeline);
     let _ = writer.await;

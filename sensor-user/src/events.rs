@@ -4,8 +4,9 @@
 use std::mem::size_of;
 
 use sensor_common::{
-    CloseEvent, ConnectEvent, DataEvent, Direction, EventHeader, EventKind, ExecEvent, ExitEvent, FileEvent,
-    ForkEvent, RawSockAddr, StateEvent, Syscall, TrackState, ARGV_LEN, ARG_LEN, PATH_LEN,
+    CloseEvent, ConnectEvent, DataEvent, Direction, EnvReadEvent, EventHeader, EventKind, ExecEnvEvent,
+    ExecEvent, ExitEvent, FileEvent, ForkEvent, IoctlEvent, RawSockAddr, StateEvent, Syscall, TrackState,
+    ARGV_LEN, ARG_LEN, PATH_LEN,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,8 +52,29 @@ pub enum KernelEvent {
         direction: Direction,
         bytes: i64,
         sock_type: u32,
+        family: u16,
         peer: RawSockAddr,
         data: Vec<u8>,
+    },
+    /// `getenv`/`secure_getenv` of a tracked process.
+    EnvRead {
+        hdr: Header,
+        secure: bool,
+        set: bool,
+        name: String,
+    },
+    /// Interface-enumeration ioctl.
+    Ioctl {
+        hdr: Header,
+        fd: i32,
+        cmd: u32,
+        ret: i64,
+        ifname: String,
+    },
+    /// The environment of the exec that follows (`NAME=value` entries).
+    ExecEnv {
+        hdr: Header,
+        entries: Vec<String>,
     },
     Close {
         hdr: Header,
@@ -91,7 +113,10 @@ impl KernelEvent {
             | Self::Connect { hdr, .. }
             | Self::Data { hdr, .. }
             | Self::Close { hdr, .. }
-            | Self::State { hdr, .. } => hdr,
+            | Self::State { hdr, .. }
+            | Self::EnvRead { hdr, .. }
+            | Self::Ioctl { hdr, .. }
+            | Self::ExecEnv { hdr, .. } => hdr,
             Self::File(f) => &f.hdr,
         }
     }
@@ -208,7 +233,8 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
                 fd: ev.fd,
                 direction,
                 bytes: ev.ret,
-                sock_type: ev.sock_type,
+                sock_type: u32::from(ev.sock_type),
+                family: ev.family,
                 peer: ev.peer,
                 data,
             }
@@ -222,6 +248,30 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
                 bytes_sent: ev.bytes_sent,
                 bytes_recv: ev.bytes_recv,
             }
+        }
+        EventKind::EnvRead => {
+            let ev: EnvReadEvent = read(bytes, "env read event")?;
+            let name = cstr(sized(&ev.name, ev.name_len, "name")?);
+            KernelEvent::EnvRead {
+                hdr,
+                secure: ev.func == sensor_common::env_func::SECURE_GETENV,
+                set: ev.set != 0,
+                name,
+            }
+        }
+        EventKind::Ioctl => {
+            let ev: IoctlEvent = read(bytes, "ioctl event")?;
+            KernelEvent::Ioctl { hdr, fd: ev.fd, cmd: ev.cmd, ret: ev.ret, ifname: cstr(&ev.ifname) }
+        }
+        EventKind::ExecEnv => {
+            let ev: ExecEnvEvent = read(bytes, "exec environment event")?;
+            let data = sized(&ev.data, ev.len, "environment")?;
+            let entries = data
+                .split(|&b| b == 0)
+                .take(ev.count as usize)
+                .map(|e| String::from_utf8_lossy(e).into_owned())
+                .collect();
+            KernelEvent::ExecEnv { hdr, entries }
         }
         EventKind::State => {
             let ev: StateEvent = read(bytes, "state event")?;

@@ -15,3 +15,5 @@ pub mod pipeline;
 pub mod procs;
 pub mod report;
 pub mod sinks;
+pub mod uprobes;
+pub mod variables;

@@ -19,9 +19,14 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 /// Where a program attaches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Hook {
-    Tracepoint { category: &'static str, name: String },
+    Tracepoint {
+        category: &'static str,
+        name: String,
+    },
     FEntry(&'static str),
     Lsm(&'static str),
+    /// A libc function, attached per session by `uprobes::EnvProbes`.
+    Uprobe(&'static str),
 }
 
 impl std::fmt::Display for Hook {
@@ -30,6 +35,7 @@ impl std::fmt::Display for Hook {
             Self::Tracepoint { category, name } => write!(f, "tracepoint/{category}/{name}"),
             Self::FEntry(func) => write!(f, "fentry/{func}"),
             Self::Lsm(hook) => write!(f, "lsm/{hook}"),
+            Self::Uprobe(func) => write!(f, "uprobe/libc:{func}"),
         }
     }
 }
@@ -41,6 +47,7 @@ impl Hook {
             Self::Tracepoint { .. } => "tracepoints",
             Self::FEntry(_) => "fentry",
             Self::Lsm(_) => "bpf_lsm",
+            Self::Uprobe(_) => "uprobes",
         }
     }
 }
@@ -142,7 +149,7 @@ pub fn programs() -> Vec<ProgramSpec> {
         Required,
         "path and result of tracked path syscalls",
     ));
-    const NET_ENTER: [(&str, &str, &str); 13] = [
+    const NET_ENTER: [(&str, &str, &str); 14] = [
         ("net_enter_socket", "socket", "inet sockets of tracked processes"),
         ("net_enter_connect", "connect", "destination of connect()"),
         ("net_enter_write", "write", "first bytes sent (SNI, HTTP, DNS)"),
@@ -156,6 +163,7 @@ pub fn programs() -> Vec<ProgramSpec> {
         ("net_enter_recvmsg", "recvmsg", "bytes received, DNS answers"),
         ("net_enter_recvmmsg", "recvmmsg", "bytes received, DNS answers"),
         ("net_enter_close", "close", "end of a connection, with its byte counts"),
+        ("net_enter_ioctl", "ioctl", "interface enumeration (SIOCGIFCONF, SIOCGIFHWADDR, …)"),
     ];
     for (name, sc, purpose) in NET_ENTER {
         let usage = if matches!(sc, "connect" | "close" | "socket") { Required } else { Optional };
@@ -176,6 +184,19 @@ pub fn programs() -> Vec<ProgramSpec> {
         vec![tp("sock", "inet_sock_set_state")],
         Required,
         "result and local port of non-blocking TCP connects",
+    ));
+    v.push(spec("env_enter_getenv", vec![Hook::Uprobe("getenv")], Optional, "environment-variable reads"));
+    v.push(spec(
+        "env_enter_secure_getenv",
+        vec![Hook::Uprobe("secure_getenv")],
+        Optional,
+        "environment-variable reads",
+    ));
+    v.push(spec(
+        "env_exit_getenv",
+        vec![Hook::Uprobe("getenv (return)"), Hook::Uprobe("secure_getenv (return)")],
+        Optional,
+        "whether a read variable was set",
     ));
     v.push(spec(
         "files_enter_fentry_openat2",
@@ -200,6 +221,16 @@ pub struct ProbeStatus {
     pub usage: Usage,
     pub ok: bool,
     pub error: Option<String>,
+}
+
+impl ProbeStatus {
+    pub fn ok(program: &'static str, hook: String) -> Self {
+        Self { program, hook, usage: Usage::Optional, ok: true, error: None }
+    }
+
+    pub fn failed(program: &'static str, hook: String, e: impl std::fmt::Display) -> Self {
+        Self { program, hook, usage: Usage::Optional, ok: false, error: Some(format!("{e:#}")) }
+    }
 }
 
 /// Mounts tracefs if it is not mounted (aya finds tracepoint ids there).
@@ -270,6 +301,10 @@ fn load_program(ebpf: &mut Ebpf, spec: &ProgramSpec, btf: Option<&Btf>) -> anyho
             let p: &mut Lsm = prog.try_into()?;
             p.load(hook, btf)?;
         }
+        Some(Hook::Uprobe(_)) => {
+            let p: &mut aya::programs::UProbe = prog.try_into()?;
+            p.load()?;
+        }
     }
     Ok(())
 }
@@ -308,8 +343,8 @@ pub fn load_programs(ebpf: &mut Ebpf, attach: bool, include_check_only: bool) ->
                     attach_tracepoint(ebpf, spec.name, category, name)
                 }
                 Hook::Tracepoint { category, name } => tracepoint_exists(category, name),
-                // CheckOnly programs: loading was the test.
-                Hook::FEntry(_) | Hook::Lsm(_) => Ok(()),
+                // CheckOnly programs: loading was the test. Uprobes are attached per session.
+                Hook::FEntry(_) | Hook::Lsm(_) | Hook::Uprobe(_) => Ok(()),
             };
             out.push(status(hook, r));
         }
@@ -401,7 +436,7 @@ mod tests {
         for p in &progs {
             let mut parts = p.name.splitn(3, '_');
             let (area, phase) = (parts.next().unwrap(), parts.next().unwrap());
-            assert!(["process", "files", "net"].contains(&area), "{}", p.name);
+            assert!(["process", "files", "net", "env"].contains(&area), "{}", p.name);
             assert!(["enter", "exit"].contains(&phase), "{}", p.name);
             assert!(!p.hooks.is_empty());
         }

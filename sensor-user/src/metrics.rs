@@ -6,7 +6,10 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
-use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
 use sensor_common::Stat;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -28,6 +31,11 @@ pub struct Metrics {
     pub egress_bytes: IntCounterVec,
     pub dns_lookups: IntCounterVec,
     pub open_connections: IntGauge,
+    pub env_reads: IntCounterVec,
+    pub exec_env_vars: IntCounterVec,
+    pub interface_queries: IntCounterVec,
+    pub getenv_attach_seconds: Histogram,
+    pub getenv_attach_errors: IntCounter,
     pub records_written: IntCounter,
     pub sink_dropped: IntCounter,
     pub sink_errors: IntCounter,
@@ -115,6 +123,40 @@ impl Metrics {
             )?,
             dns_lookups: counter_vec(&r, "aiwatch_dns_lookups_total", "DNS answers received by sessions.", &["assistant"])?,
             open_connections,
+            env_reads: counter_vec(
+                &r,
+                "aiwatch_env_reads_total",
+                "Watched environment variables read through getenv/secure_getenv, by assistant, category and reader.",
+                &["assistant", "category", "reader"],
+            )?,
+            exec_env_vars: counter_vec(
+                &r,
+                "aiwatch_exec_env_variables_total",
+                "Watched variables present in the environment of session execs, by assistant and category.",
+                &["assistant", "category"],
+            )?,
+            interface_queries: counter_vec(
+                &r,
+                "aiwatch_interface_queries_total",
+                "Network interface enumeration by sessions (netlink dumps, ioctls), by assistant, method and reader.",
+                &["assistant", "method", "reader"],
+            )?,
+            getenv_attach_seconds: {
+                let h = Histogram::with_opts(
+                    HistogramOpts::new(
+                        "aiwatch_getenv_attach_seconds",
+                        "Time to attach a session's getenv probes (perf events on every probed libc function).",
+                    )
+                    .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
+                )?;
+                r.register(Box::new(h.clone()))?;
+                h
+            },
+            getenv_attach_errors: counter(
+                &r,
+                "aiwatch_getenv_attach_errors_total",
+                "Session processes whose getenv probes could not be attached.",
+            )?,
             records_written: counter(&r, "aiwatch_records_written_total", "Records written by the output sink.")?,
             sink_dropped: counter(&r, "aiwatch_sink_dropped_total", "Records dropped because the sink queue was full.")?,
             sink_errors: counter(&r, "aiwatch_sink_write_errors_total", "Failed writes to the output sink.")?,

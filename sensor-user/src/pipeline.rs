@@ -1,7 +1,7 @@
 //! From kernel records to reports: decode, keep the process table current, tell the kernel
 //! which processes to follow, classify reads, and emit records and metrics.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use sensor_common::{TrackState, Tracked};
 
@@ -10,35 +10,62 @@ use crate::{
     egress::{self, Egress},
     events::{self, FileRecord, Header, KernelEvent},
     metrics::Metrics,
+    parsers::netlink,
     paths::HostFs,
     procs::{procfs::ProcSource, scan, ProcTable, Session, Update},
     report::{self, Body, Clock, ConnectionRecord, FingerprintRead, ProcessRef, Reader, Record, SessionRef},
     sinks::SinkHandle,
+    variables::{Variable, Watch},
 };
 
 /// The kernel's map of tracked processes, as the pipeline sees it.
 pub trait Tracker {
     fn track(&mut self, pid: u32, t: Tracked);
     fn untrack(&mut self, pid: u32);
+    /// A session began: follow its processes' getenv calls.
+    fn session_started(&mut self, _root: u32, _pids: Vec<u32>) {}
+    /// A process of session `root` forked.
+    fn session_forked(&mut self, _root: u32, _parent: u32, _child: u32, _fork_ns: u64) {}
+    fn session_ended(&mut self, _root: u32) {}
     /// Final byte counts (sent, received) of a socket whose process exited; forgets it.
     fn take_sock(&mut self, pid: u32, fd: i32) -> (u64, u64);
 }
 
-impl Tracker for crate::loader::KernelMaps {
+/// The kernel side as the daemon runs it: the maps, and the getenv probes.
+pub struct Kernel {
+    pub maps: crate::loader::KernelMaps,
+    pub env: crate::uprobes::EnvProbes,
+}
+
+impl Tracker for Kernel {
     fn track(&mut self, pid: u32, t: Tracked) {
-        crate::loader::KernelMaps::track(self, pid, t)
+        self.maps.track(pid, t)
     }
     fn untrack(&mut self, pid: u32) {
-        crate::loader::KernelMaps::untrack(self, pid)
+        self.maps.untrack(pid)
     }
     fn take_sock(&mut self, pid: u32, fd: i32) -> (u64, u64) {
-        crate::loader::KernelMaps::take_sock(self, pid, fd)
+        self.maps.take_sock(pid, fd)
+    }
+    fn session_started(&mut self, root: u32, pids: Vec<u32>) {
+        self.env.attach(root, pids)
+    }
+    fn session_forked(&mut self, root: u32, parent: u32, child: u32, fork_ns: u64) {
+        self.env.forked(root, parent, child, fork_ns)
+    }
+    fn session_ended(&mut self, root: u32) {
+        self.env.detach(root)
     }
 }
 
 pub struct Pipeline {
     pub table: ProcTable,
     egress: Egress,
+    watch: Watch,
+    /// Watched variables of execs whose exec event has not come yet (it follows at once).
+    pending_env: HashMap<u32, Vec<Variable>>,
+    /// (variable, set) already reported per process: libc re-reads LC_* and TZ many times.
+    env_seen: HashMap<u32, std::collections::HashSet<(String, bool)>>,
     classifier: AssistantClassifier,
     matcher: CategoryMatcher,
     metrics: Arc<Metrics>,
@@ -49,7 +76,9 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
+        watch: Watch,
         classifier: AssistantClassifier,
         matcher: CategoryMatcher,
         metrics: Arc<Metrics>,
@@ -61,6 +90,9 @@ impl Pipeline {
         Self {
             table: ProcTable::new(id_prefix),
             egress: Egress::default(),
+            watch,
+            pending_env: HashMap::new(),
+            env_seen: HashMap::new(),
             classifier,
             matcher,
             metrics,
@@ -85,6 +117,7 @@ impl Pipeline {
     pub fn scan(&mut self, kernel: &mut dyn Tracker, ignore: &[u32]) -> usize {
         let found = scan::scan(self.src.as_ref(), &self.classifier, ignore);
         let n = found.len();
+        let mut members: HashMap<u32, Vec<u32>> = HashMap::new();
         for s in found {
             if self.table.get(s.proc.pid).is_some() {
                 continue;
@@ -92,35 +125,42 @@ impl Pipeline {
             kernel.track(s.proc.pid, Tracked { session: s.proc.session, state: s.proc.role as u32 });
             let pid = s.proc.pid;
             let is_root = s.assistant.is_some();
+            members.entry(s.proc.session).or_default().push(pid);
             self.table.insert_scanned(s.proc, s.assistant.as_deref(), s.start_ns);
             if is_root {
-                self.session_started(pid, Clock::now_boot_ns(), "scan");
+                self.session_started(pid, Clock::now_boot_ns(), "scan", Vec::new());
             }
+        }
+        for (root, pids) in members {
+            kernel.session_started(root, pids);
         }
         n
     }
 
-    fn session_started(&self, root: u32, boot_ns: u64, found_by: &'static str) {
+    fn session_started(&self, root: u32, boot_ns: u64, found_by: &'static str, environment: Vec<Variable>) {
         let (Some(s), Some(p)) = (self.table.session(root), self.table.get(root)) else { return };
         self.metrics.sessions_started.with_label_values(&[&s.assistant]).inc();
+        self.count_env(&s.assistant, &environment);
         tracing::info!(assistant = %s.assistant, pid = root, session = %s.id, found_by, "assistant session started");
-        self.emit(
-            boot_ns,
-            Body::SessionStart {
-                session: SessionRef::of(s),
-                process: ProcessRef::of(p, root, &p.comm),
-                found_by,
-            },
-        );
+        let process = ProcessRef::of(p, root, &p.comm);
+        self.emit(boot_ns, Body::SessionStart { session: SessionRef::of(s), process, found_by, environment });
+    }
+
+    fn count_env(&self, assistant: &str, vars: &[Variable]) {
+        for v in vars {
+            self.metrics.exec_env_vars.with_label_values(&[assistant, v.category.as_str()]).inc();
+        }
     }
 
     fn apply(&mut self, update: Update, kernel: &mut dyn Tracker) {
         match update {
             Update::None => {}
-            Update::SessionStarted { entries, .. } => {
+            Update::SessionStarted { root, entries } => {
+                let pids = entries.iter().map(|(pid, _)| *pid).collect();
                 for (pid, t) in entries {
                     kernel.track(pid, t);
                 }
+                kernel.session_started(root, pids);
             }
             Update::Untrack(pids) => {
                 for pid in pids {
@@ -149,6 +189,9 @@ impl Pipeline {
             KernelEvent::Data { .. } => "data",
             KernelEvent::Close { .. } => "close",
             KernelEvent::State { .. } => "tcp_state",
+            KernelEvent::EnvRead { .. } => "env_read",
+            KernelEvent::Ioctl { .. } => "ioctl",
+            KernelEvent::ExecEnv { .. } => "exec_env",
         };
         self.metrics.events_received.with_label_values(&[kind]).inc();
         match ev {
@@ -158,12 +201,18 @@ impl Pipeline {
             KernelEvent::Fork { hdr, child } => {
                 let u = self.table.on_fork(&hdr, child);
                 self.apply(u, kernel);
+                if let Some(root) = self.session_of(child) {
+                    kernel.session_forked(root, hdr.pid, child, hdr.ts_ns);
+                }
             }
             KernelEvent::Exit { hdr } => {
                 let out = self.egress.on_exit(hdr.pid, hdr.ts_ns, |fd| kernel.take_sock(hdr.pid, fd));
                 self.report_egress(out, hdr.ts_ns);
+                self.pending_env.remove(&hdr.pid);
+                self.env_seen.remove(&hdr.pid);
                 if let Some(s) = self.table.on_exit(hdr.pid) {
                     self.egress.end_session(s.root_pid);
+                    kernel.session_ended(s.root_pid);
                     self.session_ended(&s, hdr.ts_ns);
                 }
             }
@@ -172,6 +221,13 @@ impl Pipeline {
                 let Some(session) = self.session_of(hdr.pid) else { return };
                 let out = self.egress.on_connect(self.origin(&hdr, session, fd), fd, sock_type, ret, &addr);
                 self.report_egress(out, hdr.ts_ns);
+            }
+            KernelEvent::Data { hdr, family, data, .. } if family == sensor_common::AF_NETLINK => {
+                for req in netlink::requests(&data) {
+                    // A link dump returns every interface's MAC address.
+                    let identity = req.kind == "RTM_GETLINK";
+                    self.interface_query(&hdr, "netlink", req.kind, None, req.dump, None, identity);
+                }
             }
             KernelEvent::Data { hdr, fd, direction, sock_type, peer, data, .. } => {
                 let Some(session) = self.session_of(hdr.pid) else { return };
@@ -183,12 +239,85 @@ impl Pipeline {
                 let out = self.egress.on_close(hdr.pid, fd, bytes_sent, bytes_recv, hdr.ts_ns);
                 self.report_egress(out, hdr.ts_ns);
             }
+            KernelEvent::ExecEnv { hdr, entries } => {
+                // Bounded: an entry normally lives for microseconds, until its exec event.
+                if self.pending_env.len() >= 4096 {
+                    self.pending_env.clear();
+                }
+                self.pending_env.insert(hdr.pid, self.watch.scan(&entries));
+            }
+            KernelEvent::EnvRead { hdr, secure, set, name } => self.on_env_read(&hdr, secure, set, name),
+            KernelEvent::Ioctl { hdr, cmd, ret, ifname, .. } => {
+                let Some(request) = netlink::ioctl_name(cmd) else { return };
+                let iface = (!ifname.is_empty()).then_some(ifname);
+                self.interface_query(&hdr, "ioctl", request, iface, false, Some(ret), cmd == 0x8927);
+            }
             KernelEvent::State { hdr, fd, newstate, local, remote, .. } => {
                 let Some(session) = self.session_of(hdr.pid) else { return };
                 let out = self.egress.on_state(self.origin(&hdr, session, fd), fd, newstate, &local, &remote);
                 self.report_egress(out, hdr.ts_ns);
             }
         }
+    }
+
+    fn on_env_read(&mut self, hdr: &Header, secure: bool, set: bool, name: String) {
+        let Some(category) = self.watch.category(&name) else { return };
+        let Some(p) = self.table.get(hdr.pid) else { return };
+        let Some(s) = self.table.session(p.session) else { return };
+        let reader = Reader::of(p);
+        let r = if reader == Reader::Assistant { "assistant" } else { "descendant" };
+        self.metrics.env_reads.with_label_values(&[s.assistant.as_str(), category, r]).inc();
+        if !self.env_seen.entry(hdr.pid).or_default().insert((name.clone(), set)) {
+            return;
+        }
+        self.emit(
+            hdr.ts_ns,
+            Body::EnvRead {
+                session: SessionRef::of(s),
+                process: ProcessRef::of(p, hdr.tid, &hdr.comm),
+                reader,
+                variable: name.clone(),
+                category: category.to_string(),
+                set,
+                function: if secure { "secure_getenv" } else { "getenv" },
+            },
+        );
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn interface_query(
+        &self,
+        hdr: &Header,
+        method: &'static str,
+        request: &'static str,
+        interface: Option<String>,
+        dump: bool,
+        result: Option<i64>,
+        identity: bool,
+    ) {
+        let Some(p) = self.table.get(hdr.pid) else { return };
+        let Some(s) = self.table.session(p.session) else { return };
+        let reader = Reader::of(p);
+        let r = if reader == Reader::Assistant { "assistant" } else { "descendant" };
+        self.metrics.interface_queries.with_label_values(&[s.assistant.as_str(), method, r]).inc();
+        let mut categories = vec!["network_config"];
+        if identity {
+            categories.push("host_identity");
+        }
+        self.emit(
+            hdr.ts_ns,
+            Body::InterfaceQuery {
+                session: SessionRef::of(s),
+                process: ProcessRef::of(p, hdr.tid, &hdr.comm),
+                reader,
+                method,
+                request,
+                interface,
+                dump,
+                result,
+                categories,
+            },
+        );
     }
 
     /// The session root of a tracked (not pending) process.
@@ -267,6 +396,7 @@ impl Pipeline {
         argv: Vec<String>,
         kernel: &mut dyn Tracker,
     ) {
+        let environment = self.pending_env.remove(&hdr.pid).unwrap_or_default();
         let u = self.table.on_exec(hdr, ppid, filename, argv, &self.classifier, self.src.as_ref());
         let started = match &u {
             Update::SessionStarted { root, .. } => Some(*root),
@@ -275,16 +405,18 @@ impl Pipeline {
         let in_session = matches!(u, Update::None);
         self.apply(u, kernel);
         if let Some(root) = started {
-            self.session_started(root, hdr.ts_ns, "exec");
+            self.session_started(root, hdr.ts_ns, "exec", environment);
         } else if in_session {
             let Some(p) = self.table.get(hdr.pid) else { return };
             let Some(s) = self.table.session(p.session) else { return };
+            self.count_env(&s.assistant, &environment);
             self.emit(
                 hdr.ts_ns,
                 Body::ProcessExec {
                     session: SessionRef::of(s),
                     process: ProcessRef::of(p, hdr.tid, &hdr.comm),
                     reader: Reader::of(p),
+                    environment,
                 },
             );
         }
@@ -323,6 +455,7 @@ impl Pipeline {
             syscall: rec.syscall.name(),
             path: rec.path.clone(),
             dirfd: (rec.dirfd != sensor_common::AT_FDCWD).then_some(rec.dirfd),
+            target_pid: proc_pid(&res.absolute),
             absolute_path: res.absolute,
             resolved_path: res.resolved,
             target_path: res.target,
@@ -354,4 +487,9 @@ impl Pipeline {
         m.sessions_active.set(self.table.sessions().count() as i64);
         m.open_connections.set(self.egress.len() as i64);
     }
+}
+
+/// The pid in a `/proc/<pid>/...` path.
+fn proc_pid(path: &str) -> Option<u32> {
+    path.strip_prefix("/proc/")?.split('/').next()?.parse().ok()
 }

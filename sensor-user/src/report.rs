@@ -26,11 +26,57 @@ pub struct Record {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Body {
     /// A process was classified as an assistant (live, or found by the start-up scan).
-    SessionStart { session: SessionRef, process: ProcessRef, found_by: &'static str },
+    SessionStart {
+        session: SessionRef,
+        process: ProcessRef,
+        found_by: &'static str,
+        /// Watched variables in the assistant's environment (values redacted).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        environment: Vec<crate::variables::Variable>,
+    },
     /// The last process of a session exited.
     SessionEnd { session: SessionRef, duration_ms: u64 },
     /// A process of a session exec'd a program.
-    ProcessExec { session: SessionRef, process: ProcessRef, reader: Reader },
+    ProcessExec {
+        session: SessionRef,
+        process: ProcessRef,
+        reader: Reader,
+        /// Watched variables in the new program's environment (values redacted).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        environment: Vec<crate::variables::Variable>,
+    },
+    /// A session's process asked libc for a watched environment variable.
+    EnvRead {
+        session: SessionRef,
+        process: ProcessRef,
+        reader: Reader,
+        variable: String,
+        category: String,
+        /// The variable was set (getenv returned non-NULL).
+        set: bool,
+        function: &'static str,
+    },
+    /// A session's process enumerated network interfaces (netlink dump or ioctl).
+    InterfaceQuery {
+        session: SessionRef,
+        process: ProcessRef,
+        reader: Reader,
+        /// `netlink` or `ioctl`.
+        method: &'static str,
+        /// `RTM_GETLINK`, `RTM_GETADDR`, `SIOCGIFHWADDR`, …
+        request: &'static str,
+        /// Interface named in an ifreq (ioctl).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        interface: Option<String>,
+        /// A netlink dump (every interface) rather than one object.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        dump: bool,
+        /// ioctl result (0, or -errno).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        result: Option<i64>,
+        /// `network_config`, and `host_identity` for requests that return MAC addresses.
+        categories: Vec<&'static str>,
+    },
     /// A process of a session touched a fingerprint file.
     FingerprintRead(Box<FingerprintRead>),
     /// An outbound connection, once its destination is named (or it failed, or stayed silent
@@ -71,6 +117,9 @@ pub struct FingerprintRead {
     /// Where the final component leads when it is a symlink.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target_path: Option<String>,
+    /// The process whose /proc entry was read (`/proc/<pid>/environ`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_pid: Option<u32>,
     /// Syscall flags (open flags, access mode or AT_* flags).
     pub flags: u32,
     /// openat2 RESOLVE_* flags.
@@ -208,7 +257,7 @@ impl Record {
     pub fn human(&self) -> String {
         let time = self.time.get(11..23).unwrap_or(&self.time);
         match &self.body {
-            Body::SessionStart { session, process, found_by } => format!(
+            Body::SessionStart { session, process, found_by, .. } => format!(
                 "{time} session start  {} pid {} uid {} ({found_by}): {}",
                 session.assistant,
                 session.root_pid,
@@ -253,6 +302,22 @@ impl Record {
                     if k.proxy { " via proxy" } else { "" }
                 )
             }
+            Body::EnvRead { session, process, variable, category, set, .. } => format!(
+                "{time} {category:<14} {}[{}] {} {}: getenv {variable} ({})",
+                session.assistant,
+                session.root_pid,
+                process.comm,
+                process.pid,
+                if *set { "set" } else { "unset" }
+            ),
+            Body::InterfaceQuery { session, process, method, request, interface, .. } => format!(
+                "{time} interfaces     {}[{}] {} {}: {method} {request}{}",
+                session.assistant,
+                session.root_pid,
+                process.comm,
+                process.pid,
+                interface.as_deref().map(|i| format!(" {i}")).unwrap_or_default()
+            ),
             Body::DnsLookup { session, process, dns, .. } => format!(
                 "{time} dns            {}[{}] {} {}: {} -> {}",
                 session.assistant,

@@ -113,15 +113,24 @@ pub fn run(program: &Path, actions: &[&str]) -> u32 {
 }
 
 pub fn spawn(program: &Path, actions: &[&str]) -> Guard {
-    Guard(
-        Command::new(program)
-            .args(actions)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn test program"),
+    spawn_cmd(
+        Command::new(program).args(actions).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()),
     )
+}
+
+/// Spawns `cmd`, retrying `ETXTBSY`: a binary copied moments ago can still be open for writing
+/// in a child another test thread is forking (its fd closes at that child's exec).
+pub fn spawn_cmd(cmd: &mut Command) -> Guard {
+    for _ in 0..100 {
+        match cmd.spawn() {
+            Ok(c) => return Guard(c),
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            Err(e) => panic!("spawn {cmd:?}: {e}"),
+        }
+    }
+    panic!("spawn {cmd:?}: text file busy");
 }
 
 /// A free loopback port (bound and released).

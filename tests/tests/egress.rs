@@ -114,7 +114,7 @@ fn name_resolved_through_dns_names_the_connection() {
     let sink = sink_server(Some(&ns), "127.0.0.1:0");
     let agent = probe_as(&dir, AGENT);
     let target = format!("tcp=api.example-relay.test:{},hello", sink.addr.port());
-    let mut g = Guard(ns.command(&agent, &[&target]).spawn().expect("run agent in netns"));
+    let mut g = spawn_cmd(&mut ns.command(&agent, &[&target]));
     let root = g.pid();
     assert!(g.wait(Duration::from_secs(30)).is_some_and(|s| s.success()));
     let lookup =

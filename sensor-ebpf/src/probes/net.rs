@@ -13,8 +13,9 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use sensor_common::{
-    sock_flags, tcp_state, CloseEvent, ConnectEvent, DataEvent, Direction, EventKind, RawSockAddr, SockInfo,
-    SockKey, Stat, StateEvent, Tracked, CAPTURE_SENDS, DATA_LEN, DNS_RECV_LEN,
+    sock_flags, tcp_state, CloseEvent, ConnectEvent, DataEvent, Direction, EventKind, IoctlEvent,
+    RawSockAddr, SockInfo, SockKey, Stat, StateEvent, Tracked, AF_NETLINK, CAPTURE_NETLINK, CAPTURE_SENDS,
+    DATA_LEN, DNS_RECV_LEN,
 };
 
 use crate::{
@@ -34,6 +35,8 @@ const OP_SEND: u32 = 3;
 const OP_RECV: u32 = 4;
 const OP_SENDMMSG: u32 = 5;
 const OP_RECVMMSG: u32 = 6;
+const OP_IOCTL: u32 = 7;
+const NETLINK_ROUTE: u32 = 0;
 
 /// `struct user_msghdr` offsets (64-bit): msg_name@0, msg_iov@16.
 const MSG_NAME: usize = 0;
@@ -105,9 +108,11 @@ fn read_sockaddr(addr: u64, len: u64) -> RawSockAddr {
 #[tracepoint]
 pub fn net_enter_socket(ctx: TracePointContext) -> u32 {
     let (tgid, tid) = current_ids();
-    // SAFETY (arg reads): sys_enter_socket: family@16, type@24.
-    let (family, sock_type) = unsafe { (arg::<u64>(&ctx, 16) as u32, arg::<u64>(&ctx, 24) as u32) };
-    if (family != AF_INET && family != AF_INET6) || tracked(tgid).is_none() {
+    // SAFETY (arg reads): sys_enter_socket: family@16, type@24, protocol@32.
+    let (family, sock_type, protocol) =
+        unsafe { (arg::<u64>(&ctx, 16) as u32, arg::<u64>(&ctx, 24) as u32, arg::<u64>(&ctx, 32) as u32) };
+    let route = family == AF_NETLINK as u32 && protocol == NETLINK_ROUTE;
+    if (family != AF_INET && family != AF_INET6 && !route) || tracked(tgid).is_none() {
         return 0;
     }
     let mut a = empty_args(OP_SOCKET, -1);
@@ -205,6 +210,53 @@ net_enter! {
     net_enter_recvmmsg => OP_RECVMMSG, SendLayout::Msg { multi: true };
 }
 
+/// Interface-enumeration ioctls: SIOCGIFNAME, SIOCGIFCONF, SIOCGIFFLAGS, SIOCGIFADDR,
+/// SIOCGIFBRDADDR, SIOCGIFNETMASK, SIOCGIFMTU, SIOCGIFHWADDR, SIOCGIFINDEX.
+#[inline(always)]
+fn is_interface_ioctl(cmd: u32) -> bool {
+    matches!(cmd, 0x8910 | 0x8912 | 0x8913 | 0x8915 | 0x8919 | 0x891b | 0x8921 | 0x8927 | 0x8933)
+}
+
+#[tracepoint]
+pub fn net_enter_ioctl(ctx: TracePointContext) -> u32 {
+    // SAFETY (arg reads): sys_enter_ioctl: fd@16, cmd@24, arg@32.
+    let cmd = unsafe { arg::<u64>(&ctx, 24) } as u32;
+    if !is_interface_ioctl(cmd) {
+        return 0;
+    }
+    let (tgid, tid) = current_ids();
+    if tracked(tgid).is_none() {
+        return 0;
+    }
+    let mut a = empty_args(OP_IOCTL, unsafe { arg::<u64>(&ctx, 16) } as i32);
+    a.len = u64::from(cmd);
+    a.buf = unsafe { arg::<u64>(&ctx, 32) };
+    stash(tid, &a);
+    0
+}
+
+fn exit_ioctl(t: &Tracked, a: &NetArgs, ret: i64) {
+    let Some(mut entry) = EVENTS.reserve::<IoctlEvent>(0) else {
+        bump(Stat::RingbufFull);
+        return;
+    };
+    // SAFETY: reserved memory of the right size; every field is written below.
+    let ev = unsafe { &mut *entry.as_mut_ptr() };
+    fill_header(&mut ev.hdr, EventKind::Ioctl, t, now());
+    ev.fd = a.fd;
+    ev.cmd = a.len as u32;
+    ev.ret = ret;
+    // struct ifreq starts with ifr_name[16]; SIOCGIFCONF takes a struct ifconf instead.
+    ev.ifname = if ev.cmd == 0x8912 {
+        [0; 16]
+    } else {
+        // SAFETY: user pointer; the helper checks it.
+        unsafe { bpf_probe_read_user(a.buf as *const [u8; 16]) }.unwrap_or_default()
+    };
+    entry.submit(0);
+    bump(Stat::Emitted);
+}
+
 #[tracepoint]
 pub fn net_enter_close(ctx: TracePointContext) -> u32 {
     let (tgid, _) = current_ids();
@@ -251,6 +303,7 @@ pub fn net_exit_syscall(ctx: TracePointContext) -> u32 {
         }
         OP_CONNECT => exit_connect(&t, tgid, &a, ret),
         OP_SEND | OP_SENDMMSG | OP_RECV | OP_RECVMMSG => exit_data(&t, tgid, &a, ret),
+        OP_IOCTL => exit_ioctl(&t, &a, ret),
         _ => {}
     }
     0
@@ -323,14 +376,15 @@ fn exit_data(t: &Tracked, tgid: u32, a: &NetArgs, ret: i64) {
     } else {
         info.bytes_recv += bytes;
     }
-    let capture = if send { dns || info.captures < CAPTURE_SENDS } else { dns };
+    let limit_sends = if info.family == AF_NETLINK { CAPTURE_NETLINK } else { CAPTURE_SENDS };
+    let capture = if send { dns || info.captures < limit_sends } else { dns };
     if !capture {
         return;
     }
     if send {
         info.captures += 1;
     }
-    let sock_type = info.sock_type as u32;
+    let (sock_type, family) = (info.sock_type, info.family);
     let limit = if send { DATA_LEN as u64 } else { DNS_RECV_LEN as u64 };
     let mut n = if first < a.len { first } else { a.len };
     if n > limit {
@@ -347,6 +401,7 @@ fn exit_data(t: &Tracked, tgid: u32, a: &NetArgs, ret: i64) {
     ev.direction = if send { Direction::Send as u32 } else { Direction::Recv as u32 };
     ev.ret = bytes as i64;
     ev.sock_type = sock_type;
+    ev.family = family;
     ev.peer = read_sockaddr(a.addr, 28);
     let n = (n as usize) & (DATA_LEN * 2 - 1);
     let n = if n > DATA_LEN { DATA_LEN } else { n };

@@ -18,12 +18,12 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use sensor_common::{
     flags, CandidateKey, EventKind, ExitEvent, ForkEvent, Stat, TrackState, Tracked, ARGV_LEN, ARG_LEN,
-    COMM_LEN, MAX_ARGS, PATH_LEN,
+    COMM_LEN, ENV_LEN, MAX_ARGS, MAX_ENV, PATH_LEN,
 };
 
 use crate::{
     helpers::{arg, bump, current_ids, fill_header, inherit, now, tracked},
-    maps::{CANDIDATES, EVENTS, EXEC_SCRATCH, EXEC_STASH, PARENTS, TRACKED},
+    maps::{CANDIDATES, ENV_SCRATCH, ENV_STASH, EVENTS, EXEC_SCRATCH, EXEC_STASH, PARENTS, TRACKED},
 };
 
 const CLONE_THREAD: u64 = 0x0001_0000;
@@ -31,18 +31,20 @@ const AT_EMPTY_PATH: u64 = 0x1000;
 
 #[tracepoint]
 pub fn process_enter_execve(ctx: TracePointContext) -> u32 {
-    // SAFETY: sys_enter_execve: filename@16, argv@24.
-    let (filename, argv) = unsafe { (arg::<u64>(&ctx, 16), arg::<u64>(&ctx, 24)) };
-    stash_exec(filename as *const u8, argv as *const *const u8, false);
+    // SAFETY: sys_enter_execve: filename@16, argv@24, envp@32.
+    let (filename, argv, envp) =
+        unsafe { (arg::<u64>(&ctx, 16), arg::<u64>(&ctx, 24), arg::<u64>(&ctx, 32)) };
+    stash_exec(filename as *const u8, argv as *const *const u8, envp as *const *const u8, false);
     0
 }
 
 #[tracepoint]
 pub fn process_enter_execveat(ctx: TracePointContext) -> u32 {
-    // SAFETY: sys_enter_execveat: filename@24, argv@32, flags@48.
-    let (filename, argv, at_flags) =
-        unsafe { (arg::<u64>(&ctx, 24), arg::<u64>(&ctx, 32), arg::<u64>(&ctx, 48)) };
-    stash_exec(filename as *const u8, argv as *const *const u8, at_flags & AT_EMPTY_PATH != 0);
+    // SAFETY: sys_enter_execveat: filename@24, argv@32, envp@40, flags@48.
+    let (filename, argv, envp, at_flags) =
+        unsafe { (arg::<u64>(&ctx, 24), arg::<u64>(&ctx, 32), arg::<u64>(&ctx, 40), arg::<u64>(&ctx, 48)) };
+    let exec_fd = at_flags & AT_EMPTY_PATH != 0;
+    stash_exec(filename as *const u8, argv as *const *const u8, envp as *const *const u8, exec_fd);
     0
 }
 
@@ -55,11 +57,12 @@ pub fn process_exit_execve(ctx: TracePointContext) -> u32 {
     if ret != 0 {
         let (_, tid) = current_ids();
         let _ = EXEC_STASH.remove(tid);
+        let _ = ENV_STASH.remove(tid);
     }
     0
 }
 
-fn stash_exec(filename: *const u8, argv: *const *const u8, exec_fd: bool) {
+fn stash_exec(filename: *const u8, argv: *const *const u8, envp: *const *const u8, exec_fd: bool) {
     let (tgid, tid) = current_ids();
     let is_tracked = tracked(tgid).is_some();
     let Some(ev) = EXEC_SCRATCH.get_ptr_mut(0) else {
@@ -82,6 +85,55 @@ fn stash_exec(filename: *const u8, argv: *const *const u8, exec_fd: bool) {
     read_argv(ev, argv);
     // By reference: the event is far larger than the 512-byte stack.
     if EXEC_STASH.insert(tid, ev, 0).is_err() {
+        bump(Stat::StashFull);
+        return;
+    }
+    stash_env(tid, envp);
+}
+
+/// Packs the new environment like argv (entries cut at ARG_LEN, at most MAX_ENV of them).
+#[inline(always)]
+fn stash_env(tid: u32, envp: *const *const u8) {
+    let Some(ev) = ENV_SCRATCH.get_ptr_mut(0) else { return };
+    // SAFETY: per-CPU scratch, used by one program at a time on this CPU.
+    let ev = unsafe { &mut *ev };
+    ev.hdr.flags = 0;
+    let mut off = 0usize;
+    let mut count = 0u32;
+    let mut i = 0usize;
+    while i < MAX_ENV {
+        // SAFETY: reading the i-th pointer of the user's envp array; the helper checks it.
+        let p = match unsafe { bpf_probe_read_user(envp.wrapping_add(i)) } {
+            Ok(p) => p,
+            Err(_) => {
+                ev.hdr.flags |= flags::READ_FAILED;
+                break;
+            }
+        };
+        if p.is_null() {
+            break;
+        }
+        if off >= ENV_LEN {
+            ev.hdr.flags |= flags::ARGV_TRUNCATED;
+            break;
+        }
+        let dst = ev.data.as_mut_ptr().wrapping_add(off & (ENV_LEN - 1));
+        // SAFETY: dst has ARG_LEN bytes of room (see ExecEnvEvent); src is checked by the helper.
+        let n = unsafe { generated::bpf_probe_read_user_str(dst as *mut _, ARG_LEN as u32, p as *const _) };
+        if n <= 0 {
+            ev.hdr.flags |= flags::READ_FAILED;
+            break;
+        }
+        off += n as usize;
+        count += 1;
+        i += 1;
+    }
+    if i == MAX_ENV {
+        ev.hdr.flags |= flags::ARGV_TRUNCATED;
+    }
+    ev.count = count;
+    ev.len = if off > ENV_LEN + ARG_LEN { (ENV_LEN + ARG_LEN) as u32 } else { off as u32 };
+    if ENV_STASH.insert(tid, ev, 0).is_err() {
         bump(Stat::StashFull);
     }
 }
@@ -205,6 +257,19 @@ pub fn process_enter_sched_exec(ctx: TracePointContext) -> u32 {
             ev.hdr.flags |= flags::PATH_TRUNCATED;
             bump(Stat::PathTruncated);
         }
+    }
+    // The environment first: user space holds it until the exec it belongs to.
+    if let Some(env) = ENV_STASH.get_ptr_mut(old_pid) {
+        // SAFETY: stash entry of this thread; nothing else writes it.
+        let env = unsafe { &mut *env };
+        let env_flags = env.hdr.flags;
+        fill_header(&mut env.hdr, EventKind::ExecEnv, &t, ev.hdr.ts_ns);
+        env.hdr.flags = env_flags;
+        match EVENTS.output::<sensor_common::ExecEnvEvent>(&*env, 0) {
+            Ok(()) => bump(Stat::Emitted),
+            Err(_) => bump(Stat::RingbufFull),
+        }
+        let _ = ENV_STASH.remove(old_pid);
     }
     match EVENTS.output::<sensor_common::ExecEvent>(&*ev, 0) {
         Ok(()) => bump(Stat::Emitted),

@@ -133,6 +133,9 @@ const HOST_IDENTITY: &[&str] = &[
 
 const LOCALE: &[&str] = &["/etc/locale.conf", "/etc/default/locale"];
 
+/// Another process's (or its own) environment block, read through /proc.
+const ENVIRONMENT: &[&str] = &["/proc/[0-9]*/environ"];
+
 pub fn categories() -> BTreeMap<String, Vec<PathPattern>> {
     [
         ("timezone", TIMEZONE),
@@ -140,9 +143,33 @@ pub fn categories() -> BTreeMap<String, Vec<PathPattern>> {
         ("proxy_config", PROXY_CONFIG),
         ("host_identity", HOST_IDENTITY),
         ("locale", LOCALE),
+        ("environment", ENVIRONMENT),
     ]
     .into_iter()
     .map(|(name, patterns)| (name.to_string(), patterns.iter().map(|p| PathPattern(p.to_string())).collect()))
+    .collect()
+}
+
+/// Watched environment variables: category to name patterns.
+pub fn variables() -> BTreeMap<String, Vec<crate::config::VarName>> {
+    let proxy = [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+        "no_proxy",
+    ];
+    [
+        ("proxy", &proxy[..]),
+        ("base_url", &["*_BASE_URL"][..]),
+        ("timezone", &["TZ", "TZDIR"][..]),
+        ("locale", &["LANG", "LANGUAGE", "LC_*"][..]),
+    ]
+    .into_iter()
+    .map(|(c, names)| (c.to_string(), names.iter().map(|n| crate::config::VarName(n.to_string())).collect()))
     .collect()
 }
 

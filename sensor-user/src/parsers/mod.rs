@@ -3,6 +3,7 @@
 
 pub mod dns;
 pub mod http;
+pub mod netlink;
 pub mod sockaddr;
 pub mod tls;
 

@@ -2,6 +2,8 @@
 //! `fsprobe ACTION...`, each ACTION one of
 //!   open=P openat=P openat2=P dirat=DIR,NAME stat=P lstat=P statx=P access=P faccessat2=P
 //!   readlink=P chdir=D child=A;B;... sh=CMD waitfile=P sleep=MS pid=FILE
+//!   getenv=NAME secure_getenv=NAME   libc reads of a variable
+//!   ifhwaddr=IFNAME ifconf            interface ioctls (SIOCGIFHWADDR, SIOCGIFCONF)
 //!   tcp=HOST:PORT[,DATA]   connect (resolving HOST with getaddrinfo), send DATA (`@FILE` for a
 //!                          file's bytes), read until EOF or 2 s, close
 //! `child=` runs this program again with the `;`-separated actions and waits for it; inside
@@ -17,6 +19,18 @@ fn c(p: &str) -> CString {
 fn report(what: &str, arg: &str, ret: i64) {
     let err = if ret < 0 { format!(" ({})", std::io::Error::last_os_error()) } else { String::new() };
     eprintln!("fsprobe[{}]: {what} {arg} = {ret}{err}", std::process::id());
+}
+
+extern "C" {
+    /// glibc's getenv that ignores the environment in set-uid programs.
+    fn secure_getenv(name: *const libc::c_char) -> *mut libc::c_char;
+}
+
+/// `struct ifconf`.
+#[repr(C)]
+struct IfConf {
+    len: i32,
+    buf: *mut u8,
 }
 
 #[repr(C)]
@@ -101,6 +115,23 @@ fn act(action: &str) -> Result<(), String> {
                 0
             }
             "tcp" => tcp(arg),
+            "getenv" => libc::getenv(c(arg).as_ptr()) as i64,
+            "secure_getenv" => secure_getenv(c(arg).as_ptr()) as i64,
+            "ifhwaddr" | "ifconf" => {
+                let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+                let mut ifr = [0u8; 40];
+                let n = arg.len().min(15);
+                ifr[..n].copy_from_slice(&arg.as_bytes()[..n]);
+                let r = if op == "ifhwaddr" {
+                    libc::ioctl(s, libc::SIOCGIFHWADDR, ifr.as_mut_ptr())
+                } else {
+                    let mut reqs = [0u8; 40 * 8];
+                    let mut conf = IfConf { len: reqs.len() as i32, buf: reqs.as_mut_ptr() };
+                    libc::ioctl(s, libc::SIOCGIFCONF, &mut conf as *mut IfConf)
+                };
+                libc::close(s);
+                r as i64
+            }
             other => return Err(format!("unknown action {other:?}")),
         }
     };

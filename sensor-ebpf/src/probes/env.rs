@@ -1,0 +1,94 @@
+//! Environment-variable reads: uprobes on libc's `getenv` and `secure_getenv`, and their
+//! returns. The daemon attaches them per session (perf events that follow the session's
+//! processes, inherited by every child), so processes outside sessions never hit them.
+//!
+//! glibc's `secure_getenv` tail-calls `getenv`: one call fires both entry probes and both
+//! return probes. The first entry's record wins and the first return reports it.
+
+use aya_ebpf::{
+    helpers::bpf_probe_read_user_str_bytes,
+    macros::{map, uprobe, uretprobe},
+    maps::LruHashMap,
+    programs::{ProbeContext, RetProbeContext},
+};
+use sensor_common::{env_func, EnvReadEvent, EventKind, Stat};
+
+use crate::{
+    helpers::{bump, current_ids, fill_header, now, tracked},
+    maps::EVENTS,
+};
+
+/// A call in flight, by tid.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct EnvCall {
+    pub name: u64,
+    pub func: u32,
+    pub _pad: u32,
+    pub ts_ns: u64,
+}
+
+#[map]
+static ENV_CALLS: LruHashMap<u32, EnvCall> = LruHashMap::with_max_entries(4096, 0);
+
+fn enter(ctx: &ProbeContext, func: u32) -> u32 {
+    let (tgid, tid) = current_ids();
+    if tracked(tgid).is_none() {
+        return 0;
+    }
+    let Some(name) = ctx.arg::<u64>(0) else { return 0 };
+    // SAFETY: copied at once.
+    if let Some(prev) = unsafe { ENV_CALLS.get(tid) }.copied() {
+        // The getenv that secure_getenv tail-calls: the outer call is already recorded.
+        if prev.name == name {
+            return 0;
+        }
+    }
+    let call = EnvCall { name, func, _pad: 0, ts_ns: now() };
+    if ENV_CALLS.insert(tid, call, 0).is_err() {
+        bump(Stat::StashFull);
+    }
+    0
+}
+
+#[uprobe]
+pub fn env_enter_getenv(ctx: ProbeContext) -> u32 {
+    enter(&ctx, env_func::GETENV)
+}
+
+#[uprobe]
+pub fn env_enter_secure_getenv(ctx: ProbeContext) -> u32 {
+    enter(&ctx, env_func::SECURE_GETENV)
+}
+
+/// Return of either function: the variable was set if the result is not NULL.
+#[uretprobe]
+pub fn env_exit_getenv(ctx: RetProbeContext) -> u32 {
+    let (tgid, tid) = current_ids();
+    // SAFETY: this thread's own entry, copied at once.
+    let Some(call) = (unsafe { ENV_CALLS.get(tid) }).copied() else { return 0 };
+    let _ = ENV_CALLS.remove(tid);
+    let Some(t) = tracked(tgid) else { return 0 };
+    let ret: u64 = ctx.ret();
+    let Some(mut entry) = EVENTS.reserve::<EnvReadEvent>(0) else {
+        bump(Stat::RingbufFull);
+        return 0;
+    };
+    // SAFETY: reserved memory of the right size; every field is written below.
+    let ev = unsafe { &mut *entry.as_mut_ptr() };
+    fill_header(&mut ev.hdr, EventKind::EnvRead, &t, call.ts_ns);
+    ev.func = call.func;
+    ev.set = u32::from(ret != 0);
+    ev._pad = 0;
+    // SAFETY: the caller's name string, still valid at return; the helper checks it.
+    ev.name_len = match unsafe { bpf_probe_read_user_str_bytes(call.name as *const u8, &mut ev.name) } {
+        Ok(s) => s.len() as u32,
+        Err(_) => {
+            bump(Stat::ReadFailed);
+            0
+        }
+    };
+    entry.submit(0);
+    bump(Stat::Emitted);
+    0
+}
