@@ -40,6 +40,12 @@ pub struct RunArgs {
     /// Event output: auto (human on a terminal, JSON otherwise), json or human.
     #[arg(long, value_name = "FORMAT")]
     pub format: Option<OutputFormat>,
+    /// Event schema: native (aiwatch.v1) or ocsf.
+    #[arg(long, value_name = "SCHEMA")]
+    pub schema: Option<crate::config::OutputSchema>,
+    /// Write events to this file (reopened on SIGHUP) instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<std::path::PathBuf>,
     /// Address of the Prometheus endpoint.
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
@@ -61,6 +67,12 @@ impl RunArgs {
     fn apply(&self, cfg: &mut Config) {
         if let Some(f) = self.format {
             cfg.output.format = f;
+        }
+        if let Some(s) = self.schema {
+            cfg.output.schema = s;
+        }
+        if let Some(p) = &self.output {
+            cfg.output.path = Some(p.clone());
         }
         if let Some(a) = self.metrics_listen {
             cfg.metrics.listen = a;

@@ -27,6 +27,28 @@ pub struct Config {
     /// Fingerprint categories: name to path patterns.
     pub categories: BTreeMap<String, Vec<PathPattern>>,
     pub variables: VariablesConfig,
+    pub correlation: CorrelationConfig,
+    /// Destination classes: name → host patterns (`*.example.com` for subdomains). Metrics label
+    /// destinations by class; anything else is `other` (or `base_url`, a host the session was
+    /// given in a `*_BASE_URL` variable).
+    pub destinations: BTreeMap<String, Vec<String>>,
+    /// Finding rules; an entry replaces the built-in rule of the same name or adds one.
+    pub rules: Vec<crate::correlate::RuleConfig>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorrelationConfig {
+    /// Egress events are annotated with the session's reads this long before them.
+    pub window_seconds: u64,
+    /// Findings emitted per minute at most (all sessions); more are counted, not emitted.
+    pub max_findings_per_minute: u32,
+}
+
+impl Default for CorrelationConfig {
+    fn default() -> Self {
+        Self { window_seconds: 120, max_findings_per_minute: 60 }
+    }
 }
 
 /// Environment variables: which are watched, what of their values is reported, and how reads
@@ -65,6 +87,10 @@ pub struct OutputConfig {
     pub format: OutputFormat,
     /// Events waiting for the sink at most; past that they are dropped and counted.
     pub queue: MapSize,
+    /// `native` (the aiwatch.v1 schema) or `ocsf` (OCSF 1.3 classes; JSON only).
+    pub schema: OutputSchema,
+    /// Write events to this file (appending; reopened on SIGHUP) instead of stdout.
+    pub path: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -126,6 +152,7 @@ macro_rules! string_enum {
 }
 
 string_enum!(OutputFormat { Auto = "auto", Json = "json", Human = "human" });
+string_enum!(OutputSchema { Native = "native", Ocsf = "ocsf" });
 string_enum!(GetenvProbes { Session = "session", System = "system", Off = "off" });
 string_enum!(LogFormat { Text = "text", Json = "json" });
 string_enum!(LogLevel { Error = "error", Warn = "warn", Info = "info", Debug = "debug", Trace = "trace" });
@@ -232,6 +259,9 @@ impl Default for Config {
             assistants: crate::classify::defaults::assistants(),
             categories: crate::classify::defaults::categories(),
             variables: VariablesConfig::default(),
+            correlation: CorrelationConfig::default(),
+            destinations: crate::correlate::default_destinations(),
+            rules: crate::correlate::default_rules(),
         }
     }
 }
@@ -259,7 +289,7 @@ impl Default for SensorConfig {
 
 impl Default for OutputConfig {
     fn default() -> Self {
-        Self { format: OutputFormat::Auto, queue: MapSize(65536) }
+        Self { format: OutputFormat::Auto, queue: MapSize(65536), schema: OutputSchema::Native, path: None }
     }
 }
 
@@ -299,6 +329,9 @@ struct ConfigFile {
     assistants: Vec<AssistantRule>,
     categories: BTreeMap<String, Vec<PathPattern>>,
     variables: VariablesFile,
+    correlation: CorrelationConfig,
+    destinations: BTreeMap<String, Vec<String>>,
+    rules: Vec<crate::correlate::RuleConfig>,
 }
 
 /// `[variables]` as written: `watch` is merged per category into the defaults.
@@ -364,6 +397,38 @@ impl Config {
             match cfg.assistants.iter_mut().find(|r| r.name == rule.name) {
                 Some(existing) => *existing = rule,
                 None => cfg.assistants.push(rule),
+            }
+        }
+        cfg.correlation = file.correlation;
+        for (class, hosts) in file.destinations {
+            if class == "other"
+                || class == "base_url"
+                || !class.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                return Err(semantic(
+                    origin,
+                    &format!("destinations.{class}"),
+                    "a class name is [A-Za-z0-9_]+, not other or base_url",
+                ));
+            }
+            cfg.destinations.insert(class, hosts);
+        }
+        for (i, rule) in file.rules.into_iter().enumerate() {
+            let field = format!("rules[{i}]");
+            if rule.groups.is_empty() || rule.groups.iter().any(Vec::is_empty) || rule.destinations.is_empty()
+            {
+                return Err(semantic(origin, &field, "needs non-empty groups and destinations"));
+            }
+            if rule.min_groups == 0 || rule.min_groups > rule.groups.len() {
+                return Err(semantic(
+                    origin,
+                    &field,
+                    "min_groups must be between 1 and the number of groups",
+                ));
+            }
+            match cfg.rules.iter_mut().find(|r| r.name == rule.name) {
+                Some(existing) => *existing = rule,
+                None => cfg.rules.push(rule),
             }
         }
         let v = file.variables;

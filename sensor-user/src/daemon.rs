@@ -10,10 +10,7 @@ use tokio::{
 };
 
 use crate::{
-    classify::{
-        assistant::AssistantClassifier,
-        files::{home_dirs, CategoryMatcher},
-    },
+    classify::assistant::AssistantClassifier,
     config::{Config, GetenvProbes},
     loader::{self, KernelMaps, ProbeStatus, Usage},
     metrics::{self, Metrics},
@@ -21,7 +18,6 @@ use crate::{
     procs::procfs::ProcFs,
     sinks,
     uprobes::EnvProbes,
-    variables::Watch,
 };
 
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
@@ -35,7 +31,6 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     };
 
     let classifier = AssistantClassifier::new(&cfg);
-    let matcher = CategoryMatcher::new(&cfg, &home_dirs());
     loader::ensure_tracefs()?;
     let mut ebpf = loader::open(&cfg)?;
     let logger = match EbpfLogger::init(&mut ebpf) {
@@ -80,7 +75,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let (maps, ringbuf) = KernelMaps::take(&mut ebpf)?;
     let mut maps = Kernel { maps, env };
     let mut events = watch(ringbuf).context("watching the event ring buffer")?;
-    let (sink, writer) = sinks::spawn_stdout(cfg.output.format, cfg.output.queue.0 as usize, metrics.clone());
+    let (sink, writer) = sinks::spawn(&cfg.output, metrics.clone())?;
+    let sink_control = sink.clone();
     let host = if cfg.sensor.host_name.is_empty() {
         nix::unistd::gethostname()
             .map(|h| h.to_string_lossy().into_owned())
@@ -90,16 +86,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     };
     let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
     let prefix: String = boot_id.chars().filter(char::is_ascii_hexdigit).take(8).collect();
-    let mut pipeline = Pipeline::new(
-        Watch::new(&cfg),
-        classifier,
-        matcher,
-        metrics.clone(),
-        sink,
-        host,
-        &prefix,
-        Box::new(ProcFs),
-    );
+    let mut pipeline = Pipeline::new(&cfg, metrics.clone(), sink, host, &prefix, Box::new(ProcFs));
 
     // Scan after attaching, so a process forked meanwhile inherits from its tracked parent;
     // a second pass picks up children forked between reading /proc and writing the map.
@@ -109,6 +96,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut logger = logger;
     loop {
@@ -132,6 +120,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 pipeline.tick();
                 pipeline.update_gauges();
             }
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reopening the output file");
+                sink_control.reopen();
+            }
             _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
             _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
         }
@@ -148,6 +140,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     drop(maps);
     drop(ebpf);
     drop(pipeline);
+    drop(sink_control);
     let _ = writer.await;
     if let Some(s) = server {
         s.abort();

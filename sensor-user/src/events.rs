@@ -334,6 +334,37 @@ pub mod raw {
         })
     }
 
+    pub fn connect(pid: u32, fd: i32, addr: RawSockAddr) -> Vec<u8> {
+        bytes(&ConnectEvent { hdr: header(EventKind::Connect, pid), fd, sock_type: 1, ret: 0, addr })
+    }
+
+    pub fn send(pid: u32, fd: i32, payload: &[u8]) -> Vec<u8> {
+        let mut data = [0u8; sensor_common::DATA_LEN];
+        let n = payload.len().min(data.len());
+        data[..n].copy_from_slice(&payload[..n]);
+        bytes(&DataEvent {
+            hdr: header(EventKind::Data, pid),
+            fd,
+            direction: Direction::Send as u32,
+            ret: n as i64,
+            sock_type: 1,
+            family: 2,
+            len: n as u32,
+            peer: RawSockAddr { len: 0, data: [0; 28] },
+            data,
+        })
+    }
+
+    pub fn close(pid: u32, fd: i32) -> Vec<u8> {
+        bytes(&CloseEvent {
+            hdr: header(EventKind::Close, pid),
+            fd,
+            sock_type: 1,
+            bytes_sent: 100,
+            bytes_recv: 200,
+        })
+    }
+
     pub fn exec(pid: u32, filename: &str, argv: &[&str]) -> Vec<u8> {
         let mut f = [0u8; PATH_LEN];
         f[..filename.len()].copy_from_slice(filename.as_bytes());

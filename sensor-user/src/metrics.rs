@@ -31,6 +31,11 @@ pub struct Metrics {
     pub egress_bytes: IntCounterVec,
     pub dns_lookups: IntCounterVec,
     pub open_connections: IntGauge,
+    pub findings: IntCounterVec,
+    pub findings_suppressed: IntCounterVec,
+    pub egress: IntCounterVec,
+    pub fingerprint_to_egress_seconds: Histogram,
+    pub detection_latency_seconds: Histogram,
     pub env_reads: IntCounterVec,
     pub exec_env_vars: IntCounterVec,
     pub interface_queries: IntCounterVec,
@@ -52,6 +57,12 @@ fn counter(r: &Registry, name: &str, help: &str) -> anyhow::Result<IntCounter> {
     let m = IntCounter::new(name, help)?;
     r.register(Box::new(m.clone()))?;
     Ok(m)
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> anyhow::Result<Histogram> {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))?;
+    r.register(Box::new(h.clone()))?;
+    Ok(h)
 }
 
 fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> anyhow::Result<IntGaugeVec> {
@@ -123,6 +134,36 @@ impl Metrics {
             )?,
             dns_lookups: counter_vec(&r, "aiwatch_dns_lookups_total", "DNS answers received by sessions.", &["assistant"])?,
             open_connections,
+            findings: counter_vec(
+                &r,
+                "aiwatch_findings_total",
+                "Findings emitted, by assistant, rule and severity.",
+                &["assistant", "rule", "severity"],
+            )?,
+            findings_suppressed: counter_vec(
+                &r,
+                "aiwatch_findings_suppressed_total",
+                "Findings not emitted, by reason (duplicate within a session, rate_limited).",
+                &["reason"],
+            )?,
+            egress: counter_vec(
+                &r,
+                "aiwatch_egress_total",
+                "Outbound connections of sessions by assistant and destination class (configured classes, base_url, other).",
+                &["assistant", "destination"],
+            )?,
+            fingerprint_to_egress_seconds: histogram(
+                &r,
+                "aiwatch_fingerprint_to_egress_seconds",
+                "Time from a session's last fingerprint read to its outbound connection.",
+                vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0],
+            )?,
+            detection_latency_seconds: histogram(
+                &r,
+                "aiwatch_detection_latency_seconds",
+                "Time from the kernel event that completed a finding to the finding being emitted.",
+                vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0],
+            )?,
             env_reads: counter_vec(
                 &r,
                 "aiwatch_env_reads_total",

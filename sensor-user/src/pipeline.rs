@@ -7,13 +7,17 @@ use sensor_common::{TrackState, Tracked};
 
 use crate::{
     classify::{assistant::AssistantClassifier, files::CategoryMatcher},
+    correlate::{Correlator, Outcome, Signal},
     egress::{self, Egress},
     events::{self, FileRecord, Header, KernelEvent},
     metrics::Metrics,
     parsers::netlink,
     paths::HostFs,
     procs::{procfs::ProcSource, scan, ProcTable, Session, Update},
-    report::{self, Body, Clock, ConnectionRecord, FingerprintRead, ProcessRef, Reader, Record, SessionRef},
+    report::{
+        self, Body, Clock, ConnectionRecord, Destination, FindingRecord, FingerprintRead, ProcessRef, Reader,
+        Record, SessionRef,
+    },
     sinks::SinkHandle,
     variables::{Variable, Watch},
 };
@@ -61,6 +65,7 @@ impl Tracker for Kernel {
 pub struct Pipeline {
     pub table: ProcTable,
     egress: Egress,
+    correlator: Correlator,
     watch: Watch,
     /// Watched variables of execs whose exec event has not come yet (it follows at once).
     pending_env: HashMap<u32, Vec<Variable>>,
@@ -76,25 +81,36 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    #[allow(clippy::too_many_arguments)]
+    /// A pipeline with the classifiers, watch list and rules of `cfg`.
     pub fn new(
-        watch: Watch,
-        classifier: AssistantClassifier,
-        matcher: CategoryMatcher,
+        cfg: &crate::config::Config,
         metrics: Arc<Metrics>,
         sink: SinkHandle,
         host: String,
         id_prefix: &str,
         src: Box<dyn ProcSource + Send>,
     ) -> Self {
+        // Every finding series exists from the start, at 0, so an alert on increase() sees the
+        // first finding.
+        for a in &cfg.assistants {
+            for r in &cfg.rules {
+                for sev in [r.severity, r.descendant_severity] {
+                    metrics
+                        .findings
+                        .with_label_values(&[a.name.as_str(), r.name.as_str(), sev.label()])
+                        .inc_by(0);
+                }
+            }
+        }
         Self {
             table: ProcTable::new(id_prefix),
             egress: Egress::default(),
-            watch,
+            correlator: Correlator::new(cfg),
+            watch: Watch::new(cfg),
             pending_env: HashMap::new(),
             env_seen: HashMap::new(),
-            classifier,
-            matcher,
+            classifier: AssistantClassifier::new(cfg),
+            matcher: CategoryMatcher::new(cfg, &crate::classify::files::home_dirs()),
             metrics,
             sink,
             host,
@@ -150,6 +166,31 @@ impl Pipeline {
         for v in vars {
             self.metrics.exec_env_vars.with_label_values(&[assistant, v.category.as_str()]).inc();
         }
+    }
+
+    /// API base URLs a session's processes were given name its `base_url` destinations.
+    fn learn_base_urls(&mut self, root: u32, vars: &[Variable]) {
+        for v in vars.iter().filter(|v| v.category == "base_url") {
+            if let Some(url) = &v.value {
+                self.correlator.learn_base_url(root, url);
+            }
+        }
+    }
+
+    fn signal(&mut self, pid: u32, kind: &'static str, category: &str, artifact: &str, ts_ns: u64) {
+        let Some(p) = self.table.get(pid) else { return };
+        let by_assistant = Reader::of(p) == Reader::Assistant;
+        let s = Signal {
+            kind,
+            category: category.to_string(),
+            artifact: artifact.to_string(),
+            by_assistant,
+            reader: if by_assistant { "assistant" } else { "descendant" },
+            pid,
+            ts_ns,
+        };
+        let root = p.session;
+        self.correlator.add_signal(root, s);
     }
 
     fn apply(&mut self, update: Update, kernel: &mut dyn Tracker) {
@@ -212,6 +253,7 @@ impl Pipeline {
                 self.env_seen.remove(&hdr.pid);
                 if let Some(s) = self.table.on_exit(hdr.pid) {
                     self.egress.end_session(s.root_pid);
+                    self.correlator.end_session(s.root_pid);
                     kernel.session_ended(s.root_pid);
                     self.session_ended(&s, hdr.ts_ns);
                 }
@@ -270,14 +312,18 @@ impl Pipeline {
         if !self.env_seen.entry(hdr.pid).or_default().insert((name.clone(), set)) {
             return;
         }
+        let category = category.to_string();
+        self.signal(hdr.pid, "variable", &category, &name, hdr.ts_ns);
+        let Some(p) = self.table.get(hdr.pid) else { return };
+        let Some(s) = self.table.session(p.session) else { return };
         self.emit(
             hdr.ts_ns,
             Body::EnvRead {
                 session: SessionRef::of(s),
                 process: ProcessRef::of(p, hdr.tid, &hdr.comm),
                 reader,
-                variable: name.clone(),
-                category: category.to_string(),
+                variable: name,
+                category,
                 set,
                 function: if secure { "secure_getenv" } else { "getenv" },
             },
@@ -286,7 +332,7 @@ impl Pipeline {
 
     #[allow(clippy::too_many_arguments)]
     fn interface_query(
-        &self,
+        &mut self,
         hdr: &Header,
         method: &'static str,
         request: &'static str,
@@ -304,6 +350,11 @@ impl Pipeline {
         if identity {
             categories.push("host_identity");
         }
+        for c in &categories {
+            self.signal(hdr.pid, "interfaces", c, request, hdr.ts_ns);
+        }
+        let Some(p) = self.table.get(hdr.pid) else { return };
+        let Some(s) = self.table.session(p.session) else { return };
         self.emit(
             hdr.ts_ns,
             Body::InterfaceQuery {
@@ -336,44 +387,93 @@ impl Pipeline {
         }
     }
 
-    fn report_egress(&self, out: Vec<egress::Out>, boot_ns: u64) {
+    fn report_egress(&mut self, out: Vec<egress::Out>, boot_ns: u64) {
         for o in out {
             let pid = match &o {
                 egress::Out::Open { pid, .. }
                 | egress::Out::Close { pid, .. }
                 | egress::Out::Dns { pid, .. } => *pid,
             };
+            let Some(root) = self.session_of(pid) else { continue };
+            // Correlate first: the annotation goes into the open record.
+            let correlated = match &o {
+                egress::Out::Open { conn, .. } => {
+                    Some(self.correlator.on_egress(root, conn.host.as_deref(), boot_ns))
+                }
+                _ => None,
+            };
             let Some(p) = self.table.get(pid) else { continue };
             let Some(s) = self.table.session(p.session) else { continue };
+            let assistant = s.assistant.as_str();
             let (session, process, reader) =
                 (SessionRef::of(s), ProcessRef::of(p, pid, &p.comm), Reader::of(p));
             let body = match o {
                 egress::Out::Open { conn, .. } => {
                     let host = conn.host_source.map_or("none", |h| h.label());
-                    self.metrics
-                        .connections
-                        .with_label_values(&[s.assistant.as_str(), conn.protocol, host, conn.result])
-                        .inc();
+                    let m = &self.metrics;
+                    m.connections.with_label_values(&[assistant, conn.protocol, host, conn.result]).inc();
+                    let (ann, outcomes) = correlated.unwrap_or_default();
+                    m.egress.with_label_values(&[assistant, ann.destination_class.as_str()]).inc();
+                    if let Some(ms) = ann.last_read_ms_before {
+                        m.fingerprint_to_egress_seconds.observe(ms as f64 / 1000.0);
+                    }
+                    for (rule, outcome) in outcomes {
+                        match outcome {
+                            Outcome::Emit(finding) => {
+                                m.findings
+                                    .with_label_values(&[assistant, rule.as_str(), finding.severity.label()])
+                                    .inc();
+                                let latency = Clock::now_boot_ns().saturating_sub(boot_ns);
+                                m.detection_latency_seconds.observe(latency as f64 / 1e9);
+                                tracing::warn!(assistant, rule = %rule, severity = finding.severity.label(),
+                                    host = conn.host.as_deref().unwrap_or(&conn.remote_addr), "finding");
+                                let record = FindingRecord {
+                                    id: format!("{}-{rule}", conn.id),
+                                    session: session.clone(),
+                                    process: process.clone(),
+                                    reader,
+                                    finding,
+                                    destination: Destination {
+                                        host: conn.host.clone(),
+                                        addr: conn.remote_addr.clone(),
+                                        port: conn.remote_port,
+                                        proxy: conn.proxy,
+                                    },
+                                    connection_id: conn.id.clone(),
+                                };
+                                self.emit(boot_ns, Body::Finding(Box::new(record)));
+                            }
+                            Outcome::Duplicate => {
+                                m.findings_suppressed.with_label_values(&["duplicate"]).inc()
+                            }
+                            Outcome::RateLimited => {
+                                m.findings_suppressed.with_label_values(&["rate_limited"]).inc()
+                            }
+                        }
+                    }
+                    let fingerprint = Some(ann);
                     Body::ConnectionOpen(Box::new(ConnectionRecord {
                         session,
                         process,
                         reader,
                         connection: conn,
+                        fingerprint,
                     }))
                 }
                 egress::Out::Close { conn, .. } => {
                     let m = &self.metrics.egress_bytes;
-                    m.with_label_values(&[s.assistant.as_str(), "sent"]).inc_by(conn.bytes_sent);
-                    m.with_label_values(&[s.assistant.as_str(), "received"]).inc_by(conn.bytes_received);
+                    m.with_label_values(&[assistant, "sent"]).inc_by(conn.bytes_sent);
+                    m.with_label_values(&[assistant, "received"]).inc_by(conn.bytes_received);
                     Body::ConnectionClose(Box::new(ConnectionRecord {
                         session,
                         process,
                         reader,
                         connection: conn,
+                        fingerprint: None,
                     }))
                 }
                 egress::Out::Dns { lookup, .. } => {
-                    self.metrics.dns_lookups.with_label_values(&[s.assistant.as_str()]).inc();
+                    self.metrics.dns_lookups.with_label_values(&[assistant]).inc();
                     Body::DnsLookup { session, process, reader, dns: lookup }
                 }
             };
@@ -404,6 +504,9 @@ impl Pipeline {
         };
         let in_session = matches!(u, Update::None);
         self.apply(u, kernel);
+        if let Some(root) = self.session_of(hdr.pid) {
+            self.learn_base_urls(root, &environment);
+        }
         if let Some(root) = started {
             self.session_started(root, hdr.ts_ns, "exec", environment);
         } else if in_session {
@@ -439,6 +542,8 @@ impl Pipeline {
         let categories = self.matcher.categories(&view_refs);
         let Some(first) = categories.first() else { return };
         let reader = Reader::of(ctx.proc);
+        let signals: Vec<(String, String)> =
+            categories.iter().map(|c| (c.to_string(), res.resolved.clone())).collect();
         for c in &categories {
             let r = match reader {
                 Reader::Assistant => "assistant",
@@ -467,6 +572,9 @@ impl Pipeline {
             truncated: rec.hdr.flags & sensor_common::flags::PATH_TRUNCATED != 0,
         };
         self.emit(rec.hdr.ts_ns, Body::FingerprintRead(Box::new(read)));
+        for (category, artifact) in signals {
+            self.signal(rec.hdr.pid, "file", &category, &artifact, rec.hdr.ts_ns);
+        }
     }
 
     fn session_ended(&self, s: &Session, boot_ns: u64) {
@@ -492,4 +600,88 @@ impl Pipeline {
 /// The pid in a `/proc/<pid>/...` path.
 fn proc_pid(path: &str) -> Option<u32> {
     path.strip_prefix("/proc/")?.split('/').next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        config::Config,
+        events::raw,
+        parsers::{sockaddr::tests::v4, tls::build_client_hello},
+        procs::procfs::ProcInfo,
+    };
+
+    struct NoKernel;
+    impl Tracker for NoKernel {
+        fn track(&mut self, _: u32, _: Tracked) {}
+        fn untrack(&mut self, _: u32) {}
+        fn take_sock(&mut self, _: u32, _: i32) -> (u64, u64) {
+            (0, 0)
+        }
+    }
+
+    struct NoProc;
+    impl ProcSource for NoProc {
+        fn info(&self, _: u32) -> Option<ProcInfo> {
+            None
+        }
+        fn cwd(&self, _: u32) -> Option<String> {
+            None
+        }
+        fn fd_path(&self, _: u32, _: i32) -> Option<String> {
+            None
+        }
+        fn pids(&self) -> Vec<u32> {
+            Vec::new()
+        }
+    }
+
+    fn series(m: &Metrics, name: &str) -> usize {
+        m.registry.gather().iter().filter(|f| f.name() == name).map(|f| f.get_metric().len()).sum()
+    }
+
+    #[tokio::test]
+    async fn ten_thousand_destinations_keep_label_cardinality_bounded() {
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let out = crate::config::OutputConfig {
+            path: Some(std::env::temp_dir().join(format!("aiwatch-card-{}.jsonl", std::process::id()))),
+            ..Default::default()
+        };
+        let (sink, writer) = crate::sinks::spawn(&out, metrics.clone()).unwrap();
+        let mut p =
+            Pipeline::new(&Config::default(), metrics.clone(), sink, "h".into(), "t", Box::new(NoProc));
+        let mut k = NoKernel;
+        p.handle(&raw::exec(100, "/usr/local/bin/claude", &["claude"]), &mut k);
+        assert!(p.table.session(100).is_some());
+        // Fingerprint first, so every connection to an LLM API host would be correlated too.
+        p.handle(&raw::file(100, sensor_common::Syscall::Openat, "/etc/localtime", 3), &mut k);
+        p.handle(&raw::file(100, sensor_common::Syscall::Openat, "/etc/machine-id", 4), &mut k);
+        for i in 0..10_000u32 {
+            let fd = 10 + (i % 1000) as i32;
+            let ip = [10, (i >> 16) as u8, (i >> 8) as u8, i as u8];
+            p.handle(&raw::connect(100, fd, v4(ip, 443)), &mut k);
+            let host =
+                if i % 2500 == 0 { "api.anthropic.com".to_string() } else { format!("h{i}.example-{i}.net") };
+            p.handle(&raw::send(100, fd, &build_client_hello(&host, 32, 16384)), &mut k);
+            p.handle(&raw::close(100, fd), &mut k);
+        }
+        assert_eq!(metrics.egress.with_label_values(&["claude-code", "other"]).get(), 9_996);
+        assert_eq!(metrics.egress.with_label_values(&["claude-code", "llm_api"]).get(), 4);
+        // 10,000 destinations, a handful of series.
+        assert_eq!(series(&metrics, "aiwatch_egress_total"), 2);
+        assert_eq!(series(&metrics, "aiwatch_connections_total"), 1);
+        assert!(series(&metrics, "aiwatch_connection_bytes_total") <= 2);
+        let total: usize = metrics.registry.gather().iter().map(|f| f.get_metric().len()).sum();
+        assert!(total < 200, "{total} series in all");
+        // One finding for the session, the rest de-duplicated.
+        assert_eq!(
+            metrics.findings.with_label_values(&["claude-code", "fingerprint_then_llm_egress", "high"]).get(),
+            1
+        );
+        assert_eq!(metrics.findings_suppressed.with_label_values(&["duplicate"]).get(), 3);
+        drop(p);
+        writer.await.unwrap();
+        let _ = std::fs::remove_file(out.path.unwrap());
+    }
 }

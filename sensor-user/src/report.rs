@@ -84,6 +84,8 @@ pub enum Body {
     ConnectionOpen(Box<ConnectionRecord>),
     /// The connection closed (or its process exited), with bytes and duration.
     ConnectionClose(Box<ConnectionRecord>),
+    /// A rule matched: the session fingerprinted the host, then talked to an LLM API.
+    Finding(Box<FindingRecord>),
     /// A DNS answer a session received.
     DnsLookup { session: SessionRef, process: ProcessRef, reader: Reader, dns: crate::egress::DnsLookup },
 }
@@ -94,6 +96,31 @@ pub struct ConnectionRecord {
     pub process: ProcessRef,
     pub reader: Reader,
     pub connection: crate::egress::Connection,
+    /// The session's fingerprint reads shortly before (on `connection_open`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<crate::correlate::Annotation>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FindingRecord {
+    /// Unique finding id.
+    pub id: String,
+    pub session: SessionRef,
+    /// The process that made the connection.
+    pub process: ProcessRef,
+    pub reader: Reader,
+    pub finding: crate::correlate::Finding,
+    pub destination: Destination,
+    pub connection_id: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Destination {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    pub addr: String,
+    pub port: u16,
+    pub proxy: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -317,6 +344,16 @@ impl Record {
                 process.comm,
                 process.pid,
                 interface.as_deref().map(|i| format!(" {i}")).unwrap_or_default()
+            ),
+            Body::Finding(f) => format!(
+                "{time} FINDING {:<6} {}[{}] {}: {} then {} ({})",
+                f.finding.severity.label(),
+                f.session.assistant,
+                f.session.root_pid,
+                f.finding.rule,
+                f.finding.categories.join("+"),
+                f.destination.host.as_deref().unwrap_or(&f.destination.addr),
+                f.finding.destination_class
             ),
             Body::DnsLookup { session, process, dns, .. } => format!(
                 "{time} dns            {}[{}] {} {}: {} -> {}",

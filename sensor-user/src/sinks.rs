@@ -1,60 +1,106 @@
-//! Where records go. The event loop never waits for a sink: records pass through a bounded
-//! queue to a writer task, and a full queue drops (and counts) instead of blocking the reader
-//! of the kernel ring buffer.
+//! Where records go: stdout or a file (appending, reopened on SIGHUP for logrotate), as native
+//! JSON, OCSF JSON, or human lines. The event loop never waits for a sink: records pass through
+//! a bounded queue to a writer thread, and a full queue drops (and counts) instead of blocking
+//! the reader of the kernel ring buffer.
 
-use std::{io::Write, sync::Arc};
+use std::{
+    io::Write,
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+};
 
+use anyhow::Context as _;
 use tokio::{sync::mpsc, task::JoinHandle};
 
-use crate::{config::OutputFormat, metrics::Metrics, report::Record};
+use crate::{
+    config::{OutputConfig, OutputFormat, OutputSchema},
+    metrics::Metrics,
+    report::Record,
+};
 
 #[derive(Clone)]
 pub struct SinkHandle {
     tx: mpsc::Sender<Arc<Record>>,
     metrics: Arc<Metrics>,
+    reopen: Arc<AtomicBool>,
 }
 
 impl SinkHandle {
     /// Queues a record; never blocks.
     pub fn emit(&self, record: Record) {
-        match self.tx.try_send(Arc::new(record)) {
-            Ok(()) => {}
-            Err(_) => self.metrics.sink_dropped.inc(),
+        if self.tx.try_send(Arc::new(record)).is_err() {
+            self.metrics.sink_dropped.inc();
         }
+    }
+
+    /// Asks the writer to reopen its file before the next write (SIGHUP).
+    pub fn reopen(&self) {
+        self.reopen.store(true, Ordering::Relaxed);
     }
 }
 
-/// Resolves `auto` against whether stdout is a terminal.
-pub fn effective_format(f: OutputFormat) -> OutputFormat {
+/// Resolves `auto` against whether the output is a terminal.
+pub fn effective_format(f: OutputFormat, to_file: bool) -> OutputFormat {
     match f {
-        OutputFormat::Auto if std::io::IsTerminal::is_terminal(&std::io::stdout()) => OutputFormat::Human,
+        OutputFormat::Auto if !to_file && std::io::IsTerminal::is_terminal(&std::io::stdout()) => {
+            OutputFormat::Human
+        }
         OutputFormat::Auto => OutputFormat::Json,
         other => other,
     }
 }
 
-/// Starts the stdout writer. Dropping every [`SinkHandle`] ends it after it has written and
-/// flushed what was queued.
-pub fn spawn_stdout(
-    format: OutputFormat,
-    queue: usize,
-    metrics: Arc<Metrics>,
-) -> (SinkHandle, JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::channel::<Arc<Record>>(queue);
-    let format = effective_format(format);
+/// One record as a line.
+pub fn render(rec: &Record, format: OutputFormat, schema: OutputSchema) -> serde_json::Result<String> {
+    match (format, schema) {
+        (OutputFormat::Human, _) => Ok(rec.human()),
+        (_, OutputSchema::Ocsf) => serde_json::to_string(&crate::ocsf::to_ocsf(rec)),
+        (_, OutputSchema::Native) => serde_json::to_string(rec),
+    }
+}
+
+fn open(path: &PathBuf) -> std::io::Result<Box<dyn Write + Send>> {
+    let f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    Ok(Box::new(std::io::BufWriter::with_capacity(64 * 1024, f)))
+}
+
+/// Starts the writer. Dropping every [`SinkHandle`] ends it after it has written and flushed
+/// what was queued. A file that cannot be opened fails start-up.
+pub fn spawn(cfg: &OutputConfig, metrics: Arc<Metrics>) -> anyhow::Result<(SinkHandle, JoinHandle<()>)> {
+    let (tx, mut rx) = mpsc::channel::<Arc<Record>>(cfg.queue.0 as usize);
+    let format = effective_format(cfg.format, cfg.path.is_some());
+    let schema = cfg.schema;
+    let path = cfg.path.clone();
+    let mut out: Box<dyn Write + Send> = match &path {
+        Some(p) => open(p).with_context(|| format!("cannot open output file {}", p.display()))?,
+        None => Box::new(std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout())),
+    };
+    let reopen = Arc::new(AtomicBool::new(false));
+    let flag = reopen.clone();
     let m = metrics.clone();
     let task = tokio::task::spawn_blocking(move || {
-        let stdout = std::io::stdout();
-        let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
         while let Some(first) = rx.blocking_recv() {
+            if flag.swap(false, Ordering::Relaxed) {
+                if let Some(p) = &path {
+                    let _ = out.flush();
+                    match open(p) {
+                        Ok(f) => {
+                            out = f;
+                            tracing::info!(path = %p.display(), "output file reopened");
+                        }
+                        Err(e) => {
+                            tracing::error!(path = %p.display(), error = %e, "cannot reopen output file; keeping the old one")
+                        }
+                    }
+                }
+            }
             let mut next = Some(first);
             // Write everything queued, then flush once.
             while let Some(rec) = next.take() {
-                let line = match format {
-                    OutputFormat::Human => Ok(rec.human()),
-                    _ => serde_json::to_string(&*rec),
-                };
-                match line {
+                match render(&rec, format, schema) {
                     Ok(line) if writeln!(out, "{line}").is_ok() => m.records_written.inc(),
                     Ok(_) => m.sink_errors.inc(),
                     Err(e) => tracing::error!(error = %e, "cannot serialize record"),
@@ -67,5 +113,5 @@ pub fn spawn_stdout(
         }
         let _ = out.flush();
     });
-    (SinkHandle { tx, metrics }, task)
+    Ok((SinkHandle { tx, metrics, reopen }, task))
 }

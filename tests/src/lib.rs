@@ -150,6 +150,11 @@ pub struct Sensor {
 impl Sensor {
     /// Starts `aiwatch run` with `config` and waits until it watches.
     pub fn start(config: &str) -> Self {
+        Self::start_with(config, &[])
+    }
+
+    /// As [`Sensor::start`], with extra `aiwatch run` arguments.
+    pub fn start_with(config: &str, extra: &[&str]) -> Self {
         let dir = TempDir::new("sensor");
         let cfg = dir.path("config.toml");
         std::fs::write(&cfg, config).expect("write config");
@@ -158,6 +163,7 @@ impl Sensor {
             .args(["run", "--format", "json", "--config"])
             .arg(&cfg)
             .args(["--metrics-listen", &metrics.to_string()])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -238,6 +244,10 @@ impl Sensor {
         let mut out = String::new();
         s.read_to_string(&mut out).expect("read");
         out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.as_ref().map_or(0, Guard::pid)
     }
 
     /// SIGTERM, then wait for a clean exit; returns the log.

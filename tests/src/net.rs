@@ -156,12 +156,18 @@ fn read_head(s: &mut TcpStream) -> Vec<u8> {
     buf
 }
 
-/// Answers every request with `200 ok`.
+/// A mock LLM API: answers every request with a small JSON completion.
 pub fn http_server(netns: Option<&Netns>, bind: &str) -> Server {
     spawn_server(netns, bind, false, |sock, stop| {
         accept_loop(sock, stop, |mut s| {
             read_head(&mut s);
-            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+            let body = br#"{"type":"message","role":"assistant","content":[{"type":"text","text":"ok"}]}"#;
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(head.as_bytes());
+            let _ = s.write_all(body);
         })
     })
 }

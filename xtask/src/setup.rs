@@ -7,6 +7,8 @@ use anyhow::{bail, Context as _};
 use crate::sh;
 
 const LLVM_PACKAGES: [&str; 2] = ["llvm-22-dev", "libpolly-22-dev"];
+/// What the tests run besides the sensor: Prometheus and promtool for the alerting tests.
+const TEST_PACKAGES: [&str; 1] = ["prometheus"];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
 fn ok(cmd: &mut Command) -> bool {
@@ -44,6 +46,25 @@ fn step(what: &str, present: bool, install: impl FnOnce() -> anyhow::Result<()>)
     install().with_context(|| format!("setup step failed: {what}"))
 }
 
+fn installed(pkg: &str) -> bool {
+    output(Command::new("dpkg-query").args(["-W", "-f", "${Status}", pkg])).contains("install ok installed")
+}
+
+/// Installs Debian packages that are missing.
+fn apt_packages(packages: &[&str]) -> anyhow::Result<()> {
+    let present = packages.iter().all(|p| installed(p));
+    step(&format!("Debian packages {}", packages.join(", ")), present, || {
+        if !ok(Command::new("apt-get").arg("--version")) {
+            bail!("apt-get is not available: install {} by hand", packages.join(" "));
+        }
+        sh(Command::new("apt-get").args(["update", "-q"]).env("DEBIAN_FRONTEND", "noninteractive"))?;
+        sh(Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(packages)
+            .env("DEBIAN_FRONTEND", "noninteractive"))
+    })
+}
+
 pub fn setup() -> anyhow::Result<()> {
     let nightly =
         output(Command::new("rustup").args(["toolchain", "list"])).lines().any(|l| l.starts_with("nightly"));
@@ -57,19 +78,8 @@ pub fn setup() -> anyhow::Result<()> {
     step("rust-src for nightly", src, || {
         sh(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
     })?;
-    let llvm = LLVM_PACKAGES.iter().all(|p| {
-        output(Command::new("dpkg-query").args(["-W", "-f", "${Status}", p])).contains("install ok installed")
-    });
-    step(&format!("Debian packages {}", LLVM_PACKAGES.join(", ")), llvm, || {
-        if !ok(Command::new("apt-get").arg("--version")) {
-            bail!("apt-get is not available: install {} by hand", LLVM_PACKAGES.join(" "));
-        }
-        sh(Command::new("apt-get").args(["update", "-q"]).env("DEBIAN_FRONTEND", "noninteractive"))?;
-        sh(Command::new("apt-get")
-            .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(LLVM_PACKAGES)
-            .env("DEBIAN_FRONTEND", "noninteractive"))
-    })?;
+    apt_packages(&LLVM_PACKAGES)?;
+    apt_packages(&TEST_PACKAGES)?;
     let linker = ok(Command::new("bpf-linker").arg("--version").env("PATH", path_with_cargo_bin()));
     step("bpf-linker", linker, || {
         // bpf-linker links against Debian's LLVM 22, which matches nightly's LLVM.

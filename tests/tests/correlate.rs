@@ -1,0 +1,257 @@
+//! Correlation and SOC outputs: findings in both formats, severities, the file sink, and the
+//! shipped alert rules proven on a real Prometheus. Needs root; run through `cargo xtask test`.
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    path::Path,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use integration_tests::{net::*, *};
+use serde_json::Value;
+
+/// A mock LLM API call: a plain HTTP request naming the API host.
+fn api_call(dir: &TempDir, addr: std::net::SocketAddr) -> String {
+    let req = dir.path("request.http");
+    std::fs::write(
+        &req,
+        "POST /v1/messages HTTP/1.1\r\nHost: api.anthropic.com\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+    )
+    .unwrap();
+    format!("tcp={addr},@{}", req.display())
+}
+
+fn findings(records: &[Value], root: u32) -> Vec<Value> {
+    records.iter().filter(|r| r["type"] == "finding" && r["session"]["root_pid"] == root).cloned().collect()
+}
+
+#[test]
+fn fingerprint_then_api_call_is_exactly_one_finding_in_both_formats() {
+    let native = Sensor::start(AGENT_CONFIG);
+    let ocsf = Sensor::start_with(AGENT_CONFIG, &["--schema", "ocsf"]);
+    let dir = TempDir::new("finding");
+    let api = http_server(None, "127.0.0.1:0");
+    let agent = probe_as(&dir, AGENT);
+    let call = api_call(&dir, api.addr);
+    let root = run(&agent, &["openat=/etc/localtime", "access=/etc/environment", &call, &call]);
+
+    let f = native.wait_for("finding", |r| r["type"] == "finding" && r["session"]["root_pid"] == root);
+    // The second call of the same session is the same finding: wait for its connection, then count.
+    native.wait_n(2, "both calls", |r| r["type"] == "connection_close" && r["session"]["root_pid"] == root);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(findings(&native.records(), root).len(), 1, "exactly one finding");
+    assert_eq!(f["finding"]["rule"], "fingerprint_then_llm_egress");
+    assert_eq!(f["finding"]["severity"], "high");
+    assert_eq!(f["finding"]["by_assistant"], true);
+    assert_eq!(f["finding"]["destination_class"], "llm_api");
+    assert_eq!(f["finding"]["categories"], serde_json::json!(["proxy_config", "timezone"]));
+    assert_eq!(f["destination"]["host"], "api.anthropic.com");
+    assert_eq!(f["destination"]["port"], api.addr.port());
+    assert_eq!(f["reader"], "assistant");
+    assert_eq!(f["session"]["assistant"], "test-agent");
+    let evidence: Vec<&str> = f["finding"]["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["artifact"].as_str().unwrap())
+        .collect();
+    assert!(evidence.contains(&"/etc/localtime") && evidence.contains(&"/etc/environment"), "{evidence:?}");
+    assert!(f["finding"]["evidence"][0]["ms_before_egress"].is_u64());
+    // The connection is annotated with the reads before it.
+    let open = native.wait_for("annotated connection", |r| {
+        r["type"] == "connection_open" && r["session"]["root_pid"] == root
+    });
+    assert_eq!(open["fingerprint"]["destination_class"], "llm_api");
+    assert_eq!(open["fingerprint"]["categories"], serde_json::json!(["proxy_config", "timezone"]));
+
+    // OCSF: one Detection Finding, and the activity classes for the rest.
+    let of = ocsf.wait_for("OCSF finding", |r| {
+        r["class_uid"] == 2004
+            && r["actor"]["session"]["uid"].is_string()
+            && r["actor"]["process"]["pid"] == root
+    });
+    ocsf.wait_n(2, "both OCSF closes", |r| {
+        r["class_uid"] == 4001 && r["activity_id"] == 2 && r["actor"]["process"]["pid"] == root
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let all = ocsf.records();
+    assert_eq!(
+        all.iter().filter(|r| r["class_uid"] == 2004 && r["actor"]["process"]["pid"] == root).count(),
+        1
+    );
+    assert_eq!(of["type_uid"], 200401);
+    assert_eq!(of["severity_id"], 4);
+    assert_eq!(of["finding_info"]["title"], "fingerprint_then_llm_egress");
+    assert_eq!(of["metadata"]["version"], "1.3.0");
+    assert!(of["evidences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["dst_endpoint"]["hostname"] == "api.anthropic.com"));
+    assert!(all
+        .iter()
+        .any(|r| r["class_uid"] == 1001 && r["file"]["path"] == "/etc/localtime" && r["activity_id"] == 14));
+    assert!(all
+        .iter()
+        .any(|r| r["class_uid"] == 1007 && r["activity_id"] == 1 && r["process"]["pid"] == root));
+    assert!(all
+        .iter()
+        .any(|r| r["class_uid"] == 4001 && r["dst_endpoint"]["hostname"] == "api.anthropic.com"));
+    for r in &all {
+        assert!(r["time"].as_u64().is_some_and(|t| t > 1_700_000_000_000), "{r}");
+        assert_eq!(
+            r["type_uid"],
+            r["class_uid"].as_u64().unwrap() * 100 + r["activity_id"].as_u64().unwrap()
+        );
+    }
+}
+
+#[test]
+fn a_session_that_only_connects_has_no_finding() {
+    let (sensor, dir) = (Sensor::start(AGENT_CONFIG), TempDir::new("connect-only"));
+    let api = http_server(None, "127.0.0.1:0");
+    let agent = probe_as(&dir, AGENT);
+    let root = run(&agent, &[&api_call(&dir, api.addr)]);
+    let open =
+        sensor.wait_for("connection", |r| r["type"] == "connection_open" && r["session"]["root_pid"] == root);
+    assert_eq!(open["fingerprint"]["destination_class"], "llm_api");
+    assert_eq!(open["fingerprint"]["signals"], 0);
+    sensor.wait_for("session end", |r| r["type"] == "session_end" && r["session"]["root_pid"] == root);
+    assert!(findings(&sensor.records(), root).is_empty());
+}
+
+#[test]
+fn reads_by_descendants_only_give_the_lower_severity() {
+    let (sensor, dir) = (Sensor::start(AGENT_CONFIG), TempDir::new("descendant"));
+    let api = http_server(None, "127.0.0.1:0");
+    let agent = probe_as(&dir, AGENT);
+    let root =
+        run(&agent, &["child=openat=/etc/machine-id;openat=/etc/resolv.conf", &api_call(&dir, api.addr)]);
+    let f = sensor.wait_for("finding", |r| r["type"] == "finding" && r["session"]["root_pid"] == root);
+    assert_eq!(f["finding"]["severity"], "medium");
+    assert_eq!(f["finding"]["by_assistant"], false);
+    assert_eq!(f["finding"]["groups"], serde_json::json!(["network_config", "host_identity"]));
+}
+
+#[test]
+fn file_sink_is_reopened_on_sighup() {
+    let dir = TempDir::new("filesink");
+    let out = dir.path("events.jsonl");
+    let sensor = Sensor::start_with(AGENT_CONFIG, &["--output", out.to_str().unwrap()]);
+    let agent = probe_as(&dir, AGENT);
+    let wait_file = |path: &Path, pid: u32| {
+        let end = Instant::now() + Duration::from_secs(15);
+        loop {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            if text
+                .lines()
+                .any(|l| l.contains(&format!("\"root_pid\":{pid}")) && l.contains("fingerprint_read"))
+            {
+                return text;
+            }
+            assert!(Instant::now() < end, "no read of {pid} in {}", path.display());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let first = run(&agent, &["openat=/etc/localtime"]);
+    wait_file(&out, first);
+    // logrotate: move the file away, SIGHUP, and the next events go to a new file.
+    let rotated = dir.path("events.jsonl.1");
+    std::fs::rename(&out, &rotated).unwrap();
+    // SAFETY: signalling our own child by PID.
+    unsafe { libc::kill(sensor.pid() as i32, libc::SIGHUP) };
+    std::thread::sleep(Duration::from_millis(300));
+    let second = run(&agent, &["openat=/etc/hostname"]);
+    let text = wait_file(&out, second);
+    assert!(!text.contains(&format!("\"root_pid\":{first},")), "old session's events in the new file");
+    assert!(std::fs::read_to_string(&rotated)
+        .unwrap()
+        .lines()
+        .all(|l| serde_json::from_str::<Value>(l).is_ok()));
+    assert!(sensor.records().is_empty(), "nothing on stdout when writing to a file");
+    let log = sensor.stop();
+    assert!(log.contains("output file reopened"), "{log}");
+}
+
+#[test]
+fn shipped_rules_pass_promtool() {
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus");
+    for args in
+        [&["check", "rules", "aiwatch-rules.yml"][..], &["test", "rules", "aiwatch-rules.test.yml"][..]]
+    {
+        let out = Command::new("promtool").args(args).current_dir(&rules).output().expect("run promtool");
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    let Ok(mut s) = TcpStream::connect(addr) else { return String::new() };
+    let _ = s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes());
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+}
+
+#[test]
+fn real_prometheus_fires_the_finding_alert() {
+    let (sensor, dir) = (Sensor::start(AGENT_CONFIG), TempDir::new("prometheus"));
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/prometheus/aiwatch-rules.yml")
+        .canonicalize()
+        .unwrap();
+    let port = free_port();
+    let cfg = dir.path("prometheus.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: aiwatch\n    static_configs:\n      - targets: [\"{}\"]\n",
+            rules.display(),
+            sensor.metrics
+        ),
+    )
+    .unwrap();
+    let _prom = spawn_cmd(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let prom: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let wait = |what: &str, ok: &dyn Fn() -> bool| {
+        let end = Instant::now() + Duration::from_secs(90);
+        while !ok() {
+            assert!(Instant::now() < end, "timed out: {what}");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    };
+    // Prometheus has scraped the zero-valued finding series before anything happens.
+    wait("first scrape", &|| {
+        http_get(prom, "/api/v1/query?query=aiwatch_findings_total%7Bassistant%3D%22test-agent%22%7D")
+            .contains("\"value\"")
+    });
+    let api = http_server(None, "127.0.0.1:0");
+    let agent = probe_as(&dir, AGENT);
+    let root = run(&agent, &["openat=/etc/localtime", "openat=/etc/resolv.conf", &api_call(&dir, api.addr)]);
+    sensor.wait_for("finding", |r| r["type"] == "finding" && r["session"]["root_pid"] == root);
+    wait("AiwatchFingerprintFinding firing", &|| {
+        let body = http_get(prom, "/api/v1/alerts");
+        let Ok(v) = serde_json::from_str::<Value>(&body) else { return false };
+        v["data"]["alerts"].as_array().is_some_and(|a| {
+            a.iter().any(|x| {
+                x["labels"]["alertname"] == "AiwatchFingerprintFinding"
+                    && x["labels"]["assistant"] == "test-agent"
+                    && x["labels"]["severity"] == "high"
+                    && x["state"] == "firing"
+            })
+        })
+    });
+}
