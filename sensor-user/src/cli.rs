@@ -159,7 +159,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
-            rt.block_on(crate::daemon::run(cfg))?;
+            rt.block_on(crate::daemon::run(cfg, cli.config.clone()))?;
             Ok(ExitCode::SUCCESS)
         }
     }

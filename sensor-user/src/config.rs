@@ -289,7 +289,7 @@ impl Default for SensorConfig {
 
 impl Default for OutputConfig {
     fn default() -> Self {
-        Self { format: OutputFormat::Auto, queue: MapSize(65536), schema: OutputSchema::Native, path: None }
+        Self { format: OutputFormat::Auto, queue: MapSize(8192), schema: OutputSchema::Native, path: None }
     }
 }
 
@@ -310,6 +310,8 @@ impl Default for LogConfig {
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
     Read { path: String, source: std::io::Error },
+    #[error("refusing config file {path}: {why}")]
+    Unsafe { path: String, why: String },
     #[error("{path}:{line}:{column}: {field}: {message}")]
     Invalid { path: String, line: usize, column: usize, field: String, message: String },
     #[error("{path}: {field}: {message}")]
@@ -348,6 +350,7 @@ impl Config {
     /// Loads `path` over the built-in defaults.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let shown = path.display().to_string();
+        check_permissions(path).map_err(|why| ConfigError::Unsafe { path: shown.clone(), why })?;
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
         Self::parse(&text, &shown)
@@ -469,6 +472,26 @@ impl Config {
     }
 }
 
+/// A config file others can write could turn the sensor off or blind it: refuse it. It must
+/// be owned by root or by the user running aiwatch, and not writable by group or others.
+fn check_permissions(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(md) = std::fs::metadata(path) else { return Ok(()) }; // reading reports it
+    let mode = md.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(format!("it is writable by group or others (mode {mode:04o}); chmod go-w it"));
+    }
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if md.uid() != 0 && md.uid() != me {
+        return Err(format!(
+            "it is owned by uid {}, not by root or the user running aiwatch (uid {me})",
+            md.uid()
+        ));
+    }
+    Ok(())
+}
+
 fn semantic(path: &str, field: &str, message: &str) -> ConfigError {
     ConfigError::Semantic { path: path.to_string(), field: field.to_string(), message: message.to_string() }
 }
@@ -577,6 +600,19 @@ mod tests {
         assert!(e.contains("assistants[1]") && e.contains("defined twice"), "{e}");
         let cfg = Config::parse("builtin_assistants = false\n", "x").unwrap();
         assert!(cfg.assistants.is_empty());
+    }
+
+    #[test]
+    fn config_writable_by_others_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let path = std::env::temp_dir().join(format!("aiwatch-perm-{}.toml", std::process::id()));
+        std::fs::write(&path, "").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let e = Config::load(&path).unwrap_err().to_string();
+        assert!(e.contains("writable by group or others (mode 0666)"), "{e}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(Config::load(&path).is_ok());
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]

@@ -201,6 +201,15 @@ impl Correlator {
         }
     }
 
+    /// New rules and destinations (SIGHUP); sessions' signals are kept.
+    pub fn reconfigure(&mut self, cfg: &Config) {
+        let fresh = Self::new(cfg);
+        self.rules = fresh.rules;
+        self.destinations = fresh.destinations;
+        self.window_ns = fresh.window_ns;
+        self.per_minute = fresh.per_minute;
+    }
+
     pub fn add_signal(&mut self, root: u32, s: Signal) {
         let st = self.sessions.entry(root).or_default();
         let cutoff = s.ts_ns.saturating_sub(self.window_ns);

@@ -20,8 +20,12 @@ use crate::{
     uprobes::EnvProbes,
 };
 
-pub async fn run(cfg: Config) -> anyhow::Result<()> {
+pub async fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
+    let missing = crate::privileges::missing_for_startup();
+    if !missing.is_empty() {
+        tracing::warn!(missing = ?missing, "running without some start-up capabilities; see docs/deployment.md");
+    }
     let metrics = Arc::new(Metrics::new()?);
     // Bind first: a bad address fails before anything is attached.
     let server = if cfg.metrics.enabled {
@@ -92,6 +96,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     // a second pass picks up children forked between reading /proc and writing the map.
     let own = [std::process::id()];
     let found = pipeline.scan(&mut maps, &own) + pipeline.scan(&mut maps, &own);
+    // Everything that needs more than the runtime capabilities is done.
+    match crate::privileges::drop_to_runtime() {
+        Ok(kept) => tracing::info!(kept = ?kept, "dropped capabilities not needed at run time"),
+        Err(e) => tracing::warn!(error = %format!("{e:#}"), "could not drop capabilities"),
+    }
     tracing::info!(found, elapsed_ms = started.elapsed().as_millis() as u64, "start-up scan done; watching");
 
     let mut term = signal(SignalKind::terminate())?;
@@ -117,28 +126,36 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             }
             _ = tick.tick() => {
                 metrics.set_kernel(&maps.maps.stats());
+                let (tracked, socks) = maps.maps.occupancy();
+                metrics.kernel_map_entries.with_label_values(&["tracked"]).set(tracked as i64);
+                metrics.kernel_map_entries.with_label_values(&["sockets"]).set(socks as i64);
                 pipeline.tick();
                 pipeline.update_gauges();
             }
             _ = hup.recv() => {
-                tracing::info!("SIGHUP: reopening the output file");
                 sink_control.reopen();
+                if let Some(path) = &config_path {
+                    reload(path, &cfg, &mut pipeline, &mut maps);
+                }
             }
             _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
             _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
         }
     }
 
-    // Drain what the kernel already sent, then detach and flush the sink.
+    // Detach first, so nothing new comes, then drain what the kernel already sent (bounded in
+    // time: a flood must not keep a stopping daemon alive), then flush the sink.
+    drop(ebpf);
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
     {
         let rb = events.get_mut();
-        while let Some(item) = rb.next() {
+        while std::time::Instant::now() < deadline {
+            let Some(item) = rb.next() else { break };
             pipeline.handle(&item, &mut maps);
         }
     }
     metrics.set_kernel(&maps.maps.stats());
     drop(maps);
-    drop(ebpf);
     drop(pipeline);
     drop(sink_control);
     let _ = writer.await;
@@ -154,4 +171,35 @@ fn watch<T: std::os::fd::AsRawFd>(inner: T) -> std::io::Result<AsyncFd<T>> {
     // SAFETY: `inner` owns its map fd and keeps it open, unchanged, until it is dropped with
     // the AsyncFd.
     unsafe { AsyncFd::register_with_interest(inner, Interest::READABLE) }.map_err(std::io::Error::from)
+}
+
+/// SIGHUP: a valid file is applied to everything that can change while running; an invalid one
+/// is logged and the configuration in force stays.
+fn reload(path: &std::path::Path, running: &Config, pipeline: &mut Pipeline, kernel: &mut Kernel) {
+    let new = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "config reload failed; keeping the configuration in force");
+            return;
+        }
+    };
+    if let Err(e) = kernel.maps.replace_candidates(&AssistantClassifier::new(&new).candidate_names()) {
+        tracing::error!(error = %format!("{e:#}"), "config reload failed; keeping the configuration in force");
+        return;
+    }
+    pipeline.reconfigure(&new);
+    let needs_restart: Vec<&str> = [
+        ("sensor", running.sensor != new.sensor),
+        ("output", running.output != new.output),
+        ("metrics", running.metrics != new.metrics),
+        ("log", running.log != new.log),
+        ("variables.getenv_probes", running.variables.getenv_probes != new.variables.getenv_probes),
+    ]
+    .into_iter()
+    .filter_map(|(k, changed)| changed.then_some(k))
+    .collect();
+    if !needs_restart.is_empty() {
+        tracing::warn!(sections = ?needs_restart, "these settings changed but apply only after a restart");
+    }
+    tracing::info!(path = %path.display(), "config reloaded");
 }

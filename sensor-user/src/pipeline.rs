@@ -81,6 +81,16 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    /// Applies a reloaded config: classification, categories, watched variables, rules.
+    /// Sessions and their state are kept.
+    pub fn reconfigure(&mut self, cfg: &crate::config::Config) {
+        init_findings(&self.metrics, cfg);
+        self.classifier = AssistantClassifier::new(cfg);
+        self.matcher = CategoryMatcher::new(cfg, &crate::classify::files::home_dirs());
+        self.watch = Watch::new(cfg);
+        self.correlator.reconfigure(cfg);
+    }
+
     /// A pipeline with the classifiers, watch list and rules of `cfg`.
     pub fn new(
         cfg: &crate::config::Config,
@@ -594,6 +604,21 @@ impl Pipeline {
             .set(self.table.count(TrackState::Descendant) as i64);
         m.sessions_active.set(self.table.sessions().count() as i64);
         m.open_connections.set(self.egress.len() as i64);
+    }
+}
+
+/// Every finding series exists from the start, at 0, so an alert on increase() sees the first
+/// finding.
+fn init_findings(metrics: &Metrics, cfg: &crate::config::Config) {
+    for a in &cfg.assistants {
+        for r in &cfg.rules {
+            for sev in [r.severity, r.descendant_severity] {
+                metrics
+                    .findings
+                    .with_label_values(&[a.name.as_str(), r.name.as_str(), sev.label()])
+                    .inc_by(0);
+            }
+        }
     }
 }
 

@@ -212,7 +212,7 @@ impl ProcessRef {
             gid: p.gid,
             comm: comm.to_string(),
             exe: p.exe.clone(),
-            argv: p.argv.clone(),
+            argv: crate::redact::argv(&p.argv),
         }
     }
 }

@@ -108,7 +108,8 @@ pub fn redact(value: &str) -> (Option<String>, bool) {
     }
     let plain = v.len() <= 256
         && v.bytes().all(|b| b.is_ascii_alphanumeric() || b",.:/_-+*[]".contains(&b))
-        && !looks_like_token(v);
+        && !crate::redact::looks_like_secret(v)
+        && !v.split(|c: char| !c.is_ascii_alphanumeric()).any(|run| run.len() >= 24);
     if plain {
         (Some(v.to_string()), false)
     } else {
@@ -118,11 +119,6 @@ pub fn redact(value: &str) -> (Option<String>, bool) {
 
 fn safe_host(h: &str) -> bool {
     !h.is_empty() && h.len() <= 255 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-_:[]".contains(&b))
-}
-
-/// A long run of letters and digits without separators reads as a key, not a name.
-fn looks_like_token(v: &str) -> bool {
-    v.split(|c: char| !c.is_ascii_alphanumeric()).any(|run| run.len() >= 24)
 }
 
 #[cfg(test)]

@@ -155,11 +155,24 @@ impl Sensor {
 
     /// As [`Sensor::start`], with extra `aiwatch run` arguments.
     pub fn start_with(config: &str, extra: &[&str]) -> Self {
+        Self::start_as(config, &[], &aiwatch_bin(), extra)
+    }
+
+    /// As [`Sensor::start_with`], run as `wrapper... bin run ...` (e.g. through `setpriv`).
+    pub fn start_as(config: &str, wrapper: &[&str], bin: &Path, extra: &[&str]) -> Self {
         let dir = TempDir::new("sensor");
         let cfg = dir.path("config.toml");
         std::fs::write(&cfg, config).expect("write config");
         let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let mut child = Command::new(aiwatch_bin())
+        let mut cmd = match wrapper.split_first() {
+            Some((w, rest)) => {
+                let mut c = Command::new(w);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let mut child = cmd
             .args(["run", "--format", "json", "--config"])
             .arg(&cfg)
             .args(["--metrics-listen", &metrics.to_string()])
@@ -168,7 +181,7 @@ impl Sensor {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", aiwatch_bin().display()));
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
         let records = Arc::new(Mutex::new(Vec::new()));
         let log = Arc::new(Mutex::new(String::new()));
         let out = child.stdout.take().expect("stdout");
@@ -217,7 +230,8 @@ impl Sensor {
     pub fn wait_n(&self, n: usize, what: &str, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
         let end = Instant::now() + Duration::from_secs(15);
         loop {
-            let hits: Vec<Value> = self.records().into_iter().filter(|r| pred(r)).collect();
+            let hits: Vec<Value> =
+                self.records.lock().expect("records").iter().filter(|r| pred(r)).cloned().collect();
             if hits.len() >= n {
                 return hits;
             }
@@ -235,6 +249,11 @@ impl Sensor {
 
     pub fn wait_for(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         self.wait_n(1, what, pred).remove(0)
+    }
+
+    /// The value of one series in /metrics (exact series text before the value).
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        self.scrape().lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
     }
 
     /// The body of GET /metrics.

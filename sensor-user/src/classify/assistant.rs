@@ -41,6 +41,8 @@ impl AssistantClassifier {
     pub fn classify(&self, p: &ProcFacts<'_>) -> Option<&str> {
         let exe_base = basename(p.exe);
         let file_base = basename(p.filename);
+        // fexecve of a memfd runs "/dev/fd/N" with comm "N": argv[0] is what is left of a name.
+        let argv0_base = p.argv.first().map(|a| basename(a)).unwrap_or("");
         // `node /usr/local/bin/gemini`: the script an interpreter runs counts as its executable.
         let script = p
             .argv
@@ -53,15 +55,16 @@ impl AssistantClassifier {
         self.rules
             .iter()
             .find(|r| {
-                r.basenames
-                    .iter()
-                    .any(|b| b == exe_base || b == file_base || script.is_some_and(|s| basename(s) == b))
-                    || r.globs.iter().any(|g| {
-                        g.matches(p.exe)
-                            || (p.filename.starts_with('/') && g.matches(p.filename))
-                            || script.is_some_and(|s| s.starts_with('/') && g.matches(s))
-                    })
-                    || r.comms.iter().any(|c| c == p.comm)
+                r.basenames.iter().any(|b| {
+                    b == exe_base
+                        || b == file_base
+                        || b == argv0_base
+                        || script.is_some_and(|s| basename(s) == b)
+                }) || r.globs.iter().any(|g| {
+                    g.matches(p.exe)
+                        || (p.filename.starts_with('/') && g.matches(p.filename))
+                        || script.is_some_and(|s| s.starts_with('/') && g.matches(s))
+                }) || r.comms.iter().any(|c| c == p.comm)
                     || r.markers.iter().any(|m| cmdline.contains(m.as_str()))
             })
             .map(|r| r.name.as_str())

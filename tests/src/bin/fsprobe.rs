@@ -4,10 +4,19 @@
 //!   readlink=P chdir=D child=A;B;... sh=CMD waitfile=P sleep=MS pid=FILE
 //!   getenv=NAME secure_getenv=NAME   libc reads of a variable
 //!   ifhwaddr=IFNAME ifconf            interface ioctls (SIOCGIFHWADDR, SIOCGIFCONF)
+//!   comm=NAME          prctl(PR_SET_NAME)
+//!   thread=ACTION      run one action on a new thread
+//!   daemon=A|B|...     double fork: a grandchild re-parented away runs the actions, detached
+//!   vfork=PATH         vfork + exec /bin/cat PATH
+//!   memfd=A|B|...      copy this program into a memfd and fexecve it (argv[0] kept) with actions
+//!   spin=MS,PATH       openat+close PATH as fast as possible for MS milliseconds
+//!   storm=N            fork N children that exit at once, 50 at a time
 //!   tcp=HOST:PORT[,DATA]   connect (resolving HOST with getaddrinfo), send DATA (`@FILE` for a
 //!                          file's bytes), read until EOF or 2 s, close
 //! `child=` runs this program again with the `;`-separated actions and waits for it; inside
 //! those, `|` stands for `;` one level down (`child=a;child=b|c` nests a grandchild).
+//! Arguments starting with `-` or without `=` are not actions: they are ignored (tests use them
+//! as decoys, e.g. a planted `--api-key` on the command line).
 //! Results go to stderr; the exit code is 0 unless an action is malformed.
 
 use std::{ffi::CString, process::ExitCode};
@@ -115,6 +124,65 @@ fn act(action: &str) -> Result<(), String> {
                 0
             }
             "tcp" => tcp(arg),
+            "comm" => libc::prctl(libc::PR_SET_NAME, c(arg).as_ptr(), 0, 0, 0) as i64,
+            "thread" => {
+                let a = arg.replace('|', ";");
+                std::thread::spawn(move || act(&a)).join().map_err(|_| "thread panicked")??;
+                0
+            }
+            "daemon" => daemon(arg),
+            #[allow(deprecated)] // vfork is the point: the child only execs or _exits.
+            "vfork" => {
+                let (cat, path) = (c("/bin/cat"), c(arg));
+                let argv = [cat.as_ptr(), path.as_ptr(), std::ptr::null()];
+                let pid = libc::vfork();
+                if pid == 0 {
+                    libc::execv(cat.as_ptr(), argv.as_ptr());
+                    libc::_exit(127);
+                }
+                let mut status = 0;
+                libc::waitpid(pid, &mut status, 0);
+                pid as i64
+            }
+            "memfd" => memfd_exec(arg),
+            "spin" => {
+                let (ms, path) = arg.split_once(',').ok_or("spin=MS,PATH")?;
+                let end = std::time::Instant::now()
+                    + std::time::Duration::from_millis(ms.parse().map_err(|_| "spin=MS,PATH")?);
+                let p = c(path);
+                let mut n = 0i64;
+                while std::time::Instant::now() < end {
+                    for _ in 0..100 {
+                        let fd = libc::openat(libc::AT_FDCWD, p.as_ptr(), libc::O_RDONLY);
+                        if fd >= 0 {
+                            libc::close(fd);
+                        }
+                        n += 1;
+                    }
+                }
+                n
+            }
+            "storm" => {
+                let n: usize = arg.parse().map_err(|_| "storm=N")?;
+                let mut done = 0;
+                while done < n {
+                    let batch = (n - done).min(50);
+                    let mut pids = Vec::with_capacity(batch);
+                    for _ in 0..batch {
+                        let pid = libc::fork();
+                        if pid == 0 {
+                            libc::_exit(0);
+                        }
+                        pids.push(pid);
+                    }
+                    for pid in pids {
+                        let mut st = 0;
+                        libc::waitpid(pid, &mut st, 0);
+                    }
+                    done += batch;
+                }
+                done as i64
+            }
             "getenv" => libc::getenv(c(arg).as_ptr()) as i64,
             "secure_getenv" => secure_getenv(c(arg).as_ptr()) as i64,
             "ifhwaddr" | "ifconf" => {
@@ -137,6 +205,57 @@ fn act(action: &str) -> Result<(), String> {
     };
     report(op, arg, ret);
     Ok(())
+}
+
+/// Double fork: the grandchild is re-parented (to init or a subreaper) and runs `actions`.
+fn daemon(actions: &str) -> i64 {
+    // SAFETY: plain fork/setsid/waitpid; the children only run this program's actions and exit.
+    unsafe {
+        let pid = libc::fork();
+        if pid == 0 {
+            if libc::fork() == 0 {
+                libc::setsid();
+                // Let the middle process exit first, so the re-parenting has happened.
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                for a in actions.split('|') {
+                    let _ = act(a);
+                }
+                libc::_exit(0);
+            }
+            libc::_exit(0);
+        }
+        let mut st = 0;
+        libc::waitpid(pid, &mut st, 0);
+        // Wait for the grandchild's work (it is not our child any more).
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        pid as i64
+    }
+}
+
+/// fexecve of a memfd holding a copy of this program: the kernel runs "/dev/fd/N".
+fn memfd_exec(actions: &str) -> i64 {
+    let Ok(me) = std::fs::read("/proc/self/exe") else { return -1 };
+    let name = std::env::args().next().unwrap_or_default();
+    // SAFETY: memfd_create/write/fork/fexecve with valid buffers; the child execs or exits.
+    unsafe {
+        let fd = libc::memfd_create(c("agent").as_ptr(), 0);
+        if fd < 0 || libc::write(fd, me.as_ptr().cast(), me.len()) != me.len() as isize {
+            return -1;
+        }
+        let args: Vec<CString> = std::iter::once(c(&name)).chain(actions.split('|').map(c)).collect();
+        let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+        argv.push(std::ptr::null());
+        let env = [std::ptr::null()];
+        let pid = libc::fork();
+        if pid == 0 {
+            libc::fexecve(fd, argv.as_ptr(), env.as_ptr());
+            libc::_exit(127);
+        }
+        let mut st = 0;
+        libc::waitpid(pid, &mut st, 0);
+        libc::close(fd);
+        pid as i64
+    }
 }
 
 fn tcp(arg: &str) -> i64 {
@@ -162,6 +281,9 @@ fn tcp(arg: &str) -> i64 {
 
 fn main() -> ExitCode {
     for action in std::env::args().skip(1) {
+        if action.starts_with('-') || !action.contains('=') {
+            continue;
+        }
         if let Err(e) = act(&action) {
             eprintln!("fsprobe: {e}");
             return ExitCode::from(2);

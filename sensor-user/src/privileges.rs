@@ -1,0 +1,72 @@
+//! Least privilege: what aiwatch needs to start, what it keeps once its probes are attached,
+//! and dropping the rest (as root or as a non-root user given these capabilities).
+//!
+//! | capability | start | running | why |
+//! | --- | --- | --- | --- |
+//! | `CAP_BPF` | yes | yes | load programs, create maps; read and update maps (`unprivileged_bpf_disabled`) |
+//! | `CAP_PERFMON` | yes | yes | attach tracepoints; per-session getenv perf events on other users' processes |
+//! | `CAP_SYS_PTRACE` | yes | yes | read `/proc/<pid>/exe`, `cwd`, `fd/*` of other users' processes |
+//! | `CAP_DAC_READ_SEARCH` | yes | yes | resolve paths in other users' directories; read tracefs ids |
+//! | `CAP_DAC_OVERRIDE` | non-root only | no | write tracefs `uprobe_events` (root owns it) |
+//! | `CAP_SYS_ADMIN` | if tracefs is not mounted | no | mount tracefs |
+//! | `CAP_SYS_RESOURCE` | optional | no | raise `RLIMIT_MEMLOCK` on kernels before 5.11 |
+
+use caps::{CapSet, Capability, CapsHashSet};
+
+/// Capabilities kept after start-up.
+pub const RUNTIME: [Capability; 4] = [
+    Capability::CAP_BPF,
+    Capability::CAP_PERFMON,
+    Capability::CAP_SYS_PTRACE,
+    Capability::CAP_DAC_READ_SEARCH,
+];
+
+/// Capabilities needed to start.
+pub const STARTUP: [Capability; 7] = [
+    Capability::CAP_BPF,
+    Capability::CAP_PERFMON,
+    Capability::CAP_SYS_PTRACE,
+    Capability::CAP_DAC_READ_SEARCH,
+    Capability::CAP_DAC_OVERRIDE,
+    Capability::CAP_SYS_ADMIN,
+    Capability::CAP_SYS_RESOURCE,
+];
+
+/// Required start-up capabilities this process lacks (effective set), for a clear warning.
+/// `CAP_DAC_OVERRIDE` is needed only by a non-root user; the others in [`STARTUP`] only sometimes.
+pub fn missing_for_startup() -> Vec<Capability> {
+    let have = caps::read(None, CapSet::Effective).unwrap_or_default();
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    RUNTIME
+        .iter()
+        .chain((!root).then_some(&Capability::CAP_DAC_OVERRIDE))
+        .filter(|c| !have.contains(c))
+        .copied()
+        .collect()
+}
+
+/// Keeps only [`RUNTIME`] (those the process has) in every set, empties the bounding set of
+/// everything else, and sets `no_new_privs`. Returns what is kept.
+pub fn drop_to_runtime() -> anyhow::Result<Vec<Capability>> {
+    let permitted = caps::read(None, CapSet::Permitted)?;
+    let keep: CapsHashSet = RUNTIME.iter().filter(|c| permitted.contains(c)).copied().collect();
+    // Ambient and inheritable first: capabilities must not pass to anything exec'd.
+    caps::clear(None, CapSet::Ambient)?;
+    caps::clear(None, CapSet::Inheritable)?;
+    for cap in caps::all() {
+        if !keep.contains(&cap) && caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false) {
+            // Needs CAP_SETPCAP; without it the bounding set stays, the other sets still shrink.
+            let _ = caps::drop(None, CapSet::Bounding, cap);
+        }
+    }
+    caps::set(None, CapSet::Effective, &keep)?;
+    caps::set(None, CapSet::Permitted, &keep)?;
+    // SAFETY: prctl with constant arguments.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        anyhow::bail!("PR_SET_NO_NEW_PRIVS: {}", std::io::Error::last_os_error());
+    }
+    let mut kept: Vec<Capability> = keep.into_iter().collect();
+    kept.sort_by_key(|c| c.index());
+    Ok(kept)
+}

@@ -1,0 +1,340 @@
+//! Hardening: evasion, overload, lifecycle, least privilege, secrets. Needs root; run through
+//! `cargo xtask test`.
+
+use std::{
+    os::unix::fs::PermissionsExt,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use integration_tests::{net::*, *};
+use serde_json::Value;
+
+fn read_by<'a>(pid: u32, path: &'a str) -> impl Fn(&Value) -> bool + 'a {
+    move |r| r["type"] == "fingerprint_read" && r["process"]["pid"] == pid && r["resolved_path"] == path
+}
+
+fn in_session<'a>(root: u32, path: &'a str) -> impl Fn(&Value) -> bool + 'a {
+    move |r| r["type"] == "fingerprint_read" && r["session"]["root_pid"] == root && r["resolved_path"] == path
+}
+
+// ---- Evasion -------------------------------------------------------------------------------
+
+#[test]
+fn renaming_the_process_after_exec_changes_nothing() {
+    let (sensor, dir) = (Sensor::start(AGENT_CONFIG), TempDir::new("comm"));
+    let agent = probe_as(&dir, AGENT);
+    let root = run(&agent, &["comm=bash", "openat=/etc/localtime"]);
+    let r = sensor.wait_for("read after rename", read_by(root, "/etc/localtime"));
+    assert_eq!(r["process"]["comm"], "bash");
+    assert_eq!(r["reader"], "assistant");
+    assert_eq!(r["session"]["assistant"], "test-agent");
+}
+
+#[test]
+fn started_through_a_symlink() {
+    let (sensor, dir) = (Sensor::start(AGENT_CONFIG), TempDir::new("start"));
+    let plain = probe_as(&dir, "plain-program");
+    // A symlink named like the assistant to a file named otherwise.
+    let link = dir.path(AGENT);
+    std::os::unix::fs::symlink(&plain, &link).unwrap();
+    let root = run(&link, &["openat=/etc/hostname"]);
+    let r = sensor.wait_for("symlink start", read_by(root, "/etc/hostname"));
+    assert_eq!(r["reader"], "assistant");
+}
+
+#[test]
+fn memfd_exec_keeps_the_assistant_name_in_argv0() {
+    let (sensor, dir) = (Sensor::start(AGENT_CONFIG), TempDir::new("memfd"));
+    let agent = probe_as(&dir, AGENT);
+    // The agent re-executes itself from a memfd (argv[0] = its own path).
+    let root = run(&agent, &["memfd=openat=/etc/timezone"]);
+    let r = sensor.wait_for("read by the memfd image", in_session(root, "/etc/timezone"));
+    // /memfd:… while it runs; the kernel's /dev/fd/N name once it is gone.
+    let exe = r["process"]["exe"].as_str().unwrap();
+    assert!(exe.starts_with("/memfd:") || exe.starts_with("/dev/fd/"), "{r}");
+    assert_eq!(r["session"]["assistant"], "test-agent");
+}
+
+#[test]
+fn threads_forks_vforks_daemons_and_shells_are_attributed() {
+    let (sensor, dir) = (Sensor::start(AGENT_CONFIG), TempDir::new("children"));
+    let agent = probe_as(&dir, AGENT);
+    let root = run(
+        &agent,
+        &[
+            "thread=openat=/etc/localtime",
+            "vfork=/etc/hostname",
+            "daemon=openat=/etc/resolv.conf",
+            "child=openat2=/etc/machine-id",
+            "sh=cat /etc/timezone > /dev/null",
+        ],
+    );
+    let t = sensor.wait_for("thread read", read_by(root, "/etc/localtime"));
+    assert_ne!(t["process"]["tid"], t["process"]["pid"], "read from a non-main thread");
+    assert_eq!(t["reader"], "assistant");
+    for path in ["/etc/hostname", "/etc/resolv.conf", "/etc/machine-id", "/etc/timezone"] {
+        let r = sensor.wait_for(path, in_session(root, path));
+        assert_eq!(r["reader"], "descendant", "{r}");
+    }
+    // The double-forked daemon was re-parented away from the session and still belongs to it.
+    let d = sensor.wait_for("daemon", in_session(root, "/etc/resolv.conf"));
+    assert_ne!(d["process"]["ppid"], root);
+}
+
+#[test]
+fn openat2_resolve_flags_are_reported() {
+    let (sensor, dir) = (Sensor::start(AGENT_CONFIG), TempDir::new("openat2"));
+    let agent = probe_as(&dir, AGENT);
+    let root = run(&agent, &["openat2=/etc/localtime"]);
+    let r = sensor.wait_for("openat2", read_by(root, "/etc/localtime"));
+    assert_eq!(r["syscall"], "openat2");
+    assert_eq!(r["resolve_flags"], 2, "RESOLVE_NO_MAGICLINKS");
+}
+
+// ---- Secrets and least privilege ---------------------------------------------------------
+
+#[test]
+fn secrets_in_argv_never_leave_the_host() {
+    let (sensor, dir) = (Sensor::start(AGENT_CONFIG), TempDir::new("argv"));
+    let agent = probe_as(&dir, AGENT);
+    let secret = "sk-ant-api03-Zq8vN2xLkP4rT6wY9bC1dF3gH5jK7mQ0";
+    let bearer = "eyJhbGciOiJIUzI1NiJ9.c2VjcmV0LXRva2Vu.abcdefghijklmnop";
+    let root = run(
+        &agent,
+        &["openat=/etc/localtime", "--api-key", secret, &format!("Authorization: Bearer {bearer}")],
+    );
+    sensor.wait_for("session end", |r| r["type"] == "session_end" && r["session"]["root_pid"] == root);
+    let start =
+        sensor.wait_for("start", |r| r["type"] == "session_start" && r["session"]["root_pid"] == root);
+    let argv: Vec<&str> =
+        start["process"]["argv"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert_eq!(argv[2..], ["--api-key", "[REDACTED]", "Authorization: [REDACTED]"]);
+    let records: String = sensor.records().iter().map(|r| r.to_string()).collect();
+    let metrics = sensor.scrape();
+    let log = sensor.stop();
+    for (what, text) in [("records", records), ("metrics", metrics), ("log", log)] {
+        assert!(
+            !text.contains("Zq8vN2xLkP4rT6wY9bC1dF3gH5jK7mQ0") && !text.contains("c2VjcmV0LXRva2Vu"),
+            "secret in {what}"
+        );
+    }
+}
+
+fn cap_names(hex: &str) -> Vec<String> {
+    let out = Command::new("capsh").arg(format!("--decode={hex}")).output().expect("capsh");
+    let s = String::from_utf8_lossy(&out.stdout);
+    let mut v: Vec<String> =
+        s.split_once('=').map(|(_, c)| c.trim().split(',').map(String::from).collect()).unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn status_field(pid: u32, field: &str) -> String {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines().find_map(|l| l.strip_prefix(field)).unwrap_or("").trim().to_string()
+}
+
+#[test]
+fn capabilities_not_needed_at_run_time_are_dropped() {
+    let (sensor, dir) = (Sensor::start(AGENT_CONFIG), TempDir::new("caps"));
+    let pid = sensor.pid();
+    assert_eq!(
+        cap_names(&status_field(pid, "CapEff:")),
+        ["cap_bpf", "cap_dac_read_search", "cap_perfmon", "cap_sys_ptrace"]
+    );
+    assert_eq!(status_field(pid, "CapPrm:"), status_field(pid, "CapEff:"));
+    assert_eq!(status_field(pid, "NoNewPrivs:"), "1");
+    // Still fully working: file reads, and getenv probes attached after the drop.
+    let agent = probe_as(&dir, AGENT);
+    let root = run(&agent, &["sleep=200", "child=getenv=TZ;openat=/etc/localtime"]);
+    sensor.wait_for("read", in_session(root, "/etc/localtime"));
+    sensor.wait_for("getenv", |r| {
+        r["type"] == "env_read" && r["session"]["root_pid"] == root && r["variable"] == "TZ"
+    });
+}
+
+#[test]
+fn runs_as_a_non_root_user_with_only_its_capabilities() {
+    // tracefs must be mounted (a root run does it); a non-root sensor without CAP_SYS_ADMIN
+    // cannot mount it.
+    assert!(Command::new(aiwatch_bin()).args(["check"]).output().unwrap().status.success());
+    let dir = TempDir::new("nonroot");
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.path("aiwatch");
+    std::fs::copy(aiwatch_bin(), &bin).unwrap();
+    let caps = "+bpf,+perfmon,+sys_ptrace,+dac_read_search,+dac_override";
+    let wrapper = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        &format!("--inh-caps={caps}"),
+        &format!("--ambient-caps={caps}"),
+    ];
+    let sensor = Sensor::start_as(AGENT_CONFIG, &wrapper, &bin, &[]);
+    assert_eq!(status_field(sensor.pid(), "Uid:").split_whitespace().next(), Some("65534"));
+    let agent = probe_as(&dir, AGENT);
+    let root = run(&agent, &["sleep=200", "openat=/etc/localtime", "child=getenv=TZ"]);
+    sensor.wait_for("read seen by a non-root sensor", read_by(root, "/etc/localtime"));
+    sensor.wait_for("getenv", |r| r["type"] == "env_read" && r["session"]["root_pid"] == root);
+    assert_eq!(
+        cap_names(&status_field(sensor.pid(), "CapEff:")),
+        ["cap_bpf", "cap_dac_read_search", "cap_perfmon", "cap_sys_ptrace"]
+    );
+}
+
+#[test]
+fn metrics_bind_loopback_by_default() {
+    let (code, out) = {
+        let o = Command::new(aiwatch_bin()).arg("config").output().unwrap();
+        (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    assert_eq!(code, Some(0));
+    assert!(out.contains("listen = \"127.0.0.1:9464\""), "{out}");
+}
+
+#[test]
+fn config_writable_by_others_is_refused() {
+    let dir = TempDir::new("perm");
+    let cfg = dir.path("aiwatch.toml");
+    std::fs::write(&cfg, "").unwrap();
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = Command::new(aiwatch_bin()).args(["--config", cfg.to_str().unwrap(), "run"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refusing config file") && err.contains("mode 0666"), "{err}");
+}
+
+// ---- Lifecycle -------------------------------------------------------------------------------
+
+#[test]
+fn sighup_applies_a_valid_config_and_keeps_the_old_one_on_an_invalid_one() {
+    let dir = TempDir::new("reload");
+    let cfg_dir = TempDir::new("reload-cfg");
+    let sensor = Sensor::start(AGENT_CONFIG);
+    let cfg = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("config.toml"))
+        .find(|p| {
+            std::fs::read_to_string("/proc/".to_string() + &sensor.pid().to_string() + "/cmdline")
+                .unwrap_or_default()
+                .contains(p.to_str().unwrap())
+        })
+        .expect("the sensor's config file");
+    let other = probe_as(&dir, "aiwatch-other-agent");
+    let before = run(&other, &["openat=/etc/localtime"]);
+    // A valid config naming the other agent.
+    std::fs::write(
+        &cfg,
+        format!("{AGENT_CONFIG}[[assistants]]\nname = \"other\"\nexe = [\"aiwatch-other-agent\"]\n"),
+    )
+    .unwrap();
+    let hup = |pid: u32| unsafe { libc::kill(pid as i32, libc::SIGHUP) };
+    hup(sensor.pid());
+    let end = Instant::now() + Duration::from_secs(10);
+    while !sensor.log().contains("config reloaded") {
+        assert!(Instant::now() < end, "no reload:\n{}", sensor.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let after = run(&other, &["openat=/etc/localtime"]);
+    let r = sensor.wait_for("newly configured assistant", read_by(after, "/etc/localtime"));
+    assert_eq!(r["session"]["assistant"], "other");
+    assert!(sensor.records().iter().all(|r| r["process"]["pid"] != before), "not tracked before the reload");
+    // An invalid one: logged, and the configuration in force stays.
+    std::fs::write(&cfg, "[[assistants]]\nname = \"broken\"\nexe = [\"a/b\"]\n").unwrap();
+    hup(sensor.pid());
+    let end = Instant::now() + Duration::from_secs(10);
+    while !sensor.log().contains("config reload failed") {
+        assert!(Instant::now() < end, "no failure logged:\n{}", sensor.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let again = run(&other, &["openat=/etc/hostname"]);
+    sensor.wait_for("still tracked with the old config", read_by(again, "/etc/hostname"));
+    drop(cfg_dir);
+}
+
+#[test]
+fn restart_while_assistants_run_rebuilds_their_sessions() {
+    let dir = TempDir::new("restart");
+    let agent = probe_as(&dir, AGENT);
+    let go = dir.path("go");
+    let child_pid = dir.path("child.pid");
+    let first = Sensor::start(AGENT_CONFIG);
+    let mut running = spawn(
+        &agent,
+        &[&format!("child=pid={};waitfile={};openat=/etc/hosts", child_pid.display(), go.display())],
+    );
+    first.wait_for("session", |r| r["type"] == "session_start" && r["session"]["root_pid"] == running.pid());
+    while !child_pid.exists() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let log = first.stop();
+    assert!(log.contains("stopped"));
+    let second = Sensor::start(AGENT_CONFIG);
+    let s = second.wait_for("rebuilt session", |r| {
+        r["type"] == "session_start" && r["session"]["root_pid"] == running.pid()
+    });
+    assert_eq!(s["found_by"], "scan");
+    std::fs::write(&go, "").unwrap();
+    let child: u32 = std::fs::read_to_string(&child_pid).unwrap().trim().parse().unwrap();
+    let r = second.wait_for("descendant after restart", read_by(child, "/etc/hosts"));
+    assert_eq!(r["reader"], "descendant");
+    assert!(running.wait(Duration::from_secs(10)).is_some());
+}
+
+// ---- Overload ------------------------------------------------------------------------------
+
+fn rss_kib(pid: u32) -> u64 {
+    status_field(pid, "VmRSS:").split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn overload_is_counted_bounded_and_recovered_from() {
+    // Its own assistant name, so the other tests' sensors do not follow the flood; and a small
+    // ring buffer, so a fast reader overflows it.
+    let dir = TempDir::new("overload");
+    let config = "[[assistants]]\nname = \"storm\"\nexe = [\"aiwatch-storm-agent\"]\n[sensor]\nring_buffer_bytes = 65536\n";
+    // Records go to a file: the flood is the sensor's to handle, not this test's memory.
+    let out = dir.path("events.jsonl");
+    let small = Sensor::start_with(config, &["--output", out.to_str().unwrap()]);
+    let agent = probe_as(&dir, "aiwatch-storm-agent");
+    std::thread::sleep(Duration::from_millis(1500));
+    let baseline = small.metric(r#"aiwatch_kernel_map_entries{map="tracked"}"#).unwrap_or(0.0);
+    // 30 s of watched reads as fast as one process can, and 10,000 short-lived tracked
+    // processes at the same time.
+    let mut spinner = spawn(&agent, &["spin=30000,/etc/localtime"]);
+    let storm = run(&agent, &["storm=10000"]);
+    let mut peak_rss = 0;
+    while spinner.wait(Duration::from_millis(500)).is_none() {
+        peak_rss = peak_rss.max(rss_kib(small.pid()));
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    let lost = small.metric(r#"aiwatch_kernel_events_total{outcome="ringbuf_full"}"#).unwrap();
+    assert!(lost > 0.0, "a 64 KiB ring buffer must overflow under this load");
+    assert!(peak_rss < 64 * 1024, "daemon RSS peaked at {peak_rss} KiB");
+    let entries = small.metric(r#"aiwatch_kernel_map_entries{map="tracked"}"#).unwrap();
+    assert!(entries <= baseline, "tracked map back to {entries}, baseline {baseline}");
+    assert!(storm > 0);
+    // Findings work again once the storm is over.
+    let api = http_server(None, "127.0.0.1:0");
+    let req = dir.path("req.http");
+    std::fs::write(&req, "GET / HTTP/1.1\r\nHost: api.openai.com\r\n\r\n").unwrap();
+    let root = run(
+        &agent,
+        &["openat=/etc/localtime", "openat=/etc/machine-id", &format!("tcp={},@{}", api.addr, req.display())],
+    );
+    let want = format!("\"root_pid\":{root},");
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        if text.lines().rev().take(5000).any(|l| l.contains("\"type\":\"finding\"") && l.contains(&want)) {
+            break;
+        }
+        assert!(Instant::now() < end, "no finding after the storm");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = small.stop();
+    assert!(log.contains("stopped"));
+}
