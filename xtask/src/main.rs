@@ -37,6 +37,14 @@ enum Cmd {
     },
     /// cargo fmt --check and clippy -D warnings on every crate, the eBPF one included.
     Lint,
+    /// Run every fuzz target (or one) for a bounded time, with the seed corpora.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Only this target.
+        target: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -102,6 +110,50 @@ fn lint() -> anyhow::Result<()> {
     Ok(())
 }
 
+const FUZZ_TARGETS: [&str; 7] = [
+    "kernel_event",
+    "tls_client_hello",
+    "http_request",
+    "dns_message",
+    "netlink_request",
+    "config",
+    "redact",
+];
+
+/// `cargo fuzz run` each target for `seconds`, new inputs kept under target/ (the committed
+/// seed corpus stays as it is).
+fn fuzz(seconds: u64, only: Option<&str>) -> anyhow::Result<()> {
+    let dir = root().join("fuzz");
+    let targets: Vec<&str> = FUZZ_TARGETS.iter().copied().filter(|t| only.is_none_or(|o| o == *t)).collect();
+    if targets.is_empty() {
+        bail!("no fuzz target named {:?}; targets: {}", only.unwrap_or(""), FUZZ_TARGETS.join(", "));
+    }
+    for t in targets {
+        let work = root().join("target/fuzz-corpus").join(t);
+        std::fs::create_dir_all(&work)?;
+        let mut c = Command::new("cargo");
+        c.current_dir(&dir)
+            .env("PATH", setup::path_with_cargo_bin())
+            // The parsers do not need the eBPF object; skip building it with sanitizers.
+            .env("AYA_BUILD_SKIP", "1")
+            .args(["+nightly", "fuzz", "run", t])
+            .arg(&work)
+            .arg(dir.join("corpus").join(t))
+            .args([
+                "--",
+                &format!("-max_total_time={seconds}"),
+                "-rss_limit_mb=2048",
+                "-print_final_stats=1",
+            ]);
+        eprintln!("xtask: $ {}", display(&c));
+        let status = c.status().context("cannot run cargo fuzz")?;
+        if !status.success() {
+            bail!("fuzz target {t} failed ({status}); the crashing input is under fuzz/artifacts/{t}");
+        }
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Setup => setup::setup(),
@@ -119,6 +171,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             setup::setup()?;
             lint()
         }
+        Cmd::Fuzz { seconds, target } => {
+            setup::setup()?;
+            fuzz(seconds, target.as_deref())
+        }
         Cmd::Test { filter } => {
             setup::setup()?;
             require_root("cargo xtask test")?;
@@ -131,7 +187,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mut integ = cargo();
             integ.args(["test", "--package", "integration-tests"]).env("AIWATCH_BIN", &bin);
             integ.args(["--"]).args(filter.iter());
-            sh(&mut integ)
+            sh(&mut integ)?;
+            // Every parser of untrusted bytes, briefly: regressions show up here.
+            if filter.is_none() {
+                fuzz(5, None)?;
+            }
+            Ok(())
         }
     }
 }

@@ -80,6 +80,14 @@ pub fn setup() -> anyhow::Result<()> {
     })?;
     apt_packages(&LLVM_PACKAGES)?;
     apt_packages(&TEST_PACKAGES)?;
+    let fuzz = ok(Command::new("cargo").args(["fuzz", "--version"]).env("PATH", path_with_cargo_bin()));
+    step("cargo-fuzz", fuzz, || {
+        sh(Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())).args([
+            "install",
+            "cargo-fuzz",
+            "--locked",
+        ]))
+    })?;
     let linker = ok(Command::new("bpf-linker").arg("--version").env("PATH", path_with_cargo_bin()));
     step("bpf-linker", linker, || {
         // bpf-linker links against Debian's LLVM 22, which matches nightly's LLVM.

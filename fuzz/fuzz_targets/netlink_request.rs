@@ -1,0 +1,5 @@
+//! Netlink route requests.
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let _ = aiwatch::parsers::netlink::requests(data);
+});

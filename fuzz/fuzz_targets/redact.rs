@@ -1,0 +1,8 @@
+//! Secret scrubbing of command lines and variable values.
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let text = String::from_utf8_lossy(data);
+    let args: Vec<String> = text.split('\0').map(str::to_string).collect();
+    let _ = aiwatch::redact::argv(&args);
+    let _ = aiwatch::variables::redact(&text);
+});
