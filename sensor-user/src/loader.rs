@@ -315,6 +315,16 @@ fn attach_tracepoint(ebpf: &mut Ebpf, program: &str, category: &str, name: &str)
     Ok(())
 }
 
+/// Fault injection for tests and drills: `AIWATCH_FAIL_ATTACH=prog1,prog2` makes those programs'
+/// hooks fail as if the kernel refused them, in `run` and in `check` alike.
+fn injected_failure(program: &str) -> anyhow::Result<()> {
+    let listed = std::env::var("AIWATCH_FAIL_ATTACH").unwrap_or_default();
+    if listed.split(',').any(|p| p.trim() == program) {
+        bail!("attach refused (AIWATCH_FAIL_ATTACH)");
+    }
+    Ok(())
+}
+
 /// Loads every program `usage` selects and, with `attach`, attaches it to its hooks. A failed
 /// optional hook is reported and skipped; a failed required one is an error after all have
 /// been tried (so the report is complete).
@@ -339,6 +349,7 @@ pub fn load_programs(ebpf: &mut Ebpf, attach: bool, include_check_only: bool) ->
         }
         for hook in &spec.hooks {
             let r = match hook {
+                _ if injected_failure(spec.name).is_err() => injected_failure(spec.name),
                 Hook::Tracepoint { category, name } if attach => {
                     attach_tracepoint(ebpf, spec.name, category, name)
                 }

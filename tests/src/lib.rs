@@ -160,6 +160,17 @@ impl Sensor {
 
     /// As [`Sensor::start_with`], run as `wrapper... bin run ...` (e.g. through `setpriv`).
     pub fn start_as(config: &str, wrapper: &[&str], bin: &Path, extra: &[&str]) -> Self {
+        Self::start_env(config, wrapper, bin, extra, &[])
+    }
+
+    /// As [`Sensor::start_as`], with extra environment variables.
+    pub fn start_env(
+        config: &str,
+        wrapper: &[&str],
+        bin: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let dir = TempDir::new("sensor");
         let cfg = dir.path("config.toml");
         std::fs::write(&cfg, config).expect("write config");
@@ -177,6 +188,7 @@ impl Sensor {
             .arg(&cfg)
             .args(["--metrics-listen", &metrics.to_string()])
             .args(extra)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

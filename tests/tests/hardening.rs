@@ -44,6 +44,21 @@ fn started_through_a_symlink() {
 }
 
 #[test]
+fn started_as_a_shebang_script_through_env() {
+    let (sensor, dir) = (Sensor::start(AGENT_CONFIG), TempDir::new("shebang"));
+    let agent = probe_as(&dir, AGENT);
+    // An innocently named script whose interpreter is the assistant, found through env(1).
+    let script = dir.path("build-helper.sh");
+    std::fs::write(&script, format!("#!/usr/bin/env -S {} openat=/etc/localtime\n", agent.display()))
+        .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let root = run(&script, &[]);
+    let r = sensor.wait_for("read by the script's interpreter", read_by(root, "/etc/localtime"));
+    assert_eq!(r["session"]["assistant"], "test-agent");
+    assert_eq!(r["reader"], "assistant");
+}
+
+#[test]
 fn memfd_exec_keeps_the_assistant_name_in_argv0() {
     let (sensor, dir) = (Sensor::start(AGENT_CONFIG), TempDir::new("memfd"));
     let agent = probe_as(&dir, AGENT);
@@ -253,6 +268,49 @@ fn sighup_applies_a_valid_config_and_keeps_the_old_one_on_an_invalid_one() {
     let again = run(&other, &["openat=/etc/hostname"]);
     sensor.wait_for("still tracked with the old config", read_by(again, "/etc/hostname"));
     drop(cfg_dir);
+}
+
+#[test]
+fn a_probe_that_cannot_attach_leaves_the_others_running_and_shows() {
+    let failing = [("AIWATCH_FAIL_ATTACH", "files_enter_statx")];
+    let sensor = Sensor::start_env(AGENT_CONFIG, &[], &aiwatch_bin(), &[], &failing);
+    assert!(
+        sensor.log().contains("probe not attached") && sensor.log().contains("files_enter_statx"),
+        "{}",
+        sensor.log()
+    );
+    let dir = TempDir::new("probe-fault");
+    let agent = probe_as(&dir, AGENT);
+    let root = run(&agent, &["statx=/etc/hostname", "openat=/etc/localtime"]);
+    sensor.wait_for("other probes still report", read_by(root, "/etc/localtime"));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!sensor.records().iter().any(|r| r["process"]["pid"] == root && r["syscall"] == "statx"));
+    let m = sensor.scrape();
+    assert!(
+        m.contains(r#"aiwatch_probe_attached{hook="tracepoint/syscalls/sys_enter_statx",program="files_enter_statx"} 0"#),
+        "{m}"
+    );
+    assert!(m.contains(r#"aiwatch_probe_attached{hook="tracepoint/syscalls/sys_enter_openat",program="files_enter_openat"} 1"#));
+    // `aiwatch check` shows it too; an optional probe does not make the host unready.
+    let out = Command::new(aiwatch_bin()).args(["check", "--json"]).envs(failing).output().unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let row = report["programs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["program"] == "files_enter_statx")
+        .unwrap()
+        .clone();
+    assert_eq!(row["ok"], false);
+    assert!(row["error"].as_str().unwrap().contains("AIWATCH_FAIL_ATTACH"));
+    assert_eq!(report["ready"], true);
+    // A required one does make it unready, and `run` refuses to start without it.
+    let required = [("AIWATCH_FAIL_ATTACH", "process_enter_sched_exec")];
+    let out = Command::new(aiwatch_bin()).args(["check"]).envs(required).output().unwrap();
+    assert!(!out.status.success());
+    let out = Command::new(aiwatch_bin()).args(["run", "--no-metrics"]).envs(required).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("required probes failed to attach"));
 }
 
 #[test]
