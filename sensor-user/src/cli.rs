@@ -33,6 +33,19 @@ pub enum Command {
     },
     /// Print the effective configuration (defaults merged with --config) as TOML.
     Config,
+    /// Show the active assistant sessions of a running aiwatch (its loopback /status endpoint).
+    Status {
+        /// Address of the running aiwatch's metrics/status endpoint (default: metrics.listen).
+        #[arg(long, value_name = "ADDR")]
+        address: Option<SocketAddr>,
+        /// Print the JSON as served.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script.
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff).
+    Man,
 }
 
 #[derive(Debug, clap::Args, Default)]
@@ -92,6 +105,21 @@ impl RunArgs {
     }
 }
 
+/// A GET on a loopback HTTP/1.1 endpoint; the body, or an error for a non-200 answer.
+fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(3))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let (head, body) = out.split_once("\r\n\r\n").context("malformed HTTP answer")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        anyhow::bail!("{}", head.lines().next().unwrap_or(head));
+    }
+    Ok(body.to_string())
+}
+
 fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
     Ok(match path {
         Some(p) => Config::load(p)?,
@@ -136,6 +164,30 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Config => {
             print!("{}", cfg.to_toml());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { address, json } => {
+            let addr = address.unwrap_or(cfg.metrics.listen);
+            let body = http_get(addr, "/status").with_context(|| {
+                format!("cannot reach aiwatch at {addr} (is it running, with metrics enabled?)")
+            })?;
+            if json {
+                println!("{body}");
+            } else {
+                let s: crate::status::Status = serde_json::from_str(&body)
+                    .with_context(|| format!("unexpected answer from {addr}/status"))?;
+                print!("{}", crate::status::render(&s));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "aiwatch", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd).render(&mut std::io::stdout()).context("rendering the man page")?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { json } => {

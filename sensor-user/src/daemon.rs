@@ -28,8 +28,9 @@ pub async fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow
     }
     let metrics = Arc::new(Metrics::new()?);
     // Bind first: a bad address fails before anything is attached.
+    let status = crate::status::Shared::default();
     let server = if cfg.metrics.enabled {
-        Some(metrics::serve(cfg.metrics.listen, metrics.clone()).await?)
+        Some(metrics::serve(cfg.metrics.listen, metrics.clone(), status.clone()).await?)
     } else {
         None
     };
@@ -131,6 +132,9 @@ pub async fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow
                 metrics.kernel_map_entries.with_label_values(&["sockets"]).set(socks as i64);
                 pipeline.tick();
                 pipeline.update_gauges();
+                if let Ok(mut s) = status.lock() {
+                    *s = pipeline.status();
+                }
             }
             _ = hup.recv() => {
                 sink_control.reopen();

@@ -19,5 +19,6 @@ pub mod procs;
 pub mod redact;
 pub mod report;
 pub mod sinks;
+pub mod status;
 pub mod uprobes;
 pub mod variables;

@@ -237,8 +237,13 @@ impl Metrics {
     }
 }
 
-/// Binds the endpoint (so a bad address fails start-up) and serves it in the background.
-pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+/// Binds the endpoint (so a bad address fails start-up) and serves `/metrics` and `/status` in
+/// the background.
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    status: crate::status::Shared,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let listener =
         TcpListener::bind(addr).await.with_context(|| format!("cannot listen for metrics on {addr}"))?;
     tracing::info!(%addr, "metrics endpoint at http://{addr}/metrics");
@@ -246,9 +251,9 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<to
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
-                    let m = metrics.clone();
+                    let (m, st) = (metrics.clone(), status.clone());
                     tokio::spawn(async move {
-                        let _ = tokio::time::timeout(Duration::from_secs(10), handle(stream, &m)).await;
+                        let _ = tokio::time::timeout(Duration::from_secs(10), handle(stream, &m, &st)).await;
                     });
                 }
                 Err(e) => {
@@ -260,7 +265,11 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<to
     }))
 }
 
-async fn handle(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
+async fn handle(
+    mut stream: TcpStream,
+    metrics: &Metrics,
+    status: &crate::status::Shared,
+) -> std::io::Result<()> {
     let mut buf = vec![0u8; 8192];
     let mut len = 0;
     while !buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
@@ -288,7 +297,14 @@ async fn handle(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()>
             respond(&mut stream, "200 OK", "text/plain; version=0.0.4; charset=utf-8", &metrics.encode())
                 .await
         }
-        ("GET", "/") => respond(&mut stream, "200 OK", "text/plain", b"aiwatch: see /metrics\n").await,
+        ("GET", "/status") => {
+            let body =
+                status.lock().map(|s| serde_json::to_vec_pretty(&*s).unwrap_or_default()).unwrap_or_default();
+            respond(&mut stream, "200 OK", "application/json", &body).await
+        }
+        ("GET", "/") => {
+            respond(&mut stream, "200 OK", "text/plain", b"aiwatch: see /metrics and /status\n").await
+        }
         ("GET", _) => respond(&mut stream, "404 Not Found", "text/plain", b"not found\n").await,
         _ if method.is_empty() || target.is_empty() => {
             respond(&mut stream, "400 Bad Request", "text/plain", b"bad request\n").await
@@ -330,7 +346,8 @@ mod tests {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         drop(l);
-        let _task = serve(addr, m.clone()).await.unwrap();
+        let _task = serve(addr, m.clone(), Default::default()).await.unwrap();
+        assert!(get(addr, b"GET /status HTTP/1.1\r\n\r\n").await.contains("\"sessions\": []"));
         let body = get(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
         assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
         assert!(body.contains(r#"aiwatch_fingerprint_reads_total{assistant="claude-code",category="timezone",reader="assistant"} 1"#));

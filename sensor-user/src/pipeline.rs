@@ -200,6 +200,9 @@ impl Pipeline {
             ts_ns,
         };
         let root = p.session;
+        if let Some(sess) = self.table.session_mut(root) {
+            *sess.signals.entry(category.to_string()).or_default() += 1;
+        }
         self.correlator.add_signal(root, s);
     }
 
@@ -412,6 +415,17 @@ impl Pipeline {
                 }
                 _ => None,
             };
+            if let (egress::Out::Open { conn, .. }, Some((_, outcomes))) = (&o, &correlated) {
+                let dest = conn.host.clone().unwrap_or_else(|| conn.remote_addr.clone());
+                let emitted = outcomes.iter().filter(|(_, o)| matches!(o, Outcome::Emit(_))).count() as u64;
+                if let Some(sess) = self.table.session_mut(root) {
+                    // Bounded: the live view keeps 64 destinations per session.
+                    if sess.egress.len() < 64 || sess.egress.contains_key(&dest) {
+                        *sess.egress.entry(dest).or_default() += 1;
+                    }
+                    sess.findings += emitted;
+                }
+            }
             let Some(p) = self.table.get(pid) else { continue };
             let Some(s) = self.table.session(p.session) else { continue };
             let assistant = s.assistant.as_str();
@@ -591,6 +605,33 @@ impl Pipeline {
         tracing::info!(assistant = %s.assistant, pid = s.root_pid, session = %s.id, "assistant session ended");
         let duration_ms = boot_ns.saturating_sub(s.start_ns) / 1_000_000;
         self.emit(boot_ns, Body::SessionEnd { session: SessionRef::of(s), duration_ms });
+    }
+
+    /// The live view of active sessions.
+    pub fn status(&self) -> crate::status::Status {
+        let mut sessions: Vec<crate::status::SessionStatus> = self
+            .table
+            .sessions()
+            .map(|s| crate::status::SessionStatus {
+                id: s.id.clone(),
+                assistant: s.assistant.clone(),
+                root_pid: s.root_pid,
+                uid: s.uid,
+                user: crate::status::user_name(s.uid),
+                started: self.clock.rfc3339(s.start_ns),
+                processes: s.members,
+                signals: s.signals.clone(),
+                egress: s.egress.clone(),
+                findings: s.findings,
+            })
+            .collect();
+        sessions.sort_by(|a, b| a.started.cmp(&b.started));
+        crate::status::Status {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            host: self.host.clone(),
+            time: self.clock.rfc3339(Clock::now_boot_ns()),
+            sessions,
+        }
     }
 
     /// Refreshes the gauges that describe the table.

@@ -47,6 +47,10 @@ pub struct Session {
     pub start_ns: u64,
     /// Live processes in the session.
     pub members: usize,
+    /// Categories read, destinations contacted, findings: for the live view.
+    pub signals: std::collections::BTreeMap<String, u64>,
+    pub egress: std::collections::BTreeMap<String, u64>,
+    pub findings: u64,
 }
 
 /// What the kernel map must be told after an exec or fork.
@@ -85,6 +89,15 @@ impl ProcTable {
 
     pub fn session(&self, root: u32) -> Option<&Session> {
         self.sessions.get(&root)
+    }
+
+    pub fn session_mut(&mut self, root: u32) -> Option<&mut Session> {
+        self.sessions.get_mut(&root)
+    }
+
+    /// Processes per session root.
+    pub fn members(&self, root: u32) -> usize {
+        self.sessions.get(&root).map_or(0, |s| s.members)
     }
 
     pub fn sessions(&self) -> impl Iterator<Item = &Session> {
@@ -130,6 +143,9 @@ impl ProcTable {
                 argv: p.argv.clone(),
                 start_ns,
                 members: 1,
+                signals: Default::default(),
+                egress: Default::default(),
+                findings: 0,
             },
         );
     }
