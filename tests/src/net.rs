@@ -31,7 +31,14 @@ pub struct Netns {
 
 impl Netns {
     pub fn new(tag: &str) -> Self {
-        let name = format!("aiw-{tag}-{}", std::process::id());
+        Self::with_hosts(tag, &[])
+    }
+
+    /// A namespace whose /etc/hosts also maps `hosts` (names to 127.0.0.1).
+    pub fn with_hosts(tag: &str, hosts: &[&str]) -> Self {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let name = format!("aiw-{tag}-{}-{n}", std::process::id());
         let _ = Command::new("ip").args(["netns", "del", &name]).stderr(Stdio::null()).status();
         ip(&["netns", "add", &name]);
         let ns = Self { name };
@@ -41,6 +48,11 @@ impl Netns {
         std::fs::create_dir_all(&etc).expect("mkdir /etc/netns/<ns>");
         std::fs::write(format!("{etc}/resolv.conf"), "nameserver 127.0.0.1\noptions timeout:2 attempts:2\n")
             .expect("write resolv.conf");
+        if !hosts.is_empty() {
+            let lines: String = hosts.iter().map(|h| format!("127.0.0.1 {h}\n")).collect();
+            std::fs::write(format!("{etc}/hosts"), format!("127.0.0.1 localhost\n{lines}"))
+                .expect("write hosts");
+        }
         ns
     }
 
@@ -302,4 +314,96 @@ pub fn tls_server(dir: &TempDir) -> (Guard, SocketAddr) {
         std::thread::sleep(Duration::from_millis(10));
     }
     panic!("openssl s_server did not start");
+}
+
+/// A mock LLM API speaking enough of the Anthropic Messages API (streaming or not) and the
+/// Gemini API (`generateContent`, `streamGenerateContent`, `countTokens`) for the real CLIs to
+/// complete a one-shot prompt. Every answer says "ok".
+pub fn llm_server(netns: Option<&Netns>, bind: &str) -> Server {
+    spawn_server(netns, bind, false, |sock, stop| {
+        accept_loop(sock, stop, |mut s| {
+            let mut buf = read_head(&mut s);
+            let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n").map_or(buf.len(), |p| p + 4);
+            let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string())
+                })
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let mut b = [0u8; 65536];
+            while buf.len() < head_end + len {
+                match s.read(&mut b) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&b[..n]),
+                }
+            }
+            let body = String::from_utf8_lossy(&buf[head_end.min(buf.len())..]).replace(' ', "");
+            let first = head.lines().next().unwrap_or("");
+            let (ctype, answer) = llm_answer(first, &body);
+            let _ = s.write_all(
+                format!(
+                    "HTTP/1.1 {}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    if ctype.is_empty() { "404 Not Found" } else { "200 OK" },
+                    answer.len()
+                )
+                .as_bytes(),
+            );
+            if !first.starts_with("HEAD ") {
+                let _ = s.write_all(answer.as_bytes());
+            }
+        })
+    })
+}
+
+fn llm_answer(request_line: &str, body: &str) -> (&'static str, String) {
+    let path = request_line.split(' ').nth(1).unwrap_or("");
+    let candidate = |text: &str| {
+        serde_json::json!({"candidates":[{"content":{"parts":[{"text":text}],"role":"model"},"finishReason":"STOP","index":0}],
+                           "usageMetadata":{"promptTokenCount":1,"candidatesTokenCount":1,"totalTokenCount":2}})
+        .to_string()
+    };
+    if path.contains(":streamGenerateContent") {
+        ("text/event-stream", format!("data: {}\r\n\r\n", candidate("ok")))
+    } else if path.contains(":generateContent") {
+        // Gemini CLI's model router asks for a JSON decision.
+        let text = if body.contains("application/json") {
+            r#"{"reasoning":"simple","model_choice":"flash"}"#
+        } else {
+            "ok"
+        };
+        ("application/json", candidate(text))
+    } else if path.contains(":countTokens") {
+        ("application/json", r#"{"totalTokens":1}"#.to_string())
+    } else if path.starts_with("/v1/messages") && request_line.starts_with("POST") {
+        let msg = serde_json::json!({"id":"msg_1","type":"message","role":"assistant","model":"mock","content":[{"type":"text","text":"ok"}],
+                                     "stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":1,"output_tokens":1}});
+        if !body.contains("\"stream\":true") {
+            return ("application/json", msg.to_string());
+        }
+        let mut start = msg.clone();
+        start["content"] = serde_json::json!([]);
+        start["stop_reason"] = serde_json::Value::Null;
+        let events = [
+            ("message_start", serde_json::json!({"type":"message_start","message":start})),
+            (
+                "content_block_start",
+                serde_json::json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}),
+            ),
+            (
+                "content_block_delta",
+                serde_json::json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"ok"}}),
+            ),
+            ("content_block_stop", serde_json::json!({"type":"content_block_stop","index":0})),
+            (
+                "message_delta",
+                serde_json::json!({"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":1}}),
+            ),
+            ("message_stop", serde_json::json!({"type":"message_stop"})),
+        ];
+        ("text/event-stream", events.iter().map(|(e, d)| format!("event: {e}\ndata: {d}\n\n")).collect())
+    } else {
+        ("", r#"{"error":"not found"}"#.to_string())
+    }
 }

@@ -65,6 +65,32 @@ fn apt_packages(packages: &[&str]) -> anyhow::Result<()> {
     })
 }
 
+/// Real assistants the end-to-end tests run, pinned, from the npm registry.
+pub const ASSISTANTS: [(&str, &str); 2] =
+    [("@google/gemini-cli", "0.61.0"), ("@anthropic-ai/claude-code", "2.1.332")];
+
+fn installed_version(dir: &std::path::Path, package: &str) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join("node_modules").join(package).join("package.json")).ok()?;
+    let at = text.find("\"version\"")?;
+    let rest = &text[at + 9..];
+    let start = rest.find('"')? + 1;
+    let end = rest[start..].find('"')? + start;
+    Some(rest[start..end].to_string())
+}
+
+fn assistants() -> anyhow::Result<()> {
+    let dir = crate::root().join("target/assistants");
+    let present = ASSISTANTS.iter().all(|(p, v)| installed_version(&dir, p).as_deref() == Some(*v));
+    let list = ASSISTANTS.iter().map(|(p, v)| format!("{p}@{v}")).collect::<Vec<_>>();
+    step(&format!("assistants for the end-to-end tests ({})", list.join(", ")), present, || {
+        std::fs::create_dir_all(&dir)?;
+        sh(Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--loglevel=error", "--prefix"])
+            .arg(&dir)
+            .args(&list))
+    })
+}
+
 pub fn setup() -> anyhow::Result<()> {
     let nightly =
         output(Command::new("rustup").args(["toolchain", "list"])).lines().any(|l| l.starts_with("nightly"));
@@ -80,6 +106,7 @@ pub fn setup() -> anyhow::Result<()> {
     })?;
     apt_packages(&LLVM_PACKAGES)?;
     apt_packages(&TEST_PACKAGES)?;
+    assistants()?;
     let fuzz = ok(Command::new("cargo").args(["fuzz", "--version"]).env("PATH", path_with_cargo_bin()));
     step("cargo-fuzz", fuzz, || {
         sh(Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())).args([

@@ -31,7 +31,7 @@ type Builtin = (&'static str, &'static [&'static str], &'static [&'static str], 
 const ASSISTANTS: &[Builtin] = &[
     (
         "claude-code",
-        &["claude", "/**/claude/versions/*", "/**/@anthropic-ai/claude-code*/**"],
+        &["claude", "claude.exe", "/**/claude/versions/*", "/**/@anthropic-ai/claude-code*/**"],
         &["claude"],
         &["@anthropic-ai/claude-code"],
     ),

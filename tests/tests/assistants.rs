@@ -1,0 +1,119 @@
+//! Real assistants, installed at pinned versions from the npm registry by `cargo xtask setup`
+//! (into target/assistants), run non-interactively against a mock LLM API inside a network
+//! namespace that has no route out, under the built-in default configuration.
+
+use std::{path::PathBuf, process::Command, time::Duration};
+
+use integration_tests::{net::*, *};
+use serde_json::Value;
+
+const MOCK_HOST: &str = "api.mock-llm.test";
+const PLANTED_KEY: &str = "sk-ant-api03-PLANTEDkeyPLANTEDkeyPLANTED";
+
+fn assistant_bin(name: &str) -> PathBuf {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/assistants/node_modules/.bin")
+        .join(name);
+    assert!(p.exists(), "{} missing: `cargo xtask setup` installs the assistants", p.display());
+    p
+}
+
+/// Runs `bin -p "say ok"` in a fresh namespace against the mock; returns the root pid and stdout.
+fn run_assistant(bin: &std::path::Path, env: &[(&str, String)]) -> (u32, String) {
+    let ns = Netns::with_hosts("llm", &[MOCK_HOST]);
+    let _api = llm_server(Some(&ns), "127.0.0.1:8080");
+    let home = TempDir::new("home");
+    std::fs::create_dir_all(home.path(".gemini")).unwrap();
+    std::fs::write(
+        home.path(".gemini/settings.json"),
+        r#"{"security":{"auth":{"selectedType":"gemini-api-key"}},"telemetry":{"enabled":false},"general":{"disableAutoUpdate":true}}"#,
+    )
+    .unwrap();
+    let out = home.path("stdout");
+    let mut cmd = ns.command(bin, &["-p", "say ok"]);
+    cmd.env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("HOME", &home.0)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .current_dir(&home.0)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::process::Stdio::null());
+    let mut g = spawn_cmd(&mut cmd);
+    let pid = g.pid();
+    let status = g.wait(Duration::from_secs(90));
+    assert!(status.is_some(), "{} did not finish (killed by pid on drop)", bin.display());
+    (pid, std::fs::read_to_string(out).unwrap_or_default())
+}
+
+fn check_session(sensor: &Sensor, root: u32, assistant: &str, base_url_var: &str) {
+    let start = sensor
+        .wait_for("session start", |r| r["type"] == "session_start" && r["session"]["root_pid"] == root);
+    assert_eq!(start["session"]["assistant"], assistant, "{start}");
+    assert_eq!(start["found_by"], "exec");
+    let env = start["environment"].as_array().expect("exec environment");
+    let base = env.iter().find(|v| v["name"] == base_url_var).expect("base URL variable listed");
+    assert_eq!(base["category"], "base_url");
+    assert_eq!(base["value"], format!("http://{MOCK_HOST}:8080"));
+    // Egress to the mock host, named, classed as the base URL it was given, and correlated with
+    // the session's fingerprint reads before it.
+    let open = sensor.wait_for("connection to the mock", |r| {
+        r["type"] == "connection_open"
+            && r["session"]["root_pid"] == root
+            && r["connection"]["host"] == MOCK_HOST
+    });
+    assert_eq!(open["connection"]["remote_addr"], "127.0.0.1");
+    assert_eq!(open["connection"]["remote_port"], 8080);
+    assert_eq!(open["fingerprint"]["destination_class"], "base_url");
+    assert!(open["fingerprint"]["signals"].as_u64().unwrap() > 0, "no reads correlated: {open}");
+    // Its fingerprint reads (files or variables) are reported.
+    let reads: Vec<Value> = sensor
+        .records()
+        .into_iter()
+        .filter(|r| {
+            (r["type"] == "fingerprint_read" || r["type"] == "env_read") && r["session"]["root_pid"] == root
+        })
+        .collect();
+    assert!(
+        reads.iter().any(|r| r["category"] == "network_config"),
+        "resolving the mock host reads network config"
+    );
+    for r in sensor.records() {
+        assert!(!r.to_string().contains("PLANTEDkey"), "API key in a record: {r}");
+    }
+}
+
+#[test]
+fn claude_code_native_binary_end_to_end() {
+    let sensor = Sensor::start("");
+    let (root, out) = run_assistant(
+        &assistant_bin("claude"),
+        &[
+            ("ANTHROPIC_API_KEY", PLANTED_KEY.to_string()),
+            ("ANTHROPIC_BASE_URL", format!("http://{MOCK_HOST}:8080")),
+        ],
+    );
+    assert!(out.contains("ok"), "claude answered {out:?}");
+    check_session(&sensor, root, "claude-code", "ANTHROPIC_BASE_URL");
+}
+
+#[test]
+fn gemini_cli_end_to_end() {
+    let sensor = Sensor::start("");
+    let (root, out) = run_assistant(
+        &assistant_bin("gemini"),
+        &[
+            ("GEMINI_API_KEY", PLANTED_KEY.to_string()),
+            ("GOOGLE_GEMINI_BASE_URL", format!("http://{MOCK_HOST}:8080")),
+            ("GEMINI_CLI_TRUST_WORKSPACE", "true".to_string()),
+        ],
+    );
+    assert!(out.contains("ok"), "gemini answered {out:?}");
+    check_session(&sensor, root, "gemini-cli", "GOOGLE_GEMINI_BASE_URL");
+    // Node reads variables through getenv: the base URL read itself is reported.
+    sensor.wait_for("getenv of the base URL", |r| {
+        r["type"] == "env_read"
+            && r["session"]["root_pid"] == root
+            && r["variable"] == "GOOGLE_GEMINI_BASE_URL"
+    });
+}
