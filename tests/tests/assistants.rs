@@ -2,7 +2,7 @@
 //! (into target/assistants), run non-interactively against a mock LLM API inside a network
 //! namespace that has no route out, under the built-in default configuration.
 
-use std::{path::PathBuf, process::Command, time::Duration};
+use std::{path::PathBuf, time::Duration};
 
 use integration_tests::{net::*, *};
 use serde_json::Value;
