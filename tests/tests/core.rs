@@ -257,3 +257,27 @@ fn metrics_count_reads_sessions_and_kernel_drops() {
     let log = sensor.stop();
     assert!(log.contains("SIGTERM: stopping") && log.contains("stopped"), "{log}");
 }
+
+#[test]
+fn kernel_diagnostics_reach_the_log_only_when_asked() {
+    let dir = TempDir::new("diag");
+    let agent = probe_as(&dir, AGENT);
+    // A path longer than the 256 bytes the kernel copies.
+    let long = format!("/etc/{}", "x".repeat(300));
+    let action = format!("openat={long}");
+    let quiet = Sensor::start(AGENT_CONFIG);
+    let loud = Sensor::start_with(AGENT_CONFIG, &["--kernel-log-level", "debug", "--log-level", "info"]);
+    let root = run(&agent, &[&action, "openat=/etc/localtime"]);
+    for s in [&quiet, &loud] {
+        s.wait_for("later read", |r| r["process"]["pid"] == root && r["resolved_path"] == "/etc/localtime");
+    }
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    while !loud.log().contains("path truncated at 256 bytes") {
+        assert!(std::time::Instant::now() < end, "no kernel diagnostic in the log:\n{}", loud.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!quiet.log().contains("path truncated"), "diagnostics are quiet by default");
+    // Counted either way.
+    std::thread::sleep(Duration::from_millis(1200));
+    assert!(quiet.metric(r#"aiwatch_kernel_events_total{outcome="path_truncated"}"#).unwrap() >= 1.0);
+}

@@ -163,3 +163,55 @@ fn every_aiwatch_command_in_the_docs_parses() {
     }
     assert!(checked >= 5, "only {checked} commands found in the docs");
 }
+
+/// Every `cargo xtask …` in the README and docs names a task that exists, with flags it takes.
+#[test]
+fn every_xtask_command_in_the_docs_exists() {
+    let help = |args: &[&str]| {
+        let out = Command::new(env!("CARGO"))
+            .args(["xtask"])
+            .args(args)
+            .arg("--help")
+            .current_dir(repo())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cargo xtask {args:?} --help: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let top = help(&[]);
+    let mut files = vec![repo().join("README.md")];
+    files.extend(std::fs::read_dir(repo().join("docs")).unwrap().filter_map(Result::ok).map(|e| e.path()));
+    let mut checked = 0;
+    for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "md")) {
+        for line in std::fs::read_to_string(f).unwrap().lines() {
+            for (i, _) in line.match_indices("cargo xtask ") {
+                let cmd = line[i..].split('`').next().unwrap_or("").split(" #").next().unwrap_or("").trim();
+                let words: Vec<&str> = cmd.split_whitespace().skip(2).collect();
+                let Some(task) = words.first() else { continue };
+                assert!(top.contains(&format!("  {task} ")), "{}: `{cmd}`: no task {task:?}", f.display());
+                let flags = help(&[task]);
+                let (own, passed) = match words.iter().position(|w| *w == "--") {
+                    Some(p) => (&words[..p], &words[p + 1..]),
+                    None => (&words[..], &[][..]),
+                };
+                if *task == "run" {
+                    // What follows `--` goes to `aiwatch run`.
+                    let argv: Vec<&str> =
+                        ["aiwatch", "run"].into_iter().chain(passed.iter().copied()).collect();
+                    aiwatch::cli::Cli::try_parse_from(&argv)
+                        .unwrap_or_else(|e| panic!("{}: `{cmd}`: {e}", f.display()));
+                }
+                for w in own.iter().skip(1).filter(|w| w.starts_with("--") && !w.contains('[')) {
+                    let flag = w.split('=').next().unwrap();
+                    assert!(flags.contains(flag), "{}: `{cmd}`: {task} has no {flag}", f.display());
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 4, "only {checked} xtask commands found");
+}

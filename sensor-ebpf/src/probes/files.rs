@@ -8,6 +8,7 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
+use aya_log_ebpf::{debug, warn};
 use sensor_common::{flags, EventKind, FileEvent, Stat, Syscall, AT_FDCWD, PATH_LEN};
 
 use crate::{
@@ -65,6 +66,7 @@ fn enter(ctx: &TracePointContext, syscall: Syscall, layout: &Layout) -> u32 {
     }
     if FILE_ARGS.insert(tid, args, 0).is_err() {
         bump(Stat::StashFull);
+        warn!(ctx, "FILE_ARGS full: syscall of tid {} not followed", tid);
     }
     0
 }
@@ -107,11 +109,13 @@ pub fn files_exit_syscall(ctx: TracePointContext) -> u32 {
                 if s.len() >= PATH_LEN - 1 {
                     ev.hdr.flags |= flags::PATH_TRUNCATED;
                     bump(Stat::PathTruncated);
+                    debug!(&ctx, "path truncated at {} bytes (pid {})", PATH_LEN, tgid);
                 }
             }
-            Err(_) => {
+            Err(e) => {
                 ev.hdr.flags |= flags::READ_FAILED;
                 bump(Stat::ReadFailed);
+                debug!(&ctx, "cannot read path of pid {}: error {}", tgid, e);
             }
         }
     }
