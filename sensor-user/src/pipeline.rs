@@ -100,18 +100,7 @@ impl Pipeline {
         id_prefix: &str,
         src: Box<dyn ProcSource + Send>,
     ) -> Self {
-        // Every finding series exists from the start, at 0, so an alert on increase() sees the
-        // first finding.
-        for a in &cfg.assistants {
-            for r in &cfg.rules {
-                for sev in [r.severity, r.descendant_severity] {
-                    metrics
-                        .findings
-                        .with_label_values(&[a.name.as_str(), r.name.as_str(), sev.label()])
-                        .inc_by(0);
-                }
-            }
-        }
+        init_findings(&metrics, cfg);
         Self {
             table: ProcTable::new(id_prefix),
             egress: Egress::default(),
@@ -675,7 +664,6 @@ mod tests {
         config::Config,
         events::raw,
         parsers::{sockaddr::tests::v4, tls::build_client_hello},
-        procs::procfs::ProcInfo,
     };
 
     struct NoKernel;
@@ -684,22 +672,6 @@ mod tests {
         fn untrack(&mut self, _: u32) {}
         fn take_sock(&mut self, _: u32, _: i32) -> (u64, u64) {
             (0, 0)
-        }
-    }
-
-    struct NoProc;
-    impl ProcSource for NoProc {
-        fn info(&self, _: u32) -> Option<ProcInfo> {
-            None
-        }
-        fn cwd(&self, _: u32) -> Option<String> {
-            None
-        }
-        fn fd_path(&self, _: u32, _: i32) -> Option<String> {
-            None
-        }
-        fn pids(&self) -> Vec<u32> {
-            Vec::new()
         }
     }
 
@@ -715,8 +687,14 @@ mod tests {
             ..Default::default()
         };
         let (sink, writer) = crate::sinks::spawn(&out, metrics.clone()).unwrap();
-        let mut p =
-            Pipeline::new(&Config::default(), metrics.clone(), sink, "h".into(), "t", Box::new(NoProc));
+        let mut p = Pipeline::new(
+            &Config::default(),
+            metrics.clone(),
+            sink,
+            "h".into(),
+            "t",
+            Box::new(crate::procs::procfs::Gone),
+        );
         let mut k = NoKernel;
         p.handle(&raw::exec(100, "/usr/local/bin/claude", &["claude"]), &mut k);
         assert!(p.table.session(100).is_some());

@@ -330,24 +330,7 @@ impl ProcTable {
 mod tests {
     use super::*;
     use crate::{config::Config, events::raw, events::KernelEvent, paths::HostFs};
-    use procfs::ProcInfo;
-
-    /// No live processes: everything comes from the event stream.
-    struct Gone;
-    impl ProcSource for Gone {
-        fn info(&self, _: u32) -> Option<ProcInfo> {
-            None
-        }
-        fn cwd(&self, _: u32) -> Option<String> {
-            None
-        }
-        fn fd_path(&self, _: u32, _: i32) -> Option<String> {
-            None
-        }
-        fn pids(&self) -> Vec<u32> {
-            Vec::new()
-        }
-    }
+    use procfs::Gone;
 
     fn exec(t: &mut ProcTable, pid: u32, argv: &[&str]) -> Update {
         let KernelEvent::Exec { hdr, ppid, filename, argv } =

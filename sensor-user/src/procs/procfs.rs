@@ -62,6 +62,26 @@ impl ProcSource for ProcFs {
     }
 }
 
+/// No live processes (tests): everything must come from the event stream.
+#[cfg(test)]
+pub struct Gone;
+
+#[cfg(test)]
+impl ProcSource for Gone {
+    fn info(&self, _: u32) -> Option<ProcInfo> {
+        None
+    }
+    fn cwd(&self, _: u32) -> Option<String> {
+        None
+    }
+    fn fd_path(&self, _: u32, _: i32) -> Option<String> {
+        None
+    }
+    fn pids(&self) -> Vec<u32> {
+        Vec::new()
+    }
+}
+
 fn link(path: &str) -> Option<String> {
     let target = fs::read_link(path).ok()?;
     let s = target.to_string_lossy();
