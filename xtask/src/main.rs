@@ -1,5 +1,6 @@
 //! `cargo xtask setup | build | run | test | lint`: everything a fresh machine needs, in one place.
 
+mod bench;
 mod setup;
 
 use std::{
@@ -46,6 +47,13 @@ enum Cmd {
         /// Stage under this directory instead of / (for packaging).
         #[arg(long)]
         destdir: Option<PathBuf>,
+    },
+    /// Measure what the sensor costs, against no sensor and against bpftrace and auditd;
+    /// writes BENCHMARKS.md, bench/results.json and bench/overhead.svg.
+    Bench {
+        /// Interleaved A/B rounds per condition.
+        #[arg(long, default_value_t = 5)]
+        pairs: usize,
     },
     /// Run every fuzz target (or one) for a bounded time, with the seed corpora.
     Fuzz {
@@ -240,6 +248,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             setup::setup()?;
             let bin = build()?;
             install(&bin, &prefix, destdir.as_deref())
+        }
+        Cmd::Bench { pairs } => {
+            setup::setup()?;
+            require_root("cargo xtask bench")?;
+            bench::run(pairs)
         }
         Cmd::Fuzz { seconds, target } => {
             setup::setup()?;
