@@ -50,7 +50,7 @@ pub enum Command {
 
 #[derive(Debug, clap::Args, Default)]
 pub struct RunArgs {
-    /// Event output: auto (human on a terminal, JSON otherwise), json or human.
+    /// Event output: auto (human on a terminal, JSON otherwise), json, human, or none (metrics only).
     #[arg(long, value_name = "FORMAT")]
     pub format: Option<OutputFormat>,
     /// Event schema: native (aiwatch.v1) or ocsf.
@@ -247,7 +247,7 @@ mod tests {
     #[test]
     fn bad_flags_name_the_flag() {
         let e = Cli::try_parse_from(["aiwatch", "run", "--format", "xml"]).unwrap_err().to_string();
-        assert!(e.contains("--format") && e.contains("expected one of: auto, json, human"), "{e}");
+        assert!(e.contains("--format") && e.contains("expected one of: auto, json, human, none"), "{e}");
         let e = Cli::try_parse_from(["aiwatch", "run", "--metrics-listen", "nope"]).unwrap_err().to_string();
         assert!(e.contains("--metrics-listen"), "{e}");
         let e = Cli::try_parse_from(["aiwatch", "run", "--bogus"]).unwrap_err().to_string();

@@ -83,7 +83,8 @@ pub struct SensorConfig {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutputConfig {
-    /// `auto` (human lines on a terminal, JSON otherwise), `json` or `human`.
+    /// `auto` (human lines on a terminal, JSON otherwise), `json`, `human`, or `none` (no records:
+    /// metrics only).
     pub format: OutputFormat,
     /// Events waiting for the sink at most; past that they are dropped and counted.
     pub queue: MapSize,
@@ -151,7 +152,7 @@ macro_rules! string_enum {
     };
 }
 
-string_enum!(OutputFormat { Auto = "auto", Json = "json", Human = "human" });
+string_enum!(OutputFormat { Auto = "auto", Json = "json", Human = "human", None = "none" });
 string_enum!(OutputSchema { Native = "native", Ocsf = "ocsf" });
 string_enum!(GetenvProbes { Session = "session", System = "system", Off = "off" });
 string_enum!(LogFormat { Text = "text", Json = "json" });

@@ -96,13 +96,23 @@ pub async fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow
     // Scan after attaching, so a process forked meanwhile inherits from its tracked parent;
     // a second pass picks up children forked between reading /proc and writing the map.
     let own = [std::process::id()];
-    let found = pipeline.scan(&mut maps, &own) + pipeline.scan(&mut maps, &own);
+    let scan_started = std::time::Instant::now();
+    let found = pipeline.scan(&mut maps, &own);
+    let scan_us = scan_started.elapsed().as_micros() as u64;
+    let found = found + pipeline.scan(&mut maps, &own);
     // Everything that needs more than the runtime capabilities is done.
     match crate::privileges::drop_to_runtime() {
         Ok(kept) => tracing::info!(kept = ?kept, "dropped capabilities not needed at run time"),
         Err(e) => tracing::warn!(error = %format!("{e:#}"), "could not drop capabilities"),
     }
-    tracing::info!(found, elapsed_ms = started.elapsed().as_millis() as u64, "start-up scan done; watching");
+    let processes = crate::procs::procfs::ProcSource::pids(&ProcFs).len();
+    tracing::info!(
+        found,
+        processes,
+        scan_us,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "start-up scan done; watching"
+    );
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;

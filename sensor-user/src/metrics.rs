@@ -42,6 +42,7 @@ pub struct Metrics {
     pub getenv_attach_seconds: Histogram,
     pub getenv_attach_errors: IntCounter,
     pub kernel_map_entries: IntGaugeVec,
+    pub records_produced: IntCounter,
     pub records_written: IntCounter,
     pub sink_dropped: IntCounter,
     pub sink_errors: IntCounter,
@@ -163,7 +164,7 @@ impl Metrics {
                 &r,
                 "aiwatch_detection_latency_seconds",
                 "Time from the kernel event that completed a finding to the finding being emitted.",
-                vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0],
+                vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0],
             )?,
             env_reads: counter_vec(
                 &r,
@@ -204,6 +205,11 @@ impl Metrics {
                 "aiwatch_kernel_map_entries",
                 "Entries in the kernel's bounded maps: tracked (processes), sockets.",
                 &["map"],
+            )?,
+            records_produced: counter(
+                &r,
+                "aiwatch_records_total",
+                "Records produced (written, dropped at a full queue, or discarded with output format none).",
             )?,
             records_written: counter(&r, "aiwatch_records_written_total", "Records written by the output sink.")?,
             sink_dropped: counter(&r, "aiwatch_sink_dropped_total", "Records dropped because the sink queue was full.")?,

@@ -12,7 +12,7 @@ use crate::{
     events::{self, FileRecord, Header, KernelEvent},
     metrics::Metrics,
     parsers::netlink,
-    paths::HostFs,
+    paths::CachedFs,
     procs::{procfs::ProcSource, scan, ProcTable, Session, Update},
     report::{
         self, Body, Clock, ConnectionRecord, Destination, FindingRecord, FingerprintRead, ProcessRef, Reader,
@@ -78,6 +78,7 @@ pub struct Pipeline {
     host: String,
     clock: Clock,
     src: Box<dyn ProcSource + Send>,
+    fs: CachedFs,
 }
 
 impl Pipeline {
@@ -115,6 +116,7 @@ impl Pipeline {
             host,
             clock: Clock::new(),
             src,
+            fs: CachedFs::new(std::time::Duration::from_secs(1), 4096),
         }
     }
 
@@ -439,7 +441,8 @@ impl Pipeline {
                                 let latency = Clock::now_boot_ns().saturating_sub(boot_ns);
                                 m.detection_latency_seconds.observe(latency as f64 / 1e9);
                                 tracing::warn!(assistant, rule = %rule, severity = finding.severity.label(),
-                                    host = conn.host.as_deref().unwrap_or(&conn.remote_addr), "finding");
+                                    host = conn.host.as_deref().unwrap_or(&conn.remote_addr),
+                                    latency_us = latency / 1000, "finding");
                                 let record = FindingRecord {
                                     id: format!("{}-{rule}", conn.id),
                                     session: session.clone(),
@@ -539,7 +542,7 @@ impl Pipeline {
     }
 
     fn on_file(&mut self, rec: &FileRecord) {
-        let Some(ctx) = self.table.on_file(rec, &HostFs, self.src.as_ref()) else { return };
+        let Some(ctx) = self.table.on_file(rec, &self.fs, self.src.as_ref()) else { return };
         // An empty path (fstat, fchdir) names an fd whose open was already reported.
         if rec.path.is_empty() {
             return;

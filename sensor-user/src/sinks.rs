@@ -1,7 +1,8 @@
 //! Where records go: stdout or a file (appending, reopened on SIGHUP for logrotate), as native
 //! JSON, OCSF JSON, or human lines. The event loop never waits for a sink: records pass through
 //! a bounded queue to a writer thread, and a full queue drops (and counts) instead of blocking
-//! the reader of the kernel ring buffer.
+//! the reader of the kernel ring buffer. Format `none` writes nothing: records are only counted,
+//! for hosts that export metrics alone.
 
 use std::{
     io::Write,
@@ -23,7 +24,8 @@ use crate::{
 
 #[derive(Clone)]
 pub struct SinkHandle {
-    tx: mpsc::Sender<Arc<Record>>,
+    /// None with format `none`.
+    tx: Option<mpsc::Sender<Arc<Record>>>,
     metrics: Arc<Metrics>,
     reopen: Arc<AtomicBool>,
 }
@@ -31,8 +33,11 @@ pub struct SinkHandle {
 impl SinkHandle {
     /// Queues a record; never blocks.
     pub fn emit(&self, record: Record) {
-        if self.tx.try_send(Arc::new(record)).is_err() {
-            self.metrics.sink_dropped.inc();
+        self.metrics.records_produced.inc();
+        if let Some(tx) = &self.tx {
+            if tx.try_send(Arc::new(record)).is_err() {
+                self.metrics.sink_dropped.inc();
+            }
         }
     }
 
@@ -56,7 +61,7 @@ pub fn effective_format(f: OutputFormat, to_file: bool) -> OutputFormat {
 /// One record as a line.
 pub fn render(rec: &Record, format: OutputFormat, schema: OutputSchema) -> serde_json::Result<String> {
     match (format, schema) {
-        (OutputFormat::Human, _) => Ok(rec.human()),
+        (OutputFormat::Human | OutputFormat::None, _) => Ok(rec.human()),
         (_, OutputSchema::Ocsf) => serde_json::to_string(&crate::ocsf::to_ocsf(rec)),
         (_, OutputSchema::Native) => serde_json::to_string(rec),
     }
@@ -70,15 +75,19 @@ fn open(path: &PathBuf) -> std::io::Result<Box<dyn Write + Send>> {
 /// Starts the writer. Dropping every [`SinkHandle`] ends it after it has written and flushed
 /// what was queued. A file that cannot be opened fails start-up.
 pub fn spawn(cfg: &OutputConfig, metrics: Arc<Metrics>) -> anyhow::Result<(SinkHandle, JoinHandle<()>)> {
-    let (tx, mut rx) = mpsc::channel::<Arc<Record>>(cfg.queue.0 as usize);
     let format = effective_format(cfg.format, cfg.path.is_some());
+    let reopen = Arc::new(AtomicBool::new(false));
+    if format == OutputFormat::None {
+        let task = tokio::task::spawn(async {});
+        return Ok((SinkHandle { tx: None, metrics, reopen }, task));
+    }
+    let (tx, mut rx) = mpsc::channel::<Arc<Record>>(cfg.queue.0 as usize);
     let schema = cfg.schema;
     let path = cfg.path.clone();
     let mut out: Box<dyn Write + Send> = match &path {
         Some(p) => open(p).with_context(|| format!("cannot open output file {}", p.display()))?,
         None => Box::new(std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout())),
     };
-    let reopen = Arc::new(AtomicBool::new(false));
     let flag = reopen.clone();
     let m = metrics.clone();
     let task = tokio::task::spawn_blocking(move || {
@@ -113,5 +122,5 @@ pub fn spawn(cfg: &OutputConfig, metrics: Arc<Metrics>) -> anyhow::Result<(SinkH
         }
         let _ = out.flush();
     });
-    Ok((SinkHandle { tx, metrics, reopen }, task))
+    Ok((SinkHandle { tx: Some(tx), metrics, reopen }, task))
 }

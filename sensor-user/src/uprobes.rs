@@ -55,12 +55,6 @@ struct TraceEvent {
 }
 
 enum Request {
-    /// Perf events opened on the caller's thread (a session root, at once), to keep.
-    Adopt {
-        root: u32,
-        fds: Vec<OwnedFd>,
-        covered: Vec<(u32, u64)>,
-    },
     Attach {
         root: u32,
         pids: Vec<u32>,
@@ -80,8 +74,6 @@ enum Request {
 /// The getenv probes of this daemon. Dropping it detaches everything and removes the events.
 pub struct EnvProbes {
     tx: Option<mpsc::Sender<Request>>,
-    ids: Vec<u64>,
-    metrics: Option<Arc<Metrics>>,
     worker: Option<std::thread::JoinHandle<()>>,
     _carriers: Vec<OwnedFd>,
     uprobe_events: PathBuf,
@@ -239,8 +231,6 @@ impl EnvProbes {
         let uprobe_events = Path::new(tracefs).join("uprobe_events");
         let mut me = Self {
             tx: None,
-            ids: Vec::new(),
-            metrics: None,
             worker: None,
             _carriers: Vec::new(),
             uprobe_events: uprobe_events.clone(),
@@ -322,8 +312,6 @@ impl EnvProbes {
         if mode == GetenvProbes::Session {
             let (tx, rx) = mpsc::channel();
             let ids: Vec<u64> = events.iter().map(|e| e.id).collect();
-            me.ids = ids.clone();
-            me.metrics = Some(metrics.clone());
             me.worker = Some(
                 std::thread::Builder::new()
                     .name("aiwatch-uprobes".into())
@@ -334,31 +322,15 @@ impl EnvProbes {
         Ok((me, statuses))
     }
 
-    /// Follows a session's processes (and everything they start from now on). The root is
-    /// attached here and now: its children forked from this moment inherit the probes, and the
-    /// root's own first reads have the shortest window. The others go to the worker.
-    pub fn attach(&self, root: u32, pids: Vec<u32>) {
-        let (Some(tx), Some(metrics)) = (&self.tx, &self.metrics) else { return };
-        let (now, rest): (Vec<u32>, Vec<u32>) = pids.into_iter().partition(|p| *p == root);
-        if !now.is_empty() {
-            let start = Instant::now();
-            let mut fds = Vec::new();
-            let covered = if attach_pid(&self.ids, root, &mut fds, metrics) {
-                vec![(root, crate::report::Clock::now_boot_ns())]
-            } else {
-                Vec::new()
-            };
-            metrics.getenv_attach_seconds.observe(start.elapsed().as_secs_f64());
-            tracing::debug!(
-                root,
-                us = start.elapsed().as_micros() as u64,
-                "getenv probes attached to session root"
-            );
-            let _ = tx.send(Request::Adopt { root, fds, covered });
-        }
-        if !rest.is_empty() {
-            let _ = tx.send(Request::Attach { root, pids: rest });
-        }
+    /// Follows a session's processes (and everything they start from now on), on the worker:
+    /// opening the perf events takes milliseconds (tens, on a busy host), and done here it held
+    /// up every event behind it (detection latency p50 15 ms instead of 0.3 ms). The root goes
+    /// first, so its children forked from then on inherit the probes; a fork before that is
+    /// attached on its own (see [`Request::Fork`]).
+    pub fn attach(&self, root: u32, mut pids: Vec<u32>) {
+        let Some(tx) = &self.tx else { return };
+        pids.sort_by_key(|p| *p != root);
+        let _ = tx.send(Request::Attach { root, pids });
     }
 
     pub fn forked(&self, root: u32, parent: u32, child: u32, fork_ns: u64) {
@@ -423,11 +395,6 @@ fn worker(rx: mpsc::Receiver<Request>, ids: Vec<u64>, metrics: Arc<Metrics>) {
     let mut sessions: HashMap<u32, Session> = HashMap::new();
     while let Ok(req) = rx.recv() {
         match req {
-            Request::Adopt { root, fds, covered } => {
-                let s = sessions.entry(root).or_default();
-                s.fds.extend(fds);
-                s.covered_since.extend(covered);
-            }
             Request::Attach { root, pids } => {
                 let start = Instant::now();
                 let s = sessions.entry(root).or_default();

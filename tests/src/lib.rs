@@ -184,7 +184,10 @@ impl Sensor {
             None => Command::new(bin),
         };
         let mut child = cmd
-            .args(["run", "--format", "json", "--config"])
+            .arg("run")
+            // JSON on stdout unless the test chooses a format.
+            .args(if extra.contains(&"--format") { &[][..] } else { &["--format", "json"][..] })
+            .arg("--config")
             .arg(&cfg)
             .args(["--metrics-listen", &metrics.to_string()])
             .args(extra)

@@ -259,6 +259,27 @@ fn metrics_count_reads_sessions_and_kernel_drops() {
 }
 
 #[test]
+fn format_none_writes_no_records_and_still_counts_them() {
+    let sensor = Sensor::start_with(AGENT_CONFIG, &["--format", "none"]);
+    let dir = TempDir::new("agent");
+    let agent = probe_as(&dir, AGENT);
+    run(&agent, &["openat=/etc/localtime", "openat=/etc/localtime"]);
+    // Session start, two reads, session end: produced and counted, never written.
+    let end = std::time::Instant::now() + Duration::from_secs(15);
+    while sensor.metric("aiwatch_records_total").unwrap_or(0.0) < 4.0 {
+        assert!(std::time::Instant::now() < end, "records not counted:\n{}", sensor.scrape());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let reads =
+        r#"aiwatch_fingerprint_reads_total{assistant="test-agent",category="timezone",reader="assistant"}"#;
+    assert!(sensor.metric(reads).unwrap_or(0.0) >= 2.0, "{}", sensor.scrape());
+    assert_eq!(sensor.metric("aiwatch_records_written_total"), Some(0.0));
+    assert_eq!(sensor.metric("aiwatch_sink_dropped_total"), Some(0.0));
+    assert!(sensor.records().is_empty(), "{:?}", sensor.records());
+    sensor.stop();
+}
+
+#[test]
 fn kernel_diagnostics_reach_the_log_only_when_asked() {
     let dir = TempDir::new("diag");
     let agent = probe_as(&dir, AGENT);

@@ -48,12 +48,16 @@ enum Cmd {
         #[arg(long)]
         destdir: Option<PathBuf>,
     },
-    /// Measure what the sensor costs, against no sensor and against bpftrace and auditd;
-    /// writes BENCHMARKS.md, bench/results.json and bench/overhead.svg.
+    /// Measure what the sensor costs, against no sensor and against bpftrace and auditd, and
+    /// its throughput, memory, scan time and detection latency; writes BENCHMARKS.md,
+    /// bench/results.json and bench/overhead.svg.
     Bench {
         /// Interleaved A/B rounds per condition.
         #[arg(long, default_value_t = 5)]
         pairs: usize,
+        /// Length of the soak at load (memory growth, detection latency).
+        #[arg(long, default_value_t = 600)]
+        soak_seconds: u64,
     },
     /// Run every fuzz target (or one) for a bounded time, with the seed corpora.
     Fuzz {
@@ -249,10 +253,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let bin = build()?;
             install(&bin, &prefix, destdir.as_deref())
         }
-        Cmd::Bench { pairs } => {
+        Cmd::Bench { pairs, soak_seconds } => {
             setup::setup()?;
             require_root("cargo xtask bench")?;
-            bench::run(pairs)
+            bench::run(pairs, soak_seconds)
         }
         Cmd::Fuzz { seconds, target } => {
             setup::setup()?;

@@ -47,8 +47,9 @@ impl CategoryMatcher {
             if let Some(idx) = self.exact.get(*path) {
                 hits.extend(idx.iter().copied());
             }
+            let parts = crate::classify::glob::split(path);
             for (idx, g) in &self.globs {
-                if g.matches(path) {
+                if g.matches_parts(&parts) {
                     hits.insert(*idx);
                 }
             }

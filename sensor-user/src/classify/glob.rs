@@ -44,7 +44,56 @@ impl Glob {
 
     /// Whether the absolute, normalized `path` matches.
     pub fn matches(&self, path: &str) -> bool {
-        let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        self.matches_parts(&split(path))
+    }
+
+    /// [`Glob::matches`] on a path already split by [`split`]: callers matching one path
+    /// against many globs split it once. No allocation for paths under 128 segments.
+    pub fn matches_parts(&self, parts: &[&str]) -> bool {
+        // Most globs start with a literal (`/etc`, `/proc`, a home directory): reject early.
+        if let Some(Seg::Literal(first)) = self.segs.first() {
+            if parts.first() != Some(&first.as_str()) {
+                return false;
+            }
+        }
+        if parts.len() < 128 {
+            self.matches_bits(parts)
+        } else {
+            self.matches_vec(parts)
+        }
+    }
+
+    /// Segment DP with bit j of `reach` meaning "the pattern so far matches parts[..j]".
+    fn matches_bits(&self, parts: &[&str]) -> bool {
+        let n = parts.len();
+        let all: u128 = if n + 1 == 128 { u128::MAX } else { (1u128 << (n + 1)) - 1 };
+        let mut reach: u128 = 1;
+        for seg in &self.segs {
+            let next = match seg {
+                // Every position at or after the first reachable one.
+                Seg::AnyDepth => all & !((reach & reach.wrapping_neg()) - 1),
+                _ => {
+                    let mut next = 0u128;
+                    let mut bits = reach & (all >> 1);
+                    while bits != 0 {
+                        let j = bits.trailing_zeros() as usize;
+                        bits &= bits - 1;
+                        if seg_matches(seg, parts[j]) {
+                            next |= 1 << (j + 1);
+                        }
+                    }
+                    next
+                }
+            };
+            if next == 0 {
+                return false;
+            }
+            reach = next;
+        }
+        reach & (1 << n) != 0
+    }
+
+    fn matches_vec(&self, parts: &[&str]) -> bool {
         // reach[j]: the pattern prefix seen so far matches parts[..j].
         let mut reach = vec![false; parts.len() + 1];
         reach[0] = true;
@@ -73,6 +122,11 @@ impl Glob {
         }
         reach[parts.len()]
     }
+}
+
+/// The non-empty segments of a path, as [`Glob::matches_parts`] takes them.
+pub fn split(path: &str) -> Vec<&str> {
+    path.split('/').filter(|s| !s.is_empty()).collect()
 }
 
 fn parse_segment(s: &str) -> Result<Seg, String> {
@@ -140,16 +194,25 @@ fn seg_matches(seg: &Seg, part: &str) -> bool {
 
 /// Wildcard match with single-star backtracking: O(len(toks) * len(text)).
 fn tokens_match(toks: &[Tok], text: &str) -> bool {
-    let text: Vec<char> = text.chars().collect();
+    if text.is_ascii() {
+        let b = text.as_bytes();
+        chars_match(toks, b.len(), |i| char::from(b[i]))
+    } else {
+        let chars: Vec<char> = text.chars().collect();
+        chars_match(toks, chars.len(), |i| chars[i])
+    }
+}
+
+fn chars_match(toks: &[Tok], len: usize, at: impl Fn(usize) -> char) -> bool {
     let (mut t, mut s) = (0usize, 0usize);
     let mut star: Option<(usize, usize)> = None;
-    while s < text.len() {
+    while s < len {
         match toks.get(t) {
             Some(Tok::Star) => {
                 star = Some((t, s));
                 t += 1;
             }
-            Some(tok) if one_matches(tok, text[s]) => {
+            Some(tok) if one_matches(tok, at(s)) => {
                 t += 1;
                 s += 1;
             }
@@ -181,6 +244,20 @@ mod tests {
 
     fn m(p: &str, path: &str) -> bool {
         Glob::new(p).unwrap().matches(path)
+    }
+
+    #[test]
+    fn long_paths_match_like_short_ones() {
+        // Past 127 segments the DP falls back from a bitmask to a vector.
+        let deep = format!("/usr/share/zoneinfo{}", "/d".repeat(200));
+        assert!(m("/usr/share/zoneinfo/**", &deep));
+        assert!(m("/usr/**/d", &deep));
+        assert!(!m("/usr/**/e", &deep));
+        assert!(m(&format!("/usr/share/zoneinfo{}/*", "/d".repeat(199)), &deep));
+        let at127 = format!("/a{}", "/b".repeat(126));
+        assert!(m("/a/**/b", &at127));
+        assert!(m("/a/**", &at127));
+        assert!(!m("/x/**", &at127));
     }
 
     #[test]

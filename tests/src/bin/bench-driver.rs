@@ -1,7 +1,20 @@
 //! Benchmark workloads: `bench-driver WORKLOAD ITERATIONS` runs the workload ITERATIONS times and
 //! prints the mean nanoseconds per operation. Each workload is one thing a sensor may hook.
+//!
+//! Other modes, for the throughput, soak and scan benchmarks:
+//! - `bench-driver gen`: reads `RATE MILLIS [THREADS]` lines from stdin and, for each, opens and
+//!   closes a watched file at RATE per second for MILLIS ms (paced against the clock), then prints
+//!   `OPS ELAPSED_NS`. Idle between lines, so a reader of counters sees only the step's events.
+//! - `bench-driver finding HOST PORT`: reads timezone and host identity, then sends an HTTP request
+//!   naming HOST to 127.0.0.1:PORT — what the default rule reports, once per run.
+//! - `bench-driver hold N`: forks N children that wait until stdin closes; prints `ready`.
 
-use std::{ffi::CString, process::ExitCode, time::Instant};
+use std::{
+    ffi::CString,
+    io::{BufRead, Read, Write},
+    process::ExitCode,
+    time::{Duration, Instant},
+};
 
 fn c(s: &str) -> CString {
     CString::new(s).expect("no NUL")
@@ -74,8 +87,120 @@ fn op(workload: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// `total` watched reads at `rate` per second, paced against the clock from `start`.
+fn paced(rate: u64, total: u64, start: Instant) -> u64 {
+    let mut done = 0u64;
+    while done < total {
+        // Operations due by now; checked every 64 so the clock read stays cheap.
+        let due = (start.elapsed().as_nanos() as u64).saturating_mul(rate) / 1_000_000_000;
+        if done >= due {
+            std::hint::spin_loop();
+            continue;
+        }
+        for _ in 0..(due - done).min(64).min(total - done) {
+            let _ = op("open_watched");
+            done += 1;
+        }
+    }
+    done
+}
+
+/// Paced generator of watched reads; see the module comment. `THREADS` (default 1) share the
+/// rate: one thread alone tops out below 200,000 tracked open+close pairs per second here.
+fn generate() -> ExitCode {
+    let stdin = std::io::stdin();
+    for line in stdin.lock().lines() {
+        let Ok(line) = line else { break };
+        let mut it = line.split_whitespace().map(str::parse::<u64>);
+        let (Some(Ok(rate)), Some(Ok(ms))) = (it.next(), it.next()) else {
+            eprintln!("gen: expected `RATE MILLIS [THREADS]`, got {line:?}");
+            return ExitCode::from(2);
+        };
+        let threads = it.next().and_then(Result::ok).unwrap_or(1).clamp(1, 16);
+        let total = rate * ms / 1000;
+        let start = Instant::now();
+        let done: u64 = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..threads)
+                .map(|i| {
+                    // Thread i does its share; the first takes the remainder.
+                    let share = total / threads + if i == 0 { total % threads } else { 0 };
+                    let r = (rate / threads).max(1);
+                    s.spawn(move || paced(r, share, start))
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap_or(0)).sum()
+        });
+        println!("{done} {}", start.elapsed().as_nanos());
+        let _ = std::io::stdout().flush();
+    }
+    ExitCode::SUCCESS
+}
+
+/// One session that the default rule reports: two fingerprint kinds, then LLM egress.
+fn finding(host: &str, port: u16) -> ExitCode {
+    let _ = std::fs::read("/etc/localtime");
+    let _ = std::fs::read("/etc/machine-id");
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        eprintln!("finding: cannot connect to 127.0.0.1:{port}");
+        return ExitCode::from(1);
+    };
+    let _ = s.write_all(
+        format!("POST /v1/messages HTTP/1.1\r\nHost: {host}\r\nContent-Length: 2\r\n\r\n{{}}").as_bytes(),
+    );
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = s.read(&mut [0u8; 512]);
+    ExitCode::SUCCESS
+}
+
+/// Many live processes for the /proc scan benchmark.
+fn hold(n: u32) -> ExitCode {
+    let mut pids = Vec::new();
+    for _ in 0..n {
+        // SAFETY: the child only reads stdin (inherited) until EOF, then exits.
+        match unsafe { libc::fork() } {
+            0 => {
+                let _ = std::io::stdin().read(&mut [0u8; 1]);
+                unsafe { libc::_exit(0) };
+            }
+            -1 => {
+                eprintln!("hold: fork failed after {} children", pids.len());
+                break;
+            }
+            pid => pids.push(pid),
+        }
+    }
+    println!("ready {}", pids.len());
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+    for pid in pids {
+        let mut st = 0;
+        // SAFETY: our own child.
+        unsafe { libc::waitpid(pid, &mut st, 0) };
+    }
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("gen") => return generate(),
+        Some("finding") => {
+            let port = args.get(3).and_then(|p| p.parse().ok());
+            let (Some(host), Some(port)) = (args.get(2), port) else {
+                eprintln!("usage: bench-driver finding HOST PORT");
+                return ExitCode::from(2);
+            };
+            return finding(host, port);
+        }
+        Some("hold") => {
+            let Some(n) = args.get(2).and_then(|n| n.parse().ok()) else {
+                eprintln!("usage: bench-driver hold N");
+                return ExitCode::from(2);
+            };
+            return hold(n);
+        }
+        _ => {}
+    }
     let (Some(workload), Some(n)) = (args.get(1), args.get(2).and_then(|n| n.parse::<u64>().ok())) else {
         eprintln!("usage: bench-driver WORKLOAD ITERATIONS");
         return ExitCode::from(2);

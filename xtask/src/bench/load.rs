@@ -1,0 +1,453 @@
+//! Load benchmarks: throughput at stepped rates with exact accounting (generated = received +
+//! counted drops), and a soak at a fixed rate for memory under load, memory growth and
+//! detection latency. The load is a tracked generator of watched reads (`bench-driver gen`,
+//! running as the configured assistant); the daemon's counters are read from its `/metrics`.
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _};
+
+use super::{log_field, median, rss_kib, start_aiwatch_with};
+
+/// Rates tried in order; stepping stops after the first step that loses events.
+pub const RATES: [u64; 8] = [25_000, 50_000, 100_000, 150_000, 200_000, 250_000, 300_000, 400_000];
+const STEP_MS: u64 = 2_000;
+/// Generator threads: one thread tops out below 200,000 tracked open+close pairs per second.
+const GEN_THREADS: u64 = 2;
+
+/// What the load benchmarks run: the daemon, the generator (a copy named as an assistant), the
+/// config that makes it one.
+pub struct Setup<'a> {
+    pub bin: &'a Path,
+    pub tracked: &'a Path,
+    pub cfg: &'a Path,
+    pub work: &'a Path,
+}
+
+/// How records leave the daemon during a throughput run.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Output {
+    /// `--format none`: events are received and counted, nothing is written.
+    Counted,
+    /// JSON to a file on disk.
+    JsonFile,
+}
+
+impl Output {
+    pub fn name(self) -> &'static str {
+        match self {
+            Output::Counted => "counted",
+            Output::JsonFile => "json_file",
+        }
+    }
+}
+
+pub struct Step {
+    pub rate: u64,
+    pub generated: u64,
+    pub achieved: f64,
+    /// Counted: file events the daemon decoded. JSON: fingerprint records in the file.
+    pub received: u64,
+    /// Ring buffer full, stash full, undecodable (kernel side and decoding).
+    pub kernel_drops: u64,
+    /// Records dropped at a full sink queue or failed writes.
+    pub sink_drops: u64,
+}
+
+impl Step {
+    pub fn exact(&self) -> bool {
+        self.generated == self.received + self.kernel_drops + self.sink_drops
+    }
+    pub fn lossless(&self) -> bool {
+        self.exact() && self.kernel_drops + self.sink_drops == 0
+    }
+}
+
+pub struct Throughput {
+    pub output: Output,
+    pub steps: Vec<Step>,
+    /// Why stepping stopped before the last rate, if it did.
+    pub stopped: Option<String>,
+}
+
+impl Throughput {
+    pub fn best_lossless(&self) -> Option<u64> {
+        self.steps.iter().filter(|s| s.lossless()).map(|s| s.rate).max()
+    }
+}
+
+/// Reads `/metrics` into `series -> value`.
+pub fn scrape(addr: SocketAddr) -> anyhow::Result<BTreeMap<String, f64>> {
+    let mut s =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).context("connecting to /metrics")?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    let mut body = String::new();
+    s.read_to_string(&mut body)?;
+    Ok(body
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect())
+}
+
+/// Sum of every series whose name starts with `prefix`.
+fn sum(m: &BTreeMap<String, f64>, prefix: &str) -> u64 {
+    m.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(_, v)| *v as u64).sum()
+}
+
+fn kernel_drops(m: &BTreeMap<String, f64>) -> u64 {
+    ["ringbuf_full", "stash_full", "tracked_map_full"]
+        .iter()
+        .map(|o| sum(m, &format!("aiwatch_kernel_events_total{{outcome=\"{o}\"}}")))
+        .sum::<u64>()
+        + sum(m, "aiwatch_event_decode_errors_total")
+}
+
+fn sink_drops(m: &BTreeMap<String, f64>) -> u64 {
+    sum(m, "aiwatch_sink_dropped_total") + sum(m, "aiwatch_sink_write_errors_total")
+}
+
+fn file_events(m: &BTreeMap<String, f64>) -> u64 {
+    sum(m, "aiwatch_events_total{kind=\"file\"}")
+}
+
+/// A port nobody listens on now.
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The generator, fed one `RATE MILLIS THREADS` line per step; killed by PID on drop.
+struct Generator {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Generator {
+    fn start(tracked: &Path) -> anyhow::Result<Self> {
+        let mut child = Command::new(tracked)
+            .arg("gen")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting the generator")?;
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().context("generator stdout")?);
+        // Let the daemon see the exec and start the session before the first step.
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(Self { child, stdin, stdout })
+    }
+
+    /// Runs one step; returns (operations done, nanoseconds taken).
+    fn step(&mut self, rate: u64, ms: u64) -> anyhow::Result<(u64, u64)> {
+        let stdin = self.stdin.as_mut().context("generator stdin closed")?;
+        writeln!(stdin, "{rate} {ms} {GEN_THREADS}")?;
+        stdin.flush()?;
+        let mut line = String::new();
+        self.stdout.read_line(&mut line)?;
+        let mut it = line.split_whitespace().map(str::parse::<u64>);
+        match (it.next(), it.next()) {
+            (Some(Ok(ops)), Some(Ok(ns))) => Ok((ops, ns)),
+            _ => bail!("generator answered {line:?}"),
+        }
+    }
+}
+
+impl Drop for Generator {
+    fn drop(&mut self) {
+        self.stdin.take();
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const FINGERPRINT_READ: &[u8] = b"\"type\":\"fingerprint_read\"";
+
+/// Fingerprint-read records appended to `path` since byte `from`; returns (count, new end).
+fn records_since(path: &Path, from: u64) -> anyhow::Result<(u64, u64)> {
+    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(from))?;
+    let mut n = 0;
+    let mut end = from;
+    let mut r = BufReader::with_capacity(1 << 20, f);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let got = r.read_until(b'\n', &mut line)?;
+        // A line still being written is counted next time.
+        if got == 0 || line.last() != Some(&b'\n') {
+            break;
+        }
+        end += got as u64;
+        if line.windows(FINGERPRINT_READ.len()).any(|w| w == FINGERPRINT_READ) {
+            n += 1;
+        }
+    }
+    Ok((n, end))
+}
+
+pub fn throughput(s: &Setup, output: Output) -> anyhow::Result<Throughput> {
+    let port = free_port()?;
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let listen = addr.to_string();
+    let json = s.work.join("throughput.json");
+    let _ = std::fs::remove_file(&json);
+    let json_s = json.to_string_lossy().into_owned();
+    let mut args = vec!["--metrics-listen", &listen];
+    match output {
+        Output::Counted => args.extend(["--format", "none"]),
+        Output::JsonFile => args.extend(["--format", "json", "--output", &json_s]),
+    }
+    let (daemon, _) = start_aiwatch_with(s.bin, s.cfg, &s.work.join("throughput.log"), &args)?;
+    let mut gen = Generator::start(s.tracked)?;
+    let mut steps = Vec::new();
+    let mut stopped = None;
+    let mut offset = 0u64;
+    if output == Output::JsonFile {
+        // Skip the session-start record.
+        offset = records_since(&json, 0)?.1;
+    }
+    for rate in RATES {
+        let before = scrape(addr)?;
+        let (ops, ns) = gen.step(rate, STEP_MS)?;
+        // Kernel counters reach /metrics on the daemon's 1 s tick; wait until everything
+        // generated is accounted for, or until it is clear it will not be.
+        let settle_end = Instant::now() + Duration::from_secs(6);
+        std::thread::sleep(Duration::from_millis(1200));
+        // Records are counted as they are flushed: what one pass counted stays counted.
+        let mut in_file = 0u64;
+        let step = loop {
+            let after = scrape(addr)?;
+            let d = |f: fn(&BTreeMap<String, f64>) -> u64| f(&after).saturating_sub(f(&before));
+            if output == Output::JsonFile {
+                let (n, end) = records_since(&json, offset)?;
+                offset = end;
+                in_file += n;
+            }
+            let step = Step {
+                rate,
+                generated: ops,
+                achieved: ops as f64 * 1e9 / ns.max(1) as f64,
+                received: match output {
+                    Output::Counted => d(file_events),
+                    Output::JsonFile => in_file,
+                },
+                kernel_drops: d(kernel_drops),
+                sink_drops: if output == Output::JsonFile { d(sink_drops) } else { 0 },
+            };
+            if step.exact() || Instant::now() > settle_end {
+                break step;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        };
+        eprintln!(
+            "xtask: bench: throughput {}: {rate}/s: generated {} received {} kernel drops {} sink drops {}",
+            output.name(),
+            step.generated,
+            step.received,
+            step.kernel_drops,
+            step.sink_drops
+        );
+        let (lossy, slow) = (!step.lossless(), step.achieved < 0.9 * rate as f64);
+        steps.push(step);
+        if lossy {
+            stopped = Some(format!("events lost at {rate}/s"));
+            break;
+        }
+        if slow {
+            stopped = Some(format!("the generator could not reach {rate}/s"));
+            break;
+        }
+    }
+    drop(gen);
+    drop(daemon);
+    let _ = std::fs::remove_file(&json);
+    Ok(Throughput { output, steps, stopped })
+}
+
+pub struct Soak {
+    pub seconds: u64,
+    pub rate: u64,
+    /// (seconds since the load started, RSS KiB).
+    pub rss: Vec<(u64, u64)>,
+    pub generated: u64,
+    pub received: u64,
+    pub drops: u64,
+    /// Detection latencies (µs) of the findings raised during the soak, from the daemon's log.
+    pub latencies_us: Vec<u64>,
+    pub sessions: u64,
+    /// Findings the daemon counted (aiwatch_findings_total) during the soak.
+    pub findings: u64,
+}
+
+impl Soak {
+    /// RSS when the load had run for `t` seconds (the first sample at or after it).
+    pub fn rss_at(&self, t: u64) -> Option<u64> {
+        self.rss.iter().find(|(s, _)| *s >= t).map(|(_, r)| *r)
+    }
+    pub fn rss_end(&self) -> Option<u64> {
+        self.rss.last().map(|(_, r)| *r)
+    }
+    pub fn rss_max(&self) -> u64 {
+        self.rss.iter().map(|(_, r)| *r).max().unwrap_or(0)
+    }
+    pub fn rss_median(&self) -> f64 {
+        median(&mut self.rss.iter().map(|(_, r)| *r as f64).collect::<Vec<_>>())
+    }
+    pub fn percentile_us(&self, p: f64) -> Option<u64> {
+        let mut v = self.latencies_us.clone();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_unstable();
+        let i = ((p / 100.0) * v.len() as f64).ceil() as usize;
+        Some(v[i.clamp(1, v.len()) - 1])
+    }
+}
+
+/// A loopback stand-in for an LLM API: answers every request with an empty 200.
+struct Api {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Api {
+    fn start() -> anyhow::Result<Self> {
+        let l = TcpListener::bind("127.0.0.1:0")?;
+        l.set_nonblocking(true)?;
+        let addr = l.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((mut c, _)) => {
+                        let _ = c.set_nonblocking(false);
+                        let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+                        let _ = c.read(&mut [0u8; 4096]);
+                        let _ =
+                            c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Ok(Self { addr, stop, thread: Some(thread) })
+    }
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// `rate` tracked watched reads per second for `seconds`, JSON records to /dev/null; RSS sampled
+/// every 5 s; once a second a new session reads two fingerprint kinds and calls the LLM API, so
+/// the default rule fires while the load runs and its detection latency is measured.
+pub fn soak(s: &Setup, rate: u64, seconds: u64) -> anyhow::Result<Soak> {
+    let port = free_port()?;
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let listen = addr.to_string();
+    let log: PathBuf = s.work.join("soak.log");
+    let (daemon, _) = start_aiwatch_with(
+        s.bin,
+        s.cfg,
+        &log,
+        &["--format", "json", "--output", "/dev/null", "--metrics-listen", &listen],
+    )?;
+    let pid = daemon.0.id();
+    let api = Api::start()?;
+    let finding = || -> anyhow::Result<()> {
+        Command::new(s.tracked)
+            .args(["finding", "api.anthropic.com", &api.addr.port().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .context("starting a finding session")?;
+        Ok(())
+    };
+    // File events of one finding session (loader, reads, stats), to tell them from the load.
+    let calibrate = scrape(addr)?;
+    finding()?;
+    std::thread::sleep(Duration::from_millis(500));
+    let per_session = file_events(&scrape(addr)?).saturating_sub(file_events(&calibrate));
+    let mut gen = Generator::start(s.tracked)?;
+    let before = scrape(addr)?;
+    // The generator blocks for the whole soak: run it on a thread, sample from this one.
+    let load = std::thread::spawn(move || {
+        let r = gen.step(rate, seconds * 1000);
+        (gen, r)
+    });
+    let started = Instant::now();
+    let mut rss = Vec::new();
+    let mut sessions = 0u64;
+    let mut next_sample = 0u64;
+    while !load.is_finished() {
+        let t = started.elapsed().as_secs();
+        if t >= next_sample {
+            rss.push((t, rss_kib(pid)));
+            next_sample += 5;
+        }
+        finding()?;
+        sessions += 1;
+        std::thread::sleep(Duration::from_millis(1000));
+    }
+    rss.push((started.elapsed().as_secs(), rss_kib(pid)));
+    let (gen, result) = load.join().map_err(|_| anyhow::anyhow!("generator thread panicked"))?;
+    let (generated, _) = result?;
+    drop(gen);
+    std::thread::sleep(Duration::from_millis(1500));
+    let after = scrape(addr)?;
+    drop(api);
+    drop(daemon);
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let latencies_us = text
+        .lines()
+        .filter(|l| l.contains("finding") && l.contains("latency_us="))
+        .filter_map(|l| log_field(l, "latency_us"))
+        // The first is the calibration session's, before the load started.
+        .skip(1)
+        .collect();
+    // The finding sessions' own file events are not part of the generated load.
+    let received =
+        file_events(&after).saturating_sub(file_events(&before)).saturating_sub(per_session * sessions);
+    Ok(Soak {
+        seconds,
+        rate,
+        rss,
+        generated,
+        received,
+        drops: kernel_drops(&after).saturating_sub(kernel_drops(&before)),
+        latencies_us,
+        sessions,
+        findings: sum(&after, "aiwatch_findings_total")
+            .saturating_sub(sum(&before, "aiwatch_findings_total")),
+    })
+}
