@@ -1,6 +1,7 @@
 //! Small pieces every program uses.
 
 use aya_ebpf::{
+    bindings::BPF_RB_NO_WAKEUP,
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
     },
@@ -10,6 +11,13 @@ use aya_ebpf::{
 use sensor_common::{EventHeader, EventKind, Stat, TrackState, Tracked};
 
 use crate::maps::{STATS, TRACKED};
+
+/// Submit flags for a batched event: no wake-up; the daemon drains every
+/// [`sensor_common::BATCH_MS`] ms.
+#[inline(always)]
+pub fn batched() -> u64 {
+    BPF_RB_NO_WAKEUP as u64
+}
 
 #[inline(always)]
 pub fn bump(stat: Stat) {

@@ -118,6 +118,8 @@ pub async fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut batch = tokio::time::interval(Duration::from_millis(sensor_common::BATCH_MS));
+    batch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut logger = logger;
     loop {
         tokio::select! {
@@ -128,6 +130,13 @@ pub async fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow
                     pipeline.handle(&item, &mut maps);
                 }
                 guard.clear_ready();
+            }
+            // Variable reads are submitted without a wake-up (sensor_common::BATCH_MS).
+            _ = batch.tick() => {
+                let rb = events.get_mut();
+                while let Some(item) = rb.next() {
+                    pipeline.handle(&item, &mut maps);
+                }
             }
             guard = async { logger.as_mut().expect("guarded").readable_mut().await }, if logger.is_some() => {
                 if let Ok(mut guard) = guard {

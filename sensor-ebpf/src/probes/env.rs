@@ -14,7 +14,7 @@ use aya_ebpf::{
 use sensor_common::{env_func, EnvReadEvent, EventKind, Stat};
 
 use crate::{
-    helpers::{bump, current_ids, fill_header, now, tracked},
+    helpers::{batched, bump, current_ids, fill_header, now, tracked},
     maps::EVENTS,
 };
 
@@ -88,7 +88,7 @@ pub fn env_exit_getenv(ctx: RetProbeContext) -> u32 {
             0
         }
     };
-    entry.submit(0);
+    entry.submit(batched());
     bump(Stat::Emitted);
     0
 }

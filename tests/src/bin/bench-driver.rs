@@ -1,5 +1,5 @@
-//! Benchmark workloads: `bench-driver WORKLOAD ITERATIONS` runs the workload ITERATIONS times and
-//! prints the mean nanoseconds per operation. Each workload is one thing a sensor may hook.
+//! Benchmark workloads: `bench-driver WORKLOAD ITERATIONS [SETTLE_MS]` waits SETTLE_MS, runs the
+//! workload ITERATIONS times and prints the mean nanoseconds per operation. Each workload is one thing a sensor may hook.
 //!
 //! Other modes, for the throughput, soak and scan benchmarks:
 //! - `bench-driver gen`: reads `RATE MILLIS [THREADS]` lines from stdin and, for each, opens and
@@ -202,9 +202,14 @@ fn main() -> ExitCode {
         _ => {}
     }
     let (Some(workload), Some(n)) = (args.get(1), args.get(2).and_then(|n| n.parse::<u64>().ok())) else {
-        eprintln!("usage: bench-driver WORKLOAD ITERATIONS");
+        eprintln!("usage: bench-driver WORKLOAD ITERATIONS [SETTLE_MS]");
         return ExitCode::from(2);
     };
+    // A tracked driver waits for the daemon to follow it fully (getenv probes are attached a few
+    // milliseconds after exec, on the daemon's worker), so the run measures the steady state.
+    if let Some(ms) = args.get(3).and_then(|m| m.parse().ok()) {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
     // Warm-up, then the measured run.
     for _ in 0..n.min(1000) / 10 {
         if let Err(e) = op(workload) {

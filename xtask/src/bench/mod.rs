@@ -61,8 +61,17 @@ impl Drop for Stopper {
     }
 }
 
-fn measure(driver: &Path, workload: &str, n: u64) -> anyhow::Result<f64> {
-    let out = Command::new(driver).args([workload, &n.to_string()]).output().context("running the driver")?;
+/// Milliseconds a tracked driver waits before measuring: the daemon attaches a session's getenv
+/// probes on a worker a few (at worst tens of) milliseconds after exec.
+const TRACKED_SETTLE_MS: &str = "250";
+
+fn measure(driver: &Path, workload: &str, n: u64, tracked: bool) -> anyhow::Result<f64> {
+    let mut cmd = Command::new(driver);
+    cmd.args([workload, &n.to_string()]);
+    if tracked {
+        cmd.arg(TRACKED_SETTLE_MS);
+    }
+    let out = cmd.output().context("running the driver")?;
     if !out.status.success() {
         bail!("driver {workload}: {}", String::from_utf8_lossy(&out.stderr));
     }
@@ -344,7 +353,7 @@ pub fn run(pairs: usize, soak_seconds: u64) -> anyhow::Result<()> {
             // A: no sensor, every workload.
             let mut base = Vec::new();
             for (w, n) in WORKLOADS {
-                base.push(measure(&untracked, w, n)?);
+                base.push(measure(&untracked, w, n, false)?);
             }
             // B: the condition, every workload.
             let active = match cond {
@@ -368,7 +377,7 @@ pub fn run(pairs: usize, soak_seconds: u64) -> anyhow::Result<()> {
             }
             let driver = if cond == "aiwatch_tracked" { &tracked } else { &untracked };
             for ((w, n), b) in WORKLOADS.iter().zip(base) {
-                let x = measure(driver, w, *n)?;
+                let x = measure(driver, w, *n, cond == "aiwatch_tracked")?;
                 samples.entry("none".into()).or_default().entry(w.to_string()).or_default().push(b);
                 samples.entry(cond.into()).or_default().entry(w.to_string()).or_default().push(x);
             }
@@ -511,13 +520,13 @@ fn report(
     ));
     let tracked_open = added("aiwatch_tracked", "open_watched");
     targets.push(format!(
-        "| tracked: ≤ 1 µs added per reported event | watched open: +{tracked_open:.0} ns{} | {} | Enter and exit programs, the path copy, one ring-buffer record, and the daemon's wake-up — on a 2-core VM the daemon's work competes with the workload. To close: batch wake-ups (`BPF_RB_NO_WAKEUP` with a timed poll), skip the close() socket lookup for fds below a per-process bitmap. |",
+        "| tracked: ≤ 1 µs added per reported event | watched open: +{tracked_open:.0} ns{} | {} | Enter and exit programs (two hash lookups, a stash insert and delete), the 256-byte path copy, one ring-buffer record, and waking the daemon, which waits on the other core (an interrupt to it per event: costly in a VM). Tried here: submitting file events without a wake-up and draining every 5 ms made a tracked open slower in A/B runs (+3.4–4.4 µs against +1.4–2.6 µs), so file events still wake the daemon. What would close it: one program at exit only (the path pointer is still in the exit's `pt_regs`, via a raw tracepoint), a per-process fd bitmap so close() skips the socket lookup, and a shorter first path copy. |",
         if tracked_open > 1000.0 { format!(" (over by {:.0} ns)", tracked_open - 1000.0) } else { String::new() },
         verdict(tracked_open <= 1000.0)
     ));
     let tracked_getenv = added("aiwatch_tracked", "getenv");
     targets.push(format!(
-        "| tracked: ≤ 1 µs per reported getenv | +{tracked_getenv:.0} ns{} | {} | Each call traps twice (uprobe and uretprobe: two breakpoint exceptions, costly in a VM) and sends a record. To close: drop the return probe (tell set/unset from the exec-time environment), and de-duplicate in the kernel (an LRU of tgid × name hash) so repeated reads send nothing. |",
+        "| tracked: ≤ 1 µs per reported getenv | +{tracked_getenv:.0} ns{} | {} | Each call traps twice (uprobe and uretprobe: two breakpoint exceptions, each a VM exit here). Variable reads are already sent without waking the daemon (drained every 5 ms: +2.7 µs became about +2.0 µs). To close: drop the return probe (tell set/unset from the exec-time environment and the process's own setenv calls), and de-duplicate in the kernel (an LRU of tgid × name hash) so repeated reads of one variable send nothing. |",
         if tracked_getenv > 1000.0 { format!(" (over by {:.0} ns)", tracked_getenv - 1000.0) } else { String::new() },
         verdict(tracked_getenv <= 1000.0)
     ));
@@ -539,7 +548,7 @@ fn report(
          with no sensor, then with the condition active, so both sides of a pair share the machine's state.\n\
          Figures are medians over the rounds, with min–max, and the ratio to the no-sensor median.\n\n\
          - `aiwatch_untracked`: aiwatch running with its default probes; the driver is not an assistant.\n\
-         - `aiwatch_tracked`: the driver runs as a configured assistant: every hooked call is followed and\n  reported (JSON written to /dev/null).\n\
+         - `aiwatch_tracked`: the driver runs as a configured assistant: every hooked call is followed and\n  reported (JSON written to /dev/null). It waits 250 ms after exec before measuring, so the session's\n  getenv probes (attached by the daemon's worker within milliseconds) are in place.\n\
          - `bpftrace_filter`: bpftrace 0.17 attached to the same syscall and sched tracepoints with a filter that\n  never matches — the cost of an equivalent always-attached in-kernel filter.\n\
          - `auditd_watch`: auditd with read watches (`-w FILE -p r`) on the watched files.\n\n\
          ## Overhead (ns/op: median (min–max) ×ratio to no sensor)\n\n\
