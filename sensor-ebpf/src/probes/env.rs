@@ -14,7 +14,7 @@ use aya_ebpf::{
 use sensor_common::{env_func, EnvReadEvent, EventKind, Stat};
 
 use crate::{
-    helpers::{batched, bump, current_ids, fill_header, now, tracked},
+    helpers::{batched, bump, current_ids, fill_header, now, stash, take, tracked},
     maps::EVENTS,
 };
 
@@ -39,13 +39,14 @@ fn enter(ctx: &ProbeContext, func: u32) -> u32 {
     let Some(name) = ctx.arg::<u64>(0) else { return 0 };
     // SAFETY: copied at once.
     if let Some(prev) = unsafe { ENV_CALLS.get(tid) }.copied() {
-        // The getenv that secure_getenv tail-calls: the outer call is already recorded.
+        // The getenv that secure_getenv tail-calls: the outer call is already recorded (a used
+        // slot has name 0).
         if prev.name == name {
             return 0;
         }
     }
     let call = EnvCall { name, func, _pad: 0, ts_ns: now() };
-    if ENV_CALLS.insert(tid, call, 0).is_err() {
+    if stash(&ENV_CALLS, tid, &call).is_err() {
         bump(Stat::StashFull);
     }
     0
@@ -65,9 +66,7 @@ pub fn env_enter_secure_getenv(ctx: ProbeContext) -> u32 {
 #[uretprobe]
 pub fn env_exit_getenv(ctx: RetProbeContext) -> u32 {
     let (tgid, tid) = current_ids();
-    // SAFETY: this thread's own entry, copied at once.
-    let Some(call) = (unsafe { ENV_CALLS.get(tid) }).copied() else { return 0 };
-    let _ = ENV_CALLS.remove(tid);
+    let Some(call) = take(&ENV_CALLS, tid, |c| c.name != 0, |c| c.name = 0) else { return 0 };
     let Some(t) = tracked(tgid) else { return 0 };
     let ret: u64 = ctx.ret();
     let Some(mut entry) = EVENTS.reserve::<EnvReadEvent>(0) else {

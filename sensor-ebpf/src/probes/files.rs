@@ -12,7 +12,7 @@ use aya_log_ebpf::{debug, warn};
 use sensor_common::{flags, EventKind, FileEvent, Stat, Syscall, AT_FDCWD, PATH_LEN};
 
 use crate::{
-    helpers::{arg, bump, current_ids, fill_header, now, tracked},
+    helpers::{arg, bump, current_ids, fill_header, now, stash, take, tracked},
     maps::{FileArgs, EVENTS, FILE_ARGS},
 };
 
@@ -64,7 +64,7 @@ fn enter(ctx: &TracePointContext, syscall: Syscall, layout: &Layout) -> u32 {
             Err(_) => bump(Stat::ReadFailed),
         }
     }
-    if FILE_ARGS.insert(tid, args, 0).is_err() {
+    if stash(&FILE_ARGS, tid, &args).is_err() {
         bump(Stat::StashFull);
         warn!(ctx, "FILE_ARGS full: syscall of tid {} not followed", tid);
     }
@@ -75,11 +75,10 @@ fn enter(ctx: &TracePointContext, syscall: Syscall, layout: &Layout) -> u32 {
 #[tracepoint]
 pub fn files_exit_syscall(ctx: TracePointContext) -> u32 {
     let (tgid, tid) = current_ids();
-    // SAFETY: this thread's own entry; nothing else writes it.
-    let Some(args) = (unsafe { FILE_ARGS.get(tid) }).copied() else {
+    // `syscall == 0` marks a used slot.
+    let Some(args) = take(&FILE_ARGS, tid, |a| a.syscall != 0, |a| a.syscall = 0) else {
         return 0;
     };
-    let _ = FILE_ARGS.remove(tid);
     // The entry may have gone (exit of a sibling thread's group is not possible mid-syscall,
     // but user space may have untracked it): then the event is not wanted.
     let Some(t) = tracked(tgid) else {

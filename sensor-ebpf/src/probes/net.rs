@@ -19,7 +19,7 @@ use sensor_common::{
 };
 
 use crate::{
-    helpers::{arg, bump, current_ids, fill_header, now, tracked},
+    helpers::{arg, bump, current_ids, fill_header, now, stash, take, tracked},
     maps::{NetArgs, EVENTS, NET_ARGS, SK_CONN, SOCKS},
 };
 
@@ -59,8 +59,8 @@ fn empty_args(op: u32, fd: i32) -> NetArgs {
     }
 }
 
-fn stash(tid: u32, args: &NetArgs) {
-    if NET_ARGS.insert(tid, args, 0).is_err() {
+fn stash_args(tid: u32, args: &NetArgs) {
+    if stash(&NET_ARGS, tid, args).is_err() {
         bump(Stat::StashFull);
     }
 }
@@ -118,7 +118,7 @@ pub fn net_enter_socket(ctx: TracePointContext) -> u32 {
     let mut a = empty_args(OP_SOCKET, -1);
     a.family = family;
     a.sock_type = sock_type & SOCK_TYPE_MASK;
-    stash(tid, &a);
+    stash_args(tid, &a);
     0
 }
 
@@ -136,7 +136,7 @@ pub fn net_enter_connect(ctx: TracePointContext) -> u32 {
     if family != AF_INET && family != AF_INET6 {
         return 0;
     }
-    stash(tid, &a);
+    stash_args(tid, &a);
     0
 }
 
@@ -177,7 +177,7 @@ fn enter_send(ctx: &TracePointContext, op: u32, kind: SendLayout) -> u32 {
             a.len = read_u64(iov + 8);
         }
     }
-    stash(tid, &a);
+    stash_args(tid, &a);
     0
 }
 
@@ -231,7 +231,7 @@ pub fn net_enter_ioctl(ctx: TracePointContext) -> u32 {
     let mut a = empty_args(OP_IOCTL, unsafe { arg::<u64>(&ctx, 16) } as i32);
     a.len = u64::from(cmd);
     a.buf = unsafe { arg::<u64>(&ctx, 32) };
-    stash(tid, &a);
+    stash_args(tid, &a);
     0
 }
 
@@ -287,9 +287,8 @@ pub fn net_enter_close(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn net_exit_syscall(ctx: TracePointContext) -> u32 {
     let (tgid, tid) = current_ids();
-    // SAFETY: this thread's own entry.
-    let Some(a) = (unsafe { NET_ARGS.get(tid) }).copied() else { return 0 };
-    let _ = NET_ARGS.remove(tid);
+    // `op == 0` marks a used slot.
+    let Some(a) = take(&NET_ARGS, tid, |a| a.op != 0, |a| a.op = 0) else { return 0 };
     let Some(t) = tracked(tgid) else { return 0 };
     // SAFETY: sys_exit_*: ret@16.
     let ret: i64 = unsafe { arg(&ctx, 16) };

@@ -63,6 +63,8 @@ pub struct Step {
     pub kernel_drops: u64,
     /// Records dropped at a full sink queue or failed writes.
     pub sink_drops: u64,
+    /// Daemon CPU time (user + system, all threads) per generated event, µs.
+    pub daemon_cpu_us: f64,
 }
 
 impl Step {
@@ -124,6 +126,19 @@ fn sink_drops(m: &BTreeMap<String, f64>) -> u64 {
 
 fn file_events(m: &BTreeMap<String, f64>) -> u64 {
     sum(m, "aiwatch_events_total{kind=\"file\"}")
+}
+
+/// User + system CPU seconds `pid` has used (all threads).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime and stime are 14 and 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest.split_whitespace().filter_map(|v| v.parse().ok()).collect();
+    // `rest` starts at field 3 (state, not a number): utime is the 11th number after it.
+    match (f.get(10), f.get(11)) {
+        (Some(u), Some(s)) => (u + s) / 100.0,
+        _ => 0.0,
+    }
 }
 
 /// A port nobody listens on now.
@@ -220,7 +235,7 @@ pub fn throughput(s: &Setup, output: Output) -> anyhow::Result<Throughput> {
         Output::Counted => args.extend(["--format", "none"]),
         Output::JsonFile => args.extend(["--format", "json", "--output", &json_s]),
     }
-    let (daemon, _) = start_aiwatch_with(s.bin, s.cfg, &s.work.join("throughput.log"), &args)?;
+    let (daemon, _) = start_aiwatch_with(s.bin, s.cfg, &s.work.join("throughput.log"), &args, None)?;
     let mut gen = Generator::start(s.tracked)?;
     let mut steps = Vec::new();
     let mut stopped = None;
@@ -231,6 +246,7 @@ pub fn throughput(s: &Setup, output: Output) -> anyhow::Result<Throughput> {
     }
     for rate in RATES {
         let before = scrape(addr)?;
+        let cpu_before = cpu_seconds(daemon.0.id());
         let (ops, ns) = gen.step(rate, STEP_MS)?;
         // Kernel counters reach /metrics on the daemon's 1 s tick; wait until everything
         // generated is accounted for, or until it is clear it will not be.
@@ -256,6 +272,7 @@ pub fn throughput(s: &Setup, output: Output) -> anyhow::Result<Throughput> {
                 },
                 kernel_drops: d(kernel_drops),
                 sink_drops: if output == Output::JsonFile { d(sink_drops) } else { 0 },
+                daemon_cpu_us: (cpu_seconds(daemon.0.id()) - cpu_before) * 1e6 / ops.max(1) as f64,
             };
             if step.exact() || Instant::now() > settle_end {
                 break step;
@@ -381,6 +398,7 @@ pub fn soak(s: &Setup, rate: u64, seconds: u64) -> anyhow::Result<Soak> {
         s.cfg,
         &log,
         &["--format", "json", "--output", "/dev/null", "--metrics-listen", &listen],
+        None,
     )?;
     let pid = daemon.0.id();
     let api = Api::start()?;
@@ -450,4 +468,89 @@ pub fn soak(s: &Setup, rate: u64, seconds: u64) -> anyhow::Result<Soak> {
         findings: sum(&after, "aiwatch_findings_total")
             .saturating_sub(sum(&before, "aiwatch_findings_total")),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn soak(latencies_us: Vec<u64>, rss: Vec<(u64, u64)>) -> Soak {
+        Soak {
+            seconds: 600,
+            rate: 50_000,
+            rss,
+            generated: 0,
+            received: 0,
+            drops: 0,
+            latencies_us,
+            sessions: 0,
+            findings: 0,
+        }
+    }
+
+    #[test]
+    fn cpu_time_of_this_process_is_read() {
+        let start = cpu_seconds(std::process::id());
+        let t = Instant::now();
+        let mut x = 0u64;
+        while t.elapsed() < Duration::from_millis(300) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        let used = cpu_seconds(std::process::id()) - start;
+        assert!(used > 0.1 && used < 5.0, "{used}");
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let s = soak((1..=100).collect(), Vec::new());
+        assert_eq!(s.percentile_us(50.0), Some(50));
+        assert_eq!(s.percentile_us(99.0), Some(99));
+        assert_eq!(s.percentile_us(100.0), Some(100));
+        assert_eq!(soak(vec![7], Vec::new()).percentile_us(99.0), Some(7));
+        assert_eq!(soak(Vec::new(), Vec::new()).percentile_us(50.0), None);
+    }
+
+    #[test]
+    fn rss_samples_by_time() {
+        let s = soak(Vec::new(), vec![(0, 100), (55, 200), (60, 300), (65, 250), (600, 310)]);
+        assert_eq!(s.rss_at(60), Some(300));
+        assert_eq!(s.rss_at(58), Some(300));
+        assert_eq!(s.rss_end(), Some(310));
+        assert_eq!(s.rss_max(), 310);
+        assert_eq!(s.rss_at(700), None);
+    }
+
+    #[test]
+    fn a_step_is_lossless_only_when_exact_and_without_drops() {
+        let step = |received, kernel_drops, sink_drops| Step {
+            rate: 1,
+            generated: 100,
+            achieved: 1.0,
+            received,
+            kernel_drops,
+            sink_drops,
+            daemon_cpu_us: 0.0,
+        };
+        assert!(step(100, 0, 0).lossless());
+        assert!(step(90, 6, 4).exact() && !step(90, 6, 4).lossless());
+        assert!(!step(99, 0, 0).exact() && !step(99, 0, 0).lossless());
+    }
+
+    #[test]
+    fn records_are_counted_once_and_only_whole_lines() {
+        let path = std::env::temp_dir().join(format!("aiwatch-records-{}", std::process::id()));
+        let read = r#"{"type":"fingerprint_read","path":"/etc/localtime"}"#;
+        std::fs::write(
+            &path,
+            format!("{{\"type\":\"session_start\"}}\n{read}\n{read}\n{{\"type\":\"finding"),
+        )
+        .unwrap();
+        let (n, end) = records_since(&path, 0).unwrap();
+        assert_eq!(n, 2);
+        // The cut line is left for the next pass.
+        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        writeln!(f, "\"}}\n{read}").unwrap();
+        assert_eq!(records_since(&path, end).unwrap().0, 1);
+        std::fs::remove_file(&path).unwrap();
+    }
 }

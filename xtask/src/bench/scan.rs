@@ -59,7 +59,7 @@ impl Drop for Held {
 /// (processes listed, first-pass scan µs) of one daemon start.
 fn one(bin: &Path, cfg: &Path, log: &Path) -> anyhow::Result<(u64, u64)> {
     let (daemon, _): (Stopper, u64) =
-        start_aiwatch_with(bin, cfg, log, &["--format", "none", "--no-metrics"])?;
+        start_aiwatch_with(bin, cfg, log, &["--format", "none", "--no-metrics"], None)?;
     drop(daemon);
     let text = std::fs::read_to_string(log)?;
     let line = text.lines().find(|l| l.contains("start-up scan done")).context("no scan line in the log")?;

@@ -84,11 +84,12 @@ impl Loads {
              loses events. Received is what the daemon decoded (`aiwatch_events_total{kind=\"file\"}`) when only\n\
              counting (`--format none`), and the fingerprint records found in the output file with JSON to a\n\
              file; drops are the daemon's counters (ring buffer full, stash full, undecodable; sink queue full\n\
-             and write errors). Every step is checked: generated = received + drops.\n\n",
+             and write errors). Every step is checked: generated = received + drops. Daemon CPU is its user +\n\
+             system time over the step (all threads) divided by the events generated.\n\n",
         );
         for t in &self.throughput {
             out += &format!(
-                "### {}\n\n| rate/s | generated | achieved/s | received | kernel drops | sink drops | accounted exactly | lossless |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n",
+                "### {}\n\n| rate/s | generated | achieved/s | received | kernel drops | sink drops | accounted exactly | lossless | daemon CPU µs/event |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
                 match t.output {
                     super::load::Output::Counted => "Events only counted (`--format none`)",
                     super::load::Output::JsonFile => "JSON to a file (`--format json --output FILE`)",
@@ -96,7 +97,7 @@ impl Loads {
             );
             for s in &t.steps {
                 out += &format!(
-                    "| {} | {} | {:.0} | {} | {} | {} | {} | {} |\n",
+                    "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {:.2} |\n",
                     s.rate,
                     s.generated,
                     s.achieved,
@@ -104,7 +105,8 @@ impl Loads {
                     s.kernel_drops,
                     s.sink_drops,
                     yes(s.exact()),
-                    yes(s.lossless())
+                    yes(s.lossless()),
+                    s.daemon_cpu_us
                 );
             }
             out += &format!(
@@ -176,8 +178,8 @@ impl Loads {
                     .iter()
                     .map(|s| {
                         format!(
-                            "{{\"rate\":{},\"generated\":{},\"achieved\":{},\"received\":{},\"kernel_drops\":{},\"sink_drops\":{},\"exact\":{},\"lossless\":{}}}",
-                            s.rate, s.generated, num(s.achieved), s.received, s.kernel_drops, s.sink_drops, s.exact(), s.lossless()
+                            "{{\"rate\":{},\"generated\":{},\"achieved\":{},\"received\":{},\"kernel_drops\":{},\"sink_drops\":{},\"exact\":{},\"lossless\":{},\"daemon_cpu_us_per_event\":{}}}",
+                            s.rate, s.generated, num(s.achieved), s.received, s.kernel_drops, s.sink_drops, s.exact(), s.lossless(), num(s.daemon_cpu_us)
                         )
                     })
                     .collect();
