@@ -58,6 +58,8 @@ pub struct FileArgs {
     pub dirfd: i32,
     pub flags: u32,
     pub resolve: u32,
+    /// The tracking entry at enter: the exit reports with it instead of looking it up again.
+    pub tracked: Tracked,
 }
 
 /// Inet sockets of tracked processes, by (tgid, fd). LRU: a socket lost with its process (no

@@ -32,9 +32,9 @@ const AT_FLAG40: Layout = Layout { dirfd: Some(16), path: Some(24), flags: Some(
 #[inline(always)]
 fn enter(ctx: &TracePointContext, syscall: Syscall, layout: &Layout) -> u32 {
     let (tgid, tid) = current_ids();
-    if tracked(tgid).is_none() {
+    let Some(t) = tracked(tgid) else {
         return 0;
-    }
+    };
     // SAFETY (all `arg` reads): offsets come from the syscall's tracepoint format.
     let mut args = FileArgs {
         ts_ns: now(),
@@ -52,6 +52,7 @@ fn enter(ctx: &TracePointContext, syscall: Syscall, layout: &Layout) -> u32 {
             None => 0,
         },
         resolve: 0,
+        tracked: t,
     };
     if let Some(off) = layout.open_how {
         let how = (unsafe { arg::<u64>(ctx, off) }) as *const [u64; 3];
@@ -79,11 +80,9 @@ pub fn files_exit_syscall(ctx: TracePointContext) -> u32 {
     let Some(args) = take(&FILE_ARGS, tid, |a| a.syscall != 0, |a| a.syscall = 0) else {
         return 0;
     };
-    // The entry may have gone (exit of a sibling thread's group is not possible mid-syscall,
-    // but user space may have untracked it): then the event is not wanted.
-    let Some(t) = tracked(tgid) else {
-        return 0;
-    };
+    // Reported with the tracking entry seen at enter. Should user space have untracked the process
+    // meanwhile, it drops the event (its own table decides).
+    let t = args.tracked;
     let Some(mut entry) = EVENTS.reserve::<FileEvent>(0) else {
         bump(Stat::RingbufFull);
         return 0;
