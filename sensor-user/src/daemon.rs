@@ -46,7 +46,7 @@ pub async fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow
         }
     };
     loader::set_candidates(&mut ebpf, &classifier.candidate_names())?;
-    let mut statuses = loader::load_programs(&mut ebpf, true, false);
+    let (mut statuses, links) = loader::load_programs_linked(&mut ebpf, true, false);
     let tracefs = loader::ensure_tracefs()?;
     let v = &cfg.variables;
     let env = match EnvProbes::setup(&mut ebpf, v.getenv_probes, &v.libc, tracefs, metrics.clone()) {
@@ -131,7 +131,7 @@ pub async fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow
                 }
                 guard.clear_ready();
             }
-            // Variable reads are submitted without a wake-up (sensor_common::BATCH_MS).
+            // File events and variable reads come without a wake-up (sensor_common::BATCH_MS).
             _ = batch.tick() => {
                 let rb = events.get_mut();
                 while let Some(item) = rb.next() {
@@ -168,7 +168,7 @@ pub async fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow
 
     // Detach first, so nothing new comes, then drain what the kernel already sent (bounded in
     // time: a flood must not keep a stopping daemon alive), then flush the sink.
-    drop(ebpf);
+    loader::detach_all(ebpf, links);
     let deadline = std::time::Instant::now() + Duration::from_secs(2);
     {
         let rb = events.get_mut();

@@ -12,7 +12,7 @@ use aya_log_ebpf::{debug, warn};
 use sensor_common::{flags, EventKind, FileEvent, Stat, Syscall, AT_FDCWD, PATH_LEN};
 
 use crate::{
-    helpers::{arg, bump, current_ids, fill_header, now, stash, take, tracked},
+    helpers::{arg, batched, bump, current_ids, fill_header, now, stash, take, tracked},
     maps::{FileArgs, EVENTS, FILE_ARGS},
 };
 
@@ -117,7 +117,7 @@ pub fn files_exit_syscall(ctx: TracePointContext) -> u32 {
             }
         }
     }
-    entry.submit(0);
+    entry.submit(batched());
     bump(Stat::Emitted);
     0
 }
