@@ -135,10 +135,11 @@ mod pod {
     unsafe impl aya::Pod for super::SockInfo {}
 }
 
-/// Wake-up batching of the event ring buffer. High-volume events (file syscalls, variable reads)
-/// are submitted without waking the daemon, which drains the buffer every `BATCH_MS` anyway.
+/// Wake-up batching of the event ring buffer. High-volume events (file syscalls, variable reads,
+/// interface ioctls) are submitted without waking the daemon, which drains the buffer every `BATCH_MS` anyway.
 /// Waking it per event cost the daemon about 20 µs of CPU per event at 10,000-25,000 events/s
 /// (7-11 µs batched) and a traced getenv 0.7 µs more; a traced open costs the same either way.
-/// Process and connection events, rare and latency-sensitive, still wake it at once, and the ring
-/// keeps order, so the file events before a connection are handled before it.
+/// Process and connection events, rare and latency-sensitive, force a wake-up (the default,
+/// adaptive one is skipped while batched events are unread), and the ring keeps order, so the
+/// file events before a connection are handled before it.
 pub const BATCH_MS: u64 = 5;

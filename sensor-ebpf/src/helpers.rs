@@ -1,7 +1,7 @@
 //! Small pieces every program uses.
 
 use aya_ebpf::{
-    bindings::BPF_RB_NO_WAKEUP,
+    bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
     },
@@ -18,6 +18,13 @@ use crate::maps::{STATS, TRACKED};
 #[inline(always)]
 pub fn batched() -> u64 {
     BPF_RB_NO_WAKEUP as u64
+}
+
+/// Submit flags for a process or connection event: wake the daemon now. (The default, adaptive
+/// wake-up, skips it whenever batched events are still unread, which is most of the time.)
+#[inline(always)]
+pub fn urgent() -> u64 {
+    BPF_RB_FORCE_WAKEUP as u64
 }
 
 /// Puts `value` in this thread's slot of a per-thread stash, reusing the slot in place: a map

@@ -19,7 +19,7 @@ use sensor_common::{
 };
 
 use crate::{
-    helpers::{arg, bump, current_ids, fill_header, now, stash, take, tracked},
+    helpers::{arg, batched, bump, current_ids, fill_header, now, stash, take, tracked, urgent},
     maps::{NetArgs, EVENTS, NET_ARGS, SK_CONN, SOCKS},
 };
 
@@ -253,7 +253,7 @@ fn exit_ioctl(t: &Tracked, a: &NetArgs, ret: i64) {
         // SAFETY: user pointer; the helper checks it.
         unsafe { bpf_probe_read_user(a.buf as *const [u8; 16]) }.unwrap_or_default()
     };
-    entry.submit(0);
+    entry.submit(batched());
     bump(Stat::Emitted);
 }
 
@@ -278,7 +278,7 @@ pub fn net_enter_close(ctx: TracePointContext) -> u32 {
     ev.sock_type = info.sock_type as u32;
     ev.bytes_sent = info.bytes_sent;
     ev.bytes_recv = info.bytes_recv;
-    entry.submit(0);
+    entry.submit(urgent());
     bump(Stat::Emitted);
     0
 }
@@ -346,7 +346,7 @@ fn exit_connect(t: &Tracked, tgid: u32, a: &NetArgs, ret: i64) {
     ev.sock_type = sock_type;
     ev.ret = ret;
     ev.addr = a.sa;
-    entry.submit(0);
+    entry.submit(urgent());
     bump(Stat::Emitted);
 }
 
@@ -414,7 +414,7 @@ fn exit_data(t: &Tracked, tgid: u32, a: &NetArgs, ret: i64) {
     } else {
         ev.len = n as u32;
     }
-    entry.submit(0);
+    entry.submit(urgent());
     bump(Stat::Emitted);
 }
 
@@ -472,7 +472,7 @@ pub fn net_enter_sock_set_state(ctx: TracePointContext) -> u32 {
     let dport: u16 = unsafe { arg(&ctx, 26) };
     ev.local = state_addr(&ctx, family, sport, 32, 40);
     ev.remote = state_addr(&ctx, family, dport, 36, 56);
-    entry.submit(0);
+    entry.submit(urgent());
     bump(Stat::Emitted);
     0
 }

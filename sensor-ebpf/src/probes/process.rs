@@ -22,7 +22,7 @@ use sensor_common::{
 };
 
 use crate::{
-    helpers::{arg, bump, current_ids, fill_header, inherit, now, tracked},
+    helpers::{arg, bump, current_ids, fill_header, inherit, now, tracked, urgent},
     maps::{CANDIDATES, ENV_SCRATCH, ENV_STASH, EVENTS, EXEC_SCRATCH, EXEC_STASH, PARENTS, TRACKED},
 };
 
@@ -265,13 +265,13 @@ pub fn process_enter_sched_exec(ctx: TracePointContext) -> u32 {
         let env_flags = env.hdr.flags;
         fill_header(&mut env.hdr, EventKind::ExecEnv, &t, ev.hdr.ts_ns);
         env.hdr.flags = env_flags;
-        match EVENTS.output::<sensor_common::ExecEnvEvent>(&*env, 0) {
+        match EVENTS.output::<sensor_common::ExecEnvEvent>(&*env, urgent()) {
             Ok(()) => bump(Stat::Emitted),
             Err(_) => bump(Stat::RingbufFull),
         }
         let _ = ENV_STASH.remove(old_pid);
     }
-    match EVENTS.output::<sensor_common::ExecEvent>(&*ev, 0) {
+    match EVENTS.output::<sensor_common::ExecEvent>(&*ev, urgent()) {
         Ok(()) => bump(Stat::Emitted),
         Err(_) => bump(Stat::RingbufFull),
     }
@@ -306,7 +306,7 @@ pub fn process_enter_task_newtask(ctx: TracePointContext) -> u32 {
     fill_header(&mut ev.hdr, EventKind::Fork, &parent, now());
     ev.child_pid = child;
     ev._pad = 0;
-    entry.submit(0);
+    entry.submit(urgent());
     bump(Stat::Emitted);
     0
 }
@@ -331,7 +331,7 @@ pub fn process_enter_sched_exit(ctx: TracePointContext) -> u32 {
     // SAFETY: reserved memory of the right size; the header is all of it.
     let ev = unsafe { &mut *entry.as_mut_ptr() };
     fill_header(&mut ev.hdr, EventKind::Exit, &t, now());
-    entry.submit(0);
+    entry.submit(urgent());
     bump(Stat::Emitted);
     0
 }
