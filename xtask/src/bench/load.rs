@@ -18,7 +18,7 @@ use std::{
 
 use anyhow::{bail, Context as _};
 
-use super::{log_field, median, rss_kib, start_aiwatch_with};
+use super::{log_field, median, reap, rss_kib, start_aiwatch_with};
 
 /// Rates tried in order; stepping stops after the first step that loses events.
 pub const RATES: [u64; 8] = [25_000, 50_000, 100_000, 150_000, 200_000, 250_000, 300_000, 400_000];
@@ -185,16 +185,9 @@ impl Generator {
 
 impl Drop for Generator {
     fn drop(&mut self) {
+        // Closing stdin ends it.
         self.stdin.take();
-        let end = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < end {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        reap(&mut self.child, Duration::from_secs(5));
     }
 }
 

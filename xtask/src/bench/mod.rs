@@ -49,16 +49,21 @@ impl Drop for Stopper {
     fn drop(&mut self) {
         // SAFETY: signalling our own child by PID.
         unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let end = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < end {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        reap(&mut self.0, Duration::from_secs(10));
     }
+}
+
+/// Waits up to `within` for a child asked to end, then kills it (by its PID, through `Child`).
+pub(crate) fn reap(child: &mut Child, within: Duration) {
+    let end = Instant::now() + within;
+    while Instant::now() < end {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// CPUs of the overhead rounds: the driver on one, every sensor's user-space process on the

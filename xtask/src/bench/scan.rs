@@ -6,12 +6,12 @@ use std::{
     io::{BufRead, BufReader},
     path::Path,
     process::{Child, ChildStdin, Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{bail, Context as _};
 
-use super::{log_field, median, start_aiwatch_with, Stopper};
+use super::{log_field, median, reap, start_aiwatch_with, Stopper};
 
 pub const EXTRA: u32 = 1000;
 const RUNS: usize = 3;
@@ -43,16 +43,9 @@ impl Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
+        // Closing stdin ends it.
         self.stdin.take();
-        let end = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < end {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        reap(&mut self.child, Duration::from_secs(10));
     }
 }
 

@@ -155,7 +155,7 @@ impl Loads {
              The daemon logs how long its first /proc pass took and how many processes /proc listed. Median of\n\
              3 starts each: {} processes in {:.0} µs; with {EXTRA} more untracked processes, {} in {:.0} µs\n\
              (+{:.0} µs per 1,000 processes); with {EXTRA} more that descend from a tracked assistant, {} in\n\
-             {:.0} µs (+{:.0} µs per 1,000 processes: each is also written to the kernel's tracked map).\n",
+             {:.0} µs (+{:.0} µs per 1,000 processes; these are also added to the kernel's tracked map).\n",
             sc.base.0,
             sc.base.1,
             sc.untracked.0,
