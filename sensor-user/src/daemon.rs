@@ -1,8 +1,12 @@
 //! `aiwatch run`: load, attach, scan, then read the kernel's events until SIGTERM or SIGINT.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context as _;
+use aya::maps::{MapData, RingBuf};
 use aya_log::EbpfLogger;
 use tokio::{
     io::{unix::AsyncFd, Interest},
@@ -125,19 +129,11 @@ pub async fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow
         tokio::select! {
             guard = events.readable_mut() => {
                 let mut guard = guard.context("waiting on the ring buffer")?;
-                let rb = guard.get_inner_mut();
-                while let Some(item) = rb.next() {
-                    pipeline.handle(&item, &mut maps);
-                }
+                drain(guard.get_inner_mut(), &mut pipeline, &mut maps, None);
                 guard.clear_ready();
             }
             // File events and variable reads come without a wake-up (sensor_common::BATCH_MS).
-            _ = batch.tick() => {
-                let rb = events.get_mut();
-                while let Some(item) = rb.next() {
-                    pipeline.handle(&item, &mut maps);
-                }
-            }
+            _ = batch.tick() => drain(events.get_mut(), &mut pipeline, &mut maps, None),
             guard = async { logger.as_mut().expect("guarded").readable_mut().await }, if logger.is_some() => {
                 if let Ok(mut guard) = guard {
                     guard.get_inner_mut().flush();
@@ -169,14 +165,8 @@ pub async fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow
     // Detach first, so nothing new comes, then drain what the kernel already sent (bounded in
     // time: a flood must not keep a stopping daemon alive), then flush the sink.
     loader::detach_all(ebpf, links);
-    let deadline = std::time::Instant::now() + Duration::from_secs(2);
-    {
-        let rb = events.get_mut();
-        while std::time::Instant::now() < deadline {
-            let Some(item) = rb.next() else { break };
-            pipeline.handle(&item, &mut maps);
-        }
-    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    drain(events.get_mut(), &mut pipeline, &mut maps, Some(deadline));
     metrics.set_kernel(&maps.maps.stats());
     drop(maps);
     drop(pipeline);
@@ -187,6 +177,14 @@ pub async fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Handles every record waiting in the ring buffer, or those that fit before `deadline`.
+fn drain(rb: &mut RingBuf<MapData>, pipeline: &mut Pipeline, maps: &mut Kernel, deadline: Option<Instant>) {
+    while deadline.is_none_or(|d| Instant::now() < d) {
+        let Some(item) = rb.next() else { break };
+        pipeline.handle(&item, maps);
+    }
 }
 
 /// Registers a ring buffer's fd with the reactor for readability.

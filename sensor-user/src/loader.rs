@@ -326,7 +326,8 @@ fn attach_tracepoint(
 #[derive(Default)]
 pub struct Links(Vec<(&'static str, TracePointLinkId)>);
 
-/// Detaches every link in parallel (the grace periods overlap), then the rest with `ebpf`.
+/// Detaches every link from its own thread, then the rest with `ebpf`. The kernel serializes much
+/// of the work, but the waits partly overlap: about 3 s instead of 4.4 s for ~60 links here.
 pub fn detach_all(mut ebpf: Ebpf, links: Links) {
     let owned: Vec<_> = links
         .0

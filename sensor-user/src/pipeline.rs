@@ -121,7 +121,7 @@ impl Pipeline {
     }
 
     fn emit(&self, boot_ns: u64, body: Body) {
-        self.sink.emit(Record {
+        self.sink.emit(|| Record {
             schema: report::SCHEMA,
             time: self.clock.rfc3339(boot_ns),
             boot_ns,

@@ -31,11 +31,11 @@ pub struct SinkHandle {
 }
 
 impl SinkHandle {
-    /// Queues a record; never blocks.
-    pub fn emit(&self, record: Record) {
+    /// Counts a record and queues it; never blocks. With format `none` the record is not built.
+    pub fn emit(&self, record: impl FnOnce() -> Record) {
         self.metrics.records_produced.inc();
         if let Some(tx) = &self.tx {
-            if tx.try_send(Arc::new(record)).is_err() {
+            if tx.try_send(Arc::new(record())).is_err() {
                 self.metrics.sink_dropped.inc();
             }
         }

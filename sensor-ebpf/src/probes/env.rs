@@ -14,7 +14,7 @@ use aya_ebpf::{
 use sensor_common::{env_func, EnvReadEvent, EventKind, Stat};
 
 use crate::{
-    helpers::{batched, bump, current_ids, fill_header, now, stash, take, tracked},
+    helpers::{batched, bump, current_ids, fill_header, now, take, tracked},
     maps::EVENTS,
 };
 
@@ -37,17 +37,22 @@ fn enter(ctx: &ProbeContext, func: u32) -> u32 {
         return 0;
     }
     let Some(name) = ctx.arg::<u64>(0) else { return 0 };
-    // SAFETY: copied at once.
-    if let Some(prev) = unsafe { ENV_CALLS.get(tid) }.copied() {
-        // The getenv that secure_getenv tail-calls: the outer call is already recorded (a used
-        // slot has name 0).
-        if prev.name == name {
-            return 0;
-        }
-    }
     let call = EnvCall { name, func, _pad: 0, ts_ns: now() };
-    if stash(&ENV_CALLS, tid, &call).is_err() {
-        bump(Stat::StashFull);
+    // One lookup: check and refill this thread's slot in place (as `stash` does).
+    match ENV_CALLS.get_ptr_mut(tid) {
+        // SAFETY: this thread's own slot; no other program writes it.
+        Some(slot) => unsafe {
+            // The getenv that secure_getenv tail-calls: the outer call is already recorded (a
+            // used slot has name 0).
+            if (*slot).name != name {
+                *slot = call;
+            }
+        },
+        None => {
+            if ENV_CALLS.insert(tid, call, 0).is_err() {
+                bump(Stat::StashFull);
+            }
+        }
     }
     0
 }
