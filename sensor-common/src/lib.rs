@@ -8,6 +8,7 @@
 
 pub mod event;
 pub mod maps;
+pub mod tracepoints;
 
 pub use event::*;
 pub use maps::*;

@@ -9,7 +9,7 @@ use aya_ebpf::{
     programs::TracePointContext,
     EbpfContext,
 };
-use sensor_common::{EventHeader, EventKind, Stat, TrackState, Tracked};
+use sensor_common::{tracepoints::Field, EventHeader, EventKind, Stat, TrackState, Tracked};
 
 use crate::maps::{STATS, TRACKED};
 
@@ -119,8 +119,9 @@ pub fn now() -> u64 {
 /// Reads a tracepoint field straight from the context (cheaper than a probe-read helper).
 ///
 /// # Safety
-/// `offset` must be a field of this tracepoint's format with type `T`.
+/// `field` must be a field of this tracepoint's record (the loader checks it against the
+/// format file) of `T`'s size.
 #[inline(always)]
-pub unsafe fn arg<T: Copy>(ctx: &TracePointContext, offset: usize) -> T {
-    unsafe { *(ctx.as_ptr().add(offset) as *const T) }
+pub unsafe fn arg<T: Copy>(ctx: &TracePointContext, field: Field) -> T {
+    unsafe { *(ctx.as_ptr().add(field.offset) as *const T) }
 }

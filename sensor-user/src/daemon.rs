@@ -16,7 +16,7 @@ use tokio::{
 use crate::{
     classify::assistant::AssistantClassifier,
     config::{Config, GetenvProbes},
-    loader::{self, KernelMaps, ProbeStatus, Usage},
+    loader::{self, KernelMaps, Mode, ProbeStatus, Usage},
     metrics::{self, Metrics},
     pipeline::{Kernel, Pipeline},
     procs::procfs::ProcFs,
@@ -40,20 +40,22 @@ pub async fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow
     };
 
     let classifier = AssistantClassifier::new(&cfg);
-    loader::ensure_tracefs()?;
-    let mut ebpf = loader::open(&cfg)?;
-    let logger = match EbpfLogger::init(&mut ebpf) {
+    let mut obj = loader::open(&cfg)?;
+    let logger = match EbpfLogger::init(&mut obj.ebpf) {
         Ok(l) => Some(watch(l).context("watching the kernel log buffer")?),
         Err(e) => {
             tracing::warn!(error = %e, "kernel-side diagnostics unavailable");
             None
         }
     };
-    loader::set_candidates(&mut ebpf, &classifier.candidate_names())?;
-    let (mut statuses, links) = loader::load_programs_linked(&mut ebpf, true, false);
-    let tracefs = loader::ensure_tracefs()?;
+    loader::set_candidates(&mut obj.ebpf, &classifier.candidate_names())?;
+    let loaded = loader::load_programs(&mut obj, Mode::Run);
+    for job in &loaded.jobs {
+        tracing::info!(job = job.job, program = %job.program.unwrap_or("none"), how = %job.how, "kernel-dependent path");
+    }
+    let (mut statuses, links) = (loaded.statuses, loaded.links);
     let v = &cfg.variables;
-    let env = match EnvProbes::setup(&mut ebpf, v.getenv_probes, &v.libc, tracefs, metrics.clone()) {
+    let env = match EnvProbes::setup(&mut obj.ebpf, v.getenv_probes, &v.libc, obj.tracefs, metrics.clone()) {
         Ok((env, st)) => {
             statuses.extend(st);
             env
@@ -62,7 +64,7 @@ pub async fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow
             // Variable reads are lost, nothing else: say so and go on.
             tracing::warn!(error = %format!("{e:#}"), "getenv probes unavailable");
             statuses.push(ProbeStatus::failed("env_enter_getenv", "uprobe/libc:getenv".into(), &e));
-            EnvProbes::setup(&mut ebpf, GetenvProbes::Off, &[], tracefs, metrics.clone())?.0
+            EnvProbes::setup(&mut obj.ebpf, GetenvProbes::Off, &[], obj.tracefs, metrics.clone())?.0
         }
     };
     let mut failed_required = Vec::new();
@@ -81,7 +83,7 @@ pub async fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow
     let attached = statuses.iter().filter(|s| s.ok).count();
     tracing::info!(attached, elapsed_ms = started.elapsed().as_millis() as u64, "probes attached");
 
-    let (maps, ringbuf) = KernelMaps::take(&mut ebpf)?;
+    let (maps, ringbuf) = KernelMaps::take(&mut obj.ebpf)?;
     let mut maps = Kernel { maps, env };
     let mut events = watch(ringbuf).context("watching the event ring buffer")?;
     let (sink, writer) = sinks::spawn(&cfg.output, metrics.clone())?;
@@ -164,7 +166,7 @@ pub async fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow
 
     // Detach first, so nothing new comes, then drain what the kernel already sent (bounded in
     // time: a flood must not keep a stopping daemon alive), then flush the sink.
-    loader::detach_all(ebpf, links);
+    loader::detach_all(obj.ebpf, links);
     let deadline = Instant::now() + Duration::from_secs(2);
     drain(events.get_mut(), &mut pipeline, &mut maps, Some(deadline));
     metrics.set_kernel(&maps.maps.stats());

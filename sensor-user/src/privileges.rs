@@ -70,3 +70,28 @@ pub fn drop_to_runtime() -> anyhow::Result<Vec<Capability>> {
     kept.sort_by_key(|c| c.index());
     Ok(kept)
 }
+
+/// Why a perf event (tracepoint attach, getenv uprobe) may have been refused: some
+/// distributions' kernels (Debian's among them) read `kernel.perf_event_paranoid` 3, their
+/// default, as "no perf events without CAP_SYS_ADMIN", whatever CAP_PERFMON allows upstream.
+/// None when that is not the case here.
+pub fn perf_restriction() -> Option<String> {
+    let level: i32 =
+        std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid").ok()?.trim().parse().ok()?;
+    if level <= 2 || caps::has_cap(None, CapSet::Effective, Capability::CAP_SYS_ADMIN).unwrap_or(false) {
+        return None;
+    }
+    Some(format!(
+        "kernel.perf_event_paranoid is {level}: this kernel may allow perf events only with CAP_SYS_ADMIN; \
+         set it to 2 (sysctl kernel.perf_event_paranoid=2) or run as root"
+    ))
+}
+
+/// `error`, with the perf restriction named when it is a refusal that restriction explains.
+pub fn explain_perf_error(error: String) -> String {
+    let denied = error.contains("Permission denied") || error.contains("os error 13");
+    match perf_restriction() {
+        Some(why) if denied => format!("{error} ({why})"),
+        _ => error,
+    }
+}

@@ -306,7 +306,11 @@ impl EnvProbes {
             })();
             statuses.push(match r {
                 Ok(()) => ProbeStatus::ok(ev.program, hook),
-                Err(e) => ProbeStatus::failed(ev.program, hook, e),
+                Err(e) => ProbeStatus::failed(
+                    ev.program,
+                    hook,
+                    crate::privileges::explain_perf_error(format!("{e:#}")),
+                ),
             });
         }
         if mode == GetenvProbes::Session {
@@ -383,7 +387,8 @@ fn attach_pid(ids: &[u64], pid: u32, fds: &mut Vec<OwnedFd>, metrics: &Metrics) 
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return false,
             Err(e) => {
                 metrics.getenv_attach_errors.inc();
-                tracing::warn!(pid, error = %e, "cannot follow getenv for this process");
+                let error = crate::privileges::explain_perf_error(e.to_string());
+                tracing::warn!(pid, %error, "cannot follow getenv for this process");
                 return false;
             }
         }

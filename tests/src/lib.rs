@@ -32,6 +32,19 @@ pub fn aiwatch_bin() -> PathBuf {
     }
 }
 
+/// `d`, stretched by `AIWATCH_TEST_TIME_SCALE` (a factor, default 1): the kernel matrix runs
+/// these tests under an emulated CPU several times slower than the host. Deadlines only: no
+/// assertion about what happens changes.
+pub fn patience(d: Duration) -> Duration {
+    let scale = std::env::var("AIWATCH_TEST_TIME_SCALE").ok().and_then(|s| s.parse::<u32>().ok());
+    d * scale.unwrap_or(1).max(1)
+}
+
+/// The deadline `d` from now, stretched by [`patience`].
+pub fn deadline(d: Duration) -> Instant {
+    Instant::now() + patience(d)
+}
+
 /// A directory removed on drop.
 pub struct TempDir(pub PathBuf);
 
@@ -68,7 +81,7 @@ impl Guard {
 
     /// Waits for exit, at most `timeout`.
     pub fn wait(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let end = Instant::now() + timeout;
+        let end = deadline(timeout);
         while Instant::now() < end {
             if let Ok(Some(s)) = self.0.try_wait() {
                 return Some(s);
@@ -218,7 +231,7 @@ impl Sensor {
             }
         });
         let s = Self { proc: Some(Guard(child)), records, log, metrics, _dir: dir };
-        let end = Instant::now() + Duration::from_secs(30);
+        let end = deadline(Duration::from_secs(30));
         while !s.log().contains("watching") {
             if Instant::now() > end {
                 panic!("aiwatch did not start:\n{}", s.log());
@@ -243,7 +256,7 @@ impl Sensor {
 
     /// Records for which `pred` holds, once at least `n` exist (panics after 15 s).
     pub fn wait_n(&self, n: usize, what: &str, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
-        let end = Instant::now() + Duration::from_secs(15);
+        let end = deadline(Duration::from_secs(15));
         loop {
             let hits: Vec<Value> =
                 self.records.lock().expect("records").iter().filter(|r| pred(r)).cloned().collect();

@@ -265,7 +265,7 @@ fn format_none_writes_no_records_and_still_counts_them() {
     let agent = probe_as(&dir, AGENT);
     run(&agent, &["openat=/etc/localtime", "openat=/etc/localtime"]);
     // Session start, two reads, session end: produced and counted, never written.
-    let end = std::time::Instant::now() + Duration::from_secs(15);
+    let end = deadline(Duration::from_secs(15));
     while sensor.metric("aiwatch_records_total").unwrap_or(0.0) < 4.0 {
         assert!(std::time::Instant::now() < end, "records not counted:\n{}", sensor.scrape());
         std::thread::sleep(Duration::from_millis(50));
@@ -292,7 +292,7 @@ fn kernel_diagnostics_reach_the_log_only_when_asked() {
     for s in [&quiet, &loud] {
         s.wait_for("later read", |r| r["process"]["pid"] == root && r["resolved_path"] == "/etc/localtime");
     }
-    let end = std::time::Instant::now() + Duration::from_secs(10);
+    let end = deadline(Duration::from_secs(10));
     while !loud.log().contains("path truncated at 256 bytes") {
         assert!(std::time::Instant::now() < end, "no kernel diagnostic in the log:\n{}", loud.log());
         std::thread::sleep(Duration::from_millis(50));

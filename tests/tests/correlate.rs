@@ -142,7 +142,7 @@ fn file_sink_is_reopened_on_sighup() {
     let sensor = Sensor::start_with(AGENT_CONFIG, &["--output", out.to_str().unwrap()]);
     let agent = probe_as(&dir, AGENT);
     let wait_file = |path: &Path, pid: u32| {
-        let end = Instant::now() + Duration::from_secs(15);
+        let end = deadline(Duration::from_secs(15));
         loop {
             let text = std::fs::read_to_string(path).unwrap_or_default();
             if text
@@ -227,7 +227,7 @@ fn real_prometheus_fires_the_finding_alert() {
     );
     let prom: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let wait = |what: &str, ok: &dyn Fn() -> bool| {
-        let end = Instant::now() + Duration::from_secs(90);
+        let end = deadline(Duration::from_secs(90));
         while !ok() {
             assert!(Instant::now() < end, "timed out: {what}");
             std::thread::sleep(Duration::from_millis(250));

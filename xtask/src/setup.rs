@@ -1,10 +1,14 @@
 //! Installs what a fresh machine lacks, skipping what is present, saying what it does.
 
-use std::{path::PathBuf, process::Command};
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
 
 use anyhow::{bail, Context as _};
 
-use crate::sh;
+use crate::{display, sh};
 
 const LLVM_PACKAGES: [&str; 2] = ["llvm-22-dev", "libpolly-22-dev"];
 /// What the tests run besides the sensor: Prometheus and promtool for the alerting tests.
@@ -50,6 +54,37 @@ fn installed(pkg: &str) -> bool {
     output(Command::new("dpkg-query").args(["-W", "-f", "${Status}", pkg])).contains("install ok installed")
 }
 
+/// How long apt-get waits for another apt or dpkg (unattended upgrades, a parallel setup) to
+/// release its lock before giving up.
+const APT_LOCK_WAIT: Duration = Duration::from_secs(300);
+
+/// Runs `apt-get ARGS`, waiting (bounded) while another process holds the apt or dpkg lock:
+/// dpkg's own wait (`DPkg::Lock::Timeout`) does not cover the lists lock `update` takes.
+pub fn apt_get(args: &[&str]) -> anyhow::Result<()> {
+    let end = Instant::now() + APT_LOCK_WAIT;
+    let lock_wait = APT_LOCK_WAIT.as_secs().to_string();
+    loop {
+        let mut cmd = Command::new("apt-get");
+        cmd.args(["-o", &format!("DPkg::Lock::Timeout={lock_wait}")])
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stderr(Stdio::piped());
+        eprintln!("xtask: $ {}", display(&cmd));
+        let out = cmd.spawn().and_then(|c| c.wait_with_output()).context("cannot start apt-get")?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        eprint!("{err}");
+        if out.status.success() {
+            return Ok(());
+        }
+        let locked = err.contains("Could not get lock") || err.contains("Unable to acquire");
+        if !locked || Instant::now() > end {
+            bail!("`{}` failed ({})", display(&cmd), out.status);
+        }
+        eprintln!("xtask: setup: another apt or dpkg holds the lock; retrying in 5 s");
+        std::thread::sleep(Duration::from_secs(5));
+    }
+}
+
 /// Installs Debian packages that are missing.
 fn apt_packages(packages: &[&str]) -> anyhow::Result<()> {
     let present = packages.iter().all(|p| installed(p));
@@ -57,12 +92,30 @@ fn apt_packages(packages: &[&str]) -> anyhow::Result<()> {
         if !ok(Command::new("apt-get").arg("--version")) {
             bail!("apt-get is not available: install {} by hand", packages.join(" "));
         }
-        sh(Command::new("apt-get").args(["update", "-q"]).env("DEBIAN_FRONTEND", "noninteractive"))?;
-        sh(Command::new("apt-get")
-            .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(packages)
-            .env("DEBIAN_FRONTEND", "noninteractive"))
+        apt_get(&["update", "-q"])?;
+        let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+        args.extend_from_slice(packages);
+        apt_get(&args)
     })
+}
+
+/// What `cargo xtask vmtest` needs on the host: qemu (with virtiofsd, in qemu-system-common on
+/// Debian 12), a static busybox for the guests' initramfs, kmod's depmod and modprobe to pick
+/// the kernel modules it needs, and the decompressors for Debian's `.ko.xz`/`.ko.zst` modules.
+const VM_PACKAGES: [&str; 5] = ["qemu-system-x86", "busybox-static", "kmod", "zstd", "xz-utils"];
+
+/// Where Debian 12's qemu-system-common puts virtiofsd.
+pub const VIRTIOFSD: &str = "/usr/lib/qemu/virtiofsd";
+
+/// Installs what booting test kernels under qemu needs (only `cargo xtask vmtest` calls this).
+pub fn vm_packages() -> anyhow::Result<()> {
+    apt_packages(&VM_PACKAGES)?;
+    if !Path::new(VIRTIOFSD).exists() {
+        bail!(
+            "{VIRTIOFSD} is missing (Debian 12's qemu-system-common installs it); the cloud kernels need it"
+        );
+    }
+    Ok(())
 }
 
 /// Real assistants the end-to-end tests run, pinned, from the npm registry.

@@ -9,53 +9,44 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use aya_log_ebpf::{debug, warn};
-use sensor_common::{flags, EventKind, FileEvent, Stat, Syscall, AT_FDCWD, PATH_LEN};
+use sensor_common::{
+    flags,
+    tracepoints::{FileLayout, SYS_EXIT_RET},
+    EventKind, FileEvent, Stat, Syscall, AT_FDCWD, PATH_LEN,
+};
 
 use crate::{
     helpers::{arg, batched, bump, current_ids, fill_header, now, stash, take, tracked},
     maps::{FileArgs, EVENTS, FILE_ARGS},
 };
 
-/// Where a syscall keeps its arguments (byte offsets in the tracepoint record).
-struct Layout {
-    dirfd: Option<usize>,
-    path: Option<usize>,
-    flags: Option<usize>,
-    /// `openat2`: flags and resolve flags come from a user `struct open_how` at this offset.
-    open_how: Option<usize>,
-}
-
-const PATH0: Layout = Layout { dirfd: None, path: Some(16), flags: Some(24), open_how: None };
-const AT: Layout = Layout { dirfd: Some(16), path: Some(24), flags: Some(32), open_how: None };
-const AT_FLAG40: Layout = Layout { dirfd: Some(16), path: Some(24), flags: Some(40), open_how: None };
-
 #[inline(always)]
-fn enter(ctx: &TracePointContext, syscall: Syscall, layout: &Layout) -> u32 {
+fn enter(ctx: &TracePointContext, syscall: Syscall, layout: &FileLayout) -> u32 {
     let (tgid, tid) = current_ids();
     let Some(t) = tracked(tgid) else {
         return 0;
     };
-    // SAFETY (all `arg` reads): offsets come from the syscall's tracepoint format.
+    // SAFETY (all `arg` reads): fields of this syscall's record, checked against its format.
     let mut args = FileArgs {
         ts_ns: now(),
         path: match layout.path {
-            Some(off) => unsafe { arg::<u64>(ctx, off) },
+            Some(f) => unsafe { arg::<u64>(ctx, f) },
             None => 0,
         },
         syscall: syscall as u32,
         dirfd: match layout.dirfd {
-            Some(off) => (unsafe { arg::<u64>(ctx, off) }) as i32,
+            Some(f) => (unsafe { arg::<u64>(ctx, f) }) as i32,
             None => AT_FDCWD,
         },
         flags: match layout.flags {
-            Some(off) => (unsafe { arg::<u64>(ctx, off) }) as u32,
+            Some(f) => (unsafe { arg::<u64>(ctx, f) }) as u32,
             None => 0,
         },
         resolve: 0,
         tracked: t,
     };
-    if let Some(off) = layout.open_how {
-        let how = (unsafe { arg::<u64>(ctx, off) }) as *const [u64; 3];
+    if let Some(f) = layout.open_how {
+        let how = (unsafe { arg::<u64>(ctx, f) }) as *const [u64; 3];
         // SAFETY: user pointer; the helper checks it. open_how is {flags, mode, resolve}.
         match unsafe { bpf_probe_read_user(how) } {
             Ok(how) => {
@@ -94,8 +85,8 @@ pub fn files_exit_syscall(ctx: TracePointContext) -> u32 {
     ev.dirfd = args.dirfd;
     ev.flags = args.flags;
     ev.resolve = args.resolve;
-    // SAFETY: sys_exit_*: ret@16.
-    ev.ret = unsafe { arg::<i64>(&ctx, 16) };
+    // SAFETY: sys_exit_*: ret, checked against the format at load.
+    ev.ret = unsafe { arg::<i64>(&ctx, SYS_EXIT_RET) };
     ev._pad = 0;
     ev.path_len = 0;
     if args.path != 0 {
@@ -123,27 +114,29 @@ pub fn files_exit_syscall(ctx: TracePointContext) -> u32 {
 }
 
 macro_rules! file_enter {
-    ($($prog:ident => $syscall:ident, $layout:expr;)*) => {$(
+    ($($prog:ident => $syscall:ident;)*) => {$(
         #[tracepoint]
         pub fn $prog(ctx: TracePointContext) -> u32 {
-            enter(&ctx, Syscall::$syscall, &$layout)
+            // Evaluated at compile time: the program reads fixed offsets.
+            const LAYOUT: FileLayout = Syscall::$syscall.layout();
+            enter(&ctx, Syscall::$syscall, &LAYOUT)
         }
     )*};
 }
 
 file_enter! {
-    files_enter_open => Open, PATH0;
-    files_enter_openat => Openat, AT;
-    files_enter_openat2 => Openat2, Layout { dirfd: Some(16), path: Some(24), flags: None, open_how: Some(32) };
-    files_enter_readlink => Readlink, Layout { flags: None, ..PATH0 };
-    files_enter_readlinkat => Readlinkat, Layout { flags: None, ..AT };
-    files_enter_newfstatat => Newfstatat, AT_FLAG40;
-    files_enter_statx => Statx, AT;
-    files_enter_access => Access, PATH0;
-    files_enter_faccessat => Faccessat, AT;
-    files_enter_faccessat2 => Faccessat2, AT_FLAG40;
-    files_enter_newstat => Newstat, Layout { flags: None, ..PATH0 };
-    files_enter_newlstat => Newlstat, Layout { flags: None, ..PATH0 };
-    files_enter_chdir => Chdir, Layout { flags: None, ..PATH0 };
-    files_enter_fchdir => Fchdir, Layout { dirfd: Some(16), path: None, flags: None, open_how: None };
+    files_enter_open => Open;
+    files_enter_openat => Openat;
+    files_enter_openat2 => Openat2;
+    files_enter_readlink => Readlink;
+    files_enter_readlinkat => Readlinkat;
+    files_enter_newfstatat => Newfstatat;
+    files_enter_statx => Statx;
+    files_enter_access => Access;
+    files_enter_faccessat => Faccessat;
+    files_enter_faccessat2 => Faccessat2;
+    files_enter_newstat => Newstat;
+    files_enter_newlstat => Newlstat;
+    files_enter_chdir => Chdir;
+    files_enter_fchdir => Fchdir;
 }

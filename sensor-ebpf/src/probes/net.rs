@@ -13,9 +13,10 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use sensor_common::{
-    sock_flags, tcp_state, CloseEvent, ConnectEvent, DataEvent, Direction, EventKind, IoctlEvent,
-    RawSockAddr, SockInfo, SockKey, Stat, StateEvent, Tracked, AF_NETLINK, CAPTURE_NETLINK, CAPTURE_SENDS,
-    DATA_LEN, DNS_RECV_LEN,
+    sock_flags, tcp_state,
+    tracepoints::{inet_sock_set_state, sys, Field, SYS_EXIT_RET},
+    CloseEvent, ConnectEvent, DataEvent, Direction, EventKind, IoctlEvent, RawSockAddr, SockInfo, SockKey,
+    Stat, StateEvent, Tracked, AF_NETLINK, CAPTURE_NETLINK, CAPTURE_SENDS, DATA_LEN, DNS_RECV_LEN,
 };
 
 use crate::{
@@ -108,9 +109,11 @@ fn read_sockaddr(addr: u64, len: u64) -> RawSockAddr {
 #[tracepoint]
 pub fn net_enter_socket(ctx: TracePointContext) -> u32 {
     let (tgid, tid) = current_ids();
-    // SAFETY (arg reads): sys_enter_socket: family@16, type@24, protocol@32.
-    let (family, sock_type, protocol) =
-        unsafe { (arg::<u64>(&ctx, 16) as u32, arg::<u64>(&ctx, 24) as u32, arg::<u64>(&ctx, 32) as u32) };
+    use sys::socket::{FAMILY, PROTOCOL, TYPE};
+    // SAFETY (arg reads): fields of sys_enter_socket, checked against its format at load.
+    let (family, sock_type, protocol) = unsafe {
+        (arg::<u64>(&ctx, FAMILY) as u32, arg::<u64>(&ctx, TYPE) as u32, arg::<u64>(&ctx, PROTOCOL) as u32)
+    };
     let route = family == AF_NETLINK as u32 && protocol == NETLINK_ROUTE;
     if (family != AF_INET && family != AF_INET6 && !route) || tracked(tgid).is_none() {
         return 0;
@@ -128,8 +131,10 @@ pub fn net_enter_connect(ctx: TracePointContext) -> u32 {
     if tracked(tgid).is_none() {
         return 0;
     }
-    // SAFETY: sys_enter_connect: fd@16, uservaddr@24, addrlen@32.
-    let (fd, addr, len) = unsafe { (arg::<u64>(&ctx, 16), arg::<u64>(&ctx, 24), arg::<u64>(&ctx, 32)) };
+    use sys::connect::{ADDRLEN, FD, USERVADDR};
+    // SAFETY: fields of sys_enter_connect, checked against its format at load.
+    let (fd, addr, len) =
+        unsafe { (arg::<u64>(&ctx, FD), arg::<u64>(&ctx, USERVADDR), arg::<u64>(&ctx, ADDRLEN)) };
     let mut a = empty_args(OP_CONNECT, fd as i32);
     a.sa = read_sockaddr(addr, len);
     let family = u16::from_ne_bytes([a.sa.data[0], a.sa.data[1]]) as u32;
@@ -144,30 +149,31 @@ pub fn net_enter_connect(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn enter_send(ctx: &TracePointContext, op: u32, kind: SendLayout) -> u32 {
     let (tgid, tid) = current_ids();
-    // SAFETY (arg reads): fd@16 for every send/recv syscall.
-    let fd = unsafe { arg::<u64>(ctx, 16) } as i32;
+    // SAFETY (arg reads): argument 0 is the fd of every send/recv syscall; the loader checks
+    // each hook's fields against its format.
+    let fd = unsafe { arg::<u64>(ctx, sys::write::FD) } as i32;
     if tracked_sock(tgid, fd).is_none() {
         return 0;
     }
     let mut a = empty_args(op, fd);
     match kind {
-        // write/read, sendto/recvfrom: buf@24, len@32; sendto/recvfrom: addr@48.
+        // write/read, sendto/recvfrom: buffer, length; sendto/recvfrom: address (argument 4).
         SendLayout::Plain { addr } => {
-            a.buf = unsafe { arg::<u64>(ctx, 24) };
-            a.len = unsafe { arg::<u64>(ctx, 32) };
+            a.buf = unsafe { arg::<u64>(ctx, sys::sendto::BUFF) };
+            a.len = unsafe { arg::<u64>(ctx, sys::sendto::LEN) };
             if addr {
-                a.addr = unsafe { arg::<u64>(ctx, 48) };
+                a.addr = unsafe { arg::<u64>(ctx, sys::sendto::ADDR) };
             }
         }
-        // writev/readv: iovec array@24.
+        // writev/readv: iovec array.
         SendLayout::Iovec => {
-            let iov = unsafe { arg::<u64>(ctx, 24) };
+            let iov = unsafe { arg::<u64>(ctx, sys::writev::VEC) };
             a.buf = read_u64(iov);
             a.len = read_u64(iov + 8);
         }
-        // sendmsg/recvmsg: msghdr@24; sendmmsg/recvmmsg: mmsghdr array@24.
+        // sendmsg/recvmsg: msghdr; sendmmsg/recvmmsg: mmsghdr array.
         SendLayout::Msg { multi } => {
-            let msg = unsafe { arg::<u64>(ctx, 24) };
+            let msg = unsafe { arg::<u64>(ctx, sys::sendmsg::MSG) };
             if multi {
                 a.mmsg = msg;
             }
@@ -219,8 +225,8 @@ fn is_interface_ioctl(cmd: u32) -> bool {
 
 #[tracepoint]
 pub fn net_enter_ioctl(ctx: TracePointContext) -> u32 {
-    // SAFETY (arg reads): sys_enter_ioctl: fd@16, cmd@24, arg@32.
-    let cmd = unsafe { arg::<u64>(&ctx, 24) } as u32;
+    // SAFETY (arg reads): fields of sys_enter_ioctl, checked against its format at load.
+    let cmd = unsafe { arg::<u64>(&ctx, sys::ioctl::CMD) } as u32;
     if !is_interface_ioctl(cmd) {
         return 0;
     }
@@ -228,9 +234,9 @@ pub fn net_enter_ioctl(ctx: TracePointContext) -> u32 {
     if tracked(tgid).is_none() {
         return 0;
     }
-    let mut a = empty_args(OP_IOCTL, unsafe { arg::<u64>(&ctx, 16) } as i32);
+    let mut a = empty_args(OP_IOCTL, unsafe { arg::<u64>(&ctx, sys::ioctl::FD) } as i32);
     a.len = u64::from(cmd);
-    a.buf = unsafe { arg::<u64>(&ctx, 32) };
+    a.buf = unsafe { arg::<u64>(&ctx, sys::ioctl::ARG) };
     stash_args(tid, &a);
     0
 }
@@ -260,8 +266,8 @@ fn exit_ioctl(t: &Tracked, a: &NetArgs, ret: i64) {
 #[tracepoint]
 pub fn net_enter_close(ctx: TracePointContext) -> u32 {
     let (tgid, _) = current_ids();
-    // SAFETY: sys_enter_close: fd@16.
-    let fd = unsafe { arg::<u64>(&ctx, 16) } as i32;
+    // SAFETY: sys_enter_close.fd, checked against its format at load.
+    let fd = unsafe { arg::<u64>(&ctx, sys::close::FD) } as i32;
     let Some(t) = tracked(tgid) else { return 0 };
     let key = SockKey { tgid, fd: fd as u32 };
     // SAFETY: the value is copied at once.
@@ -290,8 +296,8 @@ pub fn net_exit_syscall(ctx: TracePointContext) -> u32 {
     // `op == 0` marks a used slot.
     let Some(a) = take(&NET_ARGS, tid, |a| a.op != 0, |a| a.op = 0) else { return 0 };
     let Some(t) = tracked(tgid) else { return 0 };
-    // SAFETY: sys_exit_*: ret@16.
-    let ret: i64 = unsafe { arg(&ctx, 16) };
+    // SAFETY: sys_exit_*: ret, checked against the format at load.
+    let ret: i64 = unsafe { arg(&ctx, SYS_EXIT_RET) };
     match a.op {
         OP_SOCKET if ret >= 0 => {
             let info =
@@ -423,14 +429,15 @@ fn exit_data(t: &Tracked, tgid: u32, a: &NetArgs, ret: i64) {
 /// changes, often in softirq context, are reported for linked sockets only.
 #[tracepoint]
 pub fn net_enter_sock_set_state(ctx: TracePointContext) -> u32 {
-    // SAFETY (arg reads): sock:inet_sock_set_state fields (see its format file).
-    let protocol: u16 = unsafe { arg(&ctx, 30) };
+    use inet_sock_set_state as f;
+    // SAFETY (arg reads): sock:inet_sock_set_state fields, checked against its format at load.
+    let protocol: u16 = unsafe { arg(&ctx, f::PROTOCOL) };
     if protocol != IPPROTO_TCP {
         return 0;
     }
-    let sk: u64 = unsafe { arg(&ctx, 8) };
-    let oldstate = unsafe { arg::<i32>(&ctx, 16) } as u32;
-    let newstate = unsafe { arg::<i32>(&ctx, 20) } as u32;
+    let sk: u64 = unsafe { arg(&ctx, f::SKADDR) };
+    let oldstate = unsafe { arg::<i32>(&ctx, f::OLDSTATE) } as u32;
+    let newstate = unsafe { arg::<i32>(&ctx, f::NEWSTATE) } as u32;
     if newstate == tcp_state::SYN_SENT {
         let (tgid, tid) = current_ids();
         // SAFETY: this thread's own entry.
@@ -467,11 +474,11 @@ pub fn net_enter_sock_set_state(ctx: TracePointContext) -> u32 {
     ev.oldstate = oldstate;
     ev.newstate = newstate;
     ev._pad = 0;
-    let family: u16 = unsafe { arg(&ctx, 28) };
-    let sport: u16 = unsafe { arg(&ctx, 24) };
-    let dport: u16 = unsafe { arg(&ctx, 26) };
-    ev.local = state_addr(&ctx, family, sport, 32, 40);
-    ev.remote = state_addr(&ctx, family, dport, 36, 56);
+    let family: u16 = unsafe { arg(&ctx, f::FAMILY) };
+    let sport: u16 = unsafe { arg(&ctx, f::SPORT) };
+    let dport: u16 = unsafe { arg(&ctx, f::DPORT) };
+    ev.local = state_addr(&ctx, family, sport, f::SADDR, f::SADDR_V6);
+    ev.remote = state_addr(&ctx, family, dport, f::DADDR, f::DADDR_V6);
     entry.submit(urgent());
     bump(Stat::Emitted);
     0
@@ -479,19 +486,19 @@ pub fn net_enter_sock_set_state(ctx: TracePointContext) -> u32 {
 
 /// A sockaddr_in/in6 built from the tracepoint's fields (ports there are in host order).
 #[inline(always)]
-fn state_addr(ctx: &TracePointContext, family: u16, port: u16, v4: usize, v6: usize) -> RawSockAddr {
+fn state_addr(ctx: &TracePointContext, family: u16, port: u16, v4: Field, v6: Field) -> RawSockAddr {
     let mut sa = RawSockAddr { len: 0, data: [0; 28] };
     sa.data[..2].copy_from_slice(&family.to_ne_bytes());
     sa.data[2..4].copy_from_slice(&port.to_be_bytes());
     if family as u32 == AF_INET {
         // Arrays are copied with a helper: the verifier refuses byte loads from a moved ctx.
         // SAFETY: saddr/daddr fields of the tracepoint.
-        let a: [u8; 4] = unsafe { ctx.read_at(v4) }.unwrap_or_default();
+        let a: [u8; 4] = unsafe { ctx.read_at(v4.offset) }.unwrap_or_default();
         sa.data[4..8].copy_from_slice(&a);
         sa.len = 16;
     } else {
         // SAFETY: saddr_v6/daddr_v6 fields of the tracepoint.
-        let a: [u8; 16] = unsafe { ctx.read_at(v6) }.unwrap_or_default();
+        let a: [u8; 16] = unsafe { ctx.read_at(v6.offset) }.unwrap_or_default();
         sa.data[8..24].copy_from_slice(&a);
         sa.len = 28;
     }

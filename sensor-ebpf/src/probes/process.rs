@@ -9,13 +9,15 @@
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{
-        bpf_probe_read_kernel_str_bytes, bpf_probe_read_user, bpf_probe_read_user_str_bytes, generated,
+        bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user,
+        bpf_probe_read_user_str_bytes, generated,
     },
     macros::tracepoint,
     programs::TracePointContext,
     EbpfContext,
 };
 use aya_log_ebpf::warn;
+use sensor_common::tracepoints::{sched_process_exec, sched_process_exit, sys, task_newtask, SYS_EXIT_RET};
 use sensor_common::{
     flags, CandidateKey, EventKind, ExitEvent, ForkEvent, Stat, TrackState, Tracked, ARGV_LEN, ARG_LEN,
     COMM_LEN, ENV_LEN, MAX_ARGS, MAX_ENV, PATH_LEN,
@@ -31,18 +33,21 @@ const AT_EMPTY_PATH: u64 = 0x1000;
 
 #[tracepoint]
 pub fn process_enter_execve(ctx: TracePointContext) -> u32 {
-    // SAFETY: sys_enter_execve: filename@16, argv@24, envp@32.
+    use sys::execve::{ARGV, ENVP, FILENAME};
+    // SAFETY: fields of sys_enter_execve, checked against its format at load.
     let (filename, argv, envp) =
-        unsafe { (arg::<u64>(&ctx, 16), arg::<u64>(&ctx, 24), arg::<u64>(&ctx, 32)) };
+        unsafe { (arg::<u64>(&ctx, FILENAME), arg::<u64>(&ctx, ARGV), arg::<u64>(&ctx, ENVP)) };
     stash_exec(filename as *const u8, argv as *const *const u8, envp as *const *const u8, false);
     0
 }
 
 #[tracepoint]
 pub fn process_enter_execveat(ctx: TracePointContext) -> u32 {
-    // SAFETY: sys_enter_execveat: filename@24, argv@32, envp@40, flags@48.
-    let (filename, argv, envp, at_flags) =
-        unsafe { (arg::<u64>(&ctx, 24), arg::<u64>(&ctx, 32), arg::<u64>(&ctx, 40), arg::<u64>(&ctx, 48)) };
+    use sys::execveat::{ARGV, ENVP, FILENAME, FLAGS};
+    // SAFETY: fields of sys_enter_execveat, checked against its format at load.
+    let (filename, argv, envp, at_flags) = unsafe {
+        (arg::<u64>(&ctx, FILENAME), arg::<u64>(&ctx, ARGV), arg::<u64>(&ctx, ENVP), arg::<u64>(&ctx, FLAGS))
+    };
     let exec_fd = at_flags & AT_EMPTY_PATH != 0;
     stash_exec(filename as *const u8, argv as *const *const u8, envp as *const *const u8, exec_fd);
     0
@@ -52,8 +57,8 @@ pub fn process_enter_execveat(ctx: TracePointContext) -> u32 {
 /// `sched_process_exec`, keyed by the thread id that called exec.)
 #[tracepoint]
 pub fn process_exit_execve(ctx: TracePointContext) -> u32 {
-    // SAFETY: sys_exit_execve*: ret@16.
-    let ret: i64 = unsafe { arg(&ctx, 16) };
+    // SAFETY: sys_exit_execve*: ret, checked against the format at load.
+    let ret: i64 = unsafe { arg(&ctx, SYS_EXIT_RET) };
     if ret != 0 {
         let (_, tid) = current_ids();
         let _ = EXEC_STASH.remove(tid);
@@ -143,25 +148,29 @@ fn stash_env(tid: u32, envp: *const *const u8) {
 fn is_candidate(path: &[u8; PATH_LEN], len: usize) -> bool {
     // Backwards to the last '/', then stop: one exit per position keeps the verifier's work
     // linear (a forward scan remembering the last '/' forks a state per position).
+    // Every index is masked into the buffer: older verifiers (5.10, 6.1) do not carry a loop
+    // bound over to a register the compiler derived from it (`i - 1` could be -1 to them).
+    const MASK: usize = PATH_LEN - 1;
     let len = if len > PATH_LEN { PATH_LEN } else { len };
     let mut start = 0usize;
-    let mut i = len;
-    while i > 0 {
-        i -= 1;
-        if path.get(i) == Some(&b'/') {
+    let mut back = 0usize;
+    while back < PATH_LEN && back < len {
+        let i = (len - 1 - back) & MASK;
+        if path[i] == b'/' {
             start = i + 1;
             break;
         }
+        back += 1;
     }
     let mut key: CandidateKey = [0; COMM_LEN];
     let mut j = 0usize;
     // Cut like the kernel cuts comm: 15 bytes and a NUL.
     while j < COMM_LEN - 1 {
         let k = start + j;
-        if k >= len || k >= PATH_LEN {
+        if k >= len {
             break;
         }
-        key[j] = path[k];
+        key[j] = path[k & MASK];
         j += 1;
     }
     // SAFETY: read-only lookup.
@@ -225,8 +234,10 @@ fn read_argv(ev: &mut sensor_common::ExecEvent, argv: *const *const u8) {
 /// (pending if it was not tracked) and send the exec event.
 #[tracepoint]
 pub fn process_enter_sched_exec(ctx: TracePointContext) -> u32 {
-    // SAFETY: sched_process_exec: filename __data_loc@8, pid@12, old_pid@16.
-    let (loc, pid, old_pid) = unsafe { (arg::<u32>(&ctx, 8), arg::<u32>(&ctx, 12), arg::<u32>(&ctx, 16)) };
+    use sched_process_exec::{FILENAME, OLD_PID, PID};
+    // SAFETY: fields of sched_process_exec, checked against its format at load.
+    let (loc, pid, old_pid) =
+        unsafe { (arg::<u32>(&ctx, FILENAME), arg::<u32>(&ctx, PID), arg::<u32>(&ctx, OLD_PID)) };
     let Some(ev) = EXEC_STASH.get_ptr_mut(old_pid) else {
         return 0;
     };
@@ -283,8 +294,9 @@ pub fn process_enter_sched_exec(ctx: TracePointContext) -> u32 {
 /// inherits tracking before it runs.
 #[tracepoint]
 pub fn process_enter_task_newtask(ctx: TracePointContext) -> u32 {
-    // SAFETY: task_newtask: pid@8, clone_flags@32.
-    let (child, clone_flags) = unsafe { (arg::<u32>(&ctx, 8), arg::<u64>(&ctx, 32)) };
+    use task_newtask::{CLONE_FLAGS, PID};
+    // SAFETY: fields of task_newtask, checked against its format at load.
+    let (child, clone_flags) = unsafe { (arg::<u32>(&ctx, PID), arg::<u64>(&ctx, CLONE_FLAGS)) };
     if clone_flags & CLONE_THREAD != 0 {
         return 0;
     }
@@ -311,27 +323,74 @@ pub fn process_enter_task_newtask(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// The last thread of a process exited: drop its entry and tell user space.
+/// The last thread of a process exited (Linux ≥ 6.16, whose record says so): drop its entry and
+/// tell user space.
 #[tracepoint]
 pub fn process_enter_sched_exit(ctx: TracePointContext) -> u32 {
-    // SAFETY: sched_process_exit: group_dead@32 (bool).
-    let group_dead: u8 = unsafe { arg(&ctx, 32) };
-    if group_dead == 0 {
+    // SAFETY: sched_process_exit.group_dead, checked against the format at load.
+    let group_dead: u8 = unsafe { arg(&ctx, sched_process_exit::GROUP_DEAD) };
+    if group_dead != 0 {
+        let (tgid, _) = current_ids();
+        group_exited(tgid);
+    }
+    0
+}
+
+/// Offsets of `task_struct.signal` and `signal_struct.live`, from the kernel's BTF: the loader
+/// writes them before loading (see `sensor_common::tracepoints::kernel_offsets`).
+#[unsafe(no_mangle)]
+static AIWATCH_TASK_SIGNAL_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static AIWATCH_SIGNAL_LIVE_OFFSET: u32 = 0;
+
+/// The same for kernels whose `sched_process_exit` has no `group_dead` (before 6.16): the
+/// kernel decrements `current->signal->live` before this tracepoint, so the exiting thread that
+/// sees 0 is the last one. A leader that exits first (a zombie leader) sees its other threads
+/// still counted and ends nothing. (Two last threads racing may both see 0: the second finds
+/// the entry gone and sends nothing.)
+#[tracepoint]
+pub fn process_enter_sched_exit_live(ctx: TracePointContext) -> u32 {
+    let (tgid, _) = current_ids();
+    if tracked(tgid).is_none() {
         return 0;
     }
-    let (tgid, _) = current_ids();
+    // SAFETY: read-only data written by the loader before load.
+    let (signal_off, live_off) = unsafe {
+        (
+            core::ptr::read_volatile(&AIWATCH_TASK_SIGNAL_OFFSET) as u64,
+            core::ptr::read_volatile(&AIWATCH_SIGNAL_LIVE_OFFSET) as u64,
+        )
+    };
+    // SAFETY: the current task is alive while it runs this tracepoint; the helper checks the
+    // addresses anyway.
+    let task = unsafe { bpf_get_current_task() };
+    let live = unsafe { bpf_probe_read_kernel((task + signal_off) as *const u64) }
+        .and_then(|signal| unsafe { bpf_probe_read_kernel((signal + live_off) as *const i32) });
+    match live {
+        Ok(0) => group_exited(tgid),
+        Ok(_) => {}
+        Err(e) => {
+            bump(Stat::ReadFailed);
+            warn!(&ctx, "cannot read the live-thread count of pid {}: error {}", tgid, e);
+        }
+    }
+    0
+}
+
+/// The last thread of `tgid` is exiting: drop its entry and tell user space.
+#[inline(always)]
+fn group_exited(tgid: u32) {
     let Some(t) = tracked(tgid) else {
-        return 0;
+        return;
     };
     let _ = TRACKED.remove(tgid);
     let Some(mut entry) = EVENTS.reserve::<ExitEvent>(0) else {
         bump(Stat::RingbufFull);
-        return 0;
+        return;
     };
     // SAFETY: reserved memory of the right size; the header is all of it.
     let ev = unsafe { &mut *entry.as_mut_ptr() };
     fill_header(&mut ev.hdr, EventKind::Exit, &t, now());
     entry.submit(urgent());
     bump(Stat::Emitted);
-    0
 }

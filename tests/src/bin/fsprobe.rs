@@ -6,9 +6,12 @@
 //!   ifhwaddr=IFNAME ifconf            interface ioctls (SIOCGIFHWADDR, SIOCGIFCONF)
 //!   comm=NAME          prctl(PR_SET_NAME)
 //!   thread=ACTION      run one action on a new thread
+//!   leader_exit=A|B|...  the main thread exits alone (a zombie leader) while a second thread runs
+//!                      the actions, then ends the process
 //!   daemon=A|B|...     double fork: a grandchild re-parented away runs the actions, detached
 //!   vfork=PATH         vfork + exec /bin/cat PATH
 //!   memfd=A|B|...      copy this program into a memfd and fexecve it (argv[0] kept) with actions
+//!                      (or, where fexecve fails, exec its /proc/self/fd path)
 //!   spin=MS,PATH       openat+close PATH as fast as possible for MS milliseconds
 //!   storm=N            fork N children that exit at once, 50 at a time
 //!   tcp=HOST:PORT[,DATA]   connect (resolving HOST with getaddrinfo), send DATA (`@FILE` for a
@@ -131,6 +134,21 @@ fn act(action: &str) -> Result<(), String> {
                 0
             }
             "daemon" => daemon(arg),
+            "leader_exit" => {
+                let actions = arg.to_string();
+                std::thread::spawn(move || {
+                    for a in actions.split('|') {
+                        if let Err(e) = act(a) {
+                            eprintln!("fsprobe: {e}");
+                            std::process::exit(2);
+                        }
+                    }
+                    // exit_group from the last thread.
+                    std::process::exit(0);
+                });
+                // Only this thread ends; the process lives on in the other one.
+                libc::syscall(libc::SYS_exit, 0)
+            }
             #[allow(deprecated)] // vfork is the point: the child only execs or _exits.
             "vfork" => {
                 let (cat, path) = (c("/bin/cat"), c(arg));
@@ -249,6 +267,10 @@ fn memfd_exec(actions: &str) -> i64 {
         let pid = libc::fork();
         if pid == 0 {
             libc::fexecve(fd, argv.as_ptr(), env.as_ptr());
+            // Debian's 5.10 kernel under the test VMs refuses execveat(AT_EMPTY_PATH) of a memfd
+            // with ENOENT; exec through its /proc/self/fd path is the same memfd image.
+            let path = c(&format!("/proc/self/fd/{fd}"));
+            libc::execve(path.as_ptr(), argv.as_ptr(), env.as_ptr());
             libc::_exit(127);
         }
         let mut st = 0;
