@@ -1,27 +1,15 @@
 //! Map value types and the counters shared by kernel and user space.
 
-/// How a process came to be tracked, sent as `u32` in [`Tracked::state`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u32)]
-pub enum TrackState {
-    /// Exec'd a candidate executable (an interpreter or an assistant's name); user space has not
-    /// classified it yet. Its events are buffered in user space until it has.
-    Pending = 1,
-    /// Classified as an assistant: the root of a session.
-    Assistant = 2,
-    /// A descendant of an assistant.
-    Descendant = 3,
-}
-
-impl TryFrom<u32> for TrackState {
-    type Error = u32;
-    fn try_from(v: u32) -> Result<Self, u32> {
-        Ok(match v {
-            1 => Self::Pending,
-            2 => Self::Assistant,
-            3 => Self::Descendant,
-            other => return Err(other),
-        })
+u32_enum! {
+    /// How a process came to be tracked, sent as `u32` in [`Tracked::state`].
+    pub enum TrackState {
+        /// Exec'd a candidate executable (an interpreter or an assistant's name); user space has
+        /// not classified it yet. Its events are buffered in user space until it has.
+        Pending = 1 => "pending",
+        /// Classified as an assistant: the root of a session.
+        Assistant = 2 => "assistant",
+        /// A descendant of an assistant.
+        Descendant = 3 => "descendant",
     }
 }
 
@@ -38,49 +26,24 @@ pub struct Tracked {
 /// Key of the `CANDIDATES` map: an executable's basename, NUL-padded, cut to 15 bytes like `comm`.
 pub type CandidateKey = [u8; crate::COMM_LEN];
 
-/// Indices of the per-CPU `STATS` counters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u32)]
-pub enum Stat {
-    /// Events written to the ring buffer.
-    Emitted = 0,
-    /// Events lost because the ring buffer was full.
-    RingbufFull = 1,
-    /// Processes not tracked because `TRACKED` was full.
-    TrackedFull = 2,
-    /// Syscalls not followed because a stash map was full.
-    StashFull = 3,
-    /// Paths or filenames cut at their buffer size.
-    PathTruncated = 4,
-    /// Exec argv lists cut.
-    ArgvTruncated = 5,
-    /// User-memory reads that failed.
-    ReadFailed = 6,
-}
-
-impl Stat {
-    pub const COUNT: u32 = 7;
-    pub const ALL: [Stat; Self::COUNT as usize] = [
-        Self::Emitted,
-        Self::RingbufFull,
-        Self::TrackedFull,
-        Self::StashFull,
-        Self::PathTruncated,
-        Self::ArgvTruncated,
-        Self::ReadFailed,
-    ];
-
-    /// Label used for the metric.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::Emitted => "emitted",
-            Self::RingbufFull => "ringbuf_full",
-            Self::TrackedFull => "tracked_map_full",
-            Self::StashFull => "stash_full",
-            Self::PathTruncated => "path_truncated",
-            Self::ArgvTruncated => "argv_truncated",
-            Self::ReadFailed => "read_failed",
-        }
+u32_enum! {
+    /// Indices of the per-CPU `STATS` counters; the label is the metric's `outcome`.
+    pub enum Stat {
+        /// Events written to the ring buffer.
+        Emitted = 0 => "emitted",
+        /// Events lost because the ring buffer was full.
+        RingbufFull = 1 => "ringbuf_full",
+        /// Processes not tracked because `TRACKED` was full.
+        TrackedFull = 2 => "tracked_map_full",
+        /// Syscalls not followed because a stash map was full.
+        StashFull = 3 => "stash_full",
+        /// Paths or filenames cut at their buffer size.
+        PathTruncated = 4 => "path_truncated",
+        /// Exec argv or environment lists with entries left out (no room, or past the maximum
+        /// count); once per list.
+        ArgvTruncated = 5 => "argv_truncated",
+        /// User-memory reads that failed.
+        ReadFailed = 6 => "read_failed",
     }
 }
 
@@ -107,6 +70,7 @@ pub struct SockInfo {
     pub _pad: u32,
 }
 
+/// Bits of [`SockInfo::flags`].
 pub mod sock_flags {
     /// connect() was called (successfully or in progress).
     pub const CONNECTED: u32 = 1 << 0;

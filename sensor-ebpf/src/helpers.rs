@@ -1,31 +1,14 @@
 //! Small pieces every program uses.
 
 use aya_ebpf::{
-    bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
-    },
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns},
     maps::LruHashMap,
     programs::TracePointContext,
     EbpfContext,
 };
-use sensor_common::{tracepoints::Field, EventHeader, EventKind, Stat, TrackState, Tracked};
+use sensor_common::{tracepoints::Field, Stat, TrackState, Tracked};
 
 use crate::maps::{STATS, TRACKED};
-
-/// Submit flags for a batched event: no wake-up; the daemon drains every
-/// [`sensor_common::BATCH_MS`] ms.
-#[inline(always)]
-pub fn batched() -> u64 {
-    BPF_RB_NO_WAKEUP as u64
-}
-
-/// Submit flags for a process or connection event: wake the daemon now. (The default, adaptive
-/// wake-up, skips it whenever batched events are still unread, which is most of the time.)
-#[inline(always)]
-pub fn urgent() -> u64 {
-    BPF_RB_FORCE_WAKEUP as u64
-}
 
 /// Puts `value` in this thread's slot of a per-thread stash, reusing the slot in place: a map
 /// update (LRU list, bucket lock, an element from the free list) and the delete at exit cost a
@@ -61,6 +44,7 @@ pub fn take<V: Copy>(
     Some(v)
 }
 
+/// Counts one `stat` in this CPU's slot of `STATS`.
 #[inline(always)]
 pub fn bump(stat: Stat) {
     if let Some(counter) = STATS.get_ptr_mut(stat as u32) {
@@ -92,22 +76,6 @@ pub fn inherit(parent: &Tracked) -> Tracked {
         parent.state
     };
     Tracked { session: parent.session, state }
-}
-
-#[inline(always)]
-pub fn fill_header(hdr: &mut EventHeader, kind: EventKind, t: &Tracked, ts_ns: u64) {
-    let (tgid, tid) = current_ids();
-    let ugid = bpf_get_current_uid_gid();
-    hdr.kind = kind as u32;
-    hdr.flags = 0;
-    hdr.ts_ns = ts_ns;
-    hdr.pid = tgid;
-    hdr.tid = tid;
-    hdr.uid = ugid as u32;
-    hdr.gid = (ugid >> 32) as u32;
-    hdr.session = t.session;
-    hdr.state = t.state;
-    hdr.comm = bpf_get_current_comm().unwrap_or_default();
 }
 
 #[inline(always)]

@@ -1,11 +1,14 @@
-//! aiwatch kernel programs: process tracking and fingerprint file reads, on tracepoints only
-//! (no kprobes, fentry or LSM needed), reading tracepoint arguments and user memory, never
-//! kernel structs (no CO-RE in Rust eBPF).
+//! aiwatch kernel programs: process tracking, path syscalls, sockets and environment reads, on
+//! tracepoints and libc uprobes only (no kprobes, fentry or LSM needed). They read tracepoint
+//! fields and user memory; kernel structs only at offsets the loader found in BTF (there is no
+//! CO-RE in Rust eBPF).
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
+mod emit;
 mod helpers;
 mod maps;
+mod pack;
 mod probes;
 
 #[cfg(target_arch = "bpf")]

@@ -80,17 +80,45 @@ pub static SK_CONN: LruHashMap<u64, SockKey> = LruHashMap::with_max_entries(8192
 #[derive(Clone, Copy)]
 #[repr(C)]
 pub struct NetArgs {
+    /// Which syscall (`OP_*` in `probes::net`); 0 marks a used slot.
     pub op: u32,
     pub fd: i32,
-    /// User buffer (first iovec for vectored calls).
+    /// User buffer (first iovec for vectored calls); ioctl: the argument.
     pub buf: u64,
+    /// Bytes in `buf`.
     pub len: u64,
     /// User sockaddr of sendto/recvfrom/msg_name, 0 if none.
     pub addr: u64,
     /// `mmsghdr` array of sendmmsg/recvmmsg.
     pub mmsg: u64,
+    /// socket(): family and type.
     pub family: u32,
     pub sock_type: u32,
+    /// ioctl(): the command.
+    pub cmd: u32,
+    pub _pad: u32,
     /// connect(): the address, read at enter.
     pub sa: RawSockAddr,
 }
+
+/// A `getenv`/`secure_getenv` call in flight: what its uprobe keeps for its return.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct EnvCall {
+    /// The name's user address; 0 marks a used slot.
+    pub name: u64,
+    /// [`sensor_common::EnvFunc`] as `u32`.
+    pub func: u32,
+    pub _pad: u32,
+    pub ts_ns: u64,
+}
+
+/// Variable reads in flight, by tid, until their return.
+#[map]
+pub static ENV_CALLS: LruHashMap<u32, EnvCall> = LruHashMap::with_max_entries(4096, 0);
+
+// These go to map helpers from the stack, where the verifier refuses uninitialized bytes: no
+// implicit padding (explicit `_pad` fields; the sizes say there is none left).
+const _: () = assert!(core::mem::size_of::<FileArgs>() == 40);
+const _: () = assert!(core::mem::size_of::<NetArgs>() == 88);
+const _: () = assert!(core::mem::size_of::<EnvCall>() == 24);

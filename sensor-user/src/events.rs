@@ -254,7 +254,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
             let name = cstr(sized(&ev.name, ev.name_len, "name")?);
             KernelEvent::EnvRead {
                 hdr,
-                secure: ev.func == sensor_common::env_func::SECURE_GETENV,
+                secure: ev.func == sensor_common::EnvFunc::SecureGetenv as u32,
                 set: ev.set != 0,
                 name,
             }

@@ -294,9 +294,10 @@ impl Pipeline {
             }
             KernelEvent::EnvRead { hdr, secure, set, name } => self.on_env_read(&hdr, secure, set, name),
             KernelEvent::Ioctl { hdr, cmd, ret, ifname, .. } => {
-                let Some(request) = netlink::ioctl_name(cmd) else { return };
+                let Ok(request) = sensor_common::InterfaceIoctl::try_from(cmd) else { return };
                 let iface = (!ifname.is_empty()).then_some(ifname);
-                self.interface_query(&hdr, "ioctl", request, iface, false, Some(ret), cmd == 0x8927);
+                let mac = request.returns_mac();
+                self.interface_query(&hdr, "ioctl", request.name(), iface, false, Some(ret), mac);
             }
             KernelEvent::State { hdr, fd, newstate, local, remote, .. } => {
                 let Some(session) = self.session_of(hdr.pid) else { return };

@@ -7,37 +7,24 @@
 
 use aya_ebpf::{
     helpers::bpf_probe_read_user_str_bytes,
-    macros::{map, uprobe, uretprobe},
-    maps::LruHashMap,
+    macros::{uprobe, uretprobe},
     programs::{ProbeContext, RetProbeContext},
 };
-use sensor_common::{env_func, EnvReadEvent, EventKind, Stat};
+use sensor_common::{EnvFunc, EnvReadEvent, Stat};
 
 use crate::{
-    helpers::{batched, bump, current_ids, fill_header, now, take, tracked},
-    maps::EVENTS,
+    emit::{batched, emit},
+    helpers::{bump, current_ids, now, take, tracked},
+    maps::{EnvCall, ENV_CALLS},
 };
 
-/// A call in flight, by tid.
-#[derive(Clone, Copy)]
-#[repr(C)]
-pub struct EnvCall {
-    pub name: u64,
-    pub func: u32,
-    pub _pad: u32,
-    pub ts_ns: u64,
-}
-
-#[map]
-static ENV_CALLS: LruHashMap<u32, EnvCall> = LruHashMap::with_max_entries(4096, 0);
-
-fn enter(ctx: &ProbeContext, func: u32) -> u32 {
+fn enter(ctx: &ProbeContext, func: EnvFunc) -> u32 {
     let (tgid, tid) = current_ids();
     if tracked(tgid).is_none() {
         return 0;
     }
     let Some(name) = ctx.arg::<u64>(0) else { return 0 };
-    let call = EnvCall { name, func, _pad: 0, ts_ns: now() };
+    let call = EnvCall { name, func: func as u32, _pad: 0, ts_ns: now() };
     // One lookup: check and refill this thread's slot in place (as `stash` does).
     match ENV_CALLS.get_ptr_mut(tid) {
         // SAFETY: this thread's own slot; no other program writes it.
@@ -59,12 +46,12 @@ fn enter(ctx: &ProbeContext, func: u32) -> u32 {
 
 #[uprobe]
 pub fn env_enter_getenv(ctx: ProbeContext) -> u32 {
-    enter(&ctx, env_func::GETENV)
+    enter(&ctx, EnvFunc::Getenv)
 }
 
 #[uprobe]
 pub fn env_enter_secure_getenv(ctx: ProbeContext) -> u32 {
-    enter(&ctx, env_func::SECURE_GETENV)
+    enter(&ctx, EnvFunc::SecureGetenv)
 }
 
 /// Return of either function: the variable was set if the result is not NULL.
@@ -74,25 +61,18 @@ pub fn env_exit_getenv(ctx: RetProbeContext) -> u32 {
     let Some(call) = take(&ENV_CALLS, tid, |c| c.name != 0, |c| c.name = 0) else { return 0 };
     let Some(t) = tracked(tgid) else { return 0 };
     let ret: u64 = ctx.ret();
-    let Some(mut entry) = EVENTS.reserve::<EnvReadEvent>(0) else {
-        bump(Stat::RingbufFull);
-        return 0;
-    };
-    // SAFETY: reserved memory of the right size; every field is written below.
-    let ev = unsafe { &mut *entry.as_mut_ptr() };
-    fill_header(&mut ev.hdr, EventKind::EnvRead, &t, call.ts_ns);
-    ev.func = call.func;
-    ev.set = u32::from(ret != 0);
-    ev._pad = 0;
-    // SAFETY: the caller's name string, still valid at return; the helper checks it.
-    ev.name_len = match unsafe { bpf_probe_read_user_str_bytes(call.name as *const u8, &mut ev.name) } {
-        Ok(s) => s.len() as u32,
-        Err(_) => {
-            bump(Stat::ReadFailed);
-            0
-        }
-    };
-    entry.submit(batched());
-    bump(Stat::Emitted);
+    emit(&t, call.ts_ns, batched(), |ev: &mut EnvReadEvent| {
+        ev.func = call.func;
+        ev.set = u32::from(ret != 0);
+        ev._pad = 0;
+        // SAFETY: the caller's name string, still valid at return; the helper checks it.
+        ev.name_len = match unsafe { bpf_probe_read_user_str_bytes(call.name as *const u8, &mut ev.name) } {
+            Ok(s) => s.len() as u32,
+            Err(_) => {
+                bump(Stat::ReadFailed);
+                0
+            }
+        };
+    });
     0
 }

@@ -12,12 +12,13 @@ use aya_log_ebpf::{debug, warn};
 use sensor_common::{
     flags,
     tracepoints::{FileLayout, SYS_EXIT_RET},
-    EventKind, FileEvent, Stat, Syscall, AT_FDCWD, PATH_LEN,
+    FileEvent, Stat, Syscall, AT_FDCWD, PATH_LEN,
 };
 
 use crate::{
-    helpers::{arg, batched, bump, current_ids, fill_header, now, stash, take, tracked},
-    maps::{FileArgs, EVENTS, FILE_ARGS},
+    emit::{batched, emit},
+    helpers::{arg, bump, current_ids, now, stash, take, tracked},
+    maps::{FileArgs, FILE_ARGS},
 };
 
 #[inline(always)]
@@ -73,23 +74,18 @@ pub fn files_exit_syscall(ctx: TracePointContext) -> u32 {
     };
     // Reported with the tracking entry seen at enter. Should user space have untracked the process
     // meanwhile, it drops the event (its own table decides).
-    let t = args.tracked;
-    let Some(mut entry) = EVENTS.reserve::<FileEvent>(0) else {
-        bump(Stat::RingbufFull);
-        return 0;
-    };
-    // SAFETY: reserved memory of the right size; every field is written below.
-    let ev = unsafe { &mut *entry.as_mut_ptr() };
-    fill_header(&mut ev.hdr, EventKind::File, &t, args.ts_ns);
-    ev.syscall = args.syscall;
-    ev.dirfd = args.dirfd;
-    ev.flags = args.flags;
-    ev.resolve = args.resolve;
-    // SAFETY: sys_exit_*: ret, checked against the format at load.
-    ev.ret = unsafe { arg::<i64>(&ctx, SYS_EXIT_RET) };
-    ev._pad = 0;
-    ev.path_len = 0;
-    if args.path != 0 {
+    emit(&args.tracked, args.ts_ns, batched(), |ev: &mut FileEvent| {
+        ev.syscall = args.syscall;
+        ev.dirfd = args.dirfd;
+        ev.flags = args.flags;
+        ev.resolve = args.resolve;
+        // SAFETY: sys_exit_*: ret, checked against the format at load.
+        ev.ret = unsafe { arg::<i64>(&ctx, SYS_EXIT_RET) };
+        ev._pad = 0;
+        ev.path_len = 0;
+        if args.path == 0 {
+            return;
+        }
         // Read at exit: the kernel has just copied this string, so its page is present.
         // SAFETY: user pointer; the helper checks it.
         match unsafe { bpf_probe_read_user_str_bytes(args.path as *const u8, &mut ev.path) } {
@@ -107,9 +103,7 @@ pub fn files_exit_syscall(ctx: TracePointContext) -> u32 {
                 debug!(&ctx, "cannot read path of pid {}: error {}", tgid, e);
             }
         }
-    }
-    entry.submit(batched());
-    bump(Stat::Emitted);
+    });
     0
 }
 

@@ -1,9 +1,11 @@
 //! Outbound connections of tracked processes: socket, connect (and its asynchronous result
 //! from `sock:inet_sock_set_state`), the first bytes sent (for TLS SNI, HTTP CONNECT and Host)
-//! and every DNS message, bytes per socket, and close.
+//! and every DNS message, bytes per socket, and close; and interface enumeration (requests on
+//! `NETLINK_ROUTE` sockets, `SIOCGIF*` ioctls).
 //!
-//! Only sockets in `SOCKS` (inet sockets a tracked process created or connected) cost more than
-//! one hash lookup; only their first `CAPTURE_SENDS` sends (and DNS traffic) are copied.
+//! Only sockets in `SOCKS` (inet and route-netlink sockets a tracked process created or
+//! connected) cost more than one hash lookup; only their first `CAPTURE_SENDS` sends
+//! (`CAPTURE_NETLINK` for netlink) and DNS traffic are copied.
 
 use core::ffi::c_void;
 
@@ -15,13 +17,14 @@ use aya_ebpf::{
 use sensor_common::{
     sock_flags, tcp_state,
     tracepoints::{inet_sock_set_state, sys, Field, SYS_EXIT_RET},
-    CloseEvent, ConnectEvent, DataEvent, Direction, EventKind, IoctlEvent, RawSockAddr, SockInfo, SockKey,
-    Stat, StateEvent, Tracked, AF_NETLINK, CAPTURE_NETLINK, CAPTURE_SENDS, DATA_LEN, DNS_RECV_LEN,
+    CloseEvent, ConnectEvent, DataEvent, Direction, InterfaceIoctl, IoctlEvent, RawSockAddr, SockInfo,
+    SockKey, Stat, StateEvent, Tracked, AF_NETLINK, CAPTURE_NETLINK, CAPTURE_SENDS, DATA_LEN, DNS_RECV_LEN,
 };
 
 use crate::{
-    helpers::{arg, batched, bump, current_ids, fill_header, now, stash, take, tracked, urgent},
-    maps::{NetArgs, EVENTS, NET_ARGS, SK_CONN, SOCKS},
+    emit::{batched, emit, urgent},
+    helpers::{arg, bump, current_ids, now, stash, take, tracked},
+    maps::{NetArgs, NET_ARGS, SK_CONN, SOCKS},
 };
 
 const AF_INET: u32 = 2;
@@ -56,7 +59,9 @@ fn empty_args(op: u32, fd: i32) -> NetArgs {
         mmsg: 0,
         family: 0,
         sock_type: 0,
-        sa: RawSockAddr { len: 0, data: [0; 28] },
+        cmd: 0,
+        _pad: 0,
+        sa: RawSockAddr::default(),
     }
 }
 
@@ -90,7 +95,7 @@ fn read_u32(addr: u64) -> u32 {
 /// Reads a user sockaddr of `len` bytes (at most 28).
 #[inline(always)]
 fn read_sockaddr(addr: u64, len: u64) -> RawSockAddr {
-    let mut sa = RawSockAddr { len: 0, data: [0; 28] };
+    let mut sa = RawSockAddr::default();
     if addr == 0 {
         return sa;
     }
@@ -145,9 +150,10 @@ pub fn net_enter_connect(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// Sends: where the first bytes are, for the exit to copy once the kernel has them.
+/// Sends and receives: where the buffer (and a peer address) are, for the exit to copy once the
+/// kernel has taken or filled them.
 #[inline(always)]
-fn enter_send(ctx: &TracePointContext, op: u32, kind: SendLayout) -> u32 {
+fn enter_io(ctx: &TracePointContext, op: u32, layout: IoLayout) -> u32 {
     let (tgid, tid) = current_ids();
     // SAFETY (arg reads): argument 0 is the fd of every send/recv syscall; the loader checks
     // each hook's fields against its format.
@@ -156,9 +162,9 @@ fn enter_send(ctx: &TracePointContext, op: u32, kind: SendLayout) -> u32 {
         return 0;
     }
     let mut a = empty_args(op, fd);
-    match kind {
+    match layout {
         // write/read, sendto/recvfrom: buffer, length; sendto/recvfrom: address (argument 4).
-        SendLayout::Plain { addr } => {
+        IoLayout::Plain { addr } => {
             a.buf = unsafe { arg::<u64>(ctx, sys::sendto::BUFF) };
             a.len = unsafe { arg::<u64>(ctx, sys::sendto::LEN) };
             if addr {
@@ -166,13 +172,13 @@ fn enter_send(ctx: &TracePointContext, op: u32, kind: SendLayout) -> u32 {
             }
         }
         // writev/readv: iovec array.
-        SendLayout::Iovec => {
+        IoLayout::Iovec => {
             let iov = unsafe { arg::<u64>(ctx, sys::writev::VEC) };
             a.buf = read_u64(iov);
             a.len = read_u64(iov + 8);
         }
         // sendmsg/recvmsg: msghdr; sendmmsg/recvmmsg: mmsghdr array.
-        SendLayout::Msg { multi } => {
+        IoLayout::Msg { multi } => {
             let msg = unsafe { arg::<u64>(ctx, sys::sendmsg::MSG) };
             if multi {
                 a.mmsg = msg;
@@ -187,8 +193,9 @@ fn enter_send(ctx: &TracePointContext, op: u32, kind: SendLayout) -> u32 {
     0
 }
 
+/// Where a send or receive syscall passes its buffer.
 #[derive(Clone, Copy)]
-enum SendLayout {
+enum IoLayout {
     Plain { addr: bool },
     Iovec,
     Msg { multi: bool },
@@ -198,36 +205,29 @@ macro_rules! net_enter {
     ($($prog:ident => $op:expr, $layout:expr;)*) => {$(
         #[tracepoint]
         pub fn $prog(ctx: TracePointContext) -> u32 {
-            enter_send(&ctx, $op, $layout)
+            enter_io(&ctx, $op, $layout)
         }
     )*};
 }
 
 net_enter! {
-    net_enter_write => OP_SEND, SendLayout::Plain { addr: false };
-    net_enter_sendto => OP_SEND, SendLayout::Plain { addr: true };
-    net_enter_writev => OP_SEND, SendLayout::Iovec;
-    net_enter_sendmsg => OP_SEND, SendLayout::Msg { multi: false };
-    net_enter_sendmmsg => OP_SENDMMSG, SendLayout::Msg { multi: true };
-    net_enter_read => OP_RECV, SendLayout::Plain { addr: false };
-    net_enter_recvfrom => OP_RECV, SendLayout::Plain { addr: true };
-    net_enter_readv => OP_RECV, SendLayout::Iovec;
-    net_enter_recvmsg => OP_RECV, SendLayout::Msg { multi: false };
-    net_enter_recvmmsg => OP_RECVMMSG, SendLayout::Msg { multi: true };
-}
-
-/// Interface-enumeration ioctls: SIOCGIFNAME, SIOCGIFCONF, SIOCGIFFLAGS, SIOCGIFADDR,
-/// SIOCGIFBRDADDR, SIOCGIFNETMASK, SIOCGIFMTU, SIOCGIFHWADDR, SIOCGIFINDEX.
-#[inline(always)]
-fn is_interface_ioctl(cmd: u32) -> bool {
-    matches!(cmd, 0x8910 | 0x8912 | 0x8913 | 0x8915 | 0x8919 | 0x891b | 0x8921 | 0x8927 | 0x8933)
+    net_enter_write => OP_SEND, IoLayout::Plain { addr: false };
+    net_enter_sendto => OP_SEND, IoLayout::Plain { addr: true };
+    net_enter_writev => OP_SEND, IoLayout::Iovec;
+    net_enter_sendmsg => OP_SEND, IoLayout::Msg { multi: false };
+    net_enter_sendmmsg => OP_SENDMMSG, IoLayout::Msg { multi: true };
+    net_enter_read => OP_RECV, IoLayout::Plain { addr: false };
+    net_enter_recvfrom => OP_RECV, IoLayout::Plain { addr: true };
+    net_enter_readv => OP_RECV, IoLayout::Iovec;
+    net_enter_recvmsg => OP_RECV, IoLayout::Msg { multi: false };
+    net_enter_recvmmsg => OP_RECVMMSG, IoLayout::Msg { multi: true };
 }
 
 #[tracepoint]
 pub fn net_enter_ioctl(ctx: TracePointContext) -> u32 {
     // SAFETY (arg reads): fields of sys_enter_ioctl, checked against its format at load.
     let cmd = unsafe { arg::<u64>(&ctx, sys::ioctl::CMD) } as u32;
-    if !is_interface_ioctl(cmd) {
+    if InterfaceIoctl::try_from(cmd).is_err() {
         return 0;
     }
     let (tgid, tid) = current_ids();
@@ -235,32 +235,25 @@ pub fn net_enter_ioctl(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let mut a = empty_args(OP_IOCTL, unsafe { arg::<u64>(&ctx, sys::ioctl::FD) } as i32);
-    a.len = u64::from(cmd);
+    a.cmd = cmd;
     a.buf = unsafe { arg::<u64>(&ctx, sys::ioctl::ARG) };
     stash_args(tid, &a);
     0
 }
 
 fn exit_ioctl(t: &Tracked, a: &NetArgs, ret: i64) {
-    let Some(mut entry) = EVENTS.reserve::<IoctlEvent>(0) else {
-        bump(Stat::RingbufFull);
-        return;
-    };
-    // SAFETY: reserved memory of the right size; every field is written below.
-    let ev = unsafe { &mut *entry.as_mut_ptr() };
-    fill_header(&mut ev.hdr, EventKind::Ioctl, t, now());
-    ev.fd = a.fd;
-    ev.cmd = a.len as u32;
-    ev.ret = ret;
-    // struct ifreq starts with ifr_name[16]; SIOCGIFCONF takes a struct ifconf instead.
-    ev.ifname = if ev.cmd == 0x8912 {
-        [0; 16]
-    } else {
-        // SAFETY: user pointer; the helper checks it.
-        unsafe { bpf_probe_read_user(a.buf as *const [u8; 16]) }.unwrap_or_default()
-    };
-    entry.submit(batched());
-    bump(Stat::Emitted);
+    emit(t, now(), batched(), |ev: &mut IoctlEvent| {
+        ev.fd = a.fd;
+        ev.cmd = a.cmd;
+        ev.ret = ret;
+        // struct ifreq starts with ifr_name[16]; SIOCGIFCONF takes a struct ifconf instead.
+        ev.ifname = if a.cmd == InterfaceIoctl::Conf as u32 {
+            [0; 16]
+        } else {
+            // SAFETY: user pointer; the helper checks it.
+            unsafe { bpf_probe_read_user(a.buf as *const [u8; 16]) }.unwrap_or_default()
+        };
+    });
 }
 
 #[tracepoint]
@@ -273,19 +266,12 @@ pub fn net_enter_close(ctx: TracePointContext) -> u32 {
     // SAFETY: the value is copied at once.
     let Some(info) = (unsafe { SOCKS.get(key) }).copied() else { return 0 };
     let _ = SOCKS.remove(key);
-    let Some(mut entry) = EVENTS.reserve::<CloseEvent>(0) else {
-        bump(Stat::RingbufFull);
-        return 0;
-    };
-    // SAFETY: reserved memory of the right size; every field is written below.
-    let ev = unsafe { &mut *entry.as_mut_ptr() };
-    fill_header(&mut ev.hdr, EventKind::Close, &t, now());
-    ev.fd = fd;
-    ev.sock_type = info.sock_type as u32;
-    ev.bytes_sent = info.bytes_sent;
-    ev.bytes_recv = info.bytes_recv;
-    entry.submit(urgent());
-    bump(Stat::Emitted);
+    emit(&t, now(), urgent(), |ev: &mut CloseEvent| {
+        ev.fd = fd;
+        ev.sock_type = info.sock_type as u32;
+        ev.bytes_sent = info.bytes_sent;
+        ev.bytes_recv = info.bytes_recv;
+    });
     0
 }
 
@@ -341,19 +327,12 @@ fn exit_connect(t: &Tracked, tgid: u32, a: &NetArgs, ret: i64) {
             0
         }
     };
-    let Some(mut entry) = EVENTS.reserve::<ConnectEvent>(0) else {
-        bump(Stat::RingbufFull);
-        return;
-    };
-    // SAFETY: reserved memory of the right size; every field is written below.
-    let ev = unsafe { &mut *entry.as_mut_ptr() };
-    fill_header(&mut ev.hdr, EventKind::Connect, t, now());
-    ev.fd = a.fd;
-    ev.sock_type = sock_type;
-    ev.ret = ret;
-    ev.addr = a.sa;
-    entry.submit(urgent());
-    bump(Stat::Emitted);
+    emit(t, now(), urgent(), |ev: &mut ConnectEvent| {
+        ev.fd = a.fd;
+        ev.sock_type = sock_type;
+        ev.ret = ret;
+        ev.addr = a.sa;
+    });
 }
 
 fn exit_data(t: &Tracked, tgid: u32, a: &NetArgs, ret: i64) {
@@ -395,33 +374,25 @@ fn exit_data(t: &Tracked, tgid: u32, a: &NetArgs, ret: i64) {
     if n > limit {
         n = limit;
     }
-    let Some(mut entry) = EVENTS.reserve::<DataEvent>(0) else {
-        bump(Stat::RingbufFull);
-        return;
-    };
-    // SAFETY: reserved memory of the right size; header and fields written below, data up to len.
-    let ev = unsafe { &mut *entry.as_mut_ptr() };
-    fill_header(&mut ev.hdr, EventKind::Data, t, now());
-    ev.fd = a.fd;
-    ev.direction = if send { Direction::Send as u32 } else { Direction::Recv as u32 };
-    ev.ret = bytes as i64;
-    ev.sock_type = sock_type;
-    ev.family = family;
-    ev.peer = read_sockaddr(a.addr, 28);
-    let n = (n as usize) & (DATA_LEN * 2 - 1);
-    let n = if n > DATA_LEN { DATA_LEN } else { n };
-    // SAFETY: `data` has DATA_LEN bytes and n <= DATA_LEN; the source is checked by the helper.
-    let r = unsafe {
-        generated::bpf_probe_read_user(ev.data.as_mut_ptr() as *mut c_void, n as u32, a.buf as *const c_void)
-    };
-    if r < 0 {
-        ev.len = 0;
-        bump(Stat::ReadFailed);
-    } else {
-        ev.len = n as u32;
-    }
-    entry.submit(urgent());
-    bump(Stat::Emitted);
+    emit(t, now(), urgent(), |ev: &mut DataEvent| {
+        ev.fd = a.fd;
+        ev.direction = if send { Direction::Send as u32 } else { Direction::Recv as u32 };
+        ev.ret = bytes as i64;
+        ev.sock_type = sock_type;
+        ev.family = family;
+        ev.peer = read_sockaddr(a.addr, 28);
+        let n = (n as usize) & (DATA_LEN * 2 - 1);
+        let n = if n > DATA_LEN { DATA_LEN } else { n };
+        let dst = ev.data.as_mut_ptr() as *mut c_void;
+        // SAFETY: `data` has DATA_LEN bytes and n <= DATA_LEN; the source is checked by the helper.
+        let r = unsafe { generated::bpf_probe_read_user(dst, n as u32, a.buf as *const c_void) };
+        if r < 0 {
+            ev.len = 0;
+            bump(Stat::ReadFailed);
+        } else {
+            ev.len = n as u32;
+        }
+    });
 }
 
 /// TCP state changes of connections tracked processes started. `SYN_SENT` happens inside
@@ -457,37 +428,30 @@ pub fn net_enter_sock_set_state(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let Some(t) = tracked(key.tgid) else { return 0 };
-    let Some(mut entry) = EVENTS.reserve::<StateEvent>(0) else {
-        bump(Stat::RingbufFull);
-        return 0;
-    };
-    // SAFETY: reserved memory of the right size; every field is written below.
-    let ev = unsafe { &mut *entry.as_mut_ptr() };
-    fill_header(&mut ev.hdr, EventKind::State, &t, now());
-    // Softirq context: the task is whoever was running; the owner comes from the map.
-    ev.hdr.pid = key.tgid;
-    ev.hdr.tid = 0;
-    ev.hdr.uid = 0;
-    ev.hdr.gid = 0;
-    ev.hdr.comm = [0; 16];
-    ev.fd = key.fd as i32;
-    ev.oldstate = oldstate;
-    ev.newstate = newstate;
-    ev._pad = 0;
-    let family: u16 = unsafe { arg(&ctx, f::FAMILY) };
-    let sport: u16 = unsafe { arg(&ctx, f::SPORT) };
-    let dport: u16 = unsafe { arg(&ctx, f::DPORT) };
-    ev.local = state_addr(&ctx, family, sport, f::SADDR, f::SADDR_V6);
-    ev.remote = state_addr(&ctx, family, dport, f::DADDR, f::DADDR_V6);
-    entry.submit(urgent());
-    bump(Stat::Emitted);
+    emit(&t, now(), urgent(), |ev: &mut StateEvent| {
+        // Softirq context: the task is whoever was running; the owner comes from the map.
+        ev.hdr.pid = key.tgid;
+        ev.hdr.tid = 0;
+        ev.hdr.uid = 0;
+        ev.hdr.gid = 0;
+        ev.hdr.comm = [0; 16];
+        ev.fd = key.fd as i32;
+        ev.oldstate = oldstate;
+        ev.newstate = newstate;
+        ev._pad = 0;
+        let family: u16 = unsafe { arg(&ctx, f::FAMILY) };
+        let sport: u16 = unsafe { arg(&ctx, f::SPORT) };
+        let dport: u16 = unsafe { arg(&ctx, f::DPORT) };
+        ev.local = state_addr(&ctx, family, sport, f::SADDR, f::SADDR_V6);
+        ev.remote = state_addr(&ctx, family, dport, f::DADDR, f::DADDR_V6);
+    });
     0
 }
 
 /// A sockaddr_in/in6 built from the tracepoint's fields (ports there are in host order).
 #[inline(always)]
 fn state_addr(ctx: &TracePointContext, family: u16, port: u16, v4: Field, v6: Field) -> RawSockAddr {
-    let mut sa = RawSockAddr { len: 0, data: [0; 28] };
+    let mut sa = RawSockAddr::default();
     sa.data[..2].copy_from_slice(&family.to_ne_bytes());
     sa.data[2..4].copy_from_slice(&port.to_be_bytes());
     if family as u32 == AF_INET {

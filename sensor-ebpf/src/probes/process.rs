@@ -9,8 +9,8 @@
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{
-        bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user,
-        bpf_probe_read_user_str_bytes, generated,
+        bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes,
+        bpf_probe_read_user_str_bytes,
     },
     macros::tracepoint,
     programs::TracePointContext,
@@ -19,13 +19,15 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use sensor_common::tracepoints::{sched_process_exec, sched_process_exit, sys, task_newtask, SYS_EXIT_RET};
 use sensor_common::{
-    flags, CandidateKey, EventKind, ExitEvent, ForkEvent, Stat, TrackState, Tracked, ARGV_LEN, ARG_LEN,
-    COMM_LEN, ENV_LEN, MAX_ARGS, MAX_ENV, PATH_LEN,
+    flags, CandidateKey, ExitEvent, ForkEvent, Stat, TrackState, Tracked, COMM_LEN, MAX_ARGS, MAX_ENV,
+    PATH_LEN,
 };
 
 use crate::{
-    helpers::{arg, bump, current_ids, fill_header, inherit, now, tracked, urgent},
-    maps::{CANDIDATES, ENV_SCRATCH, ENV_STASH, EVENTS, EXEC_SCRATCH, EXEC_STASH, PARENTS, TRACKED},
+    emit::{emit, send, urgent},
+    helpers::{arg, bump, current_ids, inherit, now, tracked},
+    maps::{CANDIDATES, ENV_SCRATCH, ENV_STASH, EXEC_SCRATCH, EXEC_STASH, PARENTS, TRACKED},
+    pack,
 };
 
 const CLONE_THREAD: u64 = 0x0001_0000;
@@ -75,7 +77,6 @@ fn stash_exec(filename: *const u8, argv: *const *const u8, envp: *const *const u
     };
     // SAFETY: per-CPU scratch, used by one program at a time on this CPU.
     let ev = unsafe { &mut *ev };
-    ev.hdr.flags = 0;
     // SAFETY: user pointer from the syscall arguments; the helper checks it.
     let len = match unsafe { bpf_probe_read_user_str_bytes(filename, &mut ev.filename) } {
         Ok(s) => s.len(),
@@ -84,10 +85,10 @@ fn stash_exec(filename: *const u8, argv: *const *const u8, envp: *const *const u
     if !is_tracked && !exec_fd && !is_candidate(&ev.filename, len) {
         return;
     }
-    if exec_fd {
-        ev.hdr.flags |= flags::EXEC_FD;
-    }
-    read_argv(ev, argv);
+    ev.hdr.flags = if exec_fd { flags::EXEC_FD } else { 0 };
+    let args = pack::strings::<MAX_ARGS, _>(&mut ev.argv, argv, &mut ev.hdr.flags);
+    ev.argc = args.count;
+    ev.argv_len = args.len;
     // By reference: the event is far larger than the 512-byte stack.
     if EXEC_STASH.insert(tid, ev, 0).is_err() {
         bump(Stat::StashFull);
@@ -96,48 +97,16 @@ fn stash_exec(filename: *const u8, argv: *const *const u8, envp: *const *const u
     stash_env(tid, envp);
 }
 
-/// Packs the new environment like argv (entries cut at ARG_LEN, at most MAX_ENV of them).
+/// Packs the new environment like argv, for `sched_process_exec` to send with the exec.
 #[inline(always)]
 fn stash_env(tid: u32, envp: *const *const u8) {
     let Some(ev) = ENV_SCRATCH.get_ptr_mut(0) else { return };
     // SAFETY: per-CPU scratch, used by one program at a time on this CPU.
     let ev = unsafe { &mut *ev };
     ev.hdr.flags = 0;
-    let mut off = 0usize;
-    let mut count = 0u32;
-    let mut i = 0usize;
-    while i < MAX_ENV {
-        // SAFETY: reading the i-th pointer of the user's envp array; the helper checks it.
-        let p = match unsafe { bpf_probe_read_user(envp.wrapping_add(i)) } {
-            Ok(p) => p,
-            Err(_) => {
-                ev.hdr.flags |= flags::READ_FAILED;
-                break;
-            }
-        };
-        if p.is_null() {
-            break;
-        }
-        if off >= ENV_LEN {
-            ev.hdr.flags |= flags::ARGV_TRUNCATED;
-            break;
-        }
-        let dst = ev.data.as_mut_ptr().wrapping_add(off & (ENV_LEN - 1));
-        // SAFETY: dst has ARG_LEN bytes of room (see ExecEnvEvent); src is checked by the helper.
-        let n = unsafe { generated::bpf_probe_read_user_str(dst as *mut _, ARG_LEN as u32, p as *const _) };
-        if n <= 0 {
-            ev.hdr.flags |= flags::READ_FAILED;
-            break;
-        }
-        off += n as usize;
-        count += 1;
-        i += 1;
-    }
-    if i == MAX_ENV {
-        ev.hdr.flags |= flags::ARGV_TRUNCATED;
-    }
-    ev.count = count;
-    ev.len = if off > ENV_LEN + ARG_LEN { (ENV_LEN + ARG_LEN) as u32 } else { off as u32 };
+    let env = pack::strings::<MAX_ENV, _>(&mut ev.data, envp, &mut ev.hdr.flags);
+    ev.count = env.count;
+    ev.len = env.len;
     if ENV_STASH.insert(tid, ev, 0).is_err() {
         bump(Stat::StashFull);
     }
@@ -177,59 +146,6 @@ fn is_candidate(path: &[u8; PATH_LEN], len: usize) -> bool {
     unsafe { CANDIDATES.get(key) }.is_some()
 }
 
-#[inline(always)]
-fn read_argv(ev: &mut sensor_common::ExecEvent, argv: *const *const u8) {
-    let mut off = 0usize;
-    let mut argc = 0u32;
-    let mut i = 0usize;
-    while i < MAX_ARGS {
-        // SAFETY: reading the i-th pointer of the user's argv array; the helper checks it.
-        let p = match unsafe { bpf_probe_read_user(argv.wrapping_add(i)) } {
-            Ok(p) => p,
-            Err(_) => {
-                ev.hdr.flags |= flags::READ_FAILED;
-                bump(Stat::ReadFailed);
-                break;
-            }
-        };
-        if p.is_null() {
-            break;
-        }
-        if off >= ARGV_LEN {
-            ev.hdr.flags |= flags::ARGV_TRUNCATED;
-            bump(Stat::ArgvTruncated);
-            break;
-        }
-        // The mask keeps the verifier sure the write stays inside `argv`, which has ARG_LEN
-        // bytes of room past ARGV_LEN.
-        let dst = ev.argv.as_mut_ptr().wrapping_add(off & (ARGV_LEN - 1));
-        // SAFETY: dst has at least ARG_LEN bytes (see above); src is checked by the helper.
-        let n = unsafe { generated::bpf_probe_read_user_str(dst as *mut _, ARG_LEN as u32, p as *const _) };
-        if n <= 0 {
-            ev.hdr.flags |= flags::READ_FAILED;
-            bump(Stat::ReadFailed);
-            break;
-        }
-        if n as usize >= ARG_LEN {
-            ev.hdr.flags |= flags::ARGV_TRUNCATED;
-        }
-        off += n as usize;
-        argc += 1;
-        i += 1;
-    }
-    if i == MAX_ARGS {
-        // SAFETY: same pointer walk as above, one past the last read.
-        if let Ok(p) = unsafe { bpf_probe_read_user(argv.wrapping_add(MAX_ARGS)) } {
-            if !p.is_null() {
-                ev.hdr.flags |= flags::ARGV_TRUNCATED;
-                bump(Stat::ArgvTruncated);
-            }
-        }
-    }
-    ev.argc = argc;
-    ev.argv_len = if off > ARGV_LEN + ARG_LEN { (ARGV_LEN + ARG_LEN) as u32 } else { off as u32 };
-}
-
 /// The exec is past the point of no return and the new image is in place: track the process
 /// (pending if it was not tracked) and send the exec event.
 #[tracepoint]
@@ -256,9 +172,6 @@ pub fn process_enter_sched_exec(ctx: TracePointContext) -> u32 {
     };
     // SAFETY: read-only lookup; absent when the fork predates the sensor or was evicted.
     ev.ppid = unsafe { PARENTS.get(pid) }.copied().unwrap_or(0);
-    let saved_flags = ev.hdr.flags;
-    fill_header(&mut ev.hdr, EventKind::Exec, &t, now());
-    ev.hdr.flags = saved_flags;
     // The kernel's filename: for fexecve it names the fd, not the user's empty string.
     let src = ctx.as_ptr().wrapping_add((loc & 0xffff) as usize) as *const u8;
     // SAFETY: __data_loc points inside this tracepoint's record.
@@ -269,23 +182,14 @@ pub fn process_enter_sched_exec(ctx: TracePointContext) -> u32 {
             bump(Stat::PathTruncated);
         }
     }
+    let ts_ns = now();
     // The environment first: user space holds it until the exec it belongs to.
     if let Some(env) = ENV_STASH.get_ptr_mut(old_pid) {
         // SAFETY: stash entry of this thread; nothing else writes it.
-        let env = unsafe { &mut *env };
-        let env_flags = env.hdr.flags;
-        fill_header(&mut env.hdr, EventKind::ExecEnv, &t, ev.hdr.ts_ns);
-        env.hdr.flags = env_flags;
-        match EVENTS.output::<sensor_common::ExecEnvEvent>(&*env, urgent()) {
-            Ok(()) => bump(Stat::Emitted),
-            Err(_) => bump(Stat::RingbufFull),
-        }
+        send(unsafe { &mut *env }, &t, ts_ns, urgent());
         let _ = ENV_STASH.remove(old_pid);
     }
-    match EVENTS.output::<sensor_common::ExecEvent>(&*ev, urgent()) {
-        Ok(()) => bump(Stat::Emitted),
-        Err(_) => bump(Stat::RingbufFull),
-    }
+    send(ev, &t, ts_ns, urgent());
     let _ = EXEC_STASH.remove(old_pid);
     0
 }
@@ -309,17 +213,10 @@ pub fn process_enter_task_newtask(ctx: TracePointContext) -> u32 {
         bump(Stat::TrackedFull);
         warn!(&ctx, "TRACKED map full: child {} of {} not tracked", child, tgid);
     }
-    let Some(mut entry) = EVENTS.reserve::<ForkEvent>(0) else {
-        bump(Stat::RingbufFull);
-        return 0;
-    };
-    // SAFETY: reserved memory of the right size; every field is written below.
-    let ev = unsafe { &mut *entry.as_mut_ptr() };
-    fill_header(&mut ev.hdr, EventKind::Fork, &parent, now());
-    ev.child_pid = child;
-    ev._pad = 0;
-    entry.submit(urgent());
-    bump(Stat::Emitted);
+    emit(&parent, now(), urgent(), |ev: &mut ForkEvent| {
+        ev.child_pid = child;
+        ev._pad = 0;
+    });
     0
 }
 
@@ -384,13 +281,6 @@ fn group_exited(tgid: u32) {
         return;
     };
     let _ = TRACKED.remove(tgid);
-    let Some(mut entry) = EVENTS.reserve::<ExitEvent>(0) else {
-        bump(Stat::RingbufFull);
-        return;
-    };
-    // SAFETY: reserved memory of the right size; the header is all of it.
-    let ev = unsafe { &mut *entry.as_mut_ptr() };
-    fill_header(&mut ev.hdr, EventKind::Exit, &t, now());
-    entry.submit(urgent());
-    bump(Stat::Emitted);
+    // The header is all of an exit event.
+    emit(&t, now(), urgent(), |_: &mut ExitEvent| {});
 }

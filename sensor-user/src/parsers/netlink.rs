@@ -52,22 +52,6 @@ pub fn requests(data: &[u8]) -> Vec<Request> {
     out
 }
 
-/// Name of an interface ioctl.
-pub fn ioctl_name(cmd: u32) -> Option<&'static str> {
-    Some(match cmd {
-        0x8910 => "SIOCGIFNAME",
-        0x8912 => "SIOCGIFCONF",
-        0x8913 => "SIOCGIFFLAGS",
-        0x8915 => "SIOCGIFADDR",
-        0x8919 => "SIOCGIFBRDADDR",
-        0x891b => "SIOCGIFNETMASK",
-        0x8921 => "SIOCGIFMTU",
-        0x8927 => "SIOCGIFHWADDR",
-        0x8933 => "SIOCGIFINDEX",
-        _ => return None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,7 +94,5 @@ mod tests {
         for input in crate::parsers::fuzzish::inputs(&[&msg(18, 0x301, 4)]) {
             let _ = requests(&input);
         }
-        assert_eq!(ioctl_name(0x8927), Some("SIOCGIFHWADDR"));
-        assert_eq!(ioctl_name(1), None);
     }
 }

@@ -1,0 +1,75 @@
+//! Sending events: every record goes through [`emit`] or [`send`], which write its header,
+//! submit it with the caller's wake-up policy and count it (`Emitted`, or `RingbufFull` when
+//! it is lost).
+
+use aya_ebpf::{
+    bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{bpf_get_current_comm, bpf_get_current_uid_gid},
+};
+use sensor_common::{Event, EventHeader, EventKind, Stat, Tracked};
+
+use crate::{
+    helpers::{bump, current_ids},
+    maps::EVENTS,
+};
+
+/// Submit flags for a batched event: no wake-up; the daemon drains every
+/// [`sensor_common::BATCH_MS`] ms.
+#[inline(always)]
+pub fn batched() -> u64 {
+    BPF_RB_NO_WAKEUP as u64
+}
+
+/// Submit flags for a process or connection event: wake the daemon now. (The default, adaptive
+/// wake-up, skips it whenever batched events are still unread, which is most of the time.)
+#[inline(always)]
+pub fn urgent() -> u64 {
+    BPF_RB_FORCE_WAKEUP as u64
+}
+
+/// Reserves a `T` in the ring buffer, writes its header (the current task, `t`'s session and
+/// state, `ts_ns`, no flags), lets `body` write the rest and set flags, and submits it with
+/// `wake` ([`batched`] or [`urgent`]). The reserved memory is not zeroed: `body` must write
+/// every field of `T` past the header (a byte array only as far as its length says).
+#[inline(always)]
+pub fn emit<T: Event + 'static>(t: &Tracked, ts_ns: u64, wake: u64, body: impl FnOnce(&mut T)) {
+    let Some(mut entry) = EVENTS.reserve::<T>(0) else {
+        bump(Stat::RingbufFull);
+        return;
+    };
+    // SAFETY: reserved memory of `T`'s size; the header is written here, the rest by `body`.
+    let ev = unsafe { &mut *entry.as_mut_ptr() };
+    fill_header(ev.header_mut(), T::KIND, t, ts_ns, 0);
+    body(ev);
+    entry.submit(wake);
+    bump(Stat::Emitted);
+}
+
+/// Sends a record built before, in a map (an exec and its environment, built at
+/// `sys_enter_execve*`, are far larger than the stack): its header is written now, keeping the
+/// flags set while it was built, and the kernel copies it into the ring buffer.
+#[inline(always)]
+pub fn send<T: Event>(ev: &mut T, t: &Tracked, ts_ns: u64, wake: u64) {
+    let flags = ev.header_mut().flags;
+    fill_header(ev.header_mut(), T::KIND, t, ts_ns, flags);
+    match EVENTS.output::<T>(&*ev, wake) {
+        Ok(()) => bump(Stat::Emitted),
+        Err(_) => bump(Stat::RingbufFull),
+    }
+}
+
+#[inline(always)]
+fn fill_header(hdr: &mut EventHeader, kind: EventKind, t: &Tracked, ts_ns: u64, flags: u32) {
+    let (tgid, tid) = current_ids();
+    let ugid = bpf_get_current_uid_gid();
+    hdr.kind = kind as u32;
+    hdr.flags = flags;
+    hdr.ts_ns = ts_ns;
+    hdr.pid = tgid;
+    hdr.tid = tid;
+    hdr.uid = ugid as u32;
+    hdr.gid = (ugid >> 32) as u32;
+    hdr.session = t.session;
+    hdr.state = t.state;
+    hdr.comm = bpf_get_current_comm().unwrap_or_default();
+}
