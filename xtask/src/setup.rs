@@ -209,13 +209,11 @@ fn vm_packages() -> anyhow::Result<()> {
 pub const ASSISTANTS: [(&str, &str); 2] =
     [("@google/gemini-cli", "0.61.0"), ("@anthropic-ai/claude-code", "2.1.332")];
 
-fn installed_version(dir: &std::path::Path, package: &str) -> Option<String> {
+/// The version of `package` installed under `dir` (None if absent or unreadable: reinstalled).
+fn installed_version(dir: &Path, package: &str) -> Option<String> {
     let text = std::fs::read_to_string(dir.join("node_modules").join(package).join("package.json")).ok()?;
-    let at = text.find("\"version\"")?;
-    let rest = &text[at + 9..];
-    let start = rest.find('"')? + 1;
-    let end = rest[start..].find('"')? + start;
-    Some(rest[start..end].to_string())
+    let manifest: serde_json::Value = serde_json::from_str(&text).ok()?;
+    manifest.get("version")?.as_str().map(str::to_string)
 }
 
 fn assistants() -> anyhow::Result<()> {

@@ -228,14 +228,18 @@ fn overhead_targets(o: &Overhead) -> Vec<String> {
     rows
 }
 
-/// Where auditd costs most relative to aiwatch untracked, over the workloads.
+/// Where auditd costs most relative to aiwatch untracked, over the workloads to which aiwatch
+/// added a cost (a difference at or below zero is noise, and no base for a ratio).
 fn largest_audit_ratio(o: &Overhead) -> String {
     let best = WORKLOADS
         .iter()
+        .filter(|(w, _)| o.added(UNTRACKED, w) > 0.0)
         .map(|(w, _)| (*w, o.added(AUDIT, w) / o.added(UNTRACKED, w).max(1.0)))
         .filter(|(_, r)| r.is_finite())
         .max_by(|x, y| x.1.total_cmp(&y.1));
-    best.map_or(String::new(), |(w, r)| format!("Largest ratio over the workloads: ×{r:.1} ({w})."))
+    best.map_or(String::new(), |(w, r)| {
+        format!("Largest ratio over the workloads aiwatch added a cost to: ×{r:.1} ({w}).")
+    })
 }
 
 fn untracked_getenv(o: &Overhead) -> String {
@@ -291,6 +295,20 @@ mod tests {
         for old in ["660 ns", "1,030", "27 µs", "±300", "bpftrace 0.17 ", "20 to 8 µs", "+2.7 µs"] {
             assert!(!md.contains(old), "{old:?} in the report");
         }
+    }
+
+    #[test]
+    fn the_audit_ratio_skips_workloads_aiwatch_added_nothing_to() {
+        let mut o = Overhead::new(1);
+        for (w, untracked, audit) in [("readlink", 110.0, 10_100.0), ("exec_true", 90.0, 1_000_000.0)] {
+            o.push(super::super::overhead::NONE, w, 100.0);
+            o.push(UNTRACKED, w, untracked);
+            o.push(AUDIT, w, audit);
+        }
+        assert_eq!(
+            largest_audit_ratio(&o),
+            "Largest ratio over the workloads aiwatch added a cost to: ×1000.0 (readlink)."
+        );
     }
 
     #[test]

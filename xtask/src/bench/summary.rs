@@ -108,9 +108,9 @@ impl Loads {
              daemon's RSS is sampled every {} s. Meanwhile, {:.1} s after the previous one ended, a new session\n\
              (the driver in `finding` mode) reads `/etc/localtime` and `/etc/machine-id` and sends an HTTP\n\
              request naming api.anthropic.com to a loopback listener, so the default rule fires while the load\n\
-             runs. Detection latency is the\n\
-             daemon's own measure (kernel timestamp of the event that completed the finding to the finding's\n\
-             emission, `latency_us` in its log; also the `aiwatch_detection_latency_seconds` histogram).\n\n\
+             runs. Detection latency is the daemon's own measure (kernel timestamp of the event that completed\n\
+             the finding to the finding's emission, `latency_us` in its log; also the\n\
+             `aiwatch_detection_latency_seconds` histogram).\n\n\
              - Load: {} generated, {} received, {} dropped ({}).\n\
              - RSS: {} at {WARMUP_S} s, {} at the end, median {:.1} MiB, max {:.1} MiB; growth after warm-up {}.\n\
              - Detection latency over {} findings ({} sessions, {} counted by the daemon): p50 {}, p99 {}, max {}.\n\n",
