@@ -3,8 +3,8 @@
 //! a test fails.
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
+    io::{BufRead, BufReader},
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{
@@ -17,6 +17,7 @@ use std::{
 use serde_json::Value;
 
 pub mod net;
+pub mod observe;
 
 /// Name under which `fsprobe` runs as a tracked assistant (see [`AGENT_CONFIG`]).
 pub const AGENT: &str = "aiwatch-test-agent";
@@ -148,7 +149,7 @@ pub fn spawn_cmd(cmd: &mut Command) -> Guard {
 
 /// A free loopback port (bound and released).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    observe::free_addr().expect("free port").port()
 }
 
 /// The running daemon, its JSON records and its log.
@@ -281,16 +282,12 @@ impl Sensor {
 
     /// The value of one series in /metrics (exact series text before the value).
     pub fn metric(&self, series: &str) -> Option<f64> {
-        self.scrape().lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        observe::parse_metrics(&self.scrape()).get(series).copied()
     }
 
     /// The body of GET /metrics.
     pub fn scrape(&self) -> String {
-        let mut s = TcpStream::connect(self.metrics).expect("connect to metrics");
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").expect("send");
-        let mut out = String::new();
-        s.read_to_string(&mut out).expect("read");
-        out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+        observe::metrics_body(self.metrics, patience(Duration::from_secs(30))).expect("GET /metrics")
     }
 
     pub fn pid(&self) -> u32 {

@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use integration_tests::{net::*, *};
+use integration_tests::{net::*, observe::rss_kib, *};
 use serde_json::Value;
 
 fn read_by<'a>(pid: u32, path: &'a str) -> impl Fn(&Value) -> bool + 'a {
@@ -384,10 +384,6 @@ fn restart_while_assistants_run_rebuilds_their_sessions() {
 }
 
 // ---- Overload ------------------------------------------------------------------------------
-
-fn rss_kib(pid: u32) -> u64 {
-    status_field(pid, "VmRSS:").split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0)
-}
 
 #[test]
 fn overload_is_counted_bounded_and_recovered_from() {

@@ -1,7 +1,10 @@
-//! `cargo xtask setup | build | run | test | lint | vmtest`: everything a fresh machine needs, in
-//! one place.
+//! `cargo xtask setup | build | run | test | lint | install | bench | fuzz | vmtest`: everything
+//! a fresh machine needs, in one place. Each command first installs what it needs and is missing
+//! (its [`setup::Step`]s, see [`Cmd::steps`]); `setup` installs everything.
 
 mod bench;
+mod fuzz;
+mod install;
 mod setup;
 mod vmtest;
 
@@ -12,6 +15,7 @@ use std::{
 
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
+use setup::Step;
 
 #[derive(Parser)]
 #[command(name = "xtask", about = "aiwatch development tasks")]
@@ -22,27 +26,32 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Install what is missing: nightly rust-src, LLVM 22 dev packages, bpf-linker.
+    /// Install what every other command needs and is missing: nightly rust-src, LLVM 22 dev
+    /// packages and bpf-linker, the tests' prometheus, assistants and cargo-fuzz, the VM
+    /// packages of vmtest, the bench's peers.
     Setup,
-    /// Set up, then build the release `aiwatch` binary (with its eBPF programs).
+    /// Install what building needs (nightly rust-src, LLVM 22, bpf-linker), then build the release
+    /// `aiwatch` binary (with its eBPF programs).
     Build,
-    /// Set up, build, and run the sensor with its built-in default config (extra args go to
-    /// `aiwatch run`).
+    /// Install what building needs, build, and run the sensor with its built-in default config
+    /// (extra args go to `aiwatch run`).
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Set up, build, lint, and run every test: unit tests, root integration tests that load the
-    /// real probes into this kernel, the core integration tests in Debian's 5.10 and 6.1 kernels
-    /// under qemu (`vmtest`), and each fuzz target briefly.
+    /// Install what building and the tests need, build, lint, and run every test: unit tests,
+    /// root integration tests that load the real probes into this kernel, the core integration
+    /// tests in Debian's 5.10 and 6.1 kernels under qemu (`vmtest`), and each fuzz target briefly
+    /// (with a filter: only the matching unit and integration tests).
     Test {
         /// Only tests whose name contains this.
         filter: Option<String>,
     },
-    /// cargo fmt --check and clippy -D warnings on every crate, the eBPF one included.
+    /// cargo fmt --check and clippy -D warnings on every crate, the eBPF one included (installs
+    /// nothing).
     Lint,
-    /// Build and install aiwatch: binary, systemd unit, default config (kept if present), man
-    /// page, shell completions.
+    /// Install what building needs, build, and install aiwatch: binary, systemd unit, default
+    /// config (kept if present), man page, shell completions.
     Install {
         /// Installation prefix for the binary, man page and completions.
         #[arg(long, default_value = "/usr/local")]
@@ -51,9 +60,9 @@ enum Cmd {
         #[arg(long)]
         destdir: Option<PathBuf>,
     },
-    /// Measure what the sensor costs, against no sensor and against bpftrace and auditd, and
-    /// its throughput, memory, scan time and detection latency; writes BENCHMARKS.md,
-    /// bench/results.json and bench/overhead.svg.
+    /// Measure what the sensor costs, against no sensor and against bpftrace and auditd
+    /// (installed if missing), and its throughput, memory, scan time and detection latency;
+    /// writes BENCHMARKS.md, bench/results.json and bench/overhead.svg.
     Bench {
         /// Interleaved A/B rounds per condition.
         #[arg(long, default_value_t = 5)]
@@ -62,7 +71,8 @@ enum Cmd {
         #[arg(long, default_value_t = 600)]
         soak_seconds: u64,
     },
-    /// Run every fuzz target (or one) for a bounded time, with the seed corpora.
+    /// Run every fuzz target (or one) for a bounded time, with the seed corpora (installs
+    /// cargo-fuzz if missing).
     Fuzz {
         /// Seconds per target.
         #[arg(long, default_value_t = 60)]
@@ -71,7 +81,8 @@ enum Cmd {
         target: Option<String>,
     },
     /// Run the real-kernel integration tests inside other Linux kernels (Debian's 5.10, 6.1,
-    /// 6.12, 6.16, 7.x) under qemu; writes target/vmtest/results.json.
+    /// 6.12, 6.16, 7.x) under qemu (installed if missing, with what the tests need); writes
+    /// target/vmtest/results.json.
     Vmtest(vmtest::Args),
 }
 
@@ -141,158 +152,134 @@ fn lint() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Copies `bytes` to `dest` with `mode`, creating directories; an existing `dest` is kept when
-/// `keep` (a config the admin edited).
-fn put(dest: &Path, bytes: &[u8], mode: u32, keep: bool) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    if keep && dest.exists() {
-        eprintln!("xtask: install: {} exists, kept", dest.display());
-        return Ok(());
-    }
-    if let Some(dir) = dest.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    std::fs::write(dest, bytes).with_context(|| format!("writing {}", dest.display()))?;
-    std::fs::set_permissions(dest, std::fs::Permissions::from_mode(mode))?;
-    eprintln!("xtask: install: {}", dest.display());
-    Ok(())
-}
-
-fn output_of(bin: &Path, args: &[&str]) -> anyhow::Result<Vec<u8>> {
-    let out = Command::new(bin)
-        .args(args)
-        .output()
-        .with_context(|| format!("running {} {args:?}", bin.display()))?;
-    if !out.status.success() {
-        bail!("{} {args:?} failed: {}", bin.display(), String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(out.stdout)
-}
-
-fn install(bin: &Path, prefix: &Path, destdir: Option<&Path>) -> anyhow::Result<()> {
-    let at = |p: &Path| match destdir {
-        Some(d) => d.join(p.strip_prefix("/").unwrap_or(p)),
-        None => p.to_path_buf(),
-    };
-    let binary = std::fs::read(bin)?;
-    put(&at(&prefix.join("bin/aiwatch")), &binary, 0o755, false)?;
-    let unit = std::fs::read_to_string(root().join("deploy/systemd/aiwatch.service"))?
-        .replace("/usr/local/bin/aiwatch", &prefix.join("bin/aiwatch").display().to_string());
-    put(&at(Path::new("/etc/systemd/system/aiwatch.service")), unit.as_bytes(), 0o644, false)?;
-    put(&at(Path::new("/etc/aiwatch/config.toml")), &output_of(bin, &["config"])?, 0o644, true)?;
-    put(&at(&prefix.join("share/man/man1/aiwatch.1")), &output_of(bin, &["man"])?, 0o644, false)?;
-    for (shell, path) in [
-        ("bash", "share/bash-completion/completions/aiwatch"),
-        ("zsh", "share/zsh/site-functions/_aiwatch"),
-        ("fish", "share/fish/vendor_completions.d/aiwatch.fish"),
-    ] {
-        put(&at(&prefix.join(path)), &output_of(bin, &["completions", shell])?, 0o644, false)?;
-    }
-    if destdir.is_none() {
-        eprintln!(
-            "xtask: install: done; start it with: systemctl daemon-reload && systemctl enable --now aiwatch"
-        );
-    }
-    Ok(())
-}
-
-const FUZZ_TARGETS: [&str; 7] = [
-    "kernel_event",
-    "tls_client_hello",
-    "http_request",
-    "dns_message",
-    "netlink_request",
-    "config",
-    "redact",
-];
-
-/// `cargo fuzz run` each target for `seconds`, new inputs kept under target/ (the committed
-/// seed corpus stays as it is).
-fn fuzz(seconds: u64, only: Option<&str>) -> anyhow::Result<()> {
-    let dir = root().join("fuzz");
-    let targets: Vec<&str> = FUZZ_TARGETS.iter().copied().filter(|t| only.is_none_or(|o| o == *t)).collect();
-    if targets.is_empty() {
-        bail!("no fuzz target named {:?}; targets: {}", only.unwrap_or(""), FUZZ_TARGETS.join(", "));
-    }
-    for t in targets {
-        let work = root().join("target/fuzz-corpus").join(t);
-        std::fs::create_dir_all(&work)?;
-        let mut c = Command::new("cargo");
-        c.current_dir(&dir)
-            .env("PATH", setup::path_with_cargo_bin())
-            // The parsers do not need the eBPF object; skip building it with sanitizers.
-            .env("AYA_BUILD_SKIP", "1")
-            .args(["+nightly", "fuzz", "run", t])
-            .arg(&work)
-            .arg(dir.join("corpus").join(t))
-            .args([
-                "--",
-                &format!("-max_total_time={seconds}"),
-                "-rss_limit_mb=2048",
-                "-print_final_stats=1",
-            ]);
-        eprintln!("xtask: $ {}", display(&c));
-        let status = c.status().context("cannot run cargo fuzz")?;
-        if !status.success() {
-            bail!("fuzz target {t} failed ({status}); the crashing input is under fuzz/artifacts/{t}");
+impl Cmd {
+    /// What the command needs installed before it runs.
+    fn steps(&self) -> &'static [Step] {
+        use Step::*;
+        match self {
+            Cmd::Setup => &Step::ALL,
+            Cmd::Build | Cmd::Run { .. } | Cmd::Install { .. } => &[Toolchain, BpfLinker],
+            // clippy builds sensor-user with an empty eBPF object (its build script skips the
+            // eBPF build under clippy) and the eBPF crate as a host stub, with the default
+            // toolchain: neither nightly nor bpf-linker.
+            Cmd::Lint => &[],
+            // Without a filter the test command also boots other kernels and fuzzes.
+            Cmd::Test { filter: None } => {
+                &[Toolchain, BpfLinker, TestPackages, Assistants, CargoFuzz, VmPackages]
+            }
+            Cmd::Test { filter: Some(_) } => &[Toolchain, BpfLinker, TestPackages, Assistants],
+            Cmd::Bench { .. } => &[Toolchain, BpfLinker, BenchPeers],
+            // The parsers are fuzzed without the eBPF object, with cargo-fuzz on nightly.
+            Cmd::Fuzz { .. } => &[Toolchain, CargoFuzz],
+            Cmd::Vmtest(_) => &[Toolchain, BpfLinker, TestPackages, Assistants, VmPackages],
         }
     }
-    Ok(())
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    setup::ensure(cli.cmd.steps())?;
     match cli.cmd {
-        Cmd::Setup => setup::setup(),
-        Cmd::Build => {
-            setup::setup()?;
-            build().map(drop)
-        }
+        Cmd::Setup => Ok(()),
+        Cmd::Build => build().map(drop),
         Cmd::Run { args } => {
-            setup::setup()?;
             require_root("cargo xtask run")?;
             let bin = build()?;
             sh(Command::new(bin).arg("run").args(args))
         }
-        Cmd::Lint => {
-            setup::setup()?;
-            lint()
-        }
+        Cmd::Lint => lint(),
         Cmd::Install { prefix, destdir } => {
-            setup::setup()?;
             let bin = build()?;
-            install(&bin, &prefix, destdir.as_deref())
+            install::install(&bin, &prefix, destdir.as_deref())
         }
         Cmd::Bench { pairs, soak_seconds } => {
-            setup::setup()?;
             require_root("cargo xtask bench")?;
             bench::run(pairs, soak_seconds)
         }
-        Cmd::Fuzz { seconds, target } => {
-            setup::setup()?;
-            fuzz(seconds, target.as_deref())
-        }
+        Cmd::Fuzz { seconds, target } => fuzz::run(seconds, target.as_deref()),
         Cmd::Vmtest(args) => vmtest::run(args),
-        Cmd::Test { filter } => {
-            setup::setup()?;
-            require_root("cargo xtask test")?;
-            let bin = build()?;
-            lint()?;
-            let mut unit = cargo();
-            unit.args(["test", "--workspace", "--exclude", "integration-tests", "--exclude", "sensor-ebpf"]);
-            unit.args(filter.iter());
-            sh(&mut unit)?;
-            let mut integ = cargo();
-            integ.args(["test", "--package", "integration-tests"]).env("AIWATCH_BIN", &bin);
-            integ.args(["--"]).args(filter.iter());
-            sh(&mut integ)?;
-            if filter.is_none() {
-                // The oldest kernels the sensor supports, under qemu: what differs there (verifier,
-                // tracepoint records) shows up before a user's machine finds it.
-                vmtest::run(vmtest::Args::default())?;
-                // Every parser of untrusted bytes, briefly: regressions show up here.
-                fuzz(5, None)?;
+        Cmd::Test { filter } => test(filter),
+    }
+}
+
+/// Build, lint, unit tests, integration tests; without a filter also the core tests in the
+/// oldest supported kernels and every fuzz target briefly.
+fn test(filter: Option<String>) -> anyhow::Result<()> {
+    require_root("cargo xtask test")?;
+    let bin = build()?;
+    lint()?;
+    let mut unit = cargo();
+    unit.args(["test", "--workspace", "--exclude", "integration-tests", "--exclude", "sensor-ebpf"]);
+    unit.args(filter.iter());
+    sh(&mut unit)?;
+    let mut integ = cargo();
+    integ.args(["test", "--package", "integration-tests"]).env("AIWATCH_BIN", &bin);
+    integ.args(["--"]).args(filter.iter());
+    sh(&mut integ)?;
+    if filter.is_none() {
+        // The oldest kernels the sensor supports, under qemu: what differs there (verifier,
+        // tracepoint records) shows up before a user's machine finds it.
+        vmtest::run(vmtest::Args::default())?;
+        // Every parser of untrusted bytes, briefly: regressions show up here.
+        fuzz::run(5, None)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn steps(args: &[&str]) -> &'static [Step] {
+        Cli::parse_from(std::iter::once("xtask").chain(args.iter().copied())).cmd.steps()
+    }
+
+    #[test]
+    fn setup_installs_every_step() {
+        assert_eq!(steps(&["setup"]), Step::ALL);
+    }
+
+    #[test]
+    fn building_and_linting_install_no_test_tools() {
+        let test_only =
+            [Step::TestPackages, Step::Assistants, Step::CargoFuzz, Step::VmPackages, Step::BenchPeers];
+        for cmd in [&["build"][..], &["run"], &["install"], &["lint"], &["bench"], &["fuzz"]] {
+            let s = steps(cmd);
+            for t in test_only {
+                let wanted =
+                    (cmd == ["bench"] && t == Step::BenchPeers) || (cmd == ["fuzz"] && t == Step::CargoFuzz);
+                assert_eq!(s.contains(&t), wanted, "{cmd:?} and {t:?}: {s:?}");
             }
-            Ok(())
+        }
+        assert_eq!(steps(&["build"]), [Step::Toolchain, Step::BpfLinker]);
+        assert!(steps(&["lint"]).is_empty());
+    }
+
+    #[test]
+    fn test_installs_what_the_tests_use() {
+        // Everything but the bench's peers.
+        let all = steps(&["test"]);
+        for s in Step::ALL {
+            assert_eq!(all.contains(&s), s != Step::BenchPeers, "{s:?}");
+        }
+        // A filtered run neither boots kernels nor fuzzes.
+        let filtered = steps(&["test", "core"]);
+        assert!(!filtered.contains(&Step::VmPackages) && !filtered.contains(&Step::CargoFuzz));
+        assert!(filtered.contains(&Step::Assistants) && filtered.contains(&Step::TestPackages));
+    }
+
+    #[test]
+    fn vmtest_installs_the_test_needs_and_the_vm_packages() {
+        let vm = steps(&["vmtest"]);
+        for s in steps(&["test", "core"]) {
+            assert!(vm.contains(s), "{s:?}");
+        }
+        assert!(vm.contains(&Step::VmPackages));
+    }
+
+    #[test]
+    fn every_command_but_lint_and_setup_builds_with_the_toolchain() {
+        for cmd in [&["build"][..], &["run"], &["install"], &["test"], &["bench"], &["fuzz"], &["vmtest"]] {
+            assert!(steps(cmd).contains(&Step::Toolchain), "{cmd:?}");
         }
     }
 }

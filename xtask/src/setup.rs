@@ -1,8 +1,11 @@
-//! Installs what a fresh machine lacks, skipping what is present, saying what it does.
+//! Installs what a fresh machine lacks, skipping what is present, saying what it does. What
+//! there is to install comes in [`Step`]s; each command asks for the steps it needs
+//! (`cargo xtask setup` for all of them).
 
 use std::{
     path::{Path, PathBuf},
     process::{Command, Stdio},
+    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
@@ -10,9 +13,87 @@ use anyhow::{bail, Context as _};
 
 use crate::{display, sh};
 
+/// One thing a command may need installed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// The nightly toolchain with rust-src: the eBPF programs are built with it, and cargo-fuzz
+    /// runs on it.
+    Toolchain,
+    /// Debian's LLVM 22 dev packages and bpf-linker built against them: links the eBPF programs.
+    BpfLinker,
+    /// Debian's prometheus (with promtool): the alerting tests.
+    TestPackages,
+    /// The pinned assistants from the npm registry, into target/assistants: the end-to-end tests.
+    Assistants,
+    /// cargo-fuzz: `cargo xtask fuzz`, and every target briefly in `cargo xtask test`.
+    CargoFuzz,
+    /// qemu, busybox, kmod and the module decompressors: booting other kernels (`vmtest`).
+    VmPackages,
+    /// bpftrace and auditd: what `cargo xtask bench` compares the sensor with.
+    BenchPeers,
+}
+
+impl Step {
+    /// Every step, in the order they run.
+    pub const ALL: [Step; 7] = [
+        Step::Toolchain,
+        Step::BpfLinker,
+        Step::TestPackages,
+        Step::Assistants,
+        Step::CargoFuzz,
+        Step::VmPackages,
+        Step::BenchPeers,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Toolchain => "toolchain",
+            Step::BpfLinker => "bpf-linker",
+            Step::TestPackages => "test packages",
+            Step::Assistants => "assistants",
+            Step::CargoFuzz => "cargo-fuzz",
+            Step::VmPackages => "VM packages",
+            Step::BenchPeers => "bench peers",
+        }
+    }
+
+    fn run(self) -> anyhow::Result<()> {
+        match self {
+            Step::Toolchain => toolchain(),
+            Step::BpfLinker => {
+                apt_packages(&LLVM_PACKAGES)?;
+                bpf_linker()
+            }
+            Step::TestPackages => apt_packages(&TEST_PACKAGES),
+            Step::Assistants => assistants(),
+            Step::CargoFuzz => cargo_fuzz(),
+            Step::VmPackages => vm_packages(),
+            Step::BenchPeers => apt_packages(&BENCH_PACKAGES),
+        }
+    }
+}
+
+/// `steps` as they run: each once, in [`Step::ALL`]'s order.
+fn plan(steps: &[Step]) -> Vec<Step> {
+    Step::ALL.into_iter().filter(|s| steps.contains(s)).collect()
+}
+
+/// Installs what `steps` need and is missing: each step once, in [`Step::ALL`]'s order.
+pub fn ensure(steps: &[Step]) -> anyhow::Result<()> {
+    let steps = plan(steps);
+    if steps.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = steps.iter().map(|s| s.name()).collect();
+    eprintln!("xtask: setup: steps: {}", names.join(", "));
+    steps.into_iter().try_for_each(Step::run)
+}
+
 const LLVM_PACKAGES: [&str; 2] = ["llvm-22-dev", "libpolly-22-dev"];
 /// What the tests run besides the sensor: Prometheus and promtool for the alerting tests.
 const TEST_PACKAGES: [&str; 1] = ["prometheus"];
+/// The peers `cargo xtask bench` measures aiwatch against.
+const BENCH_PACKAGES: [&str; 2] = ["bpftrace", "auditd"];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
 fn ok(cmd: &mut Command) -> bool {
@@ -85,6 +166,9 @@ pub fn apt_get(args: &[&str]) -> anyhow::Result<()> {
     }
 }
 
+/// Whether this xtask has run `apt-get update` already (once is enough for every step).
+static APT_UPDATED: AtomicBool = AtomicBool::new(false);
+
 /// Installs Debian packages that are missing.
 fn apt_packages(packages: &[&str]) -> anyhow::Result<()> {
     let present = packages.iter().all(|p| installed(p));
@@ -92,7 +176,10 @@ fn apt_packages(packages: &[&str]) -> anyhow::Result<()> {
         if !ok(Command::new("apt-get").arg("--version")) {
             bail!("apt-get is not available: install {} by hand", packages.join(" "));
         }
-        apt_get(&["update", "-q"])?;
+        if !APT_UPDATED.load(Ordering::Relaxed) {
+            apt_get(&["update", "-q"])?;
+            APT_UPDATED.store(true, Ordering::Relaxed);
+        }
         let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
         args.extend_from_slice(packages);
         apt_get(&args)
@@ -107,8 +194,8 @@ const VM_PACKAGES: [&str; 5] = ["qemu-system-x86", "busybox-static", "kmod", "zs
 /// Where Debian 12's qemu-system-common puts virtiofsd.
 pub const VIRTIOFSD: &str = "/usr/lib/qemu/virtiofsd";
 
-/// Installs what booting test kernels under qemu needs (only `cargo xtask vmtest` calls this).
-pub fn vm_packages() -> anyhow::Result<()> {
+/// Installs what booting test kernels under qemu needs.
+fn vm_packages() -> anyhow::Result<()> {
     apt_packages(&VM_PACKAGES)?;
     if !Path::new(VIRTIOFSD).exists() {
         bail!(
@@ -122,13 +209,11 @@ pub fn vm_packages() -> anyhow::Result<()> {
 pub const ASSISTANTS: [(&str, &str); 2] =
     [("@google/gemini-cli", "0.61.0"), ("@anthropic-ai/claude-code", "2.1.332")];
 
-fn installed_version(dir: &std::path::Path, package: &str) -> Option<String> {
+/// The version of `package` installed under `dir` (None if absent or unreadable: reinstalled).
+fn installed_version(dir: &Path, package: &str) -> Option<String> {
     let text = std::fs::read_to_string(dir.join("node_modules").join(package).join("package.json")).ok()?;
-    let at = text.find("\"version\"")?;
-    let rest = &text[at + 9..];
-    let start = rest.find('"')? + 1;
-    let end = rest[start..].find('"')? + start;
-    Some(rest[start..end].to_string())
+    let manifest: serde_json::Value = serde_json::from_str(&text).ok()?;
+    manifest.get("version")?.as_str().map(str::to_string)
 }
 
 fn assistants() -> anyhow::Result<()> {
@@ -144,7 +229,7 @@ fn assistants() -> anyhow::Result<()> {
     })
 }
 
-pub fn setup() -> anyhow::Result<()> {
+fn toolchain() -> anyhow::Result<()> {
     let nightly =
         output(Command::new("rustup").args(["toolchain", "list"])).lines().any(|l| l.starts_with("nightly"));
     step("nightly toolchain", nightly, || {
@@ -156,26 +241,43 @@ pub fn setup() -> anyhow::Result<()> {
             .any(|l| l.starts_with("rust-src"));
     step("rust-src for nightly", src, || {
         sh(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
-    })?;
-    apt_packages(&LLVM_PACKAGES)?;
-    apt_packages(&TEST_PACKAGES)?;
-    assistants()?;
+    })
+}
+
+fn cargo_fuzz() -> anyhow::Result<()> {
     let fuzz = ok(Command::new("cargo").args(["fuzz", "--version"]).env("PATH", path_with_cargo_bin()));
-    step("cargo-fuzz", fuzz, || {
-        sh(Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())).args([
-            "install",
-            "cargo-fuzz",
-            "--locked",
-        ]))
-    })?;
+    step("cargo-fuzz", fuzz, || sh(crate::cargo().args(["install", "cargo-fuzz", "--locked"])))
+}
+
+fn bpf_linker() -> anyhow::Result<()> {
     let linker = ok(Command::new("bpf-linker").arg("--version").env("PATH", path_with_cargo_bin()));
     step("bpf-linker", linker, || {
         // bpf-linker links against Debian's LLVM 22, which matches nightly's LLVM.
         let path = format!("{LLVM_PREFIX}/bin:{}", path_with_cargo_bin());
-        sh(Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        sh(crate::cargo()
             .args(["install", "bpf-linker", "--locked", "--no-default-features", "--features", "llvm-22"])
             .env("PATH", path)
             .env("LLVM_PREFIX", LLVM_PREFIX))
-    })?;
-    Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_run_once_in_order() {
+        let asked = [Step::BenchPeers, Step::Toolchain, Step::BpfLinker, Step::Toolchain];
+        assert_eq!(plan(&asked), [Step::Toolchain, Step::BpfLinker, Step::BenchPeers]);
+        assert!(plan(&[]).is_empty());
+        assert_eq!(plan(&Step::ALL), Step::ALL);
+    }
+
+    #[test]
+    fn step_names_are_distinct() {
+        let mut names: Vec<&str> = Step::ALL.iter().map(|s| s.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Step::ALL.len());
+    }
 }

@@ -6,7 +6,7 @@
 use std::{
     collections::BTreeMap,
     io::{BufRead, BufReader, Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{SocketAddr, TcpListener},
     path::{Path, PathBuf},
     process::{Child, ChildStdin, ChildStdout, Command, Stdio},
     sync::{
@@ -18,22 +18,23 @@ use std::{
 
 use anyhow::{bail, Context as _};
 
-use super::{log_field, median, reap, rss_kib, start_aiwatch_with};
+use super::{
+    daemon::{reap, scrape, start_aiwatch, sum, Stopper},
+    median,
+    observe::{cpu_seconds, free_addr, log_field, rss_kib},
+    Env,
+};
 
 /// Rates tried in order; stepping stops after the first step that loses events.
 pub const RATES: [u64; 8] = [25_000, 50_000, 100_000, 150_000, 200_000, 250_000, 300_000, 400_000];
-const STEP_MS: u64 = 2_000;
+/// Length of one throughput step.
+pub const STEP_MS: u64 = 2_000;
 /// Generator threads: one thread tops out below 200,000 tracked open+close pairs per second.
-const GEN_THREADS: u64 = 2;
-
-/// What the load benchmarks run: the daemon, the generator (a copy named as an assistant), the
-/// config that makes it one.
-pub struct Setup<'a> {
-    pub bin: &'a Path,
-    pub tracked: &'a Path,
-    pub cfg: &'a Path,
-    pub work: &'a Path,
-}
+pub const GEN_THREADS: u64 = 2;
+/// Seconds between the soak's RSS samples.
+pub const RSS_EVERY: u64 = 5;
+/// How often the soak starts a session that raises a finding.
+pub const FINDING_EVERY: Duration = Duration::from_millis(1000);
 
 /// How records leave the daemon during a throughput run.
 #[derive(Clone, Copy, PartialEq)]
@@ -89,29 +90,6 @@ impl Throughput {
     }
 }
 
-/// Reads `/metrics` into `series -> value`.
-pub fn scrape(addr: SocketAddr) -> anyhow::Result<BTreeMap<String, f64>> {
-    let mut s =
-        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).context("connecting to /metrics")?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
-    let mut body = String::new();
-    s.read_to_string(&mut body)?;
-    Ok(body
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            Some((k.to_string(), v.parse().ok()?))
-        })
-        .collect())
-}
-
-/// Sum of every series whose name starts with `prefix`.
-fn sum(m: &BTreeMap<String, f64>, prefix: &str) -> u64 {
-    m.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(_, v)| *v as u64).sum()
-}
-
 fn kernel_drops(m: &BTreeMap<String, f64>) -> u64 {
     ["ringbuf_full", "stash_full", "tracked_map_full"]
         .iter()
@@ -126,24 +104,6 @@ fn sink_drops(m: &BTreeMap<String, f64>) -> u64 {
 
 fn file_events(m: &BTreeMap<String, f64>) -> u64 {
     sum(m, "aiwatch_events_total{kind=\"file\"}")
-}
-
-/// User + system CPU seconds `pid` has used (all threads).
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces): utime and stime are 14 and 15.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<f64> = rest.split_whitespace().filter_map(|v| v.parse().ok()).collect();
-    // `rest` starts at field 3 (state, not a number): utime is the 11th number after it.
-    match (f.get(10), f.get(11)) {
-        (Some(u), Some(s)) => (u + s) / 100.0,
-        _ => 0.0,
-    }
-}
-
-/// A port nobody listens on now.
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// The generator, fed one `RATE MILLIS THREADS` line per step; killed by PID on drop.
@@ -216,11 +176,61 @@ fn records_since(path: &Path, from: u64) -> anyhow::Result<(u64, u64)> {
     Ok((n, end))
 }
 
-pub fn throughput(s: &Setup, output: Output) -> anyhow::Result<Throughput> {
-    let port = free_port()?;
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+/// A throughput run in progress: the daemon and its metrics address, and (with JSON to a file)
+/// how far the output file has been counted.
+struct Stepper {
+    output: Output,
+    daemon: Stopper,
+    addr: SocketAddr,
+    json: PathBuf,
+    offset: u64,
+}
+
+impl Stepper {
+    /// Generates `rate` for one step, then waits until everything generated is accounted for, or
+    /// until it is clear it will not be.
+    fn step(&mut self, gen: &mut Generator, rate: u64) -> anyhow::Result<Step> {
+        let before = scrape(self.addr)?;
+        let cpu_before = cpu_seconds(self.daemon.id());
+        let (ops, ns) = gen.step(rate, STEP_MS)?;
+        // Kernel counters reach /metrics on the daemon's 1 s tick.
+        let settle_end = Instant::now() + Duration::from_secs(6);
+        std::thread::sleep(Duration::from_millis(1200));
+        // Records are counted as they are flushed: what one pass counted stays counted.
+        let mut in_file = 0u64;
+        loop {
+            let after = scrape(self.addr)?;
+            let d = |f: fn(&BTreeMap<String, f64>) -> u64| f(&after).saturating_sub(f(&before));
+            if self.output == Output::JsonFile {
+                let (n, end) = records_since(&self.json, self.offset)?;
+                self.offset = end;
+                in_file += n;
+            }
+            let step = Step {
+                rate,
+                generated: ops,
+                achieved: ops as f64 * 1e9 / ns.max(1) as f64,
+                received: match self.output {
+                    Output::Counted => d(file_events),
+                    Output::JsonFile => in_file,
+                },
+                kernel_drops: d(kernel_drops),
+                sink_drops: if self.output == Output::JsonFile { d(sink_drops) } else { 0 },
+                daemon_cpu_us: (cpu_seconds(self.daemon.id()) - cpu_before) * 1e6 / ops.max(1) as f64,
+            };
+            if step.exact() || Instant::now() > settle_end {
+                return Ok(step);
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+/// Steps through [`RATES`] until a step loses events or the generator cannot keep up.
+pub fn throughput(env: &Env, output: Output) -> anyhow::Result<Throughput> {
+    let addr = free_addr().context("finding a free loopback port")?;
     let listen = addr.to_string();
-    let json = s.work.join("throughput.json");
+    let json = env.work.join("throughput.json");
     let _ = std::fs::remove_file(&json);
     let json_s = json.to_string_lossy().into_owned();
     let mut args = vec!["--metrics-listen", &listen];
@@ -228,50 +238,15 @@ pub fn throughput(s: &Setup, output: Output) -> anyhow::Result<Throughput> {
         Output::Counted => args.extend(["--format", "none"]),
         Output::JsonFile => args.extend(["--format", "json", "--output", &json_s]),
     }
-    let (daemon, _) = start_aiwatch_with(s.bin, s.cfg, &s.work.join("throughput.log"), &args, None)?;
-    let mut gen = Generator::start(s.tracked)?;
+    let (daemon, _) = start_aiwatch(&env.bin, &env.cfg, &env.work.join("throughput.log"), &args, None)?;
+    let mut gen = Generator::start(&env.tracked)?;
+    // Skip the session-start record.
+    let offset = if output == Output::JsonFile { records_since(&json, 0)?.1 } else { 0 };
+    let mut run = Stepper { output, daemon, addr, json: json.clone(), offset };
     let mut steps = Vec::new();
     let mut stopped = None;
-    let mut offset = 0u64;
-    if output == Output::JsonFile {
-        // Skip the session-start record.
-        offset = records_since(&json, 0)?.1;
-    }
     for rate in RATES {
-        let before = scrape(addr)?;
-        let cpu_before = cpu_seconds(daemon.0.id());
-        let (ops, ns) = gen.step(rate, STEP_MS)?;
-        // Kernel counters reach /metrics on the daemon's 1 s tick; wait until everything
-        // generated is accounted for, or until it is clear it will not be.
-        let settle_end = Instant::now() + Duration::from_secs(6);
-        std::thread::sleep(Duration::from_millis(1200));
-        // Records are counted as they are flushed: what one pass counted stays counted.
-        let mut in_file = 0u64;
-        let step = loop {
-            let after = scrape(addr)?;
-            let d = |f: fn(&BTreeMap<String, f64>) -> u64| f(&after).saturating_sub(f(&before));
-            if output == Output::JsonFile {
-                let (n, end) = records_since(&json, offset)?;
-                offset = end;
-                in_file += n;
-            }
-            let step = Step {
-                rate,
-                generated: ops,
-                achieved: ops as f64 * 1e9 / ns.max(1) as f64,
-                received: match output {
-                    Output::Counted => d(file_events),
-                    Output::JsonFile => in_file,
-                },
-                kernel_drops: d(kernel_drops),
-                sink_drops: if output == Output::JsonFile { d(sink_drops) } else { 0 },
-                daemon_cpu_us: (cpu_seconds(daemon.0.id()) - cpu_before) * 1e6 / ops.max(1) as f64,
-            };
-            if step.exact() || Instant::now() > settle_end {
-                break step;
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        };
+        let step = run.step(&mut gen, rate)?;
         eprintln!(
             "xtask: bench: throughput {}: {rate}/s: generated {} received {} kernel drops {} sink drops {}",
             output.name(),
@@ -292,7 +267,7 @@ pub fn throughput(s: &Setup, output: Output) -> anyhow::Result<Throughput> {
         }
     }
     drop(gen);
-    drop(daemon);
+    drop(run);
     let _ = std::fs::remove_file(&json);
     Ok(Throughput { output, steps, stopped })
 }
@@ -367,6 +342,18 @@ impl Api {
         });
         Ok(Self { addr, stop, thread: Some(thread) })
     }
+
+    /// Runs one session (`driver finding`) that reads two fingerprint kinds and calls this API
+    /// naming api.anthropic.com: what the default rule reports.
+    fn finding(&self, driver: &Path) -> anyhow::Result<()> {
+        Command::new(driver)
+            .args(["finding", "api.anthropic.com", &self.addr.port().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .context("starting a finding session")?;
+        Ok(())
+    }
 }
 
 impl Drop for Api {
@@ -378,44 +365,14 @@ impl Drop for Api {
     }
 }
 
-/// `rate` tracked watched reads per second for `seconds`, JSON records to /dev/null; RSS sampled
-/// every 5 s; once a second a new session reads two fingerprint kinds and calls the LLM API, so
-/// the default rule fires while the load runs and its detection latency is measured.
-pub fn soak(s: &Setup, rate: u64, seconds: u64) -> anyhow::Result<Soak> {
-    let port = free_port()?;
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let listen = addr.to_string();
-    let log: PathBuf = s.work.join("soak.log");
-    let (daemon, _) = start_aiwatch_with(
-        s.bin,
-        s.cfg,
-        &log,
-        &["--format", "json", "--output", "/dev/null", "--metrics-listen", &listen],
-        None,
-    )?;
-    let pid = daemon.0.id();
-    let api = Api::start()?;
-    let finding = || -> anyhow::Result<()> {
-        Command::new(s.tracked)
-            .args(["finding", "api.anthropic.com", &api.addr.port().to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .context("starting a finding session")?;
-        Ok(())
-    };
-    // File events of one finding session (loader, reads, stats), to tell them from the load.
-    let calibrate = scrape(addr)?;
-    finding()?;
-    std::thread::sleep(Duration::from_millis(500));
-    let per_session = file_events(&scrape(addr)?).saturating_sub(file_events(&calibrate));
-    let mut gen = Generator::start(s.tracked)?;
-    let before = scrape(addr)?;
-    // The generator blocks for the whole soak: run it on a thread, sample from this one.
-    let load = std::thread::spawn(move || {
-        let r = gen.step(rate, seconds * 1000);
-        (gen, r)
-    });
+/// Until `load` finishes: `pid`'s RSS every [`RSS_EVERY`] s, and a finding session every
+/// [`FINDING_EVERY`]. Returns the (seconds, KiB) samples, one more at the end, and how many
+/// sessions ran.
+fn sample_during<T>(
+    load: &std::thread::JoinHandle<T>,
+    pid: u32,
+    mut session: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<(Vec<(u64, u64)>, u64)> {
     let started = Instant::now();
     let mut rss = Vec::new();
     let mut sessions = 0u64;
@@ -424,13 +381,50 @@ pub fn soak(s: &Setup, rate: u64, seconds: u64) -> anyhow::Result<Soak> {
         let t = started.elapsed().as_secs();
         if t >= next_sample {
             rss.push((t, rss_kib(pid)));
-            next_sample += 5;
+            next_sample += RSS_EVERY;
         }
-        finding()?;
+        session()?;
         sessions += 1;
-        std::thread::sleep(Duration::from_millis(1000));
+        std::thread::sleep(FINDING_EVERY);
     }
     rss.push((started.elapsed().as_secs(), rss_kib(pid)));
+    Ok((rss, sessions))
+}
+
+/// Detection latencies (µs) of the findings in the soak's log, but the calibration session's.
+fn latencies(log: &Path) -> Vec<u64> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.contains("finding") && l.contains("latency_us="))
+        .filter_map(|l| log_field(l, "latency_us"))
+        // The first is the calibration session's, before the load started.
+        .skip(1)
+        .collect()
+}
+
+/// `rate` tracked watched reads per second for `seconds`, JSON records to /dev/null; RSS sampled
+/// while finding sessions run, so the default rule fires while the load runs and its detection
+/// latency is measured.
+pub fn soak(env: &Env, rate: u64, seconds: u64) -> anyhow::Result<Soak> {
+    let addr = free_addr().context("finding a free loopback port")?;
+    let listen = addr.to_string();
+    let log = env.work.join("soak.log");
+    let args = ["--format", "json", "--output", "/dev/null", "--metrics-listen", &listen];
+    let (daemon, _) = start_aiwatch(&env.bin, &env.cfg, &log, &args, None)?;
+    let api = Api::start()?;
+    // File events of one finding session (loader, reads, stats), to tell them from the load.
+    let calibrate = scrape(addr)?;
+    api.finding(&env.tracked)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let per_session = file_events(&scrape(addr)?).saturating_sub(file_events(&calibrate));
+    let mut gen = Generator::start(&env.tracked)?;
+    let before = scrape(addr)?;
+    // The generator blocks for the whole soak: run it on a thread, sample from this one.
+    let load = std::thread::spawn(move || {
+        let r = gen.step(rate, seconds * 1000);
+        (gen, r)
+    });
+    let (rss, sessions) = sample_during(&load, daemon.id(), || api.finding(&env.tracked))?;
     let (gen, result) = load.join().map_err(|_| anyhow::anyhow!("generator thread panicked"))?;
     let (generated, _) = result?;
     drop(gen);
@@ -438,14 +432,6 @@ pub fn soak(s: &Setup, rate: u64, seconds: u64) -> anyhow::Result<Soak> {
     let after = scrape(addr)?;
     drop(api);
     drop(daemon);
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
-    let latencies_us = text
-        .lines()
-        .filter(|l| l.contains("finding") && l.contains("latency_us="))
-        .filter_map(|l| log_field(l, "latency_us"))
-        // The first is the calibration session's, before the load started.
-        .skip(1)
-        .collect();
     // The finding sessions' own file events are not part of the generated load.
     let received =
         file_events(&after).saturating_sub(file_events(&before)).saturating_sub(per_session * sessions);
@@ -456,7 +442,7 @@ pub fn soak(s: &Setup, rate: u64, seconds: u64) -> anyhow::Result<Soak> {
         generated,
         received,
         drops: kernel_drops(&after).saturating_sub(kernel_drops(&before)),
-        latencies_us,
+        latencies_us: latencies(&log),
         sessions,
         findings: sum(&after, "aiwatch_findings_total")
             .saturating_sub(sum(&before, "aiwatch_findings_total")),
@@ -479,18 +465,6 @@ mod tests {
             sessions: 0,
             findings: 0,
         }
-    }
-
-    #[test]
-    fn cpu_time_of_this_process_is_read() {
-        let start = cpu_seconds(std::process::id());
-        let t = Instant::now();
-        let mut x = 0u64;
-        while t.elapsed() < Duration::from_millis(300) {
-            x = std::hint::black_box(x.wrapping_add(1));
-        }
-        let used = cpu_seconds(std::process::id()) - start;
-        assert!(used > 0.1 && used < 5.0, "{used}");
     }
 
     #[test]

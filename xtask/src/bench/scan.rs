@@ -11,10 +11,15 @@ use std::{
 
 use anyhow::{bail, Context as _};
 
-use super::{log_field, median, reap, start_aiwatch_with, Stopper};
+use super::{
+    daemon::{reap, start_aiwatch, Stopper},
+    median,
+    observe::log_field,
+};
 
 pub const EXTRA: u32 = 1000;
-const RUNS: usize = 3;
+/// Daemon starts per measurement (the median is reported).
+pub const RUNS: usize = 3;
 
 /// Processes held alive until dropped (closing their stdin ends them all).
 struct Held {
@@ -52,7 +57,7 @@ impl Drop for Held {
 /// (processes listed, first-pass scan µs) of one daemon start.
 fn one(bin: &Path, cfg: &Path, log: &Path) -> anyhow::Result<(u64, u64)> {
     let (daemon, _): (Stopper, u64) =
-        start_aiwatch_with(bin, cfg, log, &["--format", "none", "--no-metrics"], None)?;
+        start_aiwatch(bin, cfg, log, &["--format", "none", "--no-metrics"], None)?;
     drop(daemon);
     let text = std::fs::read_to_string(log)?;
     let line = text.lines().find(|l| l.contains("start-up scan done")).context("no scan line in the log")?;

@@ -148,7 +148,7 @@ pub fn initramfs(k: &Kernel, t: Transport) -> anyhow::Result<PathBuf> {
     for d in ["bin", "sbin", "dev", "proc", "sys", "newroot", "lib/modules"] {
         std::fs::create_dir_all(root.join(d))?;
     }
-    // busybox-static (setup::vm_packages installs it): nothing else is in the initramfs.
+    // busybox-static (setup::Step::VmPackages installs it): nothing else is in the initramfs.
     std::fs::copy("/bin/busybox", root.join("bin/busybox")).context("copying /bin/busybox")?;
     let mut list = String::new();
     for m in &modules {

@@ -82,8 +82,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let suite = args.suite.unwrap_or(if args.all { Suite::Full } else { Suite::Core });
 
-    crate::setup::setup()?;
-    crate::setup::vm_packages()?;
+    // What this needs installed (setup::Step::VmPackages and what the tests use) the caller's
+    // setup steps installed: `cargo xtask vmtest`'s, or `cargo xtask test`'s.
     let aiwatch = crate::build()?;
     let bins = suite::select(&suite::build_tests()?, suite)?;
     eprintln!(

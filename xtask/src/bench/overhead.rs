@@ -1,0 +1,187 @@
+//! What the sensor costs the processes it watches: the driver times each workload with no sensor
+//! and with each condition active, interleaved A/B, so both sides of a pair share the machine's
+//! state.
+
+use std::{collections::BTreeMap, path::Path, process::Command, time::Duration};
+
+use anyhow::{bail, Context as _};
+
+use super::{
+    daemon::{pin, start_aiwatch, Stopper},
+    median,
+    observe::rss_kib,
+    peers::{start_bpftrace, Audit},
+    Env,
+};
+
+/// (workload, iterations per measurement): about 0.1-0.3 s each on these VMs.
+pub const WORKLOADS: [(&str, u64); 9] = [
+    ("open_watched", 100_000),
+    ("open_unwatched", 100_000),
+    ("readlink", 100_000),
+    ("stat", 100_000),
+    ("getpid", 1_000_000),
+    ("connect_closed", 25_000),
+    // Tracked, each call costs microseconds: 1M keeps that measurement near 2 s.
+    ("getenv", 1_000_000),
+    ("fork_exit", 1_000),
+    ("exec_true", 300),
+];
+
+pub const CONDITIONS: [&str; 4] = ["aiwatch_untracked", "aiwatch_tracked", "bpftrace_filter", "auditd_watch"];
+
+/// The baseline's name among the samples.
+pub const NONE: &str = "none";
+
+/// CPUs of the overhead rounds: the driver on one, every sensor's user-space process on the
+/// other, as on a many-core host where a sensor's own work seldom lands on the workload's core.
+/// (Unpinned on two cores, the daemon's per-event work shares the driver's core part of the
+/// time and shows up in its wall time, run to run differently.)
+pub const WORKLOAD_CPU: usize = 1;
+pub const SENSOR_CPU: usize = 0;
+
+/// Whether a machine with `cpus` CPUs runs the driver and the sensors on CPUs of their own.
+pub fn pinned(cpus: usize) -> bool {
+    [WORKLOAD_CPU, SENSOR_CPU].iter().all(|c| cpus > *c)
+}
+
+/// Milliseconds a tracked driver waits before measuring: the daemon attaches a session's getenv
+/// probes on a worker a few (at worst tens of) milliseconds after exec.
+pub const TRACKED_SETTLE_MS: u64 = 250;
+
+/// How long an aiwatch condition idles before its RSS is read.
+const IDLE_BEFORE_RSS: Duration = Duration::from_millis(300);
+
+/// Median, min and max of one condition's samples of one workload (NaN and infinities when
+/// there are none).
+pub struct Stats {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+/// The rounds' samples, and what the aiwatch starts among them showed.
+#[derive(Default)]
+pub struct Overhead {
+    pub pairs: usize,
+    /// ns/op per round: samples[condition][workload]; [`NONE`] collects every pair's baseline.
+    samples: BTreeMap<String, BTreeMap<String, Vec<f64>>>,
+    /// Milliseconds each aiwatch start took to attach every probe.
+    pub attach_ms: Vec<f64>,
+    /// The daemon's RSS (KiB) shortly after each start.
+    pub rss_idle_kib: Vec<f64>,
+    /// Conditions that could not be started, and why.
+    pub skipped: BTreeMap<&'static str, String>,
+}
+
+impl Overhead {
+    pub fn new(pairs: usize) -> Self {
+        Self { pairs, ..Default::default() }
+    }
+
+    pub fn push(&mut self, cond: &str, workload: &str, ns: f64) {
+        self.samples.entry(cond.into()).or_default().entry(workload.into()).or_default().push(ns);
+    }
+
+    pub fn stats(&self, cond: &str, workload: &str) -> Stats {
+        let mut v = self.samples.get(cond).and_then(|m| m.get(workload)).cloned().unwrap_or_default();
+        let (min, max) =
+            v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(*x), b.max(*x)));
+        Stats { median: median(&mut v), min, max }
+    }
+
+    /// The no-sensor median of `workload`.
+    pub fn none(&self, workload: &str) -> f64 {
+        self.stats(NONE, workload).median
+    }
+
+    /// ns/op `cond` adds to `workload` (medians).
+    pub fn added(&self, cond: &str, workload: &str) -> f64 {
+        self.stats(cond, workload).median - self.none(workload)
+    }
+
+    /// One A/B pair: every workload with no sensor, then with `cond` active. A condition that
+    /// cannot start is recorded as skipped.
+    fn pair(&mut self, env: &Env, cond: &'static str) -> anyhow::Result<()> {
+        let mut base = Vec::new();
+        for (w, n) in WORKLOADS {
+            base.push(measure(&env.untracked, w, n, false)?);
+        }
+        let active = match self.start(env, cond) {
+            Ok(a) => a,
+            Err(e) => {
+                self.skipped.insert(cond, format!("{e:#}"));
+                return Ok(());
+            }
+        };
+        let tracked = cond == "aiwatch_tracked";
+        let driver = if tracked { &env.tracked } else { &env.untracked };
+        for ((w, n), b) in WORKLOADS.iter().zip(base) {
+            let x = measure(driver, w, *n, tracked)?;
+            self.push(NONE, w, b);
+            self.push(cond, w, x);
+        }
+        drop(active);
+        Ok(())
+    }
+
+    fn start(&mut self, env: &Env, cond: &str) -> anyhow::Result<Active> {
+        Ok(match cond {
+            "aiwatch_untracked" | "aiwatch_tracked" => {
+                let args = ["--format", "json", "--output", "/dev/null", "--no-metrics"];
+                let (s, ms) = start_aiwatch(
+                    &env.bin,
+                    &env.cfg,
+                    &env.work.join("aiwatch.log"),
+                    &args,
+                    Some(SENSOR_CPU),
+                )?;
+                self.attach_ms.push(ms as f64);
+                std::thread::sleep(IDLE_BEFORE_RSS);
+                self.rss_idle_kib.push(rss_kib(s.id()) as f64);
+                Active::Aiwatch(s)
+            }
+            "bpftrace_filter" => {
+                Active::Bpftrace(start_bpftrace(&env.work.join("bpftrace.log"), SENSOR_CPU)?)
+            }
+            _ => Active::Audit(Audit::start(SENSOR_CPU)?),
+        })
+    }
+}
+
+/// What a condition keeps running while it is measured (stopped on drop).
+#[allow(dead_code)] // held only for their Drop
+enum Active {
+    Aiwatch(Stopper),
+    Bpftrace(Stopper),
+    Audit(Audit),
+}
+
+/// `pairs` interleaved rounds of every condition.
+pub fn rounds(env: &Env, pairs: usize) -> anyhow::Result<Overhead> {
+    let mut o = Overhead::new(pairs);
+    for round in 0..pairs {
+        eprintln!("xtask: bench: round {} of {pairs}", round + 1);
+        for cond in CONDITIONS {
+            if !o.skipped.contains_key(cond) {
+                o.pair(env, cond)?;
+            }
+        }
+    }
+    Ok(o)
+}
+
+/// Mean ns per operation of `n` runs of `workload` by `driver` (after the settle time when
+/// `tracked`).
+fn measure(driver: &Path, workload: &str, n: u64, tracked: bool) -> anyhow::Result<f64> {
+    let mut cmd = Command::new(driver);
+    pin(&mut cmd, WORKLOAD_CPU).args([workload, &n.to_string()]);
+    if tracked {
+        cmd.arg(TRACKED_SETTLE_MS.to_string());
+    }
+    let out = cmd.output().context("running the driver")?;
+    if !out.status.success() {
+        bail!("driver {workload}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    String::from_utf8_lossy(&out.stdout).trim().parse().context("driver output")
+}
