@@ -1,0 +1,4 @@
+//! Leaf helpers about the host, used by every stage and using none of them.
+
+pub mod errno;
+pub mod privileges;
