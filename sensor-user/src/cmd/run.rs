@@ -17,7 +17,9 @@ use crate::{
     config::{Config, GetenvProbes},
     detect::classify::assistant::AssistantClassifier,
     kernel::{
-        loader::{self, KernelMaps, Mode, ProbeStatus, Usage},
+        loader::{self, Mode, ProbeStatus, Usage},
+        maps::{self, KernelMaps},
+        tracker::Kernel,
         uprobes::EnvProbes,
     },
     model::procs::procfs::ProcFs,
@@ -25,7 +27,7 @@ use crate::{
         metrics::{self, Metrics},
         sinks,
     },
-    pipeline::{Kernel, Pipeline},
+    pipeline::Pipeline,
 };
 
 pub async fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
@@ -52,7 +54,7 @@ pub async fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow
             None
         }
     };
-    loader::set_candidates(&mut obj.ebpf, &classifier.candidate_names())?;
+    maps::set_candidates(&mut obj.ebpf, &classifier.candidate_names())?;
     let loaded = loader::load_programs(&mut obj, Mode::Run);
     for job in &loaded.jobs {
         tracing::info!(job = job.job, program = %job.program.unwrap_or("none"), how = %job.how, "kernel-dependent path");

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
+use crate::{config::Config, detect::classify::Reader};
 
 /// Signals kept per session (oldest dropped first).
 const MAX_SIGNALS: usize = 512;
@@ -74,10 +74,7 @@ pub struct Signal {
     pub category: String,
     /// The path, variable or request.
     pub artifact: String,
-    /// The assistant's own process rather than a descendant.
-    #[serde(skip)]
-    pub by_assistant: bool,
-    pub reader: &'static str,
+    pub reader: Reader,
     pub pid: u32,
     #[serde(skip)]
     pub ts_ns: u64,
@@ -302,7 +299,7 @@ impl Correlator {
             }
             self.minute.1 += 1;
             st.fired.insert(rule.name.clone());
-            let by_assistant = hits.iter().any(|s| s.by_assistant);
+            let by_assistant = hits.iter().any(|s| s.reader == Reader::Assistant);
             let mut categories: Vec<String> = hits.iter().map(|s| s.category.clone()).collect();
             categories.sort();
             categories.dedup();
@@ -393,8 +390,7 @@ mod tests {
             kind: "file",
             category: cat.into(),
             artifact: art.into(),
-            by_assistant,
-            reader: if by_assistant { "assistant" } else { "descendant" },
+            reader: if by_assistant { Reader::Assistant } else { Reader::Descendant },
             pid: 1,
             ts_ns: ts_s * 1_000_000_000,
         }

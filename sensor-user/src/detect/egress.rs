@@ -94,6 +94,27 @@ pub struct Connection {
     connect_returned: bool,
 }
 
+/// Where a connection went, as a finding names it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Destination {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    pub addr: String,
+    pub port: u16,
+    pub proxy: bool,
+}
+
+impl Connection {
+    pub fn destination(&self) -> Destination {
+        Destination {
+            host: self.host.clone(),
+            addr: self.remote_addr.clone(),
+            port: self.remote_port,
+            proxy: self.proxy,
+        }
+    }
+}
+
 /// A DNS answer a session received.
 #[derive(Debug, Clone, Serialize)]
 pub struct DnsLookup {

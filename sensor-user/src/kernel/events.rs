@@ -120,6 +120,23 @@ impl KernelEvent {
             Self::File(f) => &f.hdr,
         }
     }
+
+    /// The label of its kind in metrics (`aiwatch_events_total`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Exec { .. } => "exec",
+            Self::Fork { .. } => "fork",
+            Self::Exit { .. } => "exit",
+            Self::File(_) => "file",
+            Self::Connect { .. } => "connect",
+            Self::Data { .. } => "data",
+            Self::Close { .. } => "close",
+            Self::State { .. } => "tcp_state",
+            Self::EnvRead { .. } => "env_read",
+            Self::Ioctl { .. } => "ioctl",
+            Self::ExecEnv { .. } => "exec_env",
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -1,6 +1,6 @@
 //! Turning the path a process passed into the absolute paths it names, as the kernel would:
 //! relative paths against the dirfd or cwd, `.`/`..`, repeated slashes, symlinked directories,
-//! and `/proc/self`, `/proc/<pid>/root`, `/proc/<pid>/cwd` prefixes seen from the reader.
+//! and `/proc/self`, `/proc/<pid>/root`, `/proc/<pid>/cwd` prefixes seen from the caller.
 
 use std::{
     cell::RefCell,
@@ -13,7 +13,7 @@ use std::{
 /// The views of one path that category patterns are matched against.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resolution {
-    /// Absolute, lexically normalized, with `/proc` magic rewritten for the reader.
+    /// Absolute, lexically normalized, with `/proc` magic rewritten for the caller.
     pub absolute: String,
     /// Directories resolved through symlinks, final component kept (what `lstat` would see).
     pub resolved: String,
@@ -35,7 +35,7 @@ impl Resolution {
 }
 
 /// What the resolver needs to know of the reading process.
-pub struct Reader<'a> {
+pub struct Caller<'a> {
     pub pid: u32,
     pub tid: u32,
     /// Working directory of `pid`, when known.
@@ -46,24 +46,24 @@ pub struct Reader<'a> {
 
 /// Whether a syscall's path is resolved against its dirfd (relative, or empty with
 /// `AT_EMPTY_PATH`), against the cwd, or is already absolute.
-pub fn resolve(raw: &str, reader: &Reader<'_>, fs: &dyn Canonicalize) -> Option<Resolution> {
+pub fn resolve(raw: &str, caller: &Caller<'_>, fs: &dyn Canonicalize) -> Option<Resolution> {
     let joined = if raw.starts_with('/') {
         raw.to_string()
     } else {
-        let base = reader.dirfd_path.or(reader.cwd)?;
+        let base = caller.dirfd_path.or(caller.cwd)?;
         if raw.is_empty() {
             base.to_string()
         } else {
             format!("{}/{raw}", base.trim_end_matches('/'))
         }
     };
-    let absolute = proc_magic(&normalize(&joined), reader);
+    let absolute = proc_magic(&normalize(&joined), caller);
     if absolute == "/proc" || absolute.starts_with("/proc/") {
         // /proc's links point at whoever reads them: resolving them as the daemon would be wrong.
         return Some(Resolution { resolved: absolute.clone(), absolute, target: None });
     }
     // Walk the path as given, unless /proc magic was rewritten (the daemon's /proc/self is not
-    // the reader's).
+    // the caller's).
     let walk = if normalize(&joined).starts_with("/proc/") { absolute.as_str() } else { joined.as_str() };
     let resolved = resolve_dirs(walk, &absolute, fs);
     let target = fs.canonicalize(&resolved).ok().filter(|t| *t != resolved);
@@ -168,9 +168,9 @@ pub fn normalize(path: &str) -> String {
     format!("/{}", out.join("/"))
 }
 
-/// Rewrites `/proc/self`, `/proc/thread-self`, `/proc/<reader>/root` and `/proc/<reader>/cwd`
-/// (and the task forms) into what they mean for the reader.
-fn proc_magic(path: &str, r: &Reader<'_>) -> String {
+/// Rewrites `/proc/self`, `/proc/thread-self`, `/proc/<caller>/root` and `/proc/<caller>/cwd`
+/// (and the task forms) into what they mean for the caller.
+fn proc_magic(path: &str, r: &Caller<'_>) -> String {
     let Some(rest) = path.strip_prefix("/proc/") else {
         return path.to_string();
     };
@@ -279,11 +279,11 @@ mod tests {
         }
     }
 
-    fn reader(cwd: &'static str) -> Reader<'static> {
-        Reader { pid: 42, tid: 43, cwd: Some(cwd), dirfd_path: None }
+    fn caller(cwd: &'static str) -> Caller<'static> {
+        Caller { pid: 42, tid: 43, cwd: Some(cwd), dirfd_path: None }
     }
 
-    fn res(raw: &str, r: &Reader<'_>) -> Resolution {
+    fn res(raw: &str, r: &Caller<'_>) -> Resolution {
         resolve(raw, r, &fs()).expect("resolvable")
     }
 
@@ -321,60 +321,60 @@ mod tests {
 
     #[test]
     fn relative_to_cwd_and_dirfd() {
-        let r = res("localtime", &reader("/etc"));
+        let r = res("localtime", &caller("/etc"));
         assert_eq!(r.absolute, "/etc/localtime");
         assert_eq!(r.resolved, "/etc/localtime");
         assert_eq!(r.target.as_deref(), Some("/usr/share/zoneinfo/Etc/UTC"));
-        let r = res("../etc/./resolv.conf", &reader("/home/a"));
+        let r = res("../etc/./resolv.conf", &caller("/home/a"));
         assert_eq!(r.absolute, "/home/etc/resolv.conf");
-        let r = res("../../etc/./resolv.conf", &reader("/home/a"));
+        let r = res("../../etc/./resolv.conf", &caller("/home/a"));
         assert_eq!(r.resolved, "/etc/resolv.conf");
-        let dirfd = Reader { dirfd_path: Some("/etc"), ..reader("/home/a") };
+        let dirfd = Caller { dirfd_path: Some("/etc"), ..caller("/home/a") };
         assert_eq!(res("resolv.conf", &dirfd).resolved, "/etc/resolv.conf");
         assert_eq!(res("", &dirfd).resolved, "/etc");
-        let unknown = Reader { pid: 1, tid: 1, cwd: None, dirfd_path: None };
+        let unknown = Caller { pid: 1, tid: 1, cwd: None, dirfd_path: None };
         assert!(resolve("x", &unknown, &fs()).is_none());
         assert_eq!(resolve("/etc/hosts", &unknown, &fs()).unwrap().absolute, "/etc/hosts");
     }
 
     #[test]
     fn repeated_slashes_and_dots() {
-        let r = res("//etc///./localtime", &reader("/"));
+        let r = res("//etc///./localtime", &caller("/"));
         assert_eq!(r.absolute, "/etc/localtime");
         assert_eq!(r.resolved, "/etc/localtime");
     }
 
     #[test]
     fn symlinked_directories_and_files() {
-        let r = res("/tmp/etclink/resolv.conf", &reader("/"));
+        let r = res("/tmp/etclink/resolv.conf", &caller("/"));
         assert_eq!(r.absolute, "/tmp/etclink/resolv.conf");
         assert_eq!(r.resolved, "/etc/resolv.conf");
-        let r = res("/tmp/tzlink", &reader("/"));
+        let r = res("/tmp/tzlink", &caller("/"));
         assert_eq!(r.resolved, "/tmp/tzlink");
         assert_eq!(r.target.as_deref(), Some("/usr/share/zoneinfo/Etc/UTC"));
         // `..` after a symlinked directory walks from the target, as the kernel does.
-        let r = res("/tmp/etclink/../etc/resolv.conf", &reader("/"));
+        let r = res("/tmp/etclink/../etc/resolv.conf", &caller("/"));
         assert_eq!(r.resolved, "/etc/resolv.conf");
         // A missing file under a symlinked directory still resolves its directory.
-        let r = res("/tmp/etclink/timezone", &reader("/"));
+        let r = res("/tmp/etclink/timezone", &caller("/"));
         assert_eq!(r.resolved, "/etc/timezone");
     }
 
     #[test]
     fn proc_prefixes() {
-        let r = res("/proc/self/root/etc/localtime", &reader("/"));
+        let r = res("/proc/self/root/etc/localtime", &caller("/"));
         assert_eq!(r.absolute, "/etc/localtime");
         assert_eq!(r.target.as_deref(), Some("/usr/share/zoneinfo/Etc/UTC"));
-        assert_eq!(res("/proc/42/root//etc/hosts", &reader("/")).absolute, "/etc/hosts");
-        assert_eq!(res("/proc/self/cwd/localtime", &reader("/etc")).absolute, "/etc/localtime");
-        assert_eq!(res("/proc/thread-self/root/etc/hosts", &reader("/")).absolute, "/etc/hosts");
-        let r = res("/proc/self/net/route", &reader("/"));
+        assert_eq!(res("/proc/42/root//etc/hosts", &caller("/")).absolute, "/etc/hosts");
+        assert_eq!(res("/proc/self/cwd/localtime", &caller("/etc")).absolute, "/etc/localtime");
+        assert_eq!(res("/proc/thread-self/root/etc/hosts", &caller("/")).absolute, "/etc/hosts");
+        let r = res("/proc/self/net/route", &caller("/"));
         assert_eq!(r.absolute, "/proc/42/net/route");
         assert!(r.match_views().contains(&"/proc/net/route".to_string()));
-        let r = res("/proc/self/task/43/net/tcp", &reader("/"));
+        let r = res("/proc/self/task/43/net/tcp", &caller("/"));
         assert!(r.match_views().contains(&"/proc/net/tcp".to_string()), "{r:?}");
-        assert_eq!(res("/proc/self/environ", &reader("/")).absolute, "/proc/42/environ");
-        let r = res("net/route", &Reader { dirfd_path: Some("/proc"), ..reader("/") });
+        assert_eq!(res("/proc/self/environ", &caller("/")).absolute, "/proc/42/environ");
+        let r = res("net/route", &Caller { dirfd_path: Some("/proc"), ..caller("/") });
         assert!(r.match_views().contains(&"/proc/net/route".to_string()));
     }
 }

@@ -1,11 +1,12 @@
 //! What aiwatch reports: the records of the JSON-lines schema (`aiwatch.v1`, documented in
-//! docs/events.md) and their one-line human form.
-
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+//! docs/events.md); `human.rs` has their one-line form, `ocsf.rs` their OCSF mapping.
 
 use serde::Serialize;
 
-use crate::model::procs::{Proc, Session};
+use crate::{
+    detect::classify::Reader,
+    model::procs::{Proc, Session},
+};
 
 pub const SCHEMA: &str = "aiwatch.v1";
 
@@ -115,17 +116,8 @@ pub struct FindingRecord {
     pub process: ProcessRef,
     pub reader: Reader,
     pub finding: crate::detect::correlate::Finding,
-    pub destination: Destination,
+    pub destination: crate::detect::egress::Destination,
     pub connection_id: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Destination {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub host: Option<String>,
-    pub addr: String,
-    pub port: u16,
-    pub proxy: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -171,15 +163,6 @@ fn is_zero(v: &u32) -> bool {
     *v == 0
 }
 
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum Reader {
-    /// The assistant's own process.
-    Assistant,
-    /// A process it spawned (at any depth).
-    Descendant,
-}
-
 #[derive(Debug, Clone, Serialize)]
 pub struct SessionRef {
     pub id: String,
@@ -219,169 +202,5 @@ impl ProcessRef {
             exe: p.exe.clone(),
             argv: crate::detect::redact::argv(&p.argv),
         }
-    }
-}
-
-impl Reader {
-    pub fn of(p: &Proc) -> Self {
-        if p.pid == p.session {
-            Self::Assistant
-        } else {
-            Self::Descendant
-        }
-    }
-}
-
-/// Converts kernel boot-time stamps to wall-clock time.
-#[derive(Debug, Clone, Copy)]
-pub struct Clock {
-    /// Wall-clock nanoseconds at boot time zero.
-    offset_ns: i128,
-}
-
-impl Clock {
-    pub fn new() -> Self {
-        let boot = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
-            .map(|t| t.tv_sec() as i128 * 1_000_000_000 + t.tv_nsec() as i128)
-            .unwrap_or(0);
-        let wall = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0);
-        Self { offset_ns: wall - boot }
-    }
-
-    pub fn wall(&self, boot_ns: u64) -> SystemTime {
-        let ns = (self.offset_ns + boot_ns as i128).max(0) as u128;
-        UNIX_EPOCH + Duration::new((ns / 1_000_000_000) as u64, (ns % 1_000_000_000) as u32)
-    }
-
-    pub fn rfc3339(&self, boot_ns: u64) -> String {
-        humantime::format_rfc3339_nanos(self.wall(boot_ns)).to_string()
-    }
-
-    /// Boot-time nanoseconds now.
-    pub fn now_boot_ns() -> u64 {
-        nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
-            .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
-            .unwrap_or(0)
-    }
-}
-
-impl Default for Clock {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Record {
-    /// The compact line shown on a terminal.
-    pub fn human(&self) -> String {
-        let time = self.time.get(11..23).unwrap_or(&self.time);
-        match &self.body {
-            Body::SessionStart { session, process, found_by, .. } => format!(
-                "{time} session start  {} pid {} uid {} ({found_by}): {}",
-                session.assistant,
-                session.root_pid,
-                session.uid,
-                process.argv.join(" ")
-            ),
-            Body::SessionEnd { session, duration_ms } => {
-                format!(
-                    "{time} session end    {} pid {} after {} ms",
-                    session.assistant, session.root_pid, duration_ms
-                )
-            }
-            Body::ProcessExec { session, process, .. } => format!(
-                "{time} exec           {}[{}] {} {}: {}",
-                session.assistant,
-                session.root_pid,
-                process.comm,
-                process.pid,
-                process.argv.join(" ")
-            ),
-            Body::ConnectionOpen(c) | Body::ConnectionClose(c) => {
-                let k = &c.connection;
-                let phase = if matches!(self.body, Body::ConnectionOpen(_)) { "connect" } else { "close  " };
-                let host = k
-                    .host
-                    .as_deref()
-                    .map(|h| format!("{h} ({}) ", k.host_source.map_or("", |s| s.label())))
-                    .unwrap_or_default();
-                format!(
-                    "{time} {phase}        {}[{}] {} {}: {}{}:{} {} {} sent {} recv {}{}",
-                    c.session.assistant,
-                    c.session.root_pid,
-                    c.process.comm,
-                    c.process.pid,
-                    host,
-                    k.remote_addr,
-                    k.remote_port,
-                    k.protocol,
-                    k.result,
-                    k.bytes_sent,
-                    k.bytes_received,
-                    if k.proxy { " via proxy" } else { "" }
-                )
-            }
-            Body::EnvRead { session, process, variable, category, set, .. } => format!(
-                "{time} {category:<14} {}[{}] {} {}: getenv {variable} ({})",
-                session.assistant,
-                session.root_pid,
-                process.comm,
-                process.pid,
-                if *set { "set" } else { "unset" }
-            ),
-            Body::InterfaceQuery { session, process, method, request, interface, .. } => format!(
-                "{time} interfaces     {}[{}] {} {}: {method} {request}{}",
-                session.assistant,
-                session.root_pid,
-                process.comm,
-                process.pid,
-                interface.as_deref().map(|i| format!(" {i}")).unwrap_or_default()
-            ),
-            Body::Finding(f) => format!(
-                "{time} FINDING {:<6} {}[{}] {}: {} then {} ({})",
-                f.finding.severity.label(),
-                f.session.assistant,
-                f.session.root_pid,
-                f.finding.rule,
-                f.finding.categories.join("+"),
-                f.destination.host.as_deref().unwrap_or(&f.destination.addr),
-                f.finding.destination_class
-            ),
-            Body::DnsLookup { session, process, dns, .. } => format!(
-                "{time} dns            {}[{}] {} {}: {} -> {}",
-                session.assistant,
-                session.root_pid,
-                process.comm,
-                process.pid,
-                dns.name,
-                dns.answers.join(", ")
-            ),
-            Body::FingerprintRead(r) => {
-                let who = match r.reader {
-                    Reader::Assistant => "self".to_string(),
-                    Reader::Descendant => format!("child {} {}", r.process.comm, r.process.pid),
-                };
-                let result = r.errno.clone().unwrap_or_else(|| r.result.to_string());
-                format!(
-                    "{time} {:<14} {}[{}] ({who}) {} {} -> {} = {result}",
-                    r.category, r.session.assistant, r.session.root_pid, r.syscall, r.path, r.resolved_path
-                )
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn clock_is_close_to_now() {
-        let c = Clock::new();
-        let now = SystemTime::now();
-        let w = c.wall(Clock::now_boot_ns());
-        let diff = now.duration_since(w).unwrap_or_else(|e| e.duration());
-        assert!(diff < Duration::from_secs(1), "{diff:?}");
-        assert!(c.rfc3339(Clock::now_boot_ns()).ends_with('Z'));
     }
 }

@@ -405,7 +405,7 @@ fn worker(rx: mpsc::Receiver<Request>, ids: Vec<u64>, metrics: Arc<Metrics>) {
                 let s = sessions.entry(root).or_default();
                 for pid in &pids {
                     if attach_pid(&ids, *pid, &mut s.fds, &metrics) {
-                        s.covered_since.insert(*pid, crate::output::report::Clock::now_boot_ns());
+                        s.covered_since.insert(*pid, crate::sys::clock::Clock::now_boot_ns());
                     }
                 }
                 let took = start.elapsed();
@@ -427,7 +427,7 @@ fn worker(rx: mpsc::Receiver<Request>, ids: Vec<u64>, metrics: Arc<Metrics>) {
                     // Forked before: it needs its own.
                     _ => {
                         if attach_pid(&ids, child, &mut s.fds, &metrics) {
-                            s.covered_since.insert(child, crate::output::report::Clock::now_boot_ns());
+                            s.covered_since.insert(child, crate::sys::clock::Clock::now_boot_ns());
                         }
                     }
                 }

@@ -13,9 +13,12 @@ use std::collections::HashMap;
 use sensor_common::{Syscall, TrackState, Tracked};
 
 use crate::{
-    detect::classify::assistant::{AssistantClassifier, ProcFacts},
+    detect::classify::{
+        assistant::{AssistantClassifier, ProcFacts},
+        Reader,
+    },
     kernel::events::{FileRecord, Header},
-    model::paths::{self, Canonicalize, Reader, Resolution},
+    model::paths::{self, Caller, Canonicalize, Resolution},
 };
 use procfs::ProcSource;
 
@@ -47,10 +50,36 @@ pub struct Session {
     pub start_ns: u64,
     /// Live processes in the session.
     pub members: usize,
-    /// Categories read, destinations contacted, findings: for the live view.
-    pub signals: std::collections::BTreeMap<String, u64>,
-    pub egress: std::collections::BTreeMap<String, u64>,
-    pub findings: u64,
+}
+
+impl Proc {
+    /// Its part in its session.
+    pub fn reader(&self) -> Reader {
+        if self.pid == self.session {
+            Reader::Assistant
+        } else {
+            Reader::Descendant
+        }
+    }
+}
+
+/// Whose event it is: the process, its session, and its part in it, resolved once per event.
+#[derive(Clone, Copy)]
+pub struct Who<'a> {
+    pub proc: &'a Proc,
+    pub session: &'a Session,
+    pub reader: Reader,
+}
+
+impl<'a> Who<'a> {
+    /// The session's root pid, which keys every per-session state.
+    pub fn root(&self) -> u32 {
+        self.session.root_pid
+    }
+
+    pub fn assistant(&self) -> &'a str {
+        &self.session.assistant
+    }
 }
 
 /// What the kernel map must be told after an exec or fork.
@@ -91,8 +120,11 @@ impl ProcTable {
         self.sessions.get(&root)
     }
 
-    pub fn session_mut(&mut self, root: u32) -> Option<&mut Session> {
-        self.sessions.get_mut(&root)
+    /// Whose event `pid`'s is: `None` unless the process is in a session (not pending).
+    pub fn who(&self, pid: u32) -> Option<Who<'_>> {
+        let proc = self.procs.get(&pid)?;
+        let session = self.sessions.get(&proc.session)?;
+        Some(Who { proc, session, reader: proc.reader() })
     }
 
     /// Processes per session root.
@@ -143,9 +175,6 @@ impl ProcTable {
                 argv: p.argv.clone(),
                 start_ns,
                 members: 1,
-                signals: Default::default(),
-                egress: Default::default(),
-                findings: 0,
             },
         );
     }
@@ -301,13 +330,13 @@ impl ProcTable {
         let resolution = if (rec.path.is_empty() && !empty_ok) || (needs_dirfd && dirfd_path.is_none()) {
             None
         } else {
-            let reader = Reader {
+            let caller = Caller {
                 pid: rec.hdr.pid,
                 tid: rec.hdr.tid,
                 cwd: cwd.as_deref(),
                 dirfd_path: dirfd_path.as_deref(),
             };
-            paths::resolve(&rec.path, &reader, fs)
+            paths::resolve(&rec.path, &caller, fs)
         };
         let p = self.procs.get_mut(&rec.hdr.pid)?;
         if p.cwd.is_none() {
