@@ -2,7 +2,7 @@
 //! It attaches (and then detaches) every program of the same table `aiwatch run` attaches from,
 //! through the same loader, and the getenv uprobes on this process: "Ready" means `run` starts.
 
-use std::{path::Path, sync::Arc};
+use std::path::Path;
 
 use aya::{maps::MapType, programs::ProgramType};
 use serde::Serialize;
@@ -103,7 +103,7 @@ fn attempt(cfg: &Config) -> Attempt {
                 GetenvProbes::Session,
                 &v.libc,
                 obj.tracefs,
-                Arc::new(metrics),
+                metrics.getenv_attach(),
             ) {
                 Ok((probes, st)) => {
                     statuses.extend(st);

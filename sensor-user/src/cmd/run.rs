@@ -23,10 +23,7 @@ use crate::{
         uprobes::EnvProbes,
     },
     model::procs::procfs::ProcFs,
-    output::{
-        metrics::{self, Metrics},
-        sinks,
-    },
+    output::{metrics::Metrics, server, sinks},
     pipeline::Pipeline,
 };
 
@@ -40,12 +37,12 @@ pub async fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow
     // Bind first: a bad address fails before anything is attached.
     let status = crate::output::status::Shared::default();
     let server = if cfg.metrics.enabled {
-        Some(metrics::serve(cfg.metrics.listen, metrics.clone(), status.clone()).await?)
+        Some(server::serve(cfg.metrics.listen, metrics.clone(), status.clone()).await?)
     } else {
         None
     };
 
-    let classifier = AssistantClassifier::new(&cfg);
+    let classifier = AssistantClassifier::new(&cfg.assistants, &cfg.runtimes);
     let mut obj = loader::open(&cfg)?;
     let logger = match EbpfLogger::init(&mut obj.ebpf) {
         Ok(l) => Some(watch(l).context("watching the kernel log buffer")?),
@@ -61,18 +58,21 @@ pub async fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow
     }
     let (mut statuses, links) = (loaded.statuses, loaded.links);
     let v = &cfg.variables;
-    let env = match EnvProbes::setup(&mut obj.ebpf, v.getenv_probes, &v.libc, obj.tracefs, metrics.clone()) {
-        Ok((env, st)) => {
-            statuses.extend(st);
-            env
-        }
-        Err(e) => {
-            // Variable reads are lost, nothing else: say so and go on.
-            tracing::warn!(error = %format!("{e:#}"), "getenv probes unavailable");
-            statuses.push(ProbeStatus::failed("env_enter_getenv", "uprobe/libc:getenv".into(), &e));
-            EnvProbes::setup(&mut obj.ebpf, GetenvProbes::Off, &[], obj.tracefs, metrics.clone())?.0
-        }
-    };
+    let env =
+        match EnvProbes::setup(&mut obj.ebpf, v.getenv_probes, &v.libc, obj.tracefs, metrics.getenv_attach())
+        {
+            Ok((env, st)) => {
+                statuses.extend(st);
+                env
+            }
+            Err(e) => {
+                // Variable reads are lost, nothing else: say so and go on.
+                tracing::warn!(error = %format!("{e:#}"), "getenv probes unavailable");
+                statuses.push(ProbeStatus::failed("env_enter_getenv", "uprobe/libc:getenv".into(), &e));
+                EnvProbes::setup(&mut obj.ebpf, GetenvProbes::Off, &[], obj.tracefs, metrics.getenv_attach())?
+                    .0
+            }
+        };
     let mut failed_required = Vec::new();
     for s in &statuses {
         metrics.probe_attached.with_label_values(&[s.program, &s.hook]).set(i64::from(s.ok));
@@ -212,7 +212,10 @@ fn reload(path: &std::path::Path, running: &Config, pipeline: &mut Pipeline, ker
             return;
         }
     };
-    if let Err(e) = kernel.maps.replace_candidates(&AssistantClassifier::new(&new).candidate_names()) {
+    if let Err(e) = kernel
+        .maps
+        .replace_candidates(&AssistantClassifier::new(&new.assistants, &new.runtimes).candidate_names())
+    {
         tracing::error!(error = %format!("{e:#}"), "config reload failed; keeping the configuration in force");
         return;
     }

@@ -2,7 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::{AssistantRule, Basename, ExeMatch, NonEmpty, PathPattern};
+use crate::config::{
+    rules::{RuleConfig, Severity},
+    AssistantRule, Basename, ExeMatch, NonEmpty, PathPattern,
+};
 
 /// Interpreters an assistant may run under; their exec is classified by argv.
 pub const RUNTIMES: &[&str] = &[
@@ -171,6 +174,60 @@ pub fn variables() -> BTreeMap<String, Vec<crate::config::VarName>> {
     .into_iter()
     .map(|(c, names)| (c.to_string(), names.iter().map(|n| crate::config::VarName(n.to_string())).collect()))
     .collect()
+}
+
+/// The built-in finding rule.
+pub fn rules() -> Vec<RuleConfig> {
+    let g = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    vec![RuleConfig {
+        name: "fingerprint_then_llm_egress".into(),
+        description: "Read two or more kinds of host fingerprint (timezone, proxy or API base URL, network \
+                      configuration, host identity, locale), then connected to an LLM API or to the base-URL \
+                      host it was given"
+            .into(),
+        severity: Severity::High,
+        descendant_severity: Severity::Medium,
+        groups: vec![
+            g(&["timezone"]),
+            g(&["proxy", "proxy_config", "base_url", "environment"]),
+            g(&["network_config"]),
+            g(&["host_identity"]),
+            g(&["locale"]),
+        ],
+        min_groups: 2,
+        destinations: g(&["llm_api", "base_url"]),
+        window_seconds: 300,
+    }]
+}
+
+/// Built-in destination classes: class → host patterns.
+pub fn destinations() -> BTreeMap<String, Vec<String>> {
+    let llm = [
+        "api.anthropic.com",
+        "*.anthropic.com",
+        "api.openai.com",
+        "*.openai.com",
+        "generativelanguage.googleapis.com",
+        "*.aiplatform.googleapis.com",
+        "cloudcode-pa.googleapis.com",
+        "api.githubcopilot.com",
+        "*.githubcopilot.com",
+        "copilot-proxy.githubusercontent.com",
+        "api2.cursor.sh",
+        "*.cursor.sh",
+        "dashscope.aliyuncs.com",
+        "dashscope-intl.aliyuncs.com",
+        "openrouter.ai",
+        "api.mistral.ai",
+        "api.deepseek.com",
+        "api.groq.com",
+        "api.x.ai",
+        "api.together.xyz",
+        "*.openai.azure.com",
+        "opencode.ai",
+        "*.opencode.ai",
+    ];
+    [("llm_api".to_string(), llm.iter().map(|s| s.to_string()).collect())].into_iter().collect()
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 
 pub mod defaults;
 pub mod glob;
+pub mod rules;
 
 use std::{collections::BTreeMap, fmt, net::SocketAddr, path::Path};
 
@@ -36,7 +37,7 @@ pub struct Config {
     /// given in a `*_BASE_URL` variable).
     pub destinations: BTreeMap<String, Vec<String>>,
     /// Finding rules; an entry replaces the built-in rule of the same name or adds one.
-    pub rules: Vec<crate::detect::correlate::RuleConfig>,
+    pub rules: Vec<rules::RuleConfig>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -54,6 +55,16 @@ impl Default for CorrelationConfig {
     }
 }
 
+/// What a reported value keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ValuePolicy {
+    /// URL scheme, host and port; host lists; short plain values. The default.
+    Host,
+    /// No value at all, only whether the variable is set.
+    None,
+}
+
 /// Environment variables: which are watched, what of their values is reported, and how reads
 /// through libc are probed.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -61,7 +72,7 @@ impl Default for CorrelationConfig {
 pub struct VariablesConfig {
     /// What a reported value keeps: `host` (URL scheme/host/port, host lists, short plain
     /// values) or `none`.
-    pub values: crate::detect::variables::ValuePolicy,
+    pub values: ValuePolicy,
     /// `getenv`/`secure_getenv` uprobes: `session` (per session, inherited by every process it
     /// starts; nothing outside sessions pays), `system` (every process on the host pays for every
     /// getenv, but a root's first reads are seen too), or `off`.
@@ -264,8 +275,8 @@ impl Default for Config {
             categories: crate::config::defaults::categories(),
             variables: VariablesConfig::default(),
             correlation: CorrelationConfig::default(),
-            destinations: crate::detect::correlate::default_destinations(),
-            rules: crate::detect::correlate::default_rules(),
+            destinations: defaults::destinations(),
+            rules: defaults::rules(),
         }
     }
 }
@@ -273,7 +284,7 @@ impl Default for Config {
 impl Default for VariablesConfig {
     fn default() -> Self {
         Self {
-            values: crate::detect::variables::ValuePolicy::Host,
+            values: ValuePolicy::Host,
             getenv_probes: GetenvProbes::Session,
             libc: Vec::new(),
             watch: crate::config::defaults::variables(),
@@ -337,14 +348,14 @@ struct ConfigFile {
     variables: VariablesFile,
     correlation: CorrelationConfig,
     destinations: BTreeMap<String, Vec<String>>,
-    rules: Vec<crate::detect::correlate::RuleConfig>,
+    rules: Vec<rules::RuleConfig>,
 }
 
 /// `[variables]` as written: `watch` is merged per category into the defaults.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 struct VariablesFile {
-    values: Option<crate::detect::variables::ValuePolicy>,
+    values: Option<ValuePolicy>,
     getenv_probes: Option<GetenvProbes>,
     libc: Option<Vec<String>>,
     watch: BTreeMap<String, Vec<VarName>>,
@@ -509,119 +520,4 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn err(text: &str) -> String {
-        Config::parse(text, "test.toml").unwrap_err().to_string()
-    }
-
-    #[test]
-    fn defaults_round_trip_through_toml() {
-        let cfg = Config::default();
-        let again = Config::parse(&cfg.to_toml(), "printed").expect("printed config parses");
-        assert_eq!(cfg, again);
-    }
-
-    #[test]
-    fn empty_file_is_the_defaults() {
-        assert_eq!(Config::parse("", "x").unwrap(), Config::default());
-    }
-
-    #[test]
-    fn unknown_field_names_file_line_and_field() {
-        let e = err("[metrics]\nenabled = true\nlisten_addr = \"1.2.3.4:1\"\n");
-        assert!(e.starts_with("test.toml:3:1: metrics.listen_addr: unknown field `listen_addr`"), "{e}");
-    }
-
-    #[test]
-    fn bad_value_names_line_and_field() {
-        let e = err("[sensor]\nring_buffer_bytes = 1000\n");
-        assert!(e.starts_with("test.toml:2:21: sensor.ring_buffer_bytes:"), "{e}");
-        assert!(e.contains("not a power of two"), "{e}");
-        let e = err("[metrics]\nlisten = \"localhost\"\n");
-        assert!(e.starts_with("test.toml:2:10: metrics.listen:"), "{e}");
-        let e = err("[output]\nformat = \"xml\"\n");
-        assert!(e.contains("output.format") && e.contains("unknown variant `xml`"), "{e}");
-    }
-
-    #[test]
-    fn bad_pattern_and_syntax_errors() {
-        let e = err("[categories]\ntimezone = [\"etc/localtime\"]\n");
-        assert!(
-            e.starts_with("test.toml:2:")
-                && e.contains("categories.timezone[0]:")
-                && e.contains("not an absolute path"),
-            "{e}"
-        );
-        let e = err("[categories]\ntimezone = [\"/etc/[abc\"]\n");
-        assert!(e.contains("categories.timezone[0]") && e.contains("unclosed"), "{e}");
-        let e = err("[sensor\n");
-        assert!(e.starts_with("test.toml:1:"), "{e}");
-    }
-
-    #[test]
-    fn categories_override_per_key_and_assistants_by_name() {
-        let cfg = Config::parse(
-            "[categories]\ntimezone = [\"/opt/tz\"]\ncustom = [\"/srv/x/**\"]\n\
-             [[assistants]]\nname = \"claude-code\"\ncomm = [\"myclaude\"]\n\
-             [[assistants]]\nname = \"inhouse\"\nargv = [\"inhouse-agent\"]\n",
-            "x",
-        )
-        .unwrap();
-        assert_eq!(cfg.categories["timezone"], vec![PathPattern("/opt/tz".into())]);
-        assert!(cfg.categories.contains_key("network_config"));
-        assert!(cfg.categories.contains_key("custom"));
-        let claude = cfg.assistants.iter().find(|r| r.name == "claude-code").unwrap();
-        assert_eq!(claude.comm, vec![Basename("myclaude".into())]);
-        assert!(claude.argv.is_empty());
-        assert!(cfg.assistants.iter().any(|r| r.name == "inhouse"));
-        assert!(cfg.assistants.iter().any(|r| r.name == "gemini-cli"));
-    }
-
-    #[test]
-    fn variables_section() {
-        let cfg = Config::parse(
-            "[variables]\nvalues = \"none\"\ngetenv_probes = \"off\"\n[variables.watch]\nkeys = [\"*_API_KEY\"]\n",
-            "x",
-        )
-        .unwrap();
-        assert_eq!(cfg.variables.values, crate::detect::variables::ValuePolicy::None);
-        assert_eq!(cfg.variables.getenv_probes, GetenvProbes::Off);
-        assert!(cfg.variables.watch.contains_key("keys") && cfg.variables.watch.contains_key("proxy"));
-        let e = err("[variables.watch]\nproxy = [\"HTTP PROXY\"]\n");
-        assert!(e.contains("variables.watch.proxy[0]") && e.contains("not a variable name"), "{e}");
-        let e = err("[variables]\ngetenv_probes = \"always\"\n");
-        assert!(e.contains("variables.getenv_probes"), "{e}");
-    }
-
-    #[test]
-    fn semantic_errors() {
-        let e = err("[[assistants]]\nname = \"a\"\n");
-        assert_eq!(e, "test.toml: assistants[0]: needs at least one of exe, comm, argv");
-        let e =
-            err("[[assistants]]\nname = \"a\"\ncomm=[\"a\"]\n[[assistants]]\nname = \"a\"\ncomm=[\"b\"]\n");
-        assert!(e.contains("assistants[1]") && e.contains("defined twice"), "{e}");
-        let cfg = Config::parse("builtin_assistants = false\n", "x").unwrap();
-        assert!(cfg.assistants.is_empty());
-    }
-
-    #[test]
-    fn config_writable_by_others_is_refused() {
-        use std::os::unix::fs::PermissionsExt;
-        let path = std::env::temp_dir().join(format!("aiwatch-perm-{}.toml", std::process::id()));
-        std::fs::write(&path, "").unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
-        let e = Config::load(&path).unwrap_err().to_string();
-        assert!(e.contains("writable by group or others (mode 0666)"), "{e}");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(Config::load(&path).is_ok());
-        let _ = std::fs::remove_file(&path);
-    }
-
-    #[test]
-    fn missing_file_is_named() {
-        let e = Config::load(Path::new("/nonexistent/aiwatch.toml")).unwrap_err().to_string();
-        assert!(e.starts_with("cannot read config file /nonexistent/aiwatch.toml:"), "{e}");
-    }
-}
+mod tests;

@@ -2,69 +2,17 @@
 //! annotated with what the session read shortly before it, and rules from the config turn
 //! "read the host's fingerprint, then talked to an LLM API" into findings.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::{config::Config, detect::classify::Reader};
+pub use crate::config::rules::{RuleConfig, Severity};
+use crate::{config::CorrelationConfig, detect::classify::Reader};
 
 /// Signals kept per session (oldest dropped first).
 const MAX_SIGNALS: usize = 512;
 /// Signals listed in an annotation or finding at most.
 const MAX_LISTED: usize = 16;
-
-/// How serious a finding is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Hash)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Low,
-    Medium,
-    High,
-    Critical,
-}
-
-impl Severity {
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Low => "low",
-            Self::Medium => "medium",
-            Self::High => "high",
-            Self::Critical => "critical",
-        }
-    }
-
-    /// OCSF `severity_id`.
-    pub fn ocsf_id(self) -> u8 {
-        match self {
-            Self::Low => 2,
-            Self::Medium => 3,
-            Self::High => 4,
-            Self::Critical => 5,
-        }
-    }
-}
-
-/// A finding rule (config `[[rules]]`).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct RuleConfig {
-    pub name: String,
-    #[serde(default)]
-    pub description: String,
-    /// Severity when the assistant's own process made at least one of the reads.
-    pub severity: Severity,
-    /// Severity when only its descendants did.
-    pub descendant_severity: Severity,
-    /// Groups of categories; a read in any category of a group counts for the group.
-    pub groups: Vec<Vec<String>>,
-    /// How many distinct groups must have been read.
-    pub min_groups: usize,
-    /// Destination classes whose connection completes the pattern (`base_url`: a host the
-    /// session was given in a `*_BASE_URL` variable).
-    pub destinations: Vec<String>,
-    /// Reads count for this long before the connection.
-    pub window_seconds: u64,
-}
 
 /// A fingerprint signal of a session.
 #[derive(Debug, Clone, Serialize)]
@@ -123,10 +71,9 @@ pub struct Destinations {
 }
 
 impl Destinations {
-    pub fn new(cfg: &Config) -> Self {
+    pub fn new(destinations: &BTreeMap<String, Vec<String>>) -> Self {
         Self {
-            classes: cfg
-                .destinations
+            classes: destinations
                 .iter()
                 .map(|(k, v)| (k.clone(), v.iter().map(|h| h.to_ascii_lowercase()).collect()))
                 .collect(),
@@ -186,21 +133,31 @@ pub enum Outcome {
 }
 
 impl Correlator {
-    pub fn new(cfg: &Config) -> Self {
-        let max_rule_window = cfg.rules.iter().map(|r| r.window_seconds).max().unwrap_or(0);
+    /// From the config's `rules`, `correlation` and `destinations` sections.
+    pub fn new(
+        rules: &[RuleConfig],
+        correlation: &CorrelationConfig,
+        destinations: &BTreeMap<String, Vec<String>>,
+    ) -> Self {
+        let max_rule_window = rules.iter().map(|r| r.window_seconds).max().unwrap_or(0);
         Self {
-            rules: cfg.rules.clone(),
-            destinations: Destinations::new(cfg),
-            window_ns: cfg.correlation.window_seconds.max(max_rule_window) * 1_000_000_000,
+            rules: rules.to_vec(),
+            destinations: Destinations::new(destinations),
+            window_ns: correlation.window_seconds.max(max_rule_window) * 1_000_000_000,
             sessions: HashMap::new(),
-            per_minute: cfg.correlation.max_findings_per_minute,
+            per_minute: correlation.max_findings_per_minute,
             minute: (0, 0),
         }
     }
 
     /// New rules and destinations (SIGHUP); sessions' signals are kept.
-    pub fn reconfigure(&mut self, cfg: &Config) {
-        let fresh = Self::new(cfg);
+    pub fn reconfigure(
+        &mut self,
+        rules: &[RuleConfig],
+        correlation: &CorrelationConfig,
+        destinations: &BTreeMap<String, Vec<String>>,
+    ) {
+        let fresh = Self::new(rules, correlation, destinations);
         self.rules = fresh.rules;
         self.destinations = fresh.destinations;
         self.window_ns = fresh.window_ns;
@@ -327,63 +284,10 @@ impl Correlator {
     }
 }
 
-/// The built-in rule.
-pub fn default_rules() -> Vec<RuleConfig> {
-    let g = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    vec![RuleConfig {
-        name: "fingerprint_then_llm_egress".into(),
-        description: "Read two or more kinds of host fingerprint (timezone, proxy or API base URL, network \
-                      configuration, host identity, locale), then connected to an LLM API or to the base-URL \
-                      host it was given"
-            .into(),
-        severity: Severity::High,
-        descendant_severity: Severity::Medium,
-        groups: vec![
-            g(&["timezone"]),
-            g(&["proxy", "proxy_config", "base_url", "environment"]),
-            g(&["network_config"]),
-            g(&["host_identity"]),
-            g(&["locale"]),
-        ],
-        min_groups: 2,
-        destinations: g(&["llm_api", "base_url"]),
-        window_seconds: 300,
-    }]
-}
-
-/// Built-in destination classes.
-pub fn default_destinations() -> std::collections::BTreeMap<String, Vec<String>> {
-    let llm = [
-        "api.anthropic.com",
-        "*.anthropic.com",
-        "api.openai.com",
-        "*.openai.com",
-        "generativelanguage.googleapis.com",
-        "*.aiplatform.googleapis.com",
-        "cloudcode-pa.googleapis.com",
-        "api.githubcopilot.com",
-        "*.githubcopilot.com",
-        "copilot-proxy.githubusercontent.com",
-        "api2.cursor.sh",
-        "*.cursor.sh",
-        "dashscope.aliyuncs.com",
-        "dashscope-intl.aliyuncs.com",
-        "openrouter.ai",
-        "api.mistral.ai",
-        "api.deepseek.com",
-        "api.groq.com",
-        "api.x.ai",
-        "api.together.xyz",
-        "*.openai.azure.com",
-        "opencode.ai",
-        "*.opencode.ai",
-    ];
-    [("llm_api".to_string(), llm.iter().map(|s| s.to_string()).collect())].into_iter().collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     fn sig(cat: &str, art: &str, by_assistant: bool, ts_s: u64) -> Signal {
         Signal {
@@ -396,13 +300,17 @@ mod tests {
         }
     }
 
+    fn correlator(cfg: &Config) -> Correlator {
+        Correlator::new(&cfg.rules, &cfg.correlation, &cfg.destinations)
+    }
+
     fn emitted(out: &[(String, Outcome)]) -> Vec<&Finding> {
         out.iter().filter_map(|(_, o)| if let Outcome::Emit(f) = o { Some(f) } else { None }).collect()
     }
 
     #[test]
     fn fingerprint_then_llm_api_is_one_high_finding_per_session() {
-        let mut c = Correlator::new(&Config::default());
+        let mut c = correlator(&Config::default());
         c.add_signal(1, sig("timezone", "/etc/localtime", true, 10));
         c.add_signal(1, sig("proxy", "HTTPS_PROXY", true, 11));
         let (ann, out) = c.on_egress(1, Some("api.anthropic.com"), 12_500_000_000);
@@ -421,7 +329,7 @@ mod tests {
 
     #[test]
     fn no_finding_without_reads_other_destinations_or_outside_the_window() {
-        let mut c = Correlator::new(&Config::default());
+        let mut c = correlator(&Config::default());
         assert!(emitted(&c.on_egress(1, Some("api.openai.com"), 1).1).is_empty());
         c.add_signal(2, sig("timezone", "/etc/localtime", true, 10));
         c.add_signal(2, sig("locale", "LANG", true, 10));
@@ -437,7 +345,7 @@ mod tests {
 
     #[test]
     fn descendant_only_reads_and_base_url_hosts() {
-        let mut c = Correlator::new(&Config::default());
+        let mut c = correlator(&Config::default());
         c.learn_base_url(4, "https://user:pw@relay.example.net:8443/v1");
         c.add_signal(4, sig("host_identity", "/etc/machine-id", false, 10));
         c.add_signal(4, sig("network_config", "/etc/resolv.conf", false, 10));
@@ -450,7 +358,7 @@ mod tests {
     fn rate_limit_and_bounded_signals() {
         let mut cfg = Config::default();
         cfg.correlation.max_findings_per_minute = 1;
-        let mut c = Correlator::new(&cfg);
+        let mut c = correlator(&cfg);
         for root in [5, 6] {
             c.add_signal(root, sig("timezone", "a", true, 10));
             c.add_signal(root, sig("locale", "b", true, 10));

@@ -3,19 +3,10 @@
 //! default the scheme, host and port of a URL, the hosts of a NO_PROXY list, and short plain
 //! values such as a timezone name.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::config::Config;
-
-/// What a reported value keeps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ValuePolicy {
-    /// URL scheme, host and port; host lists; short plain values. The default.
-    Host,
-    /// No value at all, only whether the variable is set.
-    None,
-}
+pub use crate::config::ValuePolicy;
+use crate::config::VariablesConfig;
 
 /// A watched variable found in an exec's environment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -37,14 +28,13 @@ pub struct Watch {
 }
 
 impl Watch {
-    pub fn new(cfg: &Config) -> Self {
+    pub fn new(cfg: &VariablesConfig) -> Self {
         let rules = cfg
-            .variables
             .watch
             .iter()
             .flat_map(|(cat, names)| names.iter().map(move |n| (cat.clone(), n.0.clone())))
             .collect();
-        Self { rules, policy: cfg.variables.values }
+        Self { rules, policy: cfg.values }
     }
 
     /// Category of a variable name, if watched.
@@ -157,7 +147,7 @@ mod tests {
 
     #[test]
     fn default_watch_list() {
-        let w = Watch::new(&Config::default());
+        let w = Watch::new(&crate::config::Config::default().variables);
         for (name, cat) in [
             ("HTTPS_PROXY", "proxy"),
             ("https_proxy", "proxy"),

@@ -6,15 +6,15 @@ use std::{collections::HashMap, sync::Arc};
 use sensor_common::TrackState;
 
 use crate::{
-    config::{AssistantRule, Config},
-    detect::{classify::Reader, correlate::RuleConfig, variables::Variable},
+    config::{rules::RuleConfig, AssistantRule, Config},
+    detect::{classify::Reader, variables::Variable},
     kernel::events::DecodeError,
     model::procs::{ProcTable, Session},
     output::{
         metrics::Metrics,
         report::{self, Body, Record},
         sinks::SinkHandle,
-        status::{self, SessionStatus, Status},
+        status::{SessionStatus, Status},
     },
     sys::clock::Clock,
 };
@@ -207,7 +207,7 @@ impl Emitter {
                     assistant: s.assistant.clone(),
                     root_pid: s.root_pid,
                     uid: s.uid,
-                    user: status::user_name(s.uid),
+                    user: crate::sys::users::user_name(s.uid),
                     started: self.clock.rfc3339(s.start_ns),
                     processes: s.members,
                     signals: live.map(|l| l.signals.clone()).unwrap_or_default(),

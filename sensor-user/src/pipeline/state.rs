@@ -6,7 +6,10 @@ use std::collections::{HashMap, HashSet};
 use crate::{
     config::Config,
     detect::{
-        classify::{assistant::AssistantClassifier, files::CategoryMatcher},
+        classify::{
+            assistant::AssistantClassifier,
+            files::{home_dirs, CategoryMatcher},
+        },
         correlate::Correlator,
         egress::Egress,
         variables::{Variable, Watch},
@@ -35,10 +38,10 @@ impl State {
         Self {
             table: ProcTable::new(id_prefix),
             egress: Egress::default(),
-            correlator: Correlator::new(cfg),
-            watch: Watch::new(cfg),
-            classifier: AssistantClassifier::new(cfg),
-            matcher: CategoryMatcher::new(cfg, &crate::detect::classify::files::home_dirs()),
+            correlator: Correlator::new(&cfg.rules, &cfg.correlation, &cfg.destinations),
+            watch: Watch::new(&cfg.variables),
+            classifier: AssistantClassifier::new(&cfg.assistants, &cfg.runtimes),
+            matcher: CategoryMatcher::new(&cfg.categories, &home_dirs()),
             pending_env: PendingEnv::default(),
             env_seen: EnvSeen::default(),
             src,
@@ -48,10 +51,10 @@ impl State {
 
     /// New classification, categories, watched variables and rules; sessions are kept.
     pub fn reconfigure(&mut self, cfg: &Config) {
-        self.classifier = AssistantClassifier::new(cfg);
-        self.matcher = CategoryMatcher::new(cfg, &crate::detect::classify::files::home_dirs());
-        self.watch = Watch::new(cfg);
-        self.correlator.reconfigure(cfg);
+        self.classifier = AssistantClassifier::new(&cfg.assistants, &cfg.runtimes);
+        self.matcher = CategoryMatcher::new(&cfg.categories, &home_dirs());
+        self.watch = Watch::new(&cfg.variables);
+        self.correlator.reconfigure(&cfg.rules, &cfg.correlation, &cfg.destinations);
     }
 }
 

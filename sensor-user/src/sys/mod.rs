@@ -3,3 +3,4 @@
 pub mod clock;
 pub mod errno;
 pub mod privileges;
+pub mod users;

@@ -1,6 +1,6 @@
 //! Is a process an assistant? By executable path, comm and argv markers, from config.
 
-use crate::config::{glob::Glob, AssistantRule, Config};
+use crate::config::{glob::Glob, AssistantRule, Basename};
 
 /// What is known of a process at exec or from `/proc`.
 #[derive(Debug, Default, Clone)]
@@ -28,9 +28,10 @@ pub struct AssistantClassifier {
 }
 
 impl AssistantClassifier {
-    pub fn new(cfg: &Config) -> Self {
-        let rules = cfg.assistants.iter().map(compile).collect();
-        let runtimes = cfg.runtimes.iter().map(|r| r.0.clone()).collect();
+    /// From the config's `assistants` and `runtimes`.
+    pub fn new(assistants: &[AssistantRule], runtimes: &[Basename]) -> Self {
+        let rules = assistants.iter().map(compile).collect();
+        let runtimes = runtimes.iter().map(|r| r.0.clone()).collect();
         Self { rules, runtimes }
     }
 
@@ -116,7 +117,10 @@ mod tests {
     use super::*;
 
     fn classify(exe: &str, filename: &str, comm: &str, argv: &[&str]) -> Option<String> {
-        let c = AssistantClassifier::new(&Config::default());
+        let c = AssistantClassifier::new(
+            &crate::config::Config::default().assistants,
+            &crate::config::Config::default().runtimes,
+        );
         let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
         c.classify(&ProcFacts { exe, filename, comm, argv: &argv }).map(str::to_string)
     }
@@ -204,7 +208,10 @@ mod tests {
 
     #[test]
     fn candidate_names_are_cut_like_comm() {
-        let c = AssistantClassifier::new(&Config::default());
+        let c = AssistantClassifier::new(
+            &crate::config::Config::default().assistants,
+            &crate::config::Config::default().runtimes,
+        );
         let names = c.candidate_names();
         assert!(names.contains(&"node".to_string()));
         assert!(names.contains(&"claude".to_string()));

@@ -1,8 +1,8 @@
 //! Which fingerprint category a path falls in.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::config::{glob::Glob, Config};
+use crate::config::{glob::Glob, PathPattern};
 
 /// Compiled category patterns: exact paths in a hash map, globs in a list.
 pub struct CategoryMatcher {
@@ -13,9 +13,9 @@ pub struct CategoryMatcher {
 
 impl CategoryMatcher {
     /// `homes` are the directories a `~/` pattern stands for.
-    pub fn new(cfg: &Config, homes: &[String]) -> Self {
+    pub fn new(categories: &BTreeMap<String, Vec<PathPattern>>, homes: &[String]) -> Self {
         let mut m = Self { exact: HashMap::new(), globs: Vec::new(), names: Vec::new() };
-        for (name, patterns) in &cfg.categories {
+        for (name, patterns) in categories {
             let idx = m.names.len();
             m.names.push(name.clone());
             for p in patterns {
@@ -87,7 +87,10 @@ mod tests {
     use super::*;
 
     fn matcher() -> CategoryMatcher {
-        CategoryMatcher::new(&Config::default(), &["/root".to_string(), "/home/*".to_string()])
+        CategoryMatcher::new(
+            &crate::config::Config::default().categories,
+            &["/root".to_string(), "/home/*".to_string()],
+        )
     }
 
     #[test]

@@ -11,38 +11,33 @@
 //! Opening a perf event on a uprobe walks every mapping of the library (tens of milliseconds on
 //! a busy host), so sessions are attached on a worker thread, never in the event loop.
 
+mod events;
+mod perf;
+mod targets;
+
 use std::{
     collections::HashMap,
-    fs::OpenOptions,
-    io::Write as _,
-    os::fd::{AsFd as _, AsRawFd, FromRawFd, OwnedFd},
+    os::fd::{AsFd as _, AsRawFd, OwnedFd},
     path::{Path, PathBuf},
-    sync::{mpsc, Arc},
+    sync::mpsc,
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context as _};
 use aya::{programs::UProbe, Ebpf};
-use object::{Object, ObjectSegment, ObjectSymbol};
 
-use crate::{config::GetenvProbes, kernel::loader::ProbeStatus, output::metrics::Metrics};
+use self::{events::*, perf::*, targets::*};
+use crate::{config::GetenvProbes, kernel::loader::ProbeStatus};
 
-/// libc files probed when present (glibc and musl on common distributions).
-const LIBC_CANDIDATES: &[&str] = &[
-    "/lib/x86_64-linux-gnu/libc.so.6",
-    "/usr/lib/x86_64-linux-gnu/libc.so.6",
-    "/lib64/libc.so.6",
-    "/usr/lib64/libc.so.6",
-    "/lib/aarch64-linux-gnu/libc.so.6",
-    "/usr/lib/aarch64-linux-gnu/libc.so.6",
-    "/lib/ld-musl-x86_64.so.1",
-    "/lib/ld-musl-aarch64.so.1",
-    "/usr/lib/libc.so",
-];
+/// What the probes count: handles into the daemon's metrics (`aiwatch_getenv_attach_*`).
+#[derive(Clone)]
+pub struct AttachMetrics {
+    /// Time to attach a session's processes.
+    pub seconds: prometheus::Histogram,
+    /// Processes that could not be followed.
+    pub errors: prometheus::IntCounter,
+}
 
-/// (symbol, entry program) — both returns share `env_exit_getenv`.
-const FUNCS: [(&str, &str); 2] =
-    [("getenv", "env_enter_getenv"), ("secure_getenv", "env_enter_secure_getenv")];
 pub const PROGRAMS: [&str; 3] = ["env_enter_getenv", "env_enter_secure_getenv", "env_exit_getenv"];
 
 /// A uprobe trace event defined in tracefs.
@@ -80,144 +75,6 @@ pub struct EnvProbes {
     defined: Vec<String>,
 }
 
-/// A libc's file offset of each probed function.
-fn offsets(path: &Path) -> anyhow::Result<Vec<(&'static str, &'static str, u64)>> {
-    let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let file = object::File::parse(&*data).with_context(|| format!("parsing {} as ELF", path.display()))?;
-    let mut out = Vec::new();
-    for (func, prog) in FUNCS {
-        let Some(sym) = file.dynamic_symbols().find(|s| s.name() == Ok(func) && s.is_definition()) else {
-            continue;
-        };
-        let addr = sym.address();
-        // uprobes take a file offset: translate the virtual address through its segment.
-        let off = file.segments().find_map(|seg| {
-            let (foff, fsize) = seg.file_range();
-            (addr >= seg.address() && addr < seg.address() + fsize).then(|| addr - seg.address() + foff)
-        });
-        if let Some(off) = off {
-            out.push((func, prog, off));
-        }
-    }
-    Ok(out)
-}
-
-/// Distinct libc files on this host (by device and inode), plus configured ones.
-pub fn libc_files(extra: &[String]) -> Vec<PathBuf> {
-    use std::os::unix::fs::MetadataExt;
-    let mut seen = std::collections::HashSet::new();
-    let mut out = Vec::new();
-    for p in LIBC_CANDIDATES.iter().map(|s| s.to_string()).chain(extra.iter().cloned()) {
-        let Ok(real) = std::fs::canonicalize(&p) else { continue };
-        let Ok(md) = std::fs::metadata(&real) else { continue };
-        if seen.insert((md.dev(), md.ino())) {
-            out.push(real);
-        }
-    }
-    out
-}
-
-#[repr(C)]
-#[derive(Default)]
-struct PerfEventAttr {
-    kind: u32,
-    size: u32,
-    config: u64,
-    sample_period: u64,
-    sample_type: u64,
-    read_format: u64,
-    flags: u64,
-    wakeup_events: u32,
-    bp_type: u32,
-    config1: u64,
-    config2: u64,
-    branch_sample_type: u64,
-    sample_regs_user: u64,
-    sample_stack_user: u32,
-    clockid: i32,
-    sample_regs_intr: u64,
-    aux_watermark: u32,
-    sample_max_stack: u16,
-    reserved2: u16,
-    aux_sample_size: u32,
-    reserved3: u32,
-    sig_data: u64,
-    config3: u64,
-}
-
-const PERF_TYPE_TRACEPOINT: u32 = 2;
-const FLAG_DISABLED: u64 = 1 << 0;
-const FLAG_INHERIT: u64 = 1 << 1;
-const PERF_FLAG_FD_CLOEXEC: u64 = 1 << 3;
-const PERF_EVENT_IOC_ENABLE: u64 = 0x2400;
-const PERF_EVENT_IOC_SET_BPF: u64 = 0x4004_2408;
-
-/// Opens a perf event on trace event `id` for `pid` (-1: every process) on `cpu` (-1: any).
-fn perf_open(id: u64, pid: i32, cpu: i32, inherit: bool, disabled: bool) -> std::io::Result<OwnedFd> {
-    let mut attr = PerfEventAttr {
-        kind: PERF_TYPE_TRACEPOINT,
-        size: std::mem::size_of::<PerfEventAttr>() as u32,
-        config: id,
-        sample_period: 1,
-        wakeup_events: 1,
-        ..Default::default()
-    };
-    if inherit {
-        attr.flags |= FLAG_INHERIT;
-    }
-    if disabled {
-        attr.flags |= FLAG_DISABLED;
-    }
-    // SAFETY: a valid attr of the declared size; the kernel returns a new fd or -1.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_perf_event_open,
-            &attr as *const PerfEventAttr,
-            pid,
-            cpu,
-            -1,
-            PERF_FLAG_FD_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fd was just returned by the kernel and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
-fn ioctl(fd: &OwnedFd, req: u64, arg: libc::c_ulong) -> std::io::Result<()> {
-    // SAFETY: perf event ioctls with integer arguments.
-    if unsafe { libc::ioctl(fd.as_raw_fd(), req as _, arg) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Removes uprobe events left by an earlier run that did not stop cleanly.
-fn remove_stale(uprobe_events: &Path) {
-    let Ok(text) = std::fs::read_to_string(uprobe_events) else { return };
-    for line in text.lines() {
-        let Some(name) = line.split_whitespace().next().and_then(|t| t.split_once(':')).map(|(_, n)| n)
-        else {
-            continue;
-        };
-        // aiwatch_<pid>/...: only groups of daemons that are gone.
-        let owner = name
-            .strip_prefix("aiwatch_")
-            .and_then(|r| r.split('/').next())
-            .and_then(|p| p.parse::<u32>().ok());
-        if owner.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
-            let _ = append(uprobe_events, &format!("-:{name}"));
-        }
-    }
-}
-
-fn append(uprobe_events: &Path, line: &str) -> std::io::Result<()> {
-    let mut f = OpenOptions::new().append(true).open(uprobe_events)?;
-    f.write_all(format!("{line}\n").as_bytes())
-}
-
 impl EnvProbes {
     /// Loads the programs, defines the events and, per `mode`, attaches them. Returns the
     /// probes and a status per (program, libc) for `aiwatch check` and the health metric.
@@ -226,7 +83,7 @@ impl EnvProbes {
         mode: GetenvProbes,
         extra_libc: &[String],
         tracefs: &str,
-        metrics: Arc<Metrics>,
+        metrics: AttachMetrics,
     ) -> anyhow::Result<(Self, Vec<ProbeStatus>)> {
         let uprobe_events = Path::new(tracefs).join("uprobe_events");
         let mut me = Self {
@@ -350,27 +207,6 @@ impl EnvProbes {
     }
 }
 
-fn num_cpus() -> i32 {
-    std::thread::available_parallelism().map(|n| n.get() as i32).unwrap_or(1)
-}
-
-/// Defines one uprobe event and returns its trace event id.
-fn define(
-    uprobe_events: &Path,
-    tracefs: &str,
-    name: &str,
-    libc: &Path,
-    off: u64,
-    ret: bool,
-) -> anyhow::Result<u64> {
-    let kind = if ret { 'r' } else { 'p' };
-    append(uprobe_events, &format!("{kind}:{name} {}:0x{off:x}", libc.display()))
-        .with_context(|| format!("defining {name} in {}", uprobe_events.display()))?;
-    let id_file = Path::new(tracefs).join("events").join(name).join("id");
-    let id = std::fs::read_to_string(&id_file).with_context(|| format!("reading {}", id_file.display()))?;
-    id.trim().parse().with_context(|| format!("bad id in {}", id_file.display()))
-}
-
 /// A session's probe state: its perf events, and since when (boot-time ns) each process has
 /// been covered, directly or by inheritance.
 #[derive(Default)]
@@ -379,14 +215,14 @@ struct Session {
     covered_since: HashMap<u32, u64>,
 }
 
-fn attach_pid(ids: &[u64], pid: u32, fds: &mut Vec<OwnedFd>, metrics: &Metrics) -> bool {
+fn attach_pid(ids: &[u64], pid: u32, fds: &mut Vec<OwnedFd>, metrics: &AttachMetrics) -> bool {
     for id in ids {
         match perf_open(*id, pid as i32, -1, true, false) {
             Ok(fd) => fds.push(fd),
             // The process may be gone already.
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return false,
             Err(e) => {
-                metrics.getenv_attach_errors.inc();
+                metrics.errors.inc();
                 let error = crate::sys::privileges::explain_perf_error(e.to_string());
                 tracing::warn!(pid, %error, "cannot follow getenv for this process");
                 return false;
@@ -396,7 +232,7 @@ fn attach_pid(ids: &[u64], pid: u32, fds: &mut Vec<OwnedFd>, metrics: &Metrics) 
     true
 }
 
-fn worker(rx: mpsc::Receiver<Request>, ids: Vec<u64>, metrics: Arc<Metrics>) {
+fn worker(rx: mpsc::Receiver<Request>, ids: Vec<u64>, metrics: AttachMetrics) {
     let mut sessions: HashMap<u32, Session> = HashMap::new();
     while let Ok(req) = rx.recv() {
         match req {
@@ -409,7 +245,7 @@ fn worker(rx: mpsc::Receiver<Request>, ids: Vec<u64>, metrics: Arc<Metrics>) {
                     }
                 }
                 let took = start.elapsed();
-                metrics.getenv_attach_seconds.observe(took.as_secs_f64());
+                metrics.seconds.observe(took.as_secs_f64());
                 tracing::debug!(
                     root,
                     processes = pids.len(),

@@ -371,7 +371,14 @@ mod tests {
         else {
             unreachable!()
         };
-        t.on_exec(&hdr, ppid, &filename, argv, &AssistantClassifier::new(&Config::default()), &Gone)
+        t.on_exec(
+            &hdr,
+            ppid,
+            &filename,
+            argv,
+            &AssistantClassifier::new(&Config::default().assistants, &Config::default().runtimes),
+            &Gone,
+        )
     }
 
     fn hdr(pid: u32) -> Header {

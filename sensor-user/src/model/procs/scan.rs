@@ -122,7 +122,11 @@ mod tests {
             p(300, 1, "/usr/bin/node", &["node", "server.js"]),
             p(400, 1, "/usr/bin/goose", &["goose"]),
         ]);
-        let found = scan(&src, &AssistantClassifier::new(&Config::default()), &[]);
+        let found = scan(
+            &src,
+            &AssistantClassifier::new(&Config::default().assistants, &Config::default().runtimes),
+            &[],
+        );
         let by_pid: HashMap<u32, &Scanned> = found.iter().map(|s| (s.proc.pid, s)).collect();
         assert_eq!(found.len(), 5);
         assert_eq!(by_pid[&200].assistant.as_deref(), Some("gemini-cli"));
