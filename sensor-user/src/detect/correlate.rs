@@ -204,26 +204,7 @@ impl Correlator {
         let class = self.destinations.class(host, &st.base_url_hosts);
         let window =
             |w_ns: u64| st.signals.iter().filter(move |s| s.ts_ns <= ts_ns && ts_ns - s.ts_ns <= w_ns);
-        let mut ann = Annotation {
-            destination_class: class.clone(),
-            window_seconds: self.window_ns / 1_000_000_000,
-            ..Default::default()
-        };
-        let mut cats: Vec<String> = Vec::new();
-        let mut arts: Vec<String> = Vec::new();
-        for s in window(self.window_ns).collect::<Vec<_>>().iter().rev() {
-            ann.signals += 1;
-            if !cats.contains(&s.category) {
-                cats.push(s.category.clone());
-            }
-            if arts.len() < MAX_LISTED && !arts.contains(&s.artifact) {
-                arts.push(s.artifact.clone());
-            }
-        }
-        ann.last_read_ms_before = window(self.window_ns).map(|s| (ts_ns - s.ts_ns) / 1_000_000).min();
-        cats.sort();
-        ann.categories = cats;
-        ann.artifacts = arts;
+        let ann = annotation(window(self.window_ns), class.clone(), self.window_ns, ts_ns);
 
         let mut outcomes = Vec::new();
         for rule in &self.rules {
@@ -282,6 +263,34 @@ impl Correlator {
         }
         (ann, outcomes)
     }
+}
+
+/// What a connection at `ts_ns` is annotated with: the signals in the window before it, most
+/// recent first.
+fn annotation<'a>(
+    in_window: impl Iterator<Item = &'a Signal> + Clone,
+    destination_class: String,
+    window_ns: u64,
+    ts_ns: u64,
+) -> Annotation {
+    let mut ann =
+        Annotation { destination_class, window_seconds: window_ns / 1_000_000_000, ..Default::default() };
+    let mut cats: Vec<String> = Vec::new();
+    let mut arts: Vec<String> = Vec::new();
+    for s in in_window.clone().collect::<Vec<_>>().iter().rev() {
+        ann.signals += 1;
+        if !cats.contains(&s.category) {
+            cats.push(s.category.clone());
+        }
+        if arts.len() < MAX_LISTED && !arts.contains(&s.artifact) {
+            arts.push(s.artifact.clone());
+        }
+    }
+    ann.last_read_ms_before = in_window.map(|s| (ts_ns - s.ts_ns) / 1_000_000).min();
+    cats.sort();
+    ann.categories = cats;
+    ann.artifacts = arts;
+    ann
 }
 
 #[cfg(test)]
