@@ -1,5 +1,5 @@
 //! Netlink route requests.
 #![no_main]
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let _ = aiwatch::parsers::netlink::requests(data);
+    let _ = aiwatch::detect::parsers::netlink::requests(data);
 });

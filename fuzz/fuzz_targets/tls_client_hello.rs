@@ -1,5 +1,5 @@
 //! TLS ClientHello parsing of a process's first bytes.
 #![no_main]
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let _ = aiwatch::parsers::tls::parse_client_hello(data);
+    let _ = aiwatch::detect::parsers::tls::parse_client_hello(data);
 });

@@ -1,24 +1,15 @@
 //! aiwatch, user side: the daemon and CLI around the eBPF programs of `sensor-ebpf`.
+//!
+//! One folder per stage, in the order an event goes through them (docs/design.md):
+//! `kernel` (load, attach, decode), `pipeline` (one handler per event family), `model` (the
+//! process table), `detect` (classification, parsers, egress, correlation), `output` (records,
+//! metrics, sinks, the live view); around them `cmd` (the commands), `config` and `sys`.
 
-pub mod check;
-pub mod classify;
-pub mod cli;
+pub mod cmd;
 pub mod config;
-pub mod correlate;
-pub mod daemon;
-pub mod egress;
-pub mod events;
-pub mod loader;
-pub mod metrics;
-pub mod ocsf;
-pub mod parsers;
-pub mod paths;
+pub mod detect;
+pub mod kernel;
+pub mod model;
+pub mod output;
 pub mod pipeline;
-pub mod privileges;
-pub mod procs;
-pub mod redact;
-pub mod report;
-pub mod sinks;
-pub mod status;
-pub mod uprobes;
-pub mod variables;
+pub mod sys;

@@ -3,5 +3,5 @@ use std::process::ExitCode;
 use clap::Parser as _;
 
 fn main() -> ExitCode {
-    aiwatch::cli::main(aiwatch::cli::Cli::parse())
+    aiwatch::cmd::main(aiwatch::cmd::Cli::parse())
 }

@@ -155,7 +155,7 @@ fn every_aiwatch_command_in_the_docs_parses() {
                 if words.len() < 2 {
                     continue;
                 }
-                aiwatch::cli::Cli::try_parse_from(&words)
+                aiwatch::cmd::Cli::try_parse_from(&words)
                     .unwrap_or_else(|e| panic!("{}: `{cmd}` does not parse: {e}", f.display()));
                 checked += 1;
             }
@@ -202,7 +202,7 @@ fn every_xtask_command_in_the_docs_exists() {
                     // What follows `--` goes to `aiwatch run`.
                     let argv: Vec<&str> =
                         ["aiwatch", "run"].into_iter().chain(passed.iter().copied()).collect();
-                    aiwatch::cli::Cli::try_parse_from(&argv)
+                    aiwatch::cmd::Cli::try_parse_from(&argv)
                         .unwrap_or_else(|e| panic!("{}: `{cmd}`: {e}", f.display()));
                 }
                 for w in own.iter().skip(1).filter(|w| w.starts_with("--") && !w.contains('[')) {

@@ -52,7 +52,7 @@ fn tls_connection_is_named_by_its_sni_with_bytes_and_duration() {
 fn large_client_hello_with_late_sni_is_named() {
     let (sensor, dir) = (Sensor::start(AGENT_CONFIG), TempDir::new("pq"));
     let sink = sink_server(None, "127.0.0.1:0");
-    let hello = aiwatch::parsers::tls::build_client_hello("pq.example-relay.com", 2600, 16384);
+    let hello = aiwatch::detect::parsers::tls::build_client_hello("pq.example-relay.com", 2600, 16384);
     assert!(hello.len() > 2600);
     let file = dir.path("hello.bin");
     std::fs::write(&file, &hello).unwrap();

@@ -1,6 +1,0 @@
-//! Deciding what things are: which processes are assistants, which paths are fingerprint reads.
-
-pub mod assistant;
-pub mod defaults;
-pub mod files;
-pub mod glob;

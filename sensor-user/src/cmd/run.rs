@@ -1,0 +1,237 @@
+//! `aiwatch run`: load, attach, scan, then read the kernel's events until SIGTERM or SIGINT.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use aya::maps::{MapData, RingBuf};
+use aya_log::EbpfLogger;
+use tokio::{
+    io::{unix::AsyncFd, Interest},
+    signal::unix::{signal, SignalKind},
+};
+
+use crate::{
+    config::{Config, GetenvProbes},
+    detect::classify::assistant::AssistantClassifier,
+    kernel::{
+        loader::{self, Mode, ProbeStatus, Usage},
+        maps::{self, KernelMaps},
+        tracker::Kernel,
+        uprobes::EnvProbes,
+    },
+    model::procs::procfs::ProcFs,
+    output::{metrics::Metrics, server, sinks},
+    pipeline::Pipeline,
+};
+
+pub async fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let missing = crate::sys::privileges::missing_for_startup();
+    if !missing.is_empty() {
+        tracing::warn!(missing = ?missing, "running without some start-up capabilities; see docs/deployment.md");
+    }
+    let metrics = Arc::new(Metrics::new()?);
+    // Bind first: a bad address fails before anything is attached.
+    let status = crate::output::status::Shared::default();
+    let server = if cfg.metrics.enabled {
+        Some(server::serve(cfg.metrics.listen, metrics.clone(), status.clone()).await?)
+    } else {
+        None
+    };
+
+    let classifier = AssistantClassifier::new(&cfg.assistants, &cfg.runtimes);
+    let mut obj = loader::open(&cfg)?;
+    let logger = match EbpfLogger::init(&mut obj.ebpf) {
+        Ok(l) => Some(watch(l).context("watching the kernel log buffer")?),
+        Err(e) => {
+            tracing::warn!(error = %e, "kernel-side diagnostics unavailable");
+            None
+        }
+    };
+    maps::set_candidates(&mut obj.ebpf, &classifier.candidate_names())?;
+    let loaded = loader::load_programs(&mut obj, Mode::Run);
+    for job in &loaded.jobs {
+        tracing::info!(job = job.job, program = %job.program.unwrap_or("none"), how = %job.how, "kernel-dependent path");
+    }
+    let (mut statuses, links) = (loaded.statuses, loaded.links);
+    let v = &cfg.variables;
+    let env =
+        match EnvProbes::setup(&mut obj.ebpf, v.getenv_probes, &v.libc, obj.tracefs, metrics.getenv_attach())
+        {
+            Ok((env, st)) => {
+                statuses.extend(st);
+                env
+            }
+            Err(e) => {
+                // Variable reads are lost, nothing else: say so and go on.
+                tracing::warn!(error = %format!("{e:#}"), "getenv probes unavailable");
+                statuses.push(ProbeStatus::failed("env_enter_getenv", "uprobe/libc:getenv".into(), &e));
+                EnvProbes::setup(&mut obj.ebpf, GetenvProbes::Off, &[], obj.tracefs, metrics.getenv_attach())?
+                    .0
+            }
+        };
+    let mut failed_required = Vec::new();
+    for s in &statuses {
+        metrics.probe_attached.with_label_values(&[s.program, &s.hook]).set(i64::from(s.ok));
+        if let Some(e) = &s.error {
+            tracing::warn!(program = s.program, hook = %s.hook, error = %e, "probe not attached");
+            if s.usage == Usage::Required {
+                failed_required.push(format!("{} on {}: {e}", s.program, s.hook));
+            }
+        }
+    }
+    if !failed_required.is_empty() {
+        anyhow::bail!("required probes failed to attach:\n  {}", failed_required.join("\n  "));
+    }
+    let attached = statuses.iter().filter(|s| s.ok).count();
+    tracing::info!(attached, elapsed_ms = started.elapsed().as_millis() as u64, "probes attached");
+
+    let (maps, ringbuf) = KernelMaps::take(&mut obj.ebpf)?;
+    let mut maps = Kernel { maps, env };
+    let mut events = watch(ringbuf).context("watching the event ring buffer")?;
+    let (sink, writer) = sinks::spawn(&cfg.output, metrics.clone())?;
+    let sink_control = sink.clone();
+    let host = if cfg.sensor.host_name.is_empty() {
+        nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "unknown".into())
+    } else {
+        cfg.sensor.host_name.clone()
+    };
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let prefix: String = boot_id.chars().filter(char::is_ascii_hexdigit).take(8).collect();
+    let mut pipeline = Pipeline::new(&cfg, metrics.clone(), sink, host, &prefix, Box::new(ProcFs));
+
+    // Scan after attaching, so a process forked meanwhile inherits from its tracked parent;
+    // a second pass picks up children forked between reading /proc and writing the map.
+    let own = [std::process::id()];
+    let scan_started = std::time::Instant::now();
+    let found = pipeline.scan(&mut maps, &own);
+    let scan_us = scan_started.elapsed().as_micros() as u64;
+    let found = found + pipeline.scan(&mut maps, &own);
+    // Everything that needs more than the runtime capabilities is done.
+    match crate::sys::privileges::drop_to_runtime() {
+        Ok(kept) => tracing::info!(kept = ?kept, "dropped capabilities not needed at run time"),
+        Err(e) => tracing::warn!(error = %format!("{e:#}"), "could not drop capabilities"),
+    }
+    let processes = crate::model::procs::procfs::ProcSource::pids(&ProcFs).len();
+    tracing::info!(
+        found,
+        processes,
+        scan_us,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "start-up scan done; watching"
+    );
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut batch = tokio::time::interval(Duration::from_millis(sensor_common::BATCH_MS));
+    batch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut logger = logger;
+    loop {
+        tokio::select! {
+            guard = events.readable_mut() => {
+                let mut guard = guard.context("waiting on the ring buffer")?;
+                drain(guard.get_inner_mut(), &mut pipeline, &mut maps, None);
+                guard.clear_ready();
+            }
+            // File events and variable reads come without a wake-up (sensor_common::BATCH_MS).
+            _ = batch.tick() => drain(events.get_mut(), &mut pipeline, &mut maps, None),
+            guard = async { logger.as_mut().expect("guarded").readable_mut().await }, if logger.is_some() => {
+                if let Ok(mut guard) = guard {
+                    guard.get_inner_mut().flush();
+                    guard.clear_ready();
+                }
+            }
+            _ = tick.tick() => {
+                metrics.set_kernel(&maps.maps.stats());
+                let (tracked, socks) = maps.maps.occupancy();
+                metrics.kernel_map_entries.with_label_values(&["tracked"]).set(tracked as i64);
+                metrics.kernel_map_entries.with_label_values(&["sockets"]).set(socks as i64);
+                pipeline.tick();
+                pipeline.update_gauges();
+                if let Ok(mut s) = status.lock() {
+                    *s = pipeline.status();
+                }
+            }
+            _ = hup.recv() => {
+                sink_control.reopen();
+                if let Some(path) = &config_path {
+                    reload(path, &cfg, &mut pipeline, &mut maps);
+                }
+            }
+            _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
+        }
+    }
+
+    // Detach first, so nothing new comes, then drain what the kernel already sent (bounded in
+    // time: a flood must not keep a stopping daemon alive), then flush the sink.
+    loader::detach_all(obj.ebpf, links);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    drain(events.get_mut(), &mut pipeline, &mut maps, Some(deadline));
+    metrics.set_kernel(&maps.maps.stats());
+    drop(maps);
+    drop(pipeline);
+    drop(sink_control);
+    let _ = writer.await;
+    if let Some(s) = server {
+        s.abort();
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Handles every record waiting in the ring buffer, or those that fit before `deadline`.
+fn drain(rb: &mut RingBuf<MapData>, pipeline: &mut Pipeline, maps: &mut Kernel, deadline: Option<Instant>) {
+    while deadline.is_none_or(|d| Instant::now() < d) {
+        let Some(item) = rb.next() else { break };
+        pipeline.handle(&item, maps);
+    }
+}
+
+/// Registers a ring buffer's fd with the reactor for readability.
+fn watch<T: std::os::fd::AsRawFd>(inner: T) -> std::io::Result<AsyncFd<T>> {
+    // SAFETY: `inner` owns its map fd and keeps it open, unchanged, until it is dropped with
+    // the AsyncFd.
+    unsafe { AsyncFd::register_with_interest(inner, Interest::READABLE) }.map_err(std::io::Error::from)
+}
+
+/// SIGHUP: a valid file is applied to everything that can change while running; an invalid one
+/// is logged and the configuration in force stays.
+fn reload(path: &std::path::Path, running: &Config, pipeline: &mut Pipeline, kernel: &mut Kernel) {
+    let new = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "config reload failed; keeping the configuration in force");
+            return;
+        }
+    };
+    if let Err(e) = kernel
+        .maps
+        .replace_candidates(&AssistantClassifier::new(&new.assistants, &new.runtimes).candidate_names())
+    {
+        tracing::error!(error = %format!("{e:#}"), "config reload failed; keeping the configuration in force");
+        return;
+    }
+    pipeline.reconfigure(&new);
+    let needs_restart: Vec<&str> = [
+        ("sensor", running.sensor != new.sensor),
+        ("output", running.output != new.output),
+        ("metrics", running.metrics != new.metrics),
+        ("log", running.log != new.log),
+        ("variables.getenv_probes", running.variables.getenv_probes != new.variables.getenv_probes),
+    ]
+    .into_iter()
+    .filter_map(|(k, changed)| changed.then_some(k))
+    .collect();
+    if !needs_restart.is_empty() {
+        tracing::warn!(sections = ?needs_restart, "these settings changed but apply only after a restart");
+    }
+    tracing::info!(path = %path.display(), "config reloaded");
+}

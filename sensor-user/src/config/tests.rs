@@ -1,0 +1,115 @@
+//! Config parsing, defaults and validation.
+
+use super::*;
+
+fn err(text: &str) -> String {
+    Config::parse(text, "test.toml").unwrap_err().to_string()
+}
+
+#[test]
+fn defaults_round_trip_through_toml() {
+    let cfg = Config::default();
+    let again = Config::parse(&cfg.to_toml(), "printed").expect("printed config parses");
+    assert_eq!(cfg, again);
+}
+
+#[test]
+fn empty_file_is_the_defaults() {
+    assert_eq!(Config::parse("", "x").unwrap(), Config::default());
+}
+
+#[test]
+fn unknown_field_names_file_line_and_field() {
+    let e = err("[metrics]\nenabled = true\nlisten_addr = \"1.2.3.4:1\"\n");
+    assert!(e.starts_with("test.toml:3:1: metrics.listen_addr: unknown field `listen_addr`"), "{e}");
+}
+
+#[test]
+fn bad_value_names_line_and_field() {
+    let e = err("[sensor]\nring_buffer_bytes = 1000\n");
+    assert!(e.starts_with("test.toml:2:21: sensor.ring_buffer_bytes:"), "{e}");
+    assert!(e.contains("not a power of two"), "{e}");
+    let e = err("[metrics]\nlisten = \"localhost\"\n");
+    assert!(e.starts_with("test.toml:2:10: metrics.listen:"), "{e}");
+    let e = err("[output]\nformat = \"xml\"\n");
+    assert!(e.contains("output.format") && e.contains("unknown variant `xml`"), "{e}");
+}
+
+#[test]
+fn bad_pattern_and_syntax_errors() {
+    let e = err("[categories]\ntimezone = [\"etc/localtime\"]\n");
+    assert!(
+        e.starts_with("test.toml:2:")
+            && e.contains("categories.timezone[0]:")
+            && e.contains("not an absolute path"),
+        "{e}"
+    );
+    let e = err("[categories]\ntimezone = [\"/etc/[abc\"]\n");
+    assert!(e.contains("categories.timezone[0]") && e.contains("unclosed"), "{e}");
+    let e = err("[sensor\n");
+    assert!(e.starts_with("test.toml:1:"), "{e}");
+}
+
+#[test]
+fn categories_override_per_key_and_assistants_by_name() {
+    let cfg = Config::parse(
+        "[categories]\ntimezone = [\"/opt/tz\"]\ncustom = [\"/srv/x/**\"]\n\
+         [[assistants]]\nname = \"claude-code\"\ncomm = [\"myclaude\"]\n\
+         [[assistants]]\nname = \"inhouse\"\nargv = [\"inhouse-agent\"]\n",
+        "x",
+    )
+    .unwrap();
+    assert_eq!(cfg.categories["timezone"], vec![PathPattern("/opt/tz".into())]);
+    assert!(cfg.categories.contains_key("network_config"));
+    assert!(cfg.categories.contains_key("custom"));
+    let claude = cfg.assistants.iter().find(|r| r.name == "claude-code").unwrap();
+    assert_eq!(claude.comm, vec![Basename("myclaude".into())]);
+    assert!(claude.argv.is_empty());
+    assert!(cfg.assistants.iter().any(|r| r.name == "inhouse"));
+    assert!(cfg.assistants.iter().any(|r| r.name == "gemini-cli"));
+}
+
+#[test]
+fn variables_section() {
+    let cfg = Config::parse(
+        "[variables]\nvalues = \"none\"\ngetenv_probes = \"off\"\n[variables.watch]\nkeys = [\"*_API_KEY\"]\n",
+        "x",
+    )
+    .unwrap();
+    assert_eq!(cfg.variables.values, ValuePolicy::None);
+    assert_eq!(cfg.variables.getenv_probes, GetenvProbes::Off);
+    assert!(cfg.variables.watch.contains_key("keys") && cfg.variables.watch.contains_key("proxy"));
+    let e = err("[variables.watch]\nproxy = [\"HTTP PROXY\"]\n");
+    assert!(e.contains("variables.watch.proxy[0]") && e.contains("not a variable name"), "{e}");
+    let e = err("[variables]\ngetenv_probes = \"always\"\n");
+    assert!(e.contains("variables.getenv_probes"), "{e}");
+}
+
+#[test]
+fn semantic_errors() {
+    let e = err("[[assistants]]\nname = \"a\"\n");
+    assert_eq!(e, "test.toml: assistants[0]: needs at least one of exe, comm, argv");
+    let e = err("[[assistants]]\nname = \"a\"\ncomm=[\"a\"]\n[[assistants]]\nname = \"a\"\ncomm=[\"b\"]\n");
+    assert!(e.contains("assistants[1]") && e.contains("defined twice"), "{e}");
+    let cfg = Config::parse("builtin_assistants = false\n", "x").unwrap();
+    assert!(cfg.assistants.is_empty());
+}
+
+#[test]
+fn config_writable_by_others_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::temp_dir().join(format!("aiwatch-perm-{}.toml", std::process::id()));
+    std::fs::write(&path, "").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let e = Config::load(&path).unwrap_err().to_string();
+    assert!(e.contains("writable by group or others (mode 0666)"), "{e}");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(Config::load(&path).is_ok());
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn missing_file_is_named() {
+    let e = Config::load(Path::new("/nonexistent/aiwatch.toml")).unwrap_err().to_string();
+    assert!(e.starts_with("cannot read config file /nonexistent/aiwatch.toml:"), "{e}");
+}

@@ -1,0 +1,393 @@
+//! Sessions' fingerprint signals, correlated with their egress: every outbound connection is
+//! annotated with what the session read shortly before it, and rules from the config turn
+//! "read the host's fingerprint, then talked to an LLM API" into findings.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+use serde::Serialize;
+
+pub use crate::config::rules::{RuleConfig, Severity};
+use crate::{config::CorrelationConfig, detect::classify::Reader};
+
+/// Signals kept per session (oldest dropped first).
+const MAX_SIGNALS: usize = 512;
+/// Signals listed in an annotation or finding at most.
+const MAX_LISTED: usize = 16;
+
+/// A fingerprint signal of a session.
+#[derive(Debug, Clone, Serialize)]
+pub struct Signal {
+    /// `file`, `variable`, `interfaces`.
+    pub kind: &'static str,
+    pub category: String,
+    /// The path, variable or request.
+    pub artifact: String,
+    pub reader: Reader,
+    pub pid: u32,
+    #[serde(skip)]
+    pub ts_ns: u64,
+}
+
+/// What an egress event is annotated with.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Annotation {
+    pub destination_class: String,
+    pub window_seconds: u64,
+    /// Distinct categories read in the window.
+    pub categories: Vec<String>,
+    /// Up to 16 distinct artifacts (paths, variables, requests), most recent first.
+    pub artifacts: Vec<String>,
+    pub signals: usize,
+    /// Milliseconds from the last read to the connection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_read_ms_before: Option<u64>,
+}
+
+/// A signal as listed in a finding.
+#[derive(Debug, Clone, Serialize)]
+pub struct Evidence {
+    #[serde(flatten)]
+    pub signal: Signal,
+    pub ms_before_egress: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    pub rule: String,
+    pub severity: Severity,
+    pub description: String,
+    pub destination_class: String,
+    /// Distinct groups read, each named by its first category.
+    pub groups: Vec<String>,
+    pub categories: Vec<String>,
+    pub evidence: Vec<Evidence>,
+    /// Reads by the assistant's own process were among them.
+    pub by_assistant: bool,
+}
+
+/// Destination classes from config: class → host patterns (`*.example.com` for subdomains).
+pub struct Destinations {
+    classes: Vec<(String, Vec<String>)>,
+}
+
+impl Destinations {
+    pub fn new(destinations: &BTreeMap<String, Vec<String>>) -> Self {
+        Self {
+            classes: destinations
+                .iter()
+                .map(|(k, v)| (k.clone(), v.iter().map(|h| h.to_ascii_lowercase()).collect()))
+                .collect(),
+        }
+    }
+
+    /// The class of `host`: a configured one, `base_url` if the session was given it, or `other`.
+    pub fn class(&self, host: Option<&str>, base_url_hosts: &HashSet<String>) -> String {
+        let Some(host) = host.map(str::to_ascii_lowercase) else { return "other".into() };
+        for (class, patterns) in &self.classes {
+            if patterns.iter().any(|p| host_matches(p, &host)) {
+                return class.clone();
+            }
+        }
+        if base_url_hosts.contains(&host) {
+            return "base_url".into();
+        }
+        "other".into()
+    }
+}
+
+fn host_matches(pattern: &str, host: &str) -> bool {
+    match pattern.strip_prefix("*.") {
+        Some(domain) => {
+            host.len() > domain.len()
+                && host.ends_with(domain)
+                && host[..host.len() - domain.len()].ends_with('.')
+        }
+        None => pattern == host,
+    }
+}
+
+#[derive(Default)]
+struct SessionState {
+    signals: VecDeque<Signal>,
+    base_url_hosts: HashSet<String>,
+    fired: HashSet<String>,
+}
+
+pub struct Correlator {
+    rules: Vec<RuleConfig>,
+    pub destinations: Destinations,
+    window_ns: u64,
+    sessions: HashMap<u32, SessionState>,
+    /// Findings allowed per minute (all sessions), and the current minute's count.
+    per_minute: u32,
+    minute: (u64, u32),
+}
+
+/// What became of a finding that matched.
+pub enum Outcome {
+    Emit(Finding),
+    /// Already reported for this session and rule.
+    Duplicate,
+    /// Over the per-minute limit.
+    RateLimited,
+}
+
+impl Correlator {
+    /// From the config's `rules`, `correlation` and `destinations` sections.
+    pub fn new(
+        rules: &[RuleConfig],
+        correlation: &CorrelationConfig,
+        destinations: &BTreeMap<String, Vec<String>>,
+    ) -> Self {
+        let max_rule_window = rules.iter().map(|r| r.window_seconds).max().unwrap_or(0);
+        Self {
+            rules: rules.to_vec(),
+            destinations: Destinations::new(destinations),
+            window_ns: correlation.window_seconds.max(max_rule_window) * 1_000_000_000,
+            sessions: HashMap::new(),
+            per_minute: correlation.max_findings_per_minute,
+            minute: (0, 0),
+        }
+    }
+
+    /// New rules and destinations (SIGHUP); sessions' signals are kept.
+    pub fn reconfigure(
+        &mut self,
+        rules: &[RuleConfig],
+        correlation: &CorrelationConfig,
+        destinations: &BTreeMap<String, Vec<String>>,
+    ) {
+        let fresh = Self::new(rules, correlation, destinations);
+        self.rules = fresh.rules;
+        self.destinations = fresh.destinations;
+        self.window_ns = fresh.window_ns;
+        self.per_minute = fresh.per_minute;
+    }
+
+    pub fn add_signal(&mut self, root: u32, s: Signal) {
+        let st = self.sessions.entry(root).or_default();
+        let cutoff = s.ts_ns.saturating_sub(self.window_ns);
+        while st.signals.front().is_some_and(|f| f.ts_ns < cutoff) || st.signals.len() >= MAX_SIGNALS {
+            st.signals.pop_front();
+        }
+        st.signals.push_back(s);
+    }
+
+    /// Hosts the session was given as API base URLs (from its exec-time environment).
+    pub fn learn_base_url(&mut self, root: u32, url: &str) {
+        let host = url.split_once("://").map_or(url, |(_, r)| r);
+        let host = host.split(['/', '?', '#']).next().unwrap_or("");
+        let host = host.rsplit('@').next().unwrap_or("");
+        let host = if host.starts_with('[') {
+            host.split(']').next().map(|h| &h[1..]).unwrap_or("")
+        } else {
+            host.split(':').next().unwrap_or("")
+        };
+        let st = self.sessions.entry(root).or_default();
+        if !host.is_empty() && st.base_url_hosts.len() < 16 {
+            st.base_url_hosts.insert(host.to_ascii_lowercase());
+        }
+    }
+
+    pub fn end_session(&mut self, root: u32) {
+        self.sessions.remove(&root);
+    }
+
+    /// An egress to `host` at `ts_ns`: its annotation, and the findings it completes.
+    pub fn on_egress(
+        &mut self,
+        root: u32,
+        host: Option<&str>,
+        ts_ns: u64,
+    ) -> (Annotation, Vec<(String, Outcome)>) {
+        let st = self.sessions.entry(root).or_default();
+        let class = self.destinations.class(host, &st.base_url_hosts);
+        let window =
+            |w_ns: u64| st.signals.iter().filter(move |s| s.ts_ns <= ts_ns && ts_ns - s.ts_ns <= w_ns);
+        let ann = annotation(window(self.window_ns), class.clone(), self.window_ns, ts_ns);
+
+        let mut outcomes = Vec::new();
+        for rule in &self.rules {
+            if !rule.destinations.contains(&class) {
+                continue;
+            }
+            let w_ns = rule.window_seconds * 1_000_000_000;
+            let hits: Vec<&Signal> =
+                window(w_ns).filter(|s| rule.groups.iter().any(|g| g.contains(&s.category))).collect();
+            let mut groups: Vec<String> = Vec::new();
+            for g in &rule.groups {
+                if hits.iter().any(|s| g.contains(&s.category)) {
+                    groups.push(g[0].clone());
+                }
+            }
+            if groups.len() < rule.min_groups.max(1) {
+                continue;
+            }
+            if st.fired.contains(&rule.name) {
+                outcomes.push((rule.name.clone(), Outcome::Duplicate));
+                continue;
+            }
+            let minute = ts_ns / 60_000_000_000;
+            if self.minute.0 != minute {
+                self.minute = (minute, 0);
+            }
+            if self.minute.1 >= self.per_minute {
+                outcomes.push((rule.name.clone(), Outcome::RateLimited));
+                continue;
+            }
+            self.minute.1 += 1;
+            st.fired.insert(rule.name.clone());
+            let by_assistant = hits.iter().any(|s| s.reader == Reader::Assistant);
+            let mut categories: Vec<String> = hits.iter().map(|s| s.category.clone()).collect();
+            categories.sort();
+            categories.dedup();
+            let evidence = hits
+                .iter()
+                .rev()
+                .take(MAX_LISTED)
+                .map(|s| Evidence { signal: (*s).clone(), ms_before_egress: (ts_ns - s.ts_ns) / 1_000_000 })
+                .collect();
+            outcomes.push((
+                rule.name.clone(),
+                Outcome::Emit(Finding {
+                    rule: rule.name.clone(),
+                    severity: if by_assistant { rule.severity } else { rule.descendant_severity },
+                    description: rule.description.clone(),
+                    destination_class: class.clone(),
+                    groups,
+                    categories,
+                    evidence,
+                    by_assistant,
+                }),
+            ));
+        }
+        (ann, outcomes)
+    }
+}
+
+/// What a connection at `ts_ns` is annotated with: the signals in the window before it, most
+/// recent first.
+fn annotation<'a>(
+    in_window: impl Iterator<Item = &'a Signal> + Clone,
+    destination_class: String,
+    window_ns: u64,
+    ts_ns: u64,
+) -> Annotation {
+    let mut ann =
+        Annotation { destination_class, window_seconds: window_ns / 1_000_000_000, ..Default::default() };
+    let mut cats: Vec<String> = Vec::new();
+    let mut arts: Vec<String> = Vec::new();
+    for s in in_window.clone().collect::<Vec<_>>().iter().rev() {
+        ann.signals += 1;
+        if !cats.contains(&s.category) {
+            cats.push(s.category.clone());
+        }
+        if arts.len() < MAX_LISTED && !arts.contains(&s.artifact) {
+            arts.push(s.artifact.clone());
+        }
+    }
+    ann.last_read_ms_before = in_window.map(|s| (ts_ns - s.ts_ns) / 1_000_000).min();
+    cats.sort();
+    ann.categories = cats;
+    ann.artifacts = arts;
+    ann
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn sig(cat: &str, art: &str, by_assistant: bool, ts_s: u64) -> Signal {
+        Signal {
+            kind: "file",
+            category: cat.into(),
+            artifact: art.into(),
+            reader: if by_assistant { Reader::Assistant } else { Reader::Descendant },
+            pid: 1,
+            ts_ns: ts_s * 1_000_000_000,
+        }
+    }
+
+    fn correlator(cfg: &Config) -> Correlator {
+        Correlator::new(&cfg.rules, &cfg.correlation, &cfg.destinations)
+    }
+
+    fn emitted(out: &[(String, Outcome)]) -> Vec<&Finding> {
+        out.iter().filter_map(|(_, o)| if let Outcome::Emit(f) = o { Some(f) } else { None }).collect()
+    }
+
+    #[test]
+    fn fingerprint_then_llm_api_is_one_high_finding_per_session() {
+        let mut c = correlator(&Config::default());
+        c.add_signal(1, sig("timezone", "/etc/localtime", true, 10));
+        c.add_signal(1, sig("proxy", "HTTPS_PROXY", true, 11));
+        let (ann, out) = c.on_egress(1, Some("api.anthropic.com"), 12_500_000_000);
+        assert_eq!(ann.destination_class, "llm_api");
+        assert_eq!(ann.categories, vec!["proxy", "timezone"]);
+        assert_eq!(ann.last_read_ms_before, Some(1500));
+        let f = emitted(&out);
+        assert_eq!(f.len(), 1);
+        assert_eq!((f[0].severity, f[0].by_assistant), (Severity::High, true));
+        assert_eq!(f[0].groups, vec!["timezone", "proxy"]);
+        assert_eq!(f[0].evidence.len(), 2);
+        // The next connection of the same session: de-duplicated.
+        let (_, out) = c.on_egress(1, Some("api.anthropic.com"), 13_000_000_000);
+        assert!(matches!(out[0].1, Outcome::Duplicate));
+    }
+
+    #[test]
+    fn no_finding_without_reads_other_destinations_or_outside_the_window() {
+        let mut c = correlator(&Config::default());
+        assert!(emitted(&c.on_egress(1, Some("api.openai.com"), 1).1).is_empty());
+        c.add_signal(2, sig("timezone", "/etc/localtime", true, 10));
+        c.add_signal(2, sig("locale", "LANG", true, 10));
+        assert!(emitted(&c.on_egress(2, Some("example.com"), 11_000_000_000).1).is_empty());
+        assert!(emitted(&c.on_egress(2, Some("api.openai.com"), 1_000_000_000_000).1).is_empty(), "too late");
+        c.add_signal(3, sig("timezone", "/etc/localtime", true, 10));
+        c.add_signal(3, sig("timezone", "TZ", true, 10));
+        assert!(
+            emitted(&c.on_egress(3, Some("api.openai.com"), 11_000_000_000).1).is_empty(),
+            "one group only"
+        );
+    }
+
+    #[test]
+    fn descendant_only_reads_and_base_url_hosts() {
+        let mut c = correlator(&Config::default());
+        c.learn_base_url(4, "https://user:pw@relay.example.net:8443/v1");
+        c.add_signal(4, sig("host_identity", "/etc/machine-id", false, 10));
+        c.add_signal(4, sig("network_config", "/etc/resolv.conf", false, 10));
+        let (ann, out) = c.on_egress(4, Some("relay.example.net"), 11_000_000_000);
+        assert_eq!(ann.destination_class, "base_url");
+        assert_eq!(emitted(&out)[0].severity, Severity::Medium);
+    }
+
+    #[test]
+    fn rate_limit_and_bounded_signals() {
+        let mut cfg = Config::default();
+        cfg.correlation.max_findings_per_minute = 1;
+        let mut c = correlator(&cfg);
+        for root in [5, 6] {
+            c.add_signal(root, sig("timezone", "a", true, 10));
+            c.add_signal(root, sig("locale", "b", true, 10));
+        }
+        assert_eq!(emitted(&c.on_egress(5, Some("api.x.ai"), 11_000_000_000).1).len(), 1);
+        assert!(matches!(c.on_egress(6, Some("api.x.ai"), 11_000_000_000).1[0].1, Outcome::RateLimited));
+        for i in 0..5000 {
+            c.add_signal(7, sig("timezone", &format!("/x/{i}"), true, 10));
+        }
+        assert_eq!(c.sessions[&7].signals.len(), MAX_SIGNALS);
+        let (ann, _) = c.on_egress(7, None, 10_000_000_000);
+        assert_eq!(ann.artifacts.len(), MAX_LISTED);
+        assert_eq!(ann.destination_class, "other");
+    }
+
+    #[test]
+    fn host_patterns() {
+        assert!(host_matches("*.anthropic.com", "api.anthropic.com"));
+        assert!(!host_matches("*.anthropic.com", "anthropic.com"));
+        assert!(!host_matches("*.anthropic.com", "evilanthropic.com"));
+        assert!(host_matches("api.openai.com", "api.openai.com"));
+    }
+}

@@ -1,0 +1,9 @@
+//! Stage 4, deciding what events mean: assistants and fingerprint categories, watched
+//! variables, redaction, the parsers of untrusted bytes, connections, and correlation.
+
+pub mod classify;
+pub mod correlate;
+pub mod egress;
+pub mod parsers;
+pub mod redact;
+pub mod variables;

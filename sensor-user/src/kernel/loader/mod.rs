@@ -1,0 +1,348 @@
+//! Loading the eBPF object, and the one table of programs and their hooks that both
+//! `aiwatch run` (attach) and `aiwatch check` (attach, then detach) read.
+
+pub mod btf;
+mod table;
+pub mod tracefs;
+
+use anyhow::{bail, Context as _};
+use aya::{
+    programs::{trace_point::TracePointLinkId, FEntry, Lsm, TracePoint},
+    Btf, Ebpf, EbpfLoader,
+};
+use sensor_common::tracepoints::kernel_offsets;
+
+pub use self::{
+    table::{programs, Hook, Job, ProgramSpec, Usage},
+    tracefs::ensure as ensure_tracefs,
+};
+use crate::config::Config;
+
+/// The eBPF object built by build.rs (empty when built without bpf-linker).
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sensor-ebpf"));
+
+/// What the loader is for: `run` keeps the programs attached; `check` attaches every program it
+/// reports, the check-only ones too, and the caller detaches them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Run,
+    Check,
+}
+
+/// Outcome of one program on one hook.
+#[derive(Debug, Clone)]
+pub struct ProbeStatus {
+    pub program: &'static str,
+    pub hook: String,
+    pub usage: Usage,
+    pub ok: bool,
+    pub error: Option<String>,
+}
+
+impl ProbeStatus {
+    pub fn ok(program: &'static str, hook: String) -> Self {
+        Self { program, hook, usage: Usage::Optional, ok: true, error: None }
+    }
+
+    pub fn failed(program: &'static str, hook: String, e: impl std::fmt::Display) -> Self {
+        Self { program, hook, usage: Usage::Optional, ok: false, error: Some(format!("{e:#}")) }
+    }
+}
+
+/// Which program does a [`Job`] on this kernel, and why the ones before it do not.
+#[derive(Debug, Clone)]
+pub struct JobChoice {
+    pub job: &'static str,
+    /// The program used, if any could be.
+    pub program: Option<&'static str>,
+    /// How it does the job, with the kernel facts it relies on.
+    pub how: String,
+    /// Programs of the job not used, with the reason.
+    pub passed_over: Vec<(&'static str, String)>,
+}
+
+/// Raises RLIMIT_MEMLOCK; kernels from 5.11 charge BPF memory to the cgroup and do not need it.
+/// The error, when it could not be raised.
+fn raise_memlock() -> Option<std::io::Error> {
+    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: plain syscall with a valid pointer.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } == 0 {
+        return None;
+    }
+    let e = std::io::Error::last_os_error();
+    tracing::debug!(error = %e, "cannot raise RLIMIT_MEMLOCK; relying on memcg accounting");
+    Some(e)
+}
+
+/// Why creating maps may have failed on this kernel: before 5.11 BPF memory counts against
+/// RLIMIT_MEMLOCK, which a process without CAP_SYS_RESOURCE cannot raise.
+fn memlock_hint(raise_error: Option<&std::io::Error>) -> Option<String> {
+    let e = raise_error?;
+    let release = nix::sys::utsname::uname().ok()?.release().to_string_lossy().into_owned();
+    let mut parts = release.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse::<u32>().ok());
+    let (major, minor) = (parts.next()?, parts.next()?);
+    ((major, minor) < (5, 11)).then(|| {
+        format!(
+            "Linux {release} charges BPF maps to RLIMIT_MEMLOCK, which could not be raised ({e}): \
+             give CAP_SYS_RESOURCE, or raise the limit (systemd: LimitMEMLOCK=infinity)"
+        )
+    })
+}
+
+/// The eBPF object with its maps created (nothing is loaded into the kernel yet), and the kernel
+/// facts the loader chose it with.
+pub struct Object {
+    pub ebpf: Ebpf,
+    /// Struct offsets written into the object for the programs that need them, or why none.
+    pub offsets: Result<btf::GroupOffsets, String>,
+    /// Where tracefs is mounted.
+    pub tracefs: &'static str,
+}
+
+/// Parses the object and creates its maps.
+pub fn open(cfg: &Config) -> anyhow::Result<Object> {
+    if EBPF_OBJECT.is_empty() {
+        bail!(
+            "this aiwatch binary was built without its eBPF programs (bpf-linker was missing at build time); \
+             run `cargo xtask setup` and rebuild"
+        );
+    }
+    let tracefs = ensure_tracefs()?;
+    let memlock = raise_memlock();
+    let offsets = btf::GroupOffsets::from_sys_fs().map_err(|e| format!("{e:#}"));
+    let (signal, live) = offsets.as_ref().map_or((0, 0), |o| (o.task_signal, o.signal_live));
+    let level = cfg.log.kernel_level.ebpf_level();
+    #[allow(deprecated)] // the replacements are not in every 0.14 patch release
+    let ebpf = EbpfLoader::new()
+        .set_max_entries("TRACKED", cfg.sensor.max_tracked.0)
+        .set_max_entries("EVENTS", cfg.sensor.ring_buffer_bytes.0)
+        .set_global("AYA_LOG_LEVEL", &level, false)
+        .set_global(kernel_offsets::TASK_SIGNAL, &signal, true)
+        .set_global(kernel_offsets::SIGNAL_LIVE, &live, true)
+        .load(EBPF_OBJECT)
+        .with_context(|| match memlock_hint(memlock.as_ref()) {
+            Some(hint) => format!("loading the eBPF object: {hint}"),
+            None => "loading the eBPF object (are you root, or do you have CAP_BPF and CAP_PERFMON?)".into(),
+        })?;
+    Ok(Object { ebpf, offsets, tracefs })
+}
+
+/// Why this kernel cannot run `spec`, before loading it: a tracepoint missing or laid out other
+/// than the program reads it, or struct offsets it needs not found.
+fn unmet_needs(obj: &Object, spec: &ProgramSpec) -> Option<String> {
+    if spec.needs_btf_offsets {
+        if let Err(e) = &obj.offsets {
+            return Some(format!("no struct offsets: {e}"));
+        }
+    }
+    let mut problems = Vec::new();
+    for hook in &spec.hooks {
+        if let Hook::Tracepoint { category, name } = hook {
+            if let Err(e) = tracefs::check_tracepoint(obj.tracefs, category, name, &spec.fields) {
+                problems.push(format!("{e:#}"));
+            }
+        }
+    }
+    // A program on several hooks (the exits) runs on those that exist; it is unusable only
+    // when none does.
+    (!problems.is_empty() && problems.len() == spec.hooks.len()).then(|| problems.join("; "))
+}
+
+/// Loads (verifies) one program for its hook.
+fn load_program(ebpf: &mut Ebpf, spec: &ProgramSpec, btf: Option<&Btf>) -> anyhow::Result<()> {
+    let prog = ebpf
+        .program_mut(spec.name)
+        .with_context(|| format!("program {} is not in the eBPF object", spec.name))?;
+    match spec.hooks.first() {
+        Some(Hook::Tracepoint { .. }) | None => {
+            let p: &mut TracePoint = prog.try_into()?;
+            p.load()?;
+        }
+        Some(Hook::FEntry(func)) => {
+            let btf = btf.context("kernel BTF is not available")?;
+            let p: &mut FEntry = prog.try_into()?;
+            p.load(func, btf)?;
+        }
+        Some(Hook::Lsm(hook)) => {
+            let btf = btf.context("kernel BTF is not available")?;
+            let p: &mut Lsm = prog.try_into()?;
+            p.load(hook, btf)?;
+        }
+        Some(Hook::Uprobe(_)) => {
+            let p: &mut aya::programs::UProbe = prog.try_into()?;
+            p.load()?;
+        }
+    }
+    Ok(())
+}
+
+fn attach_tracepoint(
+    obj: &mut Object,
+    spec: &ProgramSpec,
+    category: &str,
+    name: &str,
+    links: &mut Links,
+) -> anyhow::Result<()> {
+    tracefs::check_tracepoint(obj.tracefs, category, name, &spec.fields)?;
+    let p: &mut TracePoint = obj.ebpf.program_mut(spec.name).context("program missing")?.try_into()?;
+    links.0.push((spec.name, p.attach(category, name)?));
+    Ok(())
+}
+
+/// fentry and LSM programs, which only `check` attaches: the link stays with the program and
+/// goes when the object is dropped.
+fn attach_check_only(ebpf: &mut Ebpf, spec: &ProgramSpec, hook: &Hook) -> anyhow::Result<()> {
+    let prog = ebpf.program_mut(spec.name).context("program missing")?;
+    match hook {
+        Hook::FEntry(_) => {
+            let p: &mut FEntry = prog.try_into()?;
+            p.attach()?;
+        }
+        Hook::Lsm(_) => {
+            let p: &mut Lsm = prog.try_into()?;
+            p.attach()?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The tracepoint links attached, so that stopping can detach them all at once: each detach
+/// waits for an RCU grace period (60-80 ms on these VMs), over 4 s one after another.
+#[derive(Default)]
+pub struct Links(Vec<(&'static str, TracePointLinkId)>);
+
+/// Detaches every link from its own thread, then the rest with `ebpf`. The kernel serializes much
+/// of the work, but the waits partly overlap: about 3 s instead of 4.4 s for ~60 links here.
+pub fn detach_all(mut ebpf: Ebpf, links: Links) {
+    let owned: Vec<_> = links
+        .0
+        .into_iter()
+        .filter_map(|(program, id)| {
+            let p: &mut TracePoint = ebpf.program_mut(program)?.try_into().ok()?;
+            p.take_link(id).ok()
+        })
+        .collect();
+    std::thread::scope(|s| {
+        for link in owned {
+            s.spawn(move || drop(link));
+        }
+    });
+    drop(ebpf);
+}
+
+/// Fault injection for tests and drills: `AIWATCH_FAIL_ATTACH=prog1,prog2` makes those programs'
+/// hooks fail as if the kernel refused them, in `run` and in `check` alike.
+fn injected_failure(program: &str) -> anyhow::Result<()> {
+    let listed = std::env::var("AIWATCH_FAIL_ATTACH").unwrap_or_default();
+    if listed.split(',').any(|p| p.trim() == program) {
+        bail!("attach refused (AIWATCH_FAIL_ATTACH)");
+    }
+    Ok(())
+}
+
+/// What [`load_programs`] did.
+#[derive(Default)]
+pub struct Loaded {
+    /// One per (program, hook) tried.
+    pub statuses: Vec<ProbeStatus>,
+    /// The tracepoint links, for [`detach_all`].
+    pub links: Links,
+    /// Which program does each kernel-dependent job.
+    pub jobs: Vec<JobChoice>,
+}
+
+/// Loads and attaches every program `mode` selects. A failed optional hook is reported and
+/// skipped; a failed required one is reported, and the caller refuses to run (all are tried
+/// first, so the report is complete). Of the programs sharing a job, the first this kernel can
+/// run is used.
+pub fn load_programs(obj: &mut Object, mode: Mode) -> Loaded {
+    let btf = Btf::from_sys_fs().ok();
+    let mut out = Loaded::default();
+    let specs = programs();
+    for (i, spec) in specs.iter().enumerate() {
+        if spec.usage == Usage::CheckOnly && mode == Mode::Run {
+            continue;
+        }
+        let status = |hook: &Hook, r: anyhow::Result<()>| ProbeStatus {
+            program: spec.name,
+            hook: hook.to_string(),
+            usage: spec.usage,
+            ok: r.is_ok(),
+            error: r.err().map(|e| crate::sys::privileges::explain_perf_error(format!("{e:#}"))),
+        };
+        let job = spec.job.map(|job| {
+            let at = out.jobs.iter().position(|c| c.job == job.name).unwrap_or_else(|| {
+                out.jobs.push(JobChoice {
+                    job: job.name,
+                    program: None,
+                    how: String::new(),
+                    passed_over: Vec::new(),
+                });
+                out.jobs.len() - 1
+            });
+            (job, at)
+        });
+        if let Some((_, at)) = job {
+            if let Some(done_by) = out.jobs[at].program {
+                out.jobs[at].passed_over.push((spec.name, format!("not needed: {done_by} does the job")));
+                continue;
+            }
+        }
+        // A later program of the same job may still do it: pass this one over quietly.
+        let has_alternative =
+            spec.job.is_some_and(|j| specs[i + 1..].iter().any(|s| s.job.is_some_and(|k| k.name == j.name)));
+        let loaded = match unmet_needs(obj, spec) {
+            Some(why) => Err(anyhow::anyhow!("{why}")),
+            None => {
+                load_program(&mut obj.ebpf, spec, btf.as_ref()).map_err(|e| anyhow::anyhow!("load: {e:#}"))
+            }
+        };
+        if let Err(e) = loaded {
+            match job {
+                Some((_, at)) if has_alternative => {
+                    out.jobs[at].passed_over.push((spec.name, format!("{e:#}")))
+                }
+                _ => out.statuses.extend(spec.hooks.iter().map(|h| status(h, Err(anyhow::anyhow!("{e:#}"))))),
+            }
+            continue;
+        }
+        let mut tried = Vec::new();
+        for hook in &spec.hooks {
+            let r = match hook {
+                _ if injected_failure(spec.name).is_err() => injected_failure(spec.name),
+                Hook::Tracepoint { category, name } => {
+                    attach_tracepoint(obj, spec, category, name, &mut out.links)
+                }
+                Hook::FEntry(_) | Hook::Lsm(_) => attach_check_only(&mut obj.ebpf, spec, hook),
+                // Attached per session by uprobes::EnvProbes (and by `check` through it).
+                Hook::Uprobe(_) => Ok(()),
+            };
+            tried.push(status(hook, r));
+        }
+        let all_ok = tried.iter().all(|s| s.ok);
+        match job {
+            Some((_, at)) if !all_ok && has_alternative => {
+                let errors: Vec<String> = tried.into_iter().filter_map(|s| s.error).collect();
+                out.jobs[at].passed_over.push((spec.name, format!("attach: {}", errors.join("; "))));
+                continue;
+            }
+            _ => out.statuses.extend(tried),
+        }
+        if let Some((j, at)) = job {
+            if all_ok {
+                out.jobs[at].program = Some(spec.name);
+                out.jobs[at].how = match (&obj.offsets, spec.needs_btf_offsets) {
+                    (Ok(o), true) => {
+                        format!(
+                            "{} (task_struct.signal at {}, signal_struct.live at {})",
+                            j.how, o.task_signal, o.signal_live
+                        )
+                    }
+                    _ => j.how.to_string(),
+                };
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,324 @@
+//! The one table of programs: each program of the eBPF object, its hooks, whether `run` needs
+//! it, and the tracepoint fields it reads. `run` attaches from it, `check` tests it.
+
+use sensor_common::{
+    tracepoints::{
+        inet_sock_set_state, sched_process_exec, sched_process_exit, sys, task_newtask, Field, SYS_EXIT_RET,
+    },
+    Syscall,
+};
+
+/// Where a program attaches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hook {
+    Tracepoint {
+        category: &'static str,
+        name: String,
+    },
+    FEntry(&'static str),
+    Lsm(&'static str),
+    /// A libc function, attached per session by `uprobes::EnvProbes`.
+    Uprobe(&'static str),
+}
+
+impl std::fmt::Display for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tracepoint { category, name } => write!(f, "tracepoint/{category}/{name}"),
+            Self::FEntry(func) => write!(f, "fentry/{func}"),
+            Self::Lsm(hook) => write!(f, "lsm/{hook}"),
+            Self::Uprobe(func) => write!(f, "uprobe/libc:{func}"),
+        }
+    }
+}
+
+impl Hook {
+    /// The kernel feature the hook needs, as `aiwatch check` names it.
+    pub fn feature(&self) -> &'static str {
+        match self {
+            Self::Tracepoint { .. } => "tracepoints",
+            Self::FEntry(_) => "fentry",
+            Self::Lsm(_) => "bpf_lsm",
+            Self::Uprobe(_) => "uprobes",
+        }
+    }
+}
+
+/// How `aiwatch run` uses a program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Usage {
+    /// Attached; the sensor cannot work without it.
+    Required,
+    /// Attached where the hook exists (some syscalls are missing on some architectures).
+    Optional,
+    /// Only attached (and at once detached) by `aiwatch check`, to tell whether the host offers
+    /// the hook's feature.
+    CheckOnly,
+}
+
+/// A job some kernels let one program do and others another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Job {
+    /// What the programs of the job do, e.g. "thread-group exit".
+    pub name: &'static str,
+    /// How this program does it, for `aiwatch check`.
+    pub how: &'static str,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProgramSpec {
+    pub name: &'static str,
+    pub hooks: Vec<Hook>,
+    pub usage: Usage,
+    pub purpose: &'static str,
+    /// Record fields the program reads: checked in the format file of each of its tracepoints
+    /// before it is attached.
+    pub fields: Vec<Field>,
+    /// Programs sharing a job are tried in table order; the first whose needs this kernel meets
+    /// does it and the others are not loaded.
+    pub job: Option<Job>,
+    /// Reads kernel structs at offsets found in the kernel's BTF ([`btf::GroupOffsets`]).
+    pub needs_btf_offsets: bool,
+}
+
+fn tp(category: &'static str, name: impl Into<String>) -> Hook {
+    Hook::Tracepoint { category, name: name.into() }
+}
+
+fn spec(name: &'static str, hooks: Vec<Hook>, usage: Usage, purpose: &'static str) -> ProgramSpec {
+    ProgramSpec { name, hooks, usage, purpose, fields: Vec::new(), job: None, needs_btf_offsets: false }
+}
+
+impl ProgramSpec {
+    fn reads(mut self, fields: &[Field]) -> Self {
+        self.fields.extend_from_slice(fields);
+        self
+    }
+
+    fn job(mut self, name: &'static str, how: &'static str) -> Self {
+        self.job = Some(Job { name, how });
+        self
+    }
+}
+
+/// The socket syscalls the net programs enter, with what each is for.
+const NET_ENTER: [(&str, &str, &str); 14] = [
+    ("net_enter_socket", "socket", "inet sockets of tracked processes"),
+    ("net_enter_connect", "connect", "destination of connect()"),
+    ("net_enter_write", "write", "first bytes sent (SNI, HTTP, DNS)"),
+    ("net_enter_writev", "writev", "first bytes sent"),
+    ("net_enter_sendto", "sendto", "first bytes sent, unconnected peer"),
+    ("net_enter_sendmsg", "sendmsg", "first bytes sent"),
+    ("net_enter_sendmmsg", "sendmmsg", "DNS queries as glibc sends them"),
+    ("net_enter_read", "read", "bytes received, DNS answers"),
+    ("net_enter_readv", "readv", "bytes received"),
+    ("net_enter_recvfrom", "recvfrom", "bytes received, DNS answers"),
+    ("net_enter_recvmsg", "recvmsg", "bytes received, DNS answers"),
+    ("net_enter_recvmmsg", "recvmmsg", "bytes received, DNS answers"),
+    ("net_enter_close", "close", "end of a connection, with its byte counts"),
+    ("net_enter_ioctl", "ioctl", "interface enumeration (SIOCGIFCONF, SIOCGIFHWADDR, …)"),
+];
+
+/// Every program in the eBPF object, with its hooks.
+pub fn programs() -> Vec<ProgramSpec> {
+    use Usage::*;
+    const EXIT: &str = "thread-group exit";
+    let mut v = vec![
+        spec(
+            "process_enter_execve",
+            vec![tp("syscalls", "sys_enter_execve")],
+            Required,
+            "exec filename and argv",
+        )
+        .reads(sys::execve::READ),
+        spec(
+            "process_enter_execveat",
+            vec![tp("syscalls", "sys_enter_execveat")],
+            Required,
+            "exec filename and argv (execveat, fexecve)",
+        )
+        .reads(sys::execveat::READ),
+        spec(
+            "process_exit_execve",
+            vec![tp("syscalls", "sys_exit_execve"), tp("syscalls", "sys_exit_execveat")],
+            Required,
+            "forget the argv of a failed exec",
+        )
+        .reads(&[SYS_EXIT_RET]),
+        spec(
+            "process_enter_sched_exec",
+            vec![tp("sched", "sched_process_exec")],
+            Required,
+            "track and report an exec before the new program runs",
+        )
+        .reads(sched_process_exec::READ),
+        spec(
+            "process_enter_task_newtask",
+            vec![tp("task", "task_newtask")],
+            Required,
+            "children inherit tracking at fork",
+        )
+        .reads(task_newtask::READ),
+        spec(
+            "process_enter_sched_exit",
+            vec![tp("sched", "sched_process_exit")],
+            Required,
+            "untrack a process when its last thread exits",
+        )
+        .reads(&[sched_process_exit::GROUP_DEAD])
+        .job(EXIT, "the record's group_dead field (Linux 6.16 and later)"),
+        ProgramSpec {
+            needs_btf_offsets: true,
+            ..spec(
+                "process_enter_sched_exit_live",
+                vec![tp("sched", "sched_process_exit")],
+                Required,
+                "untrack a process when its last thread exits",
+            )
+            .job(EXIT, "the group's live-thread count (task_struct.signal->live, offsets from BTF)")
+        },
+    ];
+    // One program per syscall, named after it.
+    for sc in Syscall::ALL {
+        let usage = if sc == Syscall::Openat { Required } else { Optional };
+        v.push(
+            spec(
+                files_enter_name(sc),
+                vec![tp("syscalls", format!("sys_enter_{}", sc.name()))],
+                usage,
+                "path syscall arguments of tracked processes",
+            )
+            .reads(&sc.layout().fields().collect::<Vec<_>>()),
+        );
+    }
+    v.push(
+        spec(
+            "files_exit_syscall",
+            Syscall::ALL.iter().map(|sc| tp("syscalls", format!("sys_exit_{}", sc.name()))).collect(),
+            Required,
+            "path and result of tracked path syscalls",
+        )
+        .reads(&[SYS_EXIT_RET]),
+    );
+    for (name, sc, purpose) in NET_ENTER {
+        let usage = if matches!(sc, "connect" | "close" | "socket") { Required } else { Optional };
+        let fields = sys::read(sc).unwrap_or_default();
+        v.push(spec(name, vec![tp("syscalls", format!("sys_enter_{sc}"))], usage, purpose).reads(fields));
+    }
+    v.push(
+        spec(
+            "net_exit_syscall",
+            NET_ENTER
+                .iter()
+                .filter(|(_, sc, _)| *sc != "close")
+                .map(|(_, sc, _)| tp("syscalls", format!("sys_exit_{sc}")))
+                .collect(),
+            Required,
+            "results and data of tracked socket syscalls",
+        )
+        .reads(&[SYS_EXIT_RET]),
+    );
+    v.push(
+        spec(
+            "net_enter_sock_set_state",
+            vec![tp("sock", "inet_sock_set_state")],
+            Required,
+            "result and local port of non-blocking TCP connects",
+        )
+        .reads(inet_sock_set_state::READ),
+    );
+    v.push(spec("env_enter_getenv", vec![Hook::Uprobe("getenv")], Optional, "environment-variable reads"));
+    v.push(spec(
+        "env_enter_secure_getenv",
+        vec![Hook::Uprobe("secure_getenv")],
+        Optional,
+        "environment-variable reads",
+    ));
+    v.push(spec(
+        "env_exit_getenv",
+        vec![Hook::Uprobe("getenv (return)"), Hook::Uprobe("secure_getenv (return)")],
+        Optional,
+        "whether a read variable was set",
+    ));
+    v.push(spec(
+        "files_enter_fentry_openat2",
+        vec![Hook::FEntry("do_sys_openat2")],
+        CheckOnly,
+        "tests fentry support",
+    ));
+    v.push(spec(
+        "files_enter_lsm_file_open",
+        vec![Hook::Lsm("file_open")],
+        CheckOnly,
+        "tests BPF LSM support",
+    ));
+    v
+}
+
+/// The program that enters `sc` (the eBPF crate names them `files_enter_<syscall>`).
+fn files_enter_name(sc: Syscall) -> &'static str {
+    match sc {
+        Syscall::Open => "files_enter_open",
+        Syscall::Openat => "files_enter_openat",
+        Syscall::Openat2 => "files_enter_openat2",
+        Syscall::Readlink => "files_enter_readlink",
+        Syscall::Readlinkat => "files_enter_readlinkat",
+        Syscall::Newfstatat => "files_enter_newfstatat",
+        Syscall::Statx => "files_enter_statx",
+        Syscall::Access => "files_enter_access",
+        Syscall::Faccessat => "files_enter_faccessat",
+        Syscall::Faccessat2 => "files_enter_faccessat2",
+        Syscall::Newstat => "files_enter_newstat",
+        Syscall::Newlstat => "files_enter_newlstat",
+        Syscall::Chdir => "files_enter_chdir",
+        Syscall::Fchdir => "files_enter_fchdir",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_names_follow_the_convention_and_are_unique() {
+        let progs = programs();
+        let mut names: Vec<_> = progs.iter().map(|p| p.name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), progs.len());
+        for p in &progs {
+            let mut parts = p.name.splitn(3, '_');
+            let (area, phase) = (parts.next().unwrap(), parts.next().unwrap());
+            assert!(["process", "files", "net", "env"].contains(&area), "{}", p.name);
+            assert!(["enter", "exit"].contains(&phase), "{}", p.name);
+            assert!(!p.hooks.is_empty());
+        }
+        // Every syscall has an enter program and an exit hook.
+        for sc in Syscall::ALL {
+            assert!(progs.iter().any(|p| p.name == format!("files_enter_{}", sc.name())));
+        }
+        let exit = progs.iter().find(|p| p.name == "files_exit_syscall").unwrap();
+        assert_eq!(exit.hooks.len(), Syscall::ALL.len());
+    }
+
+    #[test]
+    fn every_tracepoint_program_declares_the_fields_it_reads() {
+        for p in programs() {
+            let tracepoint = matches!(p.hooks[0], Hook::Tracepoint { .. });
+            // The live-count exit program reads no record field, only kernel memory.
+            if tracepoint && p.name != "process_enter_sched_exit_live" {
+                assert!(!p.fields.is_empty(), "{} reads no declared field", p.name);
+            }
+        }
+        for sc in Syscall::ALL {
+            assert_eq!(files_enter_name(sc), format!("files_enter_{}", sc.name()));
+        }
+        // Jobs: each has a program that needs nothing special, tried last.
+        let exits: Vec<_> = programs().into_iter().filter(|p| p.job.is_some()).collect();
+        assert_eq!(
+            exits.iter().map(|p| p.name).collect::<Vec<_>>(),
+            ["process_enter_sched_exit", "process_enter_sched_exit_live"]
+        );
+        assert!(exits[1].needs_btf_offsets && !exits[0].needs_btf_offsets);
+    }
+}

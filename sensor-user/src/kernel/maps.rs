@@ -1,0 +1,99 @@
+//! The maps user space reads and writes while the daemon runs: tracked processes, sockets'
+//! byte counts, candidate executable names, and the kernel-side counters.
+
+use anyhow::Context as _;
+use aya::{
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    Ebpf,
+};
+use sensor_common::{CandidateKey, SockInfo, SockKey, Stat, Tracked, COMM_LEN};
+
+/// The maps the daemon reads and writes while running.
+pub struct KernelMaps {
+    pub tracked: BpfHashMap<MapData, u32, Tracked>,
+    pub socks: BpfHashMap<MapData, SockKey, SockInfo>,
+    pub candidates: BpfHashMap<MapData, CandidateKey, u32>,
+    pub stats: PerCpuArray<MapData, u64>,
+}
+
+impl KernelMaps {
+    pub fn take(ebpf: &mut Ebpf) -> anyhow::Result<(Self, RingBuf<MapData>)> {
+        let tracked = BpfHashMap::try_from(ebpf.take_map("TRACKED").context("map TRACKED missing")?)?;
+        let stats = PerCpuArray::try_from(ebpf.take_map("STATS").context("map STATS missing")?)?;
+        let socks = BpfHashMap::try_from(ebpf.take_map("SOCKS").context("map SOCKS missing")?)?;
+        let candidates =
+            BpfHashMap::try_from(ebpf.take_map("CANDIDATES").context("map CANDIDATES missing")?)?;
+        let events = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS missing")?)?;
+        Ok((Self { tracked, socks, candidates, stats }, events))
+    }
+
+    /// Sums of the per-CPU counters.
+    pub fn stats(&self) -> [u64; Stat::COUNT as usize] {
+        let mut out = [0u64; Stat::COUNT as usize];
+        for stat in Stat::ALL {
+            if let Ok(values) = self.stats.get(&(stat as u32), 0) {
+                out[stat as usize] = values.iter().sum();
+            }
+        }
+        out
+    }
+
+    pub fn track(&mut self, pid: u32, t: Tracked) {
+        if let Err(e) = self.tracked.insert(pid, t, 0) {
+            tracing::warn!(pid, error = %e, "cannot write the tracked-process map");
+        }
+    }
+
+    pub fn untrack(&mut self, pid: u32) {
+        // Already gone (the process exited) is fine.
+        let _ = self.tracked.remove(&pid);
+    }
+
+    /// Entries in the tracked-process and socket maps.
+    pub fn occupancy(&self) -> (usize, usize) {
+        (self.tracked.keys().filter(Result::is_ok).count(), self.socks.keys().filter(Result::is_ok).count())
+    }
+
+    /// Byte counts of a socket its process never closed; removes it from the map.
+    pub fn take_sock(&mut self, pid: u32, fd: i32) -> (u64, u64) {
+        let key = SockKey { tgid: pid, fd: fd as u32 };
+        let info = self.socks.get(&key, 0).unwrap_or_default();
+        let _ = self.socks.remove(&key);
+        (info.bytes_sent, info.bytes_recv)
+    }
+}
+
+fn candidate_key(name: &str) -> CandidateKey {
+    let mut key = [0u8; COMM_LEN];
+    let n = name.len().min(COMM_LEN - 1);
+    key[..n].copy_from_slice(&name.as_bytes()[..n]);
+    key
+}
+
+/// Writes the candidate executable names (see `AssistantClassifier::candidate_names`).
+pub fn set_candidates(ebpf: &mut Ebpf, names: &[String]) -> anyhow::Result<()> {
+    let mut map: BpfHashMap<&mut MapData, CandidateKey, u32> =
+        BpfHashMap::try_from(ebpf.map_mut("CANDIDATES").context("map CANDIDATES missing")?)?;
+    for name in names {
+        map.insert(candidate_key(name), 1, 0)
+            .with_context(|| format!("adding candidate {name:?} (at most 512)"))?;
+    }
+    Ok(())
+}
+
+impl KernelMaps {
+    /// Replaces the candidate names (config reload): new ones first, then stale ones removed.
+    pub fn replace_candidates(&mut self, names: &[String]) -> anyhow::Result<()> {
+        let wanted: std::collections::HashSet<CandidateKey> =
+            names.iter().map(|n| candidate_key(n)).collect();
+        for key in &wanted {
+            self.candidates.insert(*key, 1, 0).context("adding a candidate (at most 512)")?;
+        }
+        let stale: Vec<CandidateKey> =
+            self.candidates.keys().filter_map(Result::ok).filter(|k| !wanted.contains(k)).collect();
+        for key in stale {
+            let _ = self.candidates.remove(&key);
+        }
+        Ok(())
+    }
+}

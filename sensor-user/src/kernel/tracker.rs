@@ -1,0 +1,46 @@
+//! What the pipeline asks of the kernel side: follow a process or stop, follow a session's
+//! getenv calls, hand over a socket's last byte counts.
+
+use sensor_common::Tracked;
+
+use crate::kernel::{maps::KernelMaps, uprobes::EnvProbes};
+
+/// The kernel's map of tracked processes, and the getenv probes, as the pipeline sees them.
+pub trait Tracker {
+    fn track(&mut self, pid: u32, t: Tracked);
+    fn untrack(&mut self, pid: u32);
+    /// A session began: follow its processes' getenv calls.
+    fn session_started(&mut self, _root: u32, _pids: Vec<u32>) {}
+    /// A process of session `root` forked.
+    fn session_forked(&mut self, _root: u32, _parent: u32, _child: u32, _fork_ns: u64) {}
+    fn session_ended(&mut self, _root: u32) {}
+    /// Final byte counts (sent, received) of a socket whose process exited; forgets it.
+    fn take_sock(&mut self, pid: u32, fd: i32) -> (u64, u64);
+}
+
+/// The kernel side as the daemon runs it: the maps, and the getenv probes.
+pub struct Kernel {
+    pub maps: KernelMaps,
+    pub env: EnvProbes,
+}
+
+impl Tracker for Kernel {
+    fn track(&mut self, pid: u32, t: Tracked) {
+        self.maps.track(pid, t)
+    }
+    fn untrack(&mut self, pid: u32) {
+        self.maps.untrack(pid)
+    }
+    fn take_sock(&mut self, pid: u32, fd: i32) -> (u64, u64) {
+        self.maps.take_sock(pid, fd)
+    }
+    fn session_started(&mut self, root: u32, pids: Vec<u32>) {
+        self.env.attach(root, pids)
+    }
+    fn session_forked(&mut self, root: u32, parent: u32, child: u32, fork_ns: u64) {
+        self.env.forked(root, parent, child, fork_ns)
+    }
+    fn session_ended(&mut self, root: u32) {
+        self.env.detach(root)
+    }
+}

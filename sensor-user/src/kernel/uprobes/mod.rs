@@ -1,0 +1,309 @@
+//! `getenv`/`secure_getenv` uprobes, attached so that only sessions pay for them.
+//!
+//! A uprobe defined through tracefs (`uprobe_events`) is one trace event whose BPF programs run
+//! for every perf event open on it, filtered by the processes those perf events follow. So:
+//! - each libc's `getenv` and `secure_getenv` (entry and return) is defined once at start-up;
+//! - one *carrier* perf event per trace event, on the daemon itself, holds the BPF program;
+//! - each session gets BPF-less perf events on its processes, opened with `inherit`: every
+//!   process a session member forks afterwards carries them from birth, across exec, with no
+//!   window to close and no need to stop it. Processes outside sessions never hit a breakpoint.
+//!
+//! Opening a perf event on a uprobe walks every mapping of the library (tens of milliseconds on
+//! a busy host), so sessions are attached on a worker thread, never in the event loop.
+
+mod events;
+mod perf;
+mod targets;
+
+use std::{
+    collections::HashMap,
+    os::fd::{AsFd as _, AsRawFd, OwnedFd},
+    path::{Path, PathBuf},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _};
+use aya::{programs::UProbe, Ebpf};
+
+use self::{events::*, perf::*, targets::*};
+use crate::{config::GetenvProbes, kernel::loader::ProbeStatus};
+
+/// What the probes count: handles into the daemon's metrics (`aiwatch_getenv_attach_*`).
+#[derive(Clone)]
+pub struct AttachMetrics {
+    /// Time to attach a session's processes.
+    pub seconds: prometheus::Histogram,
+    /// Processes that could not be followed.
+    pub errors: prometheus::IntCounter,
+}
+
+pub const PROGRAMS: [&str; 3] = ["env_enter_getenv", "env_enter_secure_getenv", "env_exit_getenv"];
+
+/// A uprobe trace event defined in tracefs.
+#[derive(Debug, Clone)]
+struct TraceEvent {
+    /// `group/name`.
+    name: String,
+    id: u64,
+    program: &'static str,
+}
+
+enum Request {
+    Attach {
+        root: u32,
+        pids: Vec<u32>,
+    },
+    /// A session process forked: the child inherits the probes only if its parent had them.
+    Fork {
+        root: u32,
+        parent: u32,
+        child: u32,
+        fork_ns: u64,
+    },
+    Detach {
+        root: u32,
+    },
+}
+
+/// The getenv probes of this daemon. Dropping it detaches everything and removes the events.
+pub struct EnvProbes {
+    tx: Option<mpsc::Sender<Request>>,
+    worker: Option<std::thread::JoinHandle<()>>,
+    _carriers: Vec<OwnedFd>,
+    uprobe_events: PathBuf,
+    defined: Vec<String>,
+}
+
+impl EnvProbes {
+    /// Loads the programs, defines the events and, per `mode`, attaches them. Returns the
+    /// probes and a status per (program, libc) for `aiwatch check` and the health metric.
+    pub fn setup(
+        ebpf: &mut Ebpf,
+        mode: GetenvProbes,
+        extra_libc: &[String],
+        tracefs: &str,
+        metrics: AttachMetrics,
+    ) -> anyhow::Result<(Self, Vec<ProbeStatus>)> {
+        let uprobe_events = Path::new(tracefs).join("uprobe_events");
+        let mut me = Self {
+            tx: None,
+            worker: None,
+            _carriers: Vec::new(),
+            uprobe_events: uprobe_events.clone(),
+            defined: Vec::new(),
+        };
+        let mut statuses = Vec::new();
+        if mode == GetenvProbes::Off {
+            return Ok((me, statuses));
+        }
+        let mut prog_fds = HashMap::new();
+        for name in PROGRAMS {
+            let p: &mut UProbe =
+                ebpf.program_mut(name).with_context(|| format!("program {name} missing"))?.try_into()?;
+            // The loader's program table may have loaded it already.
+            if p.fd().is_err() {
+                p.load().with_context(|| format!("loading {name}"))?;
+            }
+            prog_fds.insert(name, p.fd()?.as_fd().as_raw_fd());
+        }
+        remove_stale(&uprobe_events);
+        let group = format!("aiwatch_{}", std::process::id());
+        let mut events = Vec::new();
+        for (i, libc) in libc_files(extra_libc).iter().enumerate() {
+            let offs = match offsets(libc) {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::warn!(libc = %libc.display(), error = %e, "cannot read libc symbols");
+                    continue;
+                }
+            };
+            for (func, prog, off) in offs {
+                for (ret, program) in [(false, prog), (true, "env_exit_getenv")] {
+                    let event = format!("{}{i}_{func}", if ret { "r" } else { "e" });
+                    let name = format!("{group}/{event}");
+                    let hook =
+                        format!("uprobe/{}:{func}{}", libc.display(), if ret { " (return)" } else { "" });
+                    let r = define(&uprobe_events, tracefs, &name, libc, off, ret);
+                    match r {
+                        Ok(id) => {
+                            me.defined.push(name.clone());
+                            events.push(TraceEvent { name, id, program });
+                        }
+                        Err(e) => statuses.push(ProbeStatus::failed(program, hook, e)),
+                    }
+                }
+            }
+        }
+        if events.is_empty() {
+            bail!("no libc with getenv found to probe");
+        }
+        // Carriers: the BPF program goes on one perf event per trace event.
+        let (carrier_pid, cpus): (i32, Vec<i32>) = match mode {
+            GetenvProbes::System => (-1, (0..num_cpus()).collect()),
+            _ => (std::process::id() as i32, vec![-1]),
+        };
+        for ev in &events {
+            let hook = format!(
+                "{} ({})",
+                ev.name,
+                if mode == GetenvProbes::System { "every process" } else { "per session" }
+            );
+            let r = (|| -> anyhow::Result<()> {
+                for (n, cpu) in cpus.iter().enumerate() {
+                    let fd = perf_open(ev.id, carrier_pid, *cpu, false, true).context("perf_event_open")?;
+                    if n == 0 {
+                        ioctl(&fd, PERF_EVENT_IOC_SET_BPF, prog_fds[ev.program] as libc::c_ulong)
+                            .context("attaching BPF")?;
+                    }
+                    ioctl(&fd, PERF_EVENT_IOC_ENABLE, 0).context("enabling")?;
+                    me._carriers.push(fd);
+                }
+                Ok(())
+            })();
+            statuses.push(match r {
+                Ok(()) => ProbeStatus::ok(ev.program, hook),
+                Err(e) => ProbeStatus::failed(
+                    ev.program,
+                    hook,
+                    crate::sys::privileges::explain_perf_error(format!("{e:#}")),
+                ),
+            });
+        }
+        if mode == GetenvProbes::Session {
+            let (tx, rx) = mpsc::channel();
+            let ids: Vec<u64> = events.iter().map(|e| e.id).collect();
+            me.worker = Some(
+                std::thread::Builder::new()
+                    .name("aiwatch-uprobes".into())
+                    .spawn(move || worker(rx, ids, metrics))?,
+            );
+            me.tx = Some(tx);
+        }
+        Ok((me, statuses))
+    }
+
+    /// Follows a session's processes (and everything they start from now on), on the worker:
+    /// opening the perf events takes milliseconds (tens, on a busy host), and done here it held
+    /// up every event behind it (detection latency p50 15 ms instead of 0.3 ms). The root goes
+    /// first, so its children forked from then on inherit the probes; a fork before that is
+    /// attached on its own (see [`Request::Fork`]).
+    pub fn attach(&self, root: u32, mut pids: Vec<u32>) {
+        let Some(tx) = &self.tx else { return };
+        pids.sort_by_key(|p| *p != root);
+        let _ = tx.send(Request::Attach { root, pids });
+    }
+
+    pub fn forked(&self, root: u32, parent: u32, child: u32, fork_ns: u64) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Request::Fork { root, parent, child, fork_ns });
+        }
+    }
+
+    pub fn detach(&self, root: u32) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Request::Detach { root });
+        }
+    }
+}
+
+/// A session's probe state: its perf events, and since when (boot-time ns) each process has
+/// been covered, directly or by inheritance.
+#[derive(Default)]
+struct Session {
+    fds: Vec<OwnedFd>,
+    covered_since: HashMap<u32, u64>,
+}
+
+fn attach_pid(ids: &[u64], pid: u32, fds: &mut Vec<OwnedFd>, metrics: &AttachMetrics) -> bool {
+    for id in ids {
+        match perf_open(*id, pid as i32, -1, true, false) {
+            Ok(fd) => fds.push(fd),
+            // The process may be gone already.
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return false,
+            Err(e) => {
+                metrics.errors.inc();
+                let error = crate::sys::privileges::explain_perf_error(e.to_string());
+                tracing::warn!(pid, %error, "cannot follow getenv for this process");
+                return false;
+            }
+        }
+    }
+    true
+}
+
+fn worker(rx: mpsc::Receiver<Request>, ids: Vec<u64>, metrics: AttachMetrics) {
+    let mut sessions: HashMap<u32, Session> = HashMap::new();
+    while let Ok(req) = rx.recv() {
+        match req {
+            Request::Attach { root, pids } => {
+                let start = Instant::now();
+                let s = sessions.entry(root).or_default();
+                for pid in &pids {
+                    if attach_pid(&ids, *pid, &mut s.fds, &metrics) {
+                        s.covered_since.insert(*pid, crate::sys::clock::Clock::now_boot_ns());
+                    }
+                }
+                let took = start.elapsed();
+                metrics.seconds.observe(took.as_secs_f64());
+                tracing::debug!(
+                    root,
+                    processes = pids.len(),
+                    ms = took.as_millis() as u64,
+                    "getenv probes attached"
+                );
+            }
+            Request::Fork { root, parent, child, fork_ns } => {
+                let Some(s) = sessions.get_mut(&root) else { continue };
+                match s.covered_since.get(&parent) {
+                    // Forked after its parent was covered: it inherited the probes at birth.
+                    Some(since) if *since <= fork_ns => {
+                        s.covered_since.insert(child, fork_ns);
+                    }
+                    // Forked before: it needs its own.
+                    _ => {
+                        if attach_pid(&ids, child, &mut s.fds, &metrics) {
+                            s.covered_since.insert(child, crate::sys::clock::Clock::now_boot_ns());
+                        }
+                    }
+                }
+            }
+            Request::Detach { root } => {
+                sessions.remove(&root);
+            }
+        }
+    }
+}
+
+impl Drop for EnvProbes {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+        self._carriers.clear();
+        // Events can be removed once no perf event uses them; retry briefly while fds close.
+        for name in std::mem::take(&mut self.defined) {
+            for _ in 0..20 {
+                if append(&self.uprobe_events, &format!("-:{name}")).is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_getenv_in_this_hosts_libc() {
+        let libcs = libc_files(&[]);
+        assert!(!libcs.is_empty(), "no libc found");
+        let offs = offsets(&libcs[0]).unwrap();
+        assert!(offs.iter().any(|(f, _, off)| *f == "getenv" && *off > 0), "{offs:?}");
+        assert_eq!(std::mem::size_of::<PerfEventAttr>(), 136);
+    }
+}

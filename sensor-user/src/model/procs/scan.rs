@@ -1,0 +1,143 @@
+//! Finding assistants that were running before the daemon started, with their descendants.
+
+use std::collections::HashMap;
+
+use sensor_common::TrackState;
+
+use super::{procfs::ProcSource, Proc};
+use crate::detect::classify::assistant::{AssistantClassifier, ProcFacts};
+
+#[derive(Debug)]
+pub struct Scanned {
+    pub proc: Proc,
+    /// Set on a session's root.
+    pub assistant: Option<String>,
+    /// Process start, boot-time nanoseconds.
+    pub start_ns: u64,
+}
+
+/// Every running process that belongs to a session, roots first. A process under an assistant
+/// belongs to the outermost assistant above it, as it would had it been followed live.
+pub fn scan(src: &dyn ProcSource, classifier: &AssistantClassifier, ignore: &[u32]) -> Vec<Scanned> {
+    let infos: HashMap<u32, _> = src
+        .pids()
+        .into_iter()
+        .filter(|p| !ignore.contains(p))
+        .filter_map(|pid| Some((pid, src.info(pid)?)))
+        .collect();
+    let direct: HashMap<u32, String> = infos
+        .values()
+        .filter_map(|i| {
+            let facts = ProcFacts { exe: &i.exe, filename: &i.exe, comm: &i.comm, argv: &i.argv };
+            Some((i.pid, classifier.classify(&facts)?.to_string()))
+        })
+        .collect();
+    let root_of = |mut pid: u32| {
+        let mut root = None;
+        for _ in 0..256 {
+            if direct.contains_key(&pid) {
+                root = Some(pid);
+            }
+            match infos.get(&pid) {
+                Some(i) if i.ppid != 0 && i.ppid != pid => pid = i.ppid,
+                _ => break,
+            }
+        }
+        root
+    };
+    // Clock ticks per second is 100 on every Linux ABI that matters here (USER_HZ).
+    let ticks_to_ns = |t: u64| t.saturating_mul(10_000_000);
+    let mut out: Vec<Scanned> = infos
+        .values()
+        .filter_map(|i| {
+            let root = root_of(i.pid)?;
+            let is_root = root == i.pid;
+            Some(Scanned {
+                proc: Proc {
+                    pid: i.pid,
+                    ppid: i.ppid,
+                    uid: i.uid,
+                    gid: 0,
+                    comm: i.comm.clone(),
+                    exe: i.exe.clone(),
+                    argv: i.argv.clone(),
+                    cwd: i.cwd.clone(),
+                    fds: HashMap::new(),
+                    role: if is_root { TrackState::Assistant } else { TrackState::Descendant },
+                    session: root,
+                },
+                assistant: is_root.then(|| direct[&i.pid].clone()),
+                start_ns: ticks_to_ns(i.start_ticks),
+            })
+        })
+        .collect();
+    out.sort_by_key(|s| (s.assistant.is_none(), s.proc.pid));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{config::Config, model::procs::procfs::ProcInfo};
+
+    struct Fake(Vec<ProcInfo>);
+    impl ProcSource for Fake {
+        fn info(&self, pid: u32) -> Option<ProcInfo> {
+            self.0.iter().find(|i| i.pid == pid).cloned()
+        }
+        fn cwd(&self, _: u32) -> Option<String> {
+            None
+        }
+        fn fd_path(&self, _: u32, _: i32) -> Option<String> {
+            None
+        }
+        fn pids(&self) -> Vec<u32> {
+            self.0.iter().map(|i| i.pid).collect()
+        }
+    }
+
+    fn p(pid: u32, ppid: u32, exe: &str, argv: &[&str]) -> ProcInfo {
+        ProcInfo {
+            pid,
+            ppid,
+            uid: 1000,
+            comm: exe.rsplit('/').next().unwrap().to_string(),
+            exe: exe.to_string(),
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            cwd: Some("/".into()),
+            start_ticks: 5,
+        }
+    }
+
+    #[test]
+    fn finds_assistants_and_their_descendants() {
+        let src = Fake(vec![
+            p(1, 0, "/sbin/init", &["init"]),
+            p(100, 1, "/bin/bash", &["bash"]),
+            p(200, 100, "/usr/bin/node", &["node", "/usr/lib/node_modules/@google/gemini-cli/dist/index.js"]),
+            p(201, 200, "/bin/bash", &["bash", "-c", "rg foo"]),
+            p(202, 201, "/usr/bin/rg", &["rg", "foo"]),
+            // A nested assistant belongs to the outer session.
+            p(203, 200, "/usr/local/bin/claude", &["claude"]),
+            p(300, 1, "/usr/bin/node", &["node", "server.js"]),
+            p(400, 1, "/usr/bin/goose", &["goose"]),
+        ]);
+        let found = scan(
+            &src,
+            &AssistantClassifier::new(&Config::default().assistants, &Config::default().runtimes),
+            &[],
+        );
+        let by_pid: HashMap<u32, &Scanned> = found.iter().map(|s| (s.proc.pid, s)).collect();
+        assert_eq!(found.len(), 5);
+        assert_eq!(by_pid[&200].assistant.as_deref(), Some("gemini-cli"));
+        assert_eq!(by_pid[&400].assistant.as_deref(), Some("goose"));
+        for pid in [201, 202, 203] {
+            assert_eq!(by_pid[&pid].proc.role, TrackState::Descendant);
+            assert_eq!(by_pid[&pid].proc.session, 200);
+        }
+        assert!(!by_pid.contains_key(&300) && !by_pid.contains_key(&100));
+        // Roots come first so their sessions exist before their members are added.
+        assert!(found[0].assistant.is_some() && found[1].assistant.is_some());
+        assert_eq!(by_pid[&200].start_ns, 50_000_000);
+    }
+}

@@ -1,0 +1,242 @@
+//! The one emitter: what the pipeline's handlers return ([`Out`]) is counted in the metrics,
+//! logged, kept for the live view, and written to the sink, here and nowhere else.
+
+use std::{collections::HashMap, sync::Arc};
+
+use sensor_common::TrackState;
+
+use crate::{
+    config::{rules::RuleConfig, AssistantRule, Config},
+    detect::{classify::Reader, variables::Variable},
+    kernel::events::DecodeError,
+    model::procs::{ProcTable, Session},
+    output::{
+        metrics::Metrics,
+        report::{self, Body, Record},
+        sinks::SinkHandle,
+        status::{SessionStatus, Status},
+    },
+    sys::clock::Clock,
+};
+
+/// What handling an event produced.
+// Most outputs are records: boxing them would cost an allocation each for nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Out {
+    /// A record to write, with the boot time of the kernel event.
+    Record { boot_ns: u64, body: Body },
+    /// A fingerprint signal of the session rooted at `root` (for the live view).
+    Signal { root: u32, category: String },
+    /// A read of a watched variable: counted every time, reported once per process.
+    EnvRead { assistant: String, category: String, reader: Reader },
+    /// A finding that matched but is not reported: `duplicate` or `rate_limited`.
+    Suppressed(&'static str),
+    /// A relative path whose directory could not be known.
+    UnresolvedPath { pid: u32, path: String, dirfd: i32 },
+}
+
+impl Out {
+    pub fn record(boot_ns: u64, body: Body) -> Self {
+        Self::Record { boot_ns, body }
+    }
+}
+
+/// What the live view keeps of a session beyond the process table.
+#[derive(Default)]
+struct Live {
+    /// Fingerprint categories read, with counts.
+    signals: std::collections::BTreeMap<String, u64>,
+    /// Destinations contacted (at most 64), with connection counts.
+    egress: std::collections::BTreeMap<String, u64>,
+    findings: u64,
+}
+
+pub struct Emitter {
+    metrics: Arc<Metrics>,
+    sink: SinkHandle,
+    host: String,
+    clock: Clock,
+    /// By session root.
+    live: HashMap<u32, Live>,
+}
+
+impl Emitter {
+    pub fn new(cfg: &Config, metrics: Arc<Metrics>, sink: SinkHandle, host: String) -> Self {
+        init_findings(&metrics, &cfg.assistants, &cfg.rules);
+        Self { metrics, sink, host, clock: Clock::new(), live: HashMap::new() }
+    }
+
+    /// A reloaded config: its assistants' and rules' finding series exist from now on.
+    pub fn reconfigure(&mut self, cfg: &Config) {
+        init_findings(&self.metrics, &cfg.assistants, &cfg.rules);
+    }
+
+    /// A kernel record arrived (`kind` as [`crate::kernel::events::KernelEvent::kind`]).
+    pub fn received(&self, kind: &'static str) {
+        self.metrics.events_received.with_label_values(&[kind]).inc();
+    }
+
+    /// A kernel record could not be decoded: counted and logged, never fatal.
+    pub fn undecodable(&self, e: &DecodeError, len: usize) {
+        self.metrics.decode_errors.with_label_values(&[e.reason()]).inc();
+        tracing::warn!(error = %e, len, "undecodable kernel record");
+    }
+
+    pub fn emit(&mut self, outs: Vec<Out>) {
+        for out in outs {
+            match out {
+                Out::Record { boot_ns, body } => {
+                    self.observe(boot_ns, &body);
+                    self.write(boot_ns, body);
+                }
+                Out::Signal { root, category } => {
+                    *self.live.entry(root).or_default().signals.entry(category).or_default() += 1;
+                }
+                Out::EnvRead { assistant, category, reader } => {
+                    self.metrics.env_reads.with_label_values(&[&assistant, &category, reader.label()]).inc();
+                }
+                Out::Suppressed(reason) => {
+                    self.metrics.findings_suppressed.with_label_values(&[reason]).inc()
+                }
+                Out::UnresolvedPath { pid, path, dirfd } => {
+                    self.metrics.unresolved_paths.inc();
+                    tracing::debug!(pid, path = %path, dirfd, "cannot resolve relative path");
+                }
+            }
+        }
+    }
+
+    /// Counts, logs and the live view of one record.
+    fn observe(&mut self, boot_ns: u64, body: &Body) {
+        let m = &self.metrics;
+        match body {
+            Body::SessionStart { session, process, found_by, environment } => {
+                m.sessions_started.with_label_values(&[&session.assistant]).inc();
+                self.count_env(&session.assistant, environment);
+                tracing::info!(assistant = %session.assistant, pid = process.pid, session = %session.id, found_by,
+                    "assistant session started");
+            }
+            Body::SessionEnd { session, .. } => {
+                self.live.remove(&session.root_pid);
+                tracing::info!(assistant = %session.assistant, pid = session.root_pid, session = %session.id,
+                    "assistant session ended");
+            }
+            Body::ProcessExec { session, environment, .. } => self.count_env(&session.assistant, environment),
+            Body::EnvRead { .. } => {}
+            Body::InterfaceQuery { session, method, reader, .. } => {
+                m.interface_queries
+                    .with_label_values(&[session.assistant.as_str(), method, reader.label()])
+                    .inc();
+            }
+            Body::FingerprintRead(r) => {
+                for c in &r.categories {
+                    m.fingerprint_reads.with_label_values(&[&r.session.assistant, c, r.reader.label()]).inc();
+                }
+            }
+            Body::ConnectionOpen(c) => {
+                let (assistant, conn) = (c.session.assistant.as_str(), &c.connection);
+                let host = conn.host_source.map_or("none", |h| h.label());
+                m.connections.with_label_values(&[assistant, conn.protocol, host, conn.result]).inc();
+                if let Some(ann) = &c.fingerprint {
+                    m.egress.with_label_values(&[assistant, &ann.destination_class]).inc();
+                    if let Some(ms) = ann.last_read_ms_before {
+                        m.fingerprint_to_egress_seconds.observe(ms as f64 / 1000.0);
+                    }
+                }
+                let dest = conn.host.clone().unwrap_or_else(|| conn.remote_addr.clone());
+                let live = self.live.entry(c.session.root_pid).or_default();
+                // Bounded: the live view keeps 64 destinations per session.
+                if live.egress.len() < 64 || live.egress.contains_key(&dest) {
+                    *live.egress.entry(dest).or_default() += 1;
+                }
+            }
+            Body::ConnectionClose(c) => {
+                let (assistant, conn) = (c.session.assistant.as_str(), &c.connection);
+                m.egress_bytes.with_label_values(&[assistant, "sent"]).inc_by(conn.bytes_sent);
+                m.egress_bytes.with_label_values(&[assistant, "received"]).inc_by(conn.bytes_received);
+            }
+            Body::Finding(f) => {
+                let (assistant, severity) = (f.session.assistant.as_str(), f.finding.severity.label());
+                m.findings.with_label_values(&[assistant, &f.finding.rule, severity]).inc();
+                let latency = Clock::now_boot_ns().saturating_sub(boot_ns);
+                m.detection_latency_seconds.observe(latency as f64 / 1e9);
+                tracing::warn!(assistant, rule = %f.finding.rule, severity,
+                    host = f.destination.host.as_deref().unwrap_or(&f.destination.addr),
+                    latency_us = latency / 1000, "finding");
+                self.live.entry(f.session.root_pid).or_default().findings += 1;
+            }
+            Body::DnsLookup { session, .. } => m.dns_lookups.with_label_values(&[&session.assistant]).inc(),
+        }
+    }
+
+    fn count_env(&self, assistant: &str, vars: &[Variable]) {
+        for v in vars {
+            self.metrics.exec_env_vars.with_label_values(&[assistant, v.category.as_str()]).inc();
+        }
+    }
+
+    fn write(&self, boot_ns: u64, body: Body) {
+        self.sink.emit(|| Record {
+            schema: report::SCHEMA,
+            time: self.clock.rfc3339(boot_ns),
+            boot_ns,
+            host: self.host.clone(),
+            body,
+        });
+    }
+
+    /// Refreshes the gauges that describe the table.
+    pub fn gauges(&self, table: &ProcTable, open_connections: usize) {
+        let m = &self.metrics;
+        m.tracked_processes.with_label_values(&["assistant"]).set(table.count(TrackState::Assistant) as i64);
+        m.tracked_processes
+            .with_label_values(&["descendant"])
+            .set(table.count(TrackState::Descendant) as i64);
+        m.sessions_active.set(table.sessions().count() as i64);
+        m.open_connections.set(open_connections as i64);
+    }
+
+    /// The live view of `sessions`.
+    pub fn status<'a>(&self, sessions: impl Iterator<Item = &'a Session>) -> Status {
+        let mut sessions: Vec<SessionStatus> = sessions
+            .map(|s| {
+                let live = self.live.get(&s.root_pid);
+                SessionStatus {
+                    id: s.id.clone(),
+                    assistant: s.assistant.clone(),
+                    root_pid: s.root_pid,
+                    uid: s.uid,
+                    user: crate::sys::users::user_name(s.uid),
+                    started: self.clock.rfc3339(s.start_ns),
+                    processes: s.members,
+                    signals: live.map(|l| l.signals.clone()).unwrap_or_default(),
+                    egress: live.map(|l| l.egress.clone()).unwrap_or_default(),
+                    findings: live.map_or(0, |l| l.findings),
+                }
+            })
+            .collect();
+        sessions.sort_by(|a, b| a.started.cmp(&b.started));
+        Status {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            host: self.host.clone(),
+            time: self.clock.rfc3339(Clock::now_boot_ns()),
+            sessions,
+        }
+    }
+}
+
+/// Every finding series exists from the start, at 0, so an alert on increase() sees the first
+/// finding.
+fn init_findings(metrics: &Metrics, assistants: &[AssistantRule], rules: &[RuleConfig]) {
+    for a in assistants {
+        for r in rules {
+            for sev in [r.severity, r.descendant_severity] {
+                metrics
+                    .findings
+                    .with_label_values(&[a.name.as_str(), r.name.as_str(), sev.label()])
+                    .inc_by(0);
+            }
+        }
+    }
+}

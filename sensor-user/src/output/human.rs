@@ -1,0 +1,106 @@
+//! The one-line human form of a record (format `human`, and `auto` on a terminal).
+
+use crate::{
+    detect::classify::Reader,
+    output::report::{Body, Record},
+};
+
+impl Record {
+    /// The compact line shown on a terminal.
+    pub fn human(&self) -> String {
+        let time = self.time.get(11..23).unwrap_or(&self.time);
+        match &self.body {
+            Body::SessionStart { session, process, found_by, .. } => format!(
+                "{time} session start  {} pid {} uid {} ({found_by}): {}",
+                session.assistant,
+                session.root_pid,
+                session.uid,
+                process.argv.join(" ")
+            ),
+            Body::SessionEnd { session, duration_ms } => {
+                format!(
+                    "{time} session end    {} pid {} after {} ms",
+                    session.assistant, session.root_pid, duration_ms
+                )
+            }
+            Body::ProcessExec { session, process, .. } => format!(
+                "{time} exec           {}[{}] {} {}: {}",
+                session.assistant,
+                session.root_pid,
+                process.comm,
+                process.pid,
+                process.argv.join(" ")
+            ),
+            Body::ConnectionOpen(c) | Body::ConnectionClose(c) => {
+                let k = &c.connection;
+                let phase = if matches!(self.body, Body::ConnectionOpen(_)) { "connect" } else { "close  " };
+                let host = k
+                    .host
+                    .as_deref()
+                    .map(|h| format!("{h} ({}) ", k.host_source.map_or("", |s| s.label())))
+                    .unwrap_or_default();
+                format!(
+                    "{time} {phase}        {}[{}] {} {}: {}{}:{} {} {} sent {} recv {}{}",
+                    c.session.assistant,
+                    c.session.root_pid,
+                    c.process.comm,
+                    c.process.pid,
+                    host,
+                    k.remote_addr,
+                    k.remote_port,
+                    k.protocol,
+                    k.result,
+                    k.bytes_sent,
+                    k.bytes_received,
+                    if k.proxy { " via proxy" } else { "" }
+                )
+            }
+            Body::EnvRead { session, process, variable, category, set, .. } => format!(
+                "{time} {category:<14} {}[{}] {} {}: getenv {variable} ({})",
+                session.assistant,
+                session.root_pid,
+                process.comm,
+                process.pid,
+                if *set { "set" } else { "unset" }
+            ),
+            Body::InterfaceQuery { session, process, method, request, interface, .. } => format!(
+                "{time} interfaces     {}[{}] {} {}: {method} {request}{}",
+                session.assistant,
+                session.root_pid,
+                process.comm,
+                process.pid,
+                interface.as_deref().map(|i| format!(" {i}")).unwrap_or_default()
+            ),
+            Body::Finding(f) => format!(
+                "{time} FINDING {:<6} {}[{}] {}: {} then {} ({})",
+                f.finding.severity.label(),
+                f.session.assistant,
+                f.session.root_pid,
+                f.finding.rule,
+                f.finding.categories.join("+"),
+                f.destination.host.as_deref().unwrap_or(&f.destination.addr),
+                f.finding.destination_class
+            ),
+            Body::DnsLookup { session, process, dns, .. } => format!(
+                "{time} dns            {}[{}] {} {}: {} -> {}",
+                session.assistant,
+                session.root_pid,
+                process.comm,
+                process.pid,
+                dns.name,
+                dns.answers.join(", ")
+            ),
+            Body::FingerprintRead(r) => {
+                let who = match r.reader {
+                    Reader::Assistant => "self".to_string(),
+                    Reader::Descendant => format!("child {} {}", r.process.comm, r.process.pid),
+                };
+                let result = r.errno.clone().unwrap_or_else(|| r.result.to_string());
+                format!(
+                    "{time} {:<14} {}[{}] ({who}) {} {} -> {} = {result}",
+                    r.category, r.session.assistant, r.session.root_pid, r.syscall, r.path, r.resolved_path
+                )
+            }
+        }
+    }
+}

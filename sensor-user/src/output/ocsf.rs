@@ -1,0 +1,264 @@
+//! The same records in OCSF 1.3: Process Activity (1007), File System Activity (1001), Network
+//! Activity (4001), DNS Activity (4003), Detection Finding (2004). What OCSF has no field for
+//! stays under `unmapped.aiwatch`.
+
+use serde_json::{json, Map, Value};
+
+use crate::output::report::{Body, ProcessRef, Record, SessionRef};
+
+pub const VERSION: &str = "1.3.0";
+
+struct Class {
+    category_uid: u32,
+    category_name: &'static str,
+    class_uid: u32,
+    class_name: &'static str,
+}
+
+const PROCESS: Class = Class {
+    category_uid: 1,
+    category_name: "System Activity",
+    class_uid: 1007,
+    class_name: "Process Activity",
+};
+const FILE: Class = Class {
+    category_uid: 1,
+    category_name: "System Activity",
+    class_uid: 1001,
+    class_name: "File System Activity",
+};
+const NETWORK: Class = Class {
+    category_uid: 4,
+    category_name: "Network Activity",
+    class_uid: 4001,
+    class_name: "Network Activity",
+};
+const DNS: Class =
+    Class { category_uid: 4, category_name: "Network Activity", class_uid: 4003, class_name: "DNS Activity" };
+const FINDING: Class =
+    Class { category_uid: 2, category_name: "Findings", class_uid: 2004, class_name: "Detection Finding" };
+
+fn process(p: &ProcessRef) -> Value {
+    let name = p.exe.rsplit('/').next().unwrap_or(&p.comm);
+    json!({
+        "pid": p.pid,
+        "tid": p.tid,
+        "name": p.comm,
+        "cmd_line": p.argv.join(" "),
+        "file": { "path": p.exe, "name": name, "type_id": 1 },
+        "user": { "uid": p.uid.to_string() },
+        "parent_process": { "pid": p.ppid },
+    })
+}
+
+fn actor(p: &ProcessRef, s: &SessionRef) -> Value {
+    json!({ "process": process(p), "session": { "uid": s.id }, "app_name": s.assistant })
+}
+
+/// Common fields of every class.
+fn base(r: &Record, c: &Class, activity_id: u32, activity_name: &str, severity_id: u8) -> Map<String, Value> {
+    let time_ms = humantime::parse_rfc3339(&r.time)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as u64);
+    let severity = match severity_id {
+        1 => "Informational",
+        2 => "Low",
+        3 => "Medium",
+        4 => "High",
+        5 => "Critical",
+        _ => "Unknown",
+    };
+    let v = json!({
+        "category_uid": c.category_uid,
+        "category_name": c.category_name,
+        "class_uid": c.class_uid,
+        "class_name": c.class_name,
+        "activity_id": activity_id,
+        "activity_name": activity_name,
+        "type_uid": c.class_uid * 100 + activity_id,
+        "type_name": format!("{}: {activity_name}", c.class_name),
+        "severity_id": severity_id,
+        "severity": severity,
+        "time": time_ms,
+        "metadata": {
+            "version": VERSION,
+            "product": { "name": "aiwatch", "vendor_name": "aiwatch", "version": env!("CARGO_PKG_VERSION") },
+            "log_name": r.schema,
+            "original_time": r.time,
+        },
+        "device": { "hostname": r.host, "type_id": 0 },
+    });
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+fn unmapped(m: &mut Map<String, Value>, extra: Value) {
+    m.insert("unmapped".into(), json!({ "aiwatch": extra }));
+}
+
+/// The OCSF form of a record.
+pub fn to_ocsf(r: &Record) -> Value {
+    let mut m;
+    match &r.body {
+        Body::SessionStart { session, process: p, found_by, environment } => {
+            m = base(r, &PROCESS, 1, "Launch", 1);
+            m.insert("process".into(), process(p));
+            m.insert("actor".into(), actor(p, session));
+            unmapped(
+                &mut m,
+                json!({ "type": "session_start", "assistant": session.assistant, "found_by": found_by, "environment": environment }),
+            );
+        }
+        Body::SessionEnd { session, duration_ms } => {
+            m = base(r, &PROCESS, 2, "Terminate", 1);
+            m.insert(
+                "process".into(),
+                json!({ "pid": session.root_pid, "user": { "uid": session.uid.to_string() } }),
+            );
+            m.insert(
+                "actor".into(),
+                json!({ "session": { "uid": session.id }, "app_name": session.assistant }),
+            );
+            unmapped(&mut m, json!({ "type": "session_end", "duration_ms": duration_ms }));
+        }
+        Body::ProcessExec { session, process: p, reader, environment } => {
+            m = base(r, &PROCESS, 1, "Launch", 1);
+            m.insert("process".into(), process(p));
+            m.insert("actor".into(), actor(p, session));
+            unmapped(&mut m, json!({ "type": "process_exec", "reader": reader, "environment": environment }));
+        }
+        Body::FingerprintRead(f) => {
+            let (id, name) = if matches!(f.syscall, "open" | "openat" | "openat2") {
+                (14, "Open")
+            } else {
+                (8, "Get Attributes")
+            };
+            m = base(r, &FILE, id, name, 1);
+            let fname = f.resolved_path.rsplit('/').next().unwrap_or("");
+            m.insert("file".into(), json!({ "path": f.resolved_path, "name": fname, "type_id": 1 }));
+            m.insert("actor".into(), actor(&f.process, &f.session));
+            m.insert("status_id".into(), json!(if f.success { 1 } else { 2 }));
+            m.insert("status".into(), json!(if f.success { "Success" } else { "Failure" }));
+            if let Some(e) = &f.errno {
+                m.insert("status_detail".into(), json!(e));
+            }
+            unmapped(
+                &mut m,
+                json!({ "type": "fingerprint_read", "category": f.category, "categories": f.categories, "reader": f.reader,
+                        "syscall": f.syscall, "path": f.path, "absolute_path": f.absolute_path, "target_path": f.target_path,
+                        "target_pid": f.target_pid, "result": f.result }),
+            );
+        }
+        Body::EnvRead { session, process: p, reader, variable, category, set, function } => {
+            m = base(r, &PROCESS, 99, "Environment Variable Read", 1);
+            m.insert("process".into(), process(p));
+            m.insert("actor".into(), actor(p, session));
+            unmapped(
+                &mut m,
+                json!({ "type": "env_read", "reader": reader, "variable": variable, "category": category, "set": set, "function": function }),
+            );
+        }
+        Body::InterfaceQuery {
+            session,
+            process: p,
+            reader,
+            method,
+            request,
+            interface,
+            dump,
+            result,
+            categories,
+        } => {
+            m = base(r, &PROCESS, 99, "Network Interface Enumeration", 1);
+            m.insert("process".into(), process(p));
+            m.insert("actor".into(), actor(p, session));
+            unmapped(
+                &mut m,
+                json!({ "type": "interface_query", "reader": reader, "method": method, "request": request,
+                        "interface": interface, "dump": dump, "result": result, "categories": categories }),
+            );
+        }
+        Body::ConnectionOpen(c) | Body::ConnectionClose(c) => {
+            let k = &c.connection;
+            let open = matches!(r.body, Body::ConnectionOpen(_));
+            let (id, name) = match (open, k.result) {
+                (_, "failed") => (4, "Fail"),
+                (true, _) => (1, "Open"),
+                (false, _) => (2, "Close"),
+            };
+            m = base(r, &NETWORK, id, name, 1);
+            let v6 = k.remote_addr.contains(':');
+            m.insert(
+                "connection_info".into(),
+                json!({ "protocol_name": k.protocol, "direction_id": 2, "direction": "Outbound", "protocol_ver_id": if v6 { 6 } else { 4 }, "uid": k.id }),
+            );
+            let mut dst = json!({ "ip": k.remote_addr, "port": k.remote_port });
+            if let Some(h) = &k.host {
+                dst["hostname"] = json!(h);
+            }
+            if k.proxy {
+                m.insert("proxy_endpoint".into(), json!({ "ip": k.remote_addr, "port": k.remote_port }));
+                dst = json!({ "hostname": k.host });
+            }
+            m.insert("dst_endpoint".into(), dst);
+            if let Some(p) = k.local_port {
+                m.insert("src_endpoint".into(), json!({ "port": p }));
+            }
+            m.insert("traffic".into(), json!({ "bytes_out": k.bytes_sent, "bytes_in": k.bytes_received }));
+            if let Some(sni) = &k.tls_sni {
+                m.insert("tls".into(), json!({ "sni": sni }));
+            }
+            if let Some(d) = k.duration_ms {
+                m.insert("duration".into(), json!(d));
+            }
+            m.insert("actor".into(), actor(&c.process, &c.session));
+            unmapped(
+                &mut m,
+                json!({ "type": if open { "connection_open" } else { "connection_close" }, "reader": c.reader,
+                        "host_source": k.host_source, "error": k.error, "fingerprint": c.fingerprint }),
+            );
+        }
+        Body::DnsLookup { session, process: p, reader, dns } => {
+            m = base(r, &DNS, 2, "Response", 1);
+            m.insert("query".into(), json!({ "hostname": dns.name, "type": dns.qtype.to_string() }));
+            m.insert(
+                "answers".into(),
+                Value::Array(dns.answers.iter().map(|a| json!({ "rdata": a })).collect()),
+            );
+            m.insert("rcode_id".into(), json!(dns.rcode));
+            m.insert("dst_endpoint".into(), json!({ "ip": dns.resolver, "port": 53 }));
+            m.insert("actor".into(), actor(p, session));
+            unmapped(&mut m, json!({ "type": "dns_lookup", "reader": reader, "protocol": dns.protocol }));
+        }
+        Body::Finding(f) => {
+            m = base(r, &FINDING, 1, "Create", f.finding.severity.ocsf_id());
+            m.insert(
+                "finding_info".into(),
+                json!({ "uid": f.id, "title": f.finding.rule, "desc": f.finding.description,
+                        "types": ["Host Fingerprinting"], "analytic": { "name": f.finding.rule, "type_id": 1, "type": "Rule" } }),
+            );
+            let mut evidences: Vec<Value> = f
+                .finding
+                .evidence
+                .iter()
+                .map(|e| json!({ "process": { "pid": e.signal.pid }, "data": { "kind": e.signal.kind, "category": e.signal.category,
+                                  "artifact": e.signal.artifact, "reader": e.signal.reader, "ms_before_egress": e.ms_before_egress } }))
+                .collect();
+            evidences.push(json!({ "dst_endpoint": { "hostname": f.destination.host, "ip": f.destination.addr, "port": f.destination.port } }));
+            m.insert("evidences".into(), Value::Array(evidences));
+            m.insert("actor".into(), actor(&f.process, &f.session));
+            m.insert("status_id".into(), json!(1));
+            m.insert("status".into(), json!("New"));
+            unmapped(
+                &mut m,
+                json!({ "type": "finding", "reader": f.reader, "destination_class": f.finding.destination_class,
+                        "groups": f.finding.groups, "categories": f.finding.categories, "connection_id": f.connection_id,
+                        "by_assistant": f.finding.by_assistant }),
+            );
+        }
+    }
+    Value::Object(m)
+}

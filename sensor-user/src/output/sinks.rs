@@ -1,0 +1,125 @@
+//! Where records go: stdout or a file (appending, reopened on SIGHUP for logrotate), as native
+//! JSON, OCSF JSON, or human lines. The event loop never waits for a sink: records pass through
+//! a bounded queue to a writer thread, and a full queue drops (and counts) instead of blocking
+//! the reader of the kernel ring buffer. Format `none` writes nothing: records are only counted,
+//! for hosts that export metrics alone.
+
+use std::{
+    io::Write,
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+};
+
+use anyhow::Context as _;
+use tokio::{sync::mpsc, task::JoinHandle};
+
+use crate::{
+    config::{OutputConfig, OutputFormat, OutputSchema},
+    output::{metrics::Metrics, report::Record},
+};
+
+#[derive(Clone)]
+pub struct SinkHandle {
+    /// None with format `none`.
+    tx: Option<mpsc::Sender<Arc<Record>>>,
+    metrics: Arc<Metrics>,
+    reopen: Arc<AtomicBool>,
+}
+
+impl SinkHandle {
+    /// Counts a record and queues it; never blocks. With format `none` the record is not built.
+    pub fn emit(&self, record: impl FnOnce() -> Record) {
+        self.metrics.records_produced.inc();
+        if let Some(tx) = &self.tx {
+            if tx.try_send(Arc::new(record())).is_err() {
+                self.metrics.sink_dropped.inc();
+            }
+        }
+    }
+
+    /// Asks the writer to reopen its file before the next write (SIGHUP).
+    pub fn reopen(&self) {
+        self.reopen.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Resolves `auto` against whether the output is a terminal.
+pub fn effective_format(f: OutputFormat, to_file: bool) -> OutputFormat {
+    match f {
+        OutputFormat::Auto if !to_file && std::io::IsTerminal::is_terminal(&std::io::stdout()) => {
+            OutputFormat::Human
+        }
+        OutputFormat::Auto => OutputFormat::Json,
+        other => other,
+    }
+}
+
+/// One record as a line.
+pub fn render(rec: &Record, format: OutputFormat, schema: OutputSchema) -> serde_json::Result<String> {
+    match (format, schema) {
+        (OutputFormat::Human | OutputFormat::None, _) => Ok(rec.human()),
+        (_, OutputSchema::Ocsf) => serde_json::to_string(&crate::output::ocsf::to_ocsf(rec)),
+        (_, OutputSchema::Native) => serde_json::to_string(rec),
+    }
+}
+
+fn open(path: &PathBuf) -> std::io::Result<Box<dyn Write + Send>> {
+    let f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    Ok(Box::new(std::io::BufWriter::with_capacity(64 * 1024, f)))
+}
+
+/// Starts the writer. Dropping every [`SinkHandle`] ends it after it has written and flushed
+/// what was queued. A file that cannot be opened fails start-up.
+pub fn spawn(cfg: &OutputConfig, metrics: Arc<Metrics>) -> anyhow::Result<(SinkHandle, JoinHandle<()>)> {
+    let format = effective_format(cfg.format, cfg.path.is_some());
+    let reopen = Arc::new(AtomicBool::new(false));
+    if format == OutputFormat::None {
+        let task = tokio::task::spawn(async {});
+        return Ok((SinkHandle { tx: None, metrics, reopen }, task));
+    }
+    let (tx, mut rx) = mpsc::channel::<Arc<Record>>(cfg.queue.0 as usize);
+    let schema = cfg.schema;
+    let path = cfg.path.clone();
+    let mut out: Box<dyn Write + Send> = match &path {
+        Some(p) => open(p).with_context(|| format!("cannot open output file {}", p.display()))?,
+        None => Box::new(std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout())),
+    };
+    let flag = reopen.clone();
+    let m = metrics.clone();
+    let task = tokio::task::spawn_blocking(move || {
+        while let Some(first) = rx.blocking_recv() {
+            if flag.swap(false, Ordering::Relaxed) {
+                if let Some(p) = &path {
+                    let _ = out.flush();
+                    match open(p) {
+                        Ok(f) => {
+                            out = f;
+                            tracing::info!(path = %p.display(), "output file reopened");
+                        }
+                        Err(e) => {
+                            tracing::error!(path = %p.display(), error = %e, "cannot reopen output file; keeping the old one")
+                        }
+                    }
+                }
+            }
+            let mut next = Some(first);
+            // Write everything queued, then flush once.
+            while let Some(rec) = next.take() {
+                match render(&rec, format, schema) {
+                    Ok(line) if writeln!(out, "{line}").is_ok() => m.records_written.inc(),
+                    Ok(_) => m.sink_errors.inc(),
+                    Err(e) => tracing::error!(error = %e, "cannot serialize record"),
+                }
+                next = rx.try_recv().ok();
+            }
+            if out.flush().is_err() {
+                m.sink_errors.inc();
+            }
+        }
+        let _ = out.flush();
+    });
+    Ok((SinkHandle { tx: Some(tx), metrics, reopen }, task))
+}

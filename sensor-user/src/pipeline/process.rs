@@ -1,0 +1,140 @@
+//! Processes: exec, fork and exit keep the process table and the kernel's map of tracked
+//! processes in step, and start and end sessions; the start-up scan adds what already runs.
+
+use std::collections::HashMap;
+
+use sensor_common::Tracked;
+
+use super::{net, state::State};
+use crate::{
+    detect::{correlate::Correlator, variables::Variable},
+    kernel::{events::Header, tracker::Tracker},
+    model::procs::{scan, Session, Update, Who},
+    output::{
+        emit::Out,
+        report::{Body, ProcessRef, SessionRef},
+    },
+    sys::clock::Clock,
+};
+
+/// Adds assistants already running (and their descendants) to the table and the kernel; how
+/// many processes were found, and the sessions started.
+pub(super) fn scan(st: &mut State, kernel: &mut dyn Tracker, ignore: &[u32]) -> (usize, Vec<Out>) {
+    let found = scan::scan(st.src.as_ref(), &st.classifier, ignore);
+    let n = found.len();
+    let mut out = Vec::new();
+    let mut members: HashMap<u32, Vec<u32>> = HashMap::new();
+    for s in found {
+        if st.table.get(s.proc.pid).is_some() {
+            continue;
+        }
+        kernel.track(s.proc.pid, Tracked { session: s.proc.session, state: s.proc.role as u32 });
+        let pid = s.proc.pid;
+        let is_root = s.assistant.is_some();
+        members.entry(s.proc.session).or_default().push(pid);
+        st.table.insert_scanned(s.proc, s.assistant.as_deref(), s.start_ns);
+        if let Some(who) = st.table.who(pid).filter(|_| is_root) {
+            out.push(session_started(&who, Clock::now_boot_ns(), "scan", Vec::new()));
+        }
+    }
+    for (root, pids) in members {
+        kernel.session_started(root, pids);
+    }
+    (n, out)
+}
+
+pub(super) fn exec(
+    st: &mut State,
+    hdr: &Header,
+    ppid: u32,
+    filename: &str,
+    argv: Vec<String>,
+    kernel: &mut dyn Tracker,
+) -> Vec<Out> {
+    let environment = st.pending_env.take(hdr.pid);
+    let u = st.table.on_exec(hdr, ppid, filename, argv, &st.classifier, st.src.as_ref());
+    let started = matches!(u, Update::SessionStarted { .. });
+    let in_session = matches!(u, Update::None);
+    apply(u, kernel);
+    let Some(who) = st.table.who(hdr.pid) else { return Vec::new() };
+    learn_base_urls(&mut st.correlator, who.root(), &environment);
+    if started {
+        // A new session's root is the process that exec'd.
+        return vec![session_started(&who, hdr.ts_ns, "exec", environment)];
+    }
+    if !in_session {
+        return Vec::new();
+    }
+    let body = Body::ProcessExec {
+        session: SessionRef::of(who.session),
+        process: ProcessRef::of(who.proc, hdr.tid, &hdr.comm),
+        reader: who.reader,
+        environment,
+    };
+    vec![Out::record(hdr.ts_ns, body)]
+}
+
+pub(super) fn fork(st: &mut State, hdr: &Header, child: u32, kernel: &mut dyn Tracker) -> Vec<Out> {
+    let u = st.table.on_fork(hdr, child);
+    apply(u, kernel);
+    if let Some(who) = st.table.who(child) {
+        kernel.session_forked(who.root(), hdr.pid, child, hdr.ts_ns);
+    }
+    Vec::new()
+}
+
+pub(super) fn exit(st: &mut State, hdr: &Header, kernel: &mut dyn Tracker) -> Vec<Out> {
+    let closed = st.egress.on_exit(hdr.pid, hdr.ts_ns, |fd| kernel.take_sock(hdr.pid, fd));
+    let mut out = net::report(st, closed, hdr.ts_ns);
+    st.pending_env.forget(hdr.pid);
+    st.env_seen.forget(hdr.pid);
+    if let Some(s) = st.table.on_exit(hdr.pid) {
+        st.egress.end_session(s.root_pid);
+        st.correlator.end_session(s.root_pid);
+        kernel.session_ended(s.root_pid);
+        out.push(session_ended(&s, hdr.ts_ns));
+    }
+    out
+}
+
+/// Tells the kernel what the process table changed.
+fn apply(update: Update, kernel: &mut dyn Tracker) {
+    match update {
+        Update::None => {}
+        Update::SessionStarted { root, entries } => {
+            let pids = entries.iter().map(|(pid, _)| *pid).collect();
+            for (pid, t) in entries {
+                kernel.track(pid, t);
+            }
+            kernel.session_started(root, pids);
+        }
+        Update::Untrack(pids) => {
+            for pid in pids {
+                kernel.untrack(pid);
+            }
+        }
+    }
+}
+
+/// API base URLs a session's processes were given name its `base_url` destinations.
+fn learn_base_urls(correlator: &mut Correlator, root: u32, vars: &[Variable]) {
+    for v in vars.iter().filter(|v| v.category == "base_url") {
+        if let Some(url) = &v.value {
+            correlator.learn_base_url(root, url);
+        }
+    }
+}
+
+/// `who` is the session's root.
+fn session_started(who: &Who<'_>, boot_ns: u64, found_by: &'static str, environment: Vec<Variable>) -> Out {
+    let process = ProcessRef::of(who.proc, who.proc.pid, &who.proc.comm);
+    Out::record(
+        boot_ns,
+        Body::SessionStart { session: SessionRef::of(who.session), process, found_by, environment },
+    )
+}
+
+fn session_ended(s: &Session, boot_ns: u64) -> Out {
+    let duration_ms = boot_ns.saturating_sub(s.start_ns) / 1_000_000;
+    Out::record(boot_ns, Body::SessionEnd { session: SessionRef::of(s), duration_ms })
+}
