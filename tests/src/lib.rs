@@ -156,6 +156,10 @@ pub fn free_port() -> u16 {
 pub struct Sensor {
     proc: Option<Guard>,
     records: Arc<Mutex<Vec<Value>>>,
+    /// What the stdout reader could not parse: a line that is not JSON, or bytes that are not
+    /// UTF-8. Every look at the records fails the test once this is set, so a "nothing was
+    /// reported" check cannot pass because the reader stopped reading.
+    bad_output: Arc<Mutex<Option<String>>>,
     log: Arc<Mutex<String>>,
     pub metrics: SocketAddr,
     _dir: TempDir,
@@ -215,12 +219,20 @@ impl Sensor {
         let log = Arc::new(Mutex::new(String::new()));
         let out = child.stdout.take().expect("stdout");
         let err = child.stderr.take().expect("stderr");
-        let r = records.clone();
+        let bad_output = Arc::new(Mutex::new(None));
+        let (r, bad) = (records.clone(), bad_output.clone());
         std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let v: Value =
-                    serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-                r.lock().expect("records").push(v);
+            for line in BufReader::new(out).lines() {
+                let parsed = line.map_err(|e| format!("unreadable stdout: {e}")).and_then(|l| {
+                    serde_json::from_str::<Value>(&l).map_err(|e| format!("not JSON ({e}): {l}"))
+                });
+                match parsed {
+                    Ok(v) => r.lock().expect("records").push(v),
+                    // Keep reading (the daemon must not block on a full pipe), keep the first.
+                    Err(e) => {
+                        bad.lock().expect("bad output").get_or_insert(e);
+                    }
+                }
             }
         });
         let l = log.clone();
@@ -231,7 +243,7 @@ impl Sensor {
                 log.push('\n');
             }
         });
-        let s = Self { proc: Some(Guard(child)), records, log, metrics, _dir: dir };
+        let s = Self { proc: Some(Guard(child)), records, bad_output, log, metrics, _dir: dir };
         let end = deadline(Duration::from_secs(30));
         while !s.log().contains("watching") {
             if Instant::now() > end {
@@ -252,13 +264,22 @@ impl Sensor {
     }
 
     pub fn records(&self) -> Vec<Value> {
+        self.check_output();
         self.records.lock().expect("records").clone()
+    }
+
+    /// Fails the test if the daemon wrote anything on stdout that is not a JSON record.
+    pub fn check_output(&self) {
+        if let Some(e) = self.bad_output.lock().expect("bad output").as_ref() {
+            panic!("the daemon's stdout is not JSON lines: {e}\nlog:\n{}", self.log());
+        }
     }
 
     /// Records for which `pred` holds, once at least `n` exist (panics after 15 s).
     pub fn wait_n(&self, n: usize, what: &str, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
         let end = deadline(Duration::from_secs(15));
         loop {
+            self.check_output();
             let hits: Vec<Value> =
                 self.records.lock().expect("records").iter().filter(|r| pred(r)).cloned().collect();
             if hits.len() >= n {
@@ -300,6 +321,7 @@ impl Sensor {
         // SAFETY: signalling our own child by PID.
         unsafe { libc::kill(g.pid() as i32, libc::SIGTERM) };
         let status = g.wait(Duration::from_secs(10));
+        self.check_output();
         assert!(
             status.is_some_and(|s| s.success()),
             "aiwatch did not stop cleanly: {status:?}\n{}",

@@ -197,12 +197,16 @@ fn planted_secrets_never_appear_in_events_logs_or_metrics() {
     let start = sensor
         .wait_for("session start", |r| r["type"] == "session_start" && r["session"]["root_pid"] == root);
     assert!(start["environment"].as_array().unwrap().iter().any(|v| v["name"] == "HTTPS_PROXY"), "{start}");
+    let records: Vec<String> = sensor.records().iter().map(Value::to_string).collect();
+    assert!(records.len() >= 2, "{records:?}");
     let metrics = sensor.scrape();
     let log = sensor.stop();
+    for r in &records {
+        assert!(!r.contains(SECRET), "secret in record {r}");
+    }
     for (what, text) in [("metrics", metrics), ("log", log)] {
         assert!(!text.contains(SECRET), "secret in {what}");
     }
-    // stop() consumed the sensor; the records were checked as they came.
 }
 
 #[test]

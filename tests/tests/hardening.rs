@@ -77,12 +77,18 @@ fn memfd_exec_keeps_the_assistant_name_in_argv0() {
 fn threads_forks_vforks_daemons_and_shells_are_attributed() {
     let (sensor, dir) = (Sensor::start(AGENT_CONFIG), TempDir::new("children"));
     let agent = probe_as(&dir, AGENT);
+    let (daemon_pid, daemon_parent) = (dir.path("daemon.pid"), dir.path("daemon.ppid"));
+    let daemon = format!(
+        "daemon=pid={}|ppid={}|openat=/etc/resolv.conf",
+        daemon_pid.display(),
+        daemon_parent.display()
+    );
     let root = run(
         &agent,
         &[
             "thread=openat=/etc/localtime",
             "vfork=/etc/hostname",
-            "daemon=openat=/etc/resolv.conf",
+            &daemon,
             "child=openat2=/etc/machine-id",
             "sh=cat /etc/timezone > /dev/null",
         ],
@@ -96,7 +102,23 @@ fn threads_forks_vforks_daemons_and_shells_are_attributed() {
     }
     // The double-forked daemon was re-parented away from the session and still belongs to it.
     let d = sensor.wait_for("daemon", in_session(root, "/etc/resolv.conf"));
-    assert_ne!(d["process"]["ppid"], root);
+    let read_id = |p: &std::path::Path| -> u32 {
+        let end = deadline(Duration::from_secs(5));
+        loop {
+            if let Some(id) = std::fs::read_to_string(p).ok().and_then(|s| s.trim().parse().ok()) {
+                return id;
+            }
+            assert!(Instant::now() < end, "{} not written", p.display());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    let (pid, parent_at_read) = (read_id(&daemon_pid), read_id(&daemon_parent));
+    assert_eq!(d["process"]["pid"], pid, "{d}");
+    // Its parent when it read was outside the session (init or a subreaper), not the middle
+    // process the record names as the parent it was forked from.
+    assert_ne!(parent_at_read, root);
+    assert_ne!(d["process"]["ppid"], root, "{d}");
+    assert_ne!(d["process"]["ppid"], parent_at_read, "{d}");
 }
 
 #[test]
@@ -136,6 +158,95 @@ fn secrets_in_argv_never_leave_the_host() {
             "secret in {what}"
         );
     }
+}
+
+#[test]
+fn secrets_with_slashes_in_shell_strings_fragments_paths_and_cut_urls_never_leave_the_host() {
+    let (sensor, dir) = (Sensor::start(AGENT_CONFIG), TempDir::new("argv2"));
+    let agent = probe_as(&dir, AGENT);
+    // Each planted secret, and the part of it that must appear nowhere.
+    let long_password = "Q7".repeat(150);
+    let cut = format!("http://bob:{long_password}@proxy.example:3128");
+    let planted: [(&str, &str); 7] = [
+        ("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "K7MDENG"),
+        (
+            "sh=: curl -u alice:Pw0rdInSh -H 'Authorization: Bearer TokInSh123' https://h.example/",
+            "Pw0rdInSh",
+        ),
+        (
+            "sh=: curl -u alice:Pw0rdInSh -H 'Authorization: Bearer TokInSh123' https://h.example/",
+            "TokInSh123",
+        ),
+        ("https://app.example/callback#access_token=FragTok987", "FragTok987"),
+        (
+            "https://hooks.slack.com/services/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",
+            "Xk9pQ2rT7vW3yZ1aB4cD6eF8",
+        ),
+        (&cut, "Q7Q7Q7"),
+        ("http://carol:pQ7/zzSecret@proxy.example:3128/", "zzSecret"),
+    ];
+    let mut args = vec!["openat=/etc/localtime", "aws", "configure", "set", "aws_secret_access_key"];
+    for (arg, _) in planted {
+        if !args.contains(&arg) {
+            args.push(arg);
+        }
+    }
+    let root = run(&agent, &args);
+    sensor.wait_for("session end", |r| r["type"] == "session_end" && r["session"]["root_pid"] == root);
+    let start =
+        sensor.wait_for("start", |r| r["type"] == "session_start" && r["session"]["root_pid"] == root);
+    // The arguments were reported (scrubbed), not dropped.
+    let argv = start["process"]["argv"].as_array().unwrap();
+    assert_eq!(argv.len(), args.len() + 1, "{start}");
+    assert!(
+        argv.iter().any(|a| a == "https://hooks.slack.com/services/T0AAAAAAA/B0BBBBBBB/[REDACTED]"),
+        "{start}"
+    );
+    let shell = sensor.wait_for("the shell's exec", |r| {
+        r["type"] == "process_exec"
+            && r["session"]["root_pid"] == root
+            && r["process"]["argv"][0] == "/bin/sh"
+    });
+    assert!(shell["process"]["argv"][2].as_str().unwrap().starts_with(": curl -u [REDACTED]"), "{shell}");
+    let records: String = sensor.records().iter().map(|r| r.to_string()).collect();
+    let metrics = sensor.scrape();
+    let log = sensor.stop();
+    for (what, text) in [("records", records), ("metrics", metrics), ("log", log)] {
+        for (_, secret) in planted {
+            assert!(!text.contains(secret), "{secret} in {what}");
+        }
+    }
+}
+
+#[test]
+fn process_names_arguments_and_paths_cannot_forge_human_output_lines() {
+    let dir = TempDir::new("escape");
+    let out = dir.path("human.log");
+    let sensor = Sensor::start_with(AGENT_CONFIG, &["--format", "human", "--output", out.to_str().unwrap()]);
+    let agent = probe_as(&dir, AGENT);
+    // A name that clears the screen and starts a line, an argument that retitles the terminal.
+    let root = run(
+        &agent,
+        &[
+            "\x1b]0;owned\x07\nFAKE session start",
+            "child=comm=\x1b[2J\nFAKE;openat=/etc/hosts",
+            "openat=/etc/localtime",
+        ],
+    );
+    let end = deadline(Duration::from_secs(15));
+    let text = loop {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        if text.lines().any(|l| l.contains("/etc/hosts") && l.contains(&format!("[{root}]"))) {
+            break text;
+        }
+        assert!(Instant::now() < end, "no human line for the child's read:\n{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = sensor.stop();
+    assert!(!text.contains('\x1b') && !log.contains('\x1b'), "{text:?}\n{log:?}");
+    assert!(text.lines().all(|l| !l.starts_with("FAKE")), "{text}");
+    assert!(text.contains("\\u{1b}[2J\\u{a}FAKE"), "{text}");
+    assert!(text.contains("\\u{1b}]0;owned\\u{7}\\u{a}FAKE session start"), "{text}");
 }
 
 fn cap_names(hex: &str) -> Vec<String> {
@@ -242,12 +353,78 @@ fn runs_as_a_non_root_user_with_only_its_capabilities() {
 
 #[test]
 fn metrics_bind_loopback_by_default() {
-    let (code, out) = {
-        let o = Command::new(aiwatch_bin()).arg("config").output().unwrap();
-        (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned())
+    // No listen setting, in a network namespace of its own (so the default port is free): the
+    // daemon's only listening socket is 127.0.0.1:9464.
+    let dir = TempDir::new("loopback");
+    let cfg = dir.path("config.toml");
+    std::fs::write(&cfg, AGENT_CONFIG).unwrap();
+    let log = std::fs::File::create(dir.path("log")).unwrap();
+    let script = r#"ip link set lo up && exec "$0" run --config "$1""#;
+    let mut daemon = spawn_cmd(
+        Command::new("unshare")
+            .args(["--net", "--", "sh", "-c", script])
+            .arg(aiwatch_bin())
+            .arg(&cfg)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log),
+    );
+    let pid = daemon.pid();
+    let end = deadline(Duration::from_secs(30));
+    let listening = loop {
+        let found = listening_sockets(pid);
+        if !found.is_empty() {
+            break found;
+        }
+        let text = std::fs::read_to_string(dir.path("log")).unwrap_or_default();
+        assert!(
+            Instant::now() < end && daemon.wait(Duration::ZERO).is_none(),
+            "no listening socket:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     };
-    assert_eq!(code, Some(0));
-    assert!(out.contains("listen = \"127.0.0.1:9464\""), "{out}");
+    assert_eq!(listening, ["127.0.0.1:9464"]);
+    // Signals are handled once it watches.
+    while !std::fs::read_to_string(dir.path("log")).unwrap_or_default().contains("watching") {
+        assert!(Instant::now() < end, "did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: signalling our own child by PID.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let status = daemon.wait(Duration::from_secs(10));
+    let text = std::fs::read_to_string(dir.path("log")).unwrap_or_default();
+    assert!(status.is_some_and(|s| s.success()), "{status:?}\n{text}");
+}
+
+/// The TCP sockets process `pid` listens on, as `address:port`, from its network namespace's
+/// `/proc/<pid>/net/tcp{,6}` matched against its open socket inodes.
+fn listening_sockets(pid: u32) -> Vec<String> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| l.to_str()?.strip_prefix("socket:[")?.strip_suffix(']').map(str::to_string))
+        .collect();
+    let mut out = Vec::new();
+    for table in ["tcp", "tcp6"] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+        for cols in text.lines().skip(1).map(|l| l.split_whitespace().collect::<Vec<_>>()) {
+            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+            if cols.len() < 10 || cols[3] != "0A" || !inodes.iter().any(|i| i == cols[9]) {
+                continue;
+            }
+            let Some((addr, port)) = cols[1].split_once(':') else { continue };
+            let port = u16::from_str_radix(port, 16).unwrap();
+            let addr = match addr.len() {
+                8 => {
+                    std::net::Ipv4Addr::from(u32::from_str_radix(addr, 16).unwrap().swap_bytes()).to_string()
+                }
+                _ => format!("[{addr}]"),
+            };
+            out.push(format!("{addr}:{port}"));
+        }
+    }
+    out
 }
 
 #[test]
@@ -263,6 +440,54 @@ fn config_writable_by_others_is_refused() {
 }
 
 // ---- Lifecycle -------------------------------------------------------------------------------
+
+#[test]
+fn daemons_started_together_on_an_unmounted_tracefs_all_start() {
+    // A private mount namespace where tracefs is not mounted (nor debugfs, whose tracing
+    // directory would mount it on access): several daemons started at once in it all try to
+    // mount it, and someone else's mount must count as success for each.
+    let ns = TempDir::new("tracefs-ns");
+    let ready = ns.path("ready");
+    let script = format!(
+        "umount -l /sys/kernel/tracing 2>/dev/null; umount -l /sys/kernel/debug 2>/dev/null; \
+         touch {}; exec sleep 600",
+        ready.display()
+    );
+    let holder = spawn_cmd(
+        Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "--", "sh", "-c", &script])
+            .stdin(std::process::Stdio::null()),
+    );
+    let end = deadline(Duration::from_secs(10));
+    while !ready.exists() {
+        assert!(Instant::now() < end, "the mount namespace was not set up");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mountinfo = format!("/proc/{}/mountinfo", holder.pid());
+    let tracefs_mounts = || {
+        let text = std::fs::read_to_string(&mountinfo).unwrap();
+        text.lines().filter(|l| l.contains(" - tracefs ")).count()
+    };
+    assert_eq!(tracefs_mounts(), 0, "tracefs still mounted in the test's namespace");
+    let enter = format!("--mount=/proc/{}/ns/mnt", holder.pid());
+    let wrapper = ["nsenter", enter.as_str(), "--"];
+    let sensors: Vec<Sensor> = std::thread::scope(|s| {
+        let started: Vec<_> = (0..6)
+            .map(|_| s.spawn(|| Sensor::start_as(AGENT_CONFIG, &wrapper, &aiwatch_bin(), &[])))
+            .collect();
+        started.into_iter().map(|t| t.join().expect("a daemon failed to start")).collect()
+    });
+    assert!(tracefs_mounts() >= 1);
+    // And they sense: each sees the same read.
+    let dir = TempDir::new("tracefs-ns-agent");
+    let root = run(&probe_as(&dir, AGENT), &["openat=/etc/localtime"]);
+    for s in &sensors {
+        s.wait_for("read seen by every daemon", read_by(root, "/etc/localtime"));
+    }
+    for s in sensors {
+        s.stop();
+    }
+}
 
 #[test]
 fn sighup_applies_a_valid_config_and_keeps_the_old_one_on_an_invalid_one() {
@@ -397,6 +622,8 @@ fn overload_is_counted_bounded_and_recovered_from() {
     let agent = probe_as(&dir, "aiwatch-storm-agent");
     std::thread::sleep(Duration::from_millis(1500));
     let baseline = small.metric(r#"aiwatch_kernel_map_entries{map="tracked"}"#).unwrap_or(0.0);
+    let forks = || small.metric(r#"aiwatch_events_total{kind="fork"}"#).unwrap_or(0.0);
+    let forks_before = forks();
     // 30 s of watched reads as fast as one process can, and 10,000 short-lived tracked
     // processes at the same time. The daemon is stopped for the first 2 s of it, so the ring
     // overflows however fast this CPU runs the reader against the writers (under emulation the
@@ -418,7 +645,10 @@ fn overload_is_counted_bounded_and_recovered_from() {
     assert!(peak_rss < 64 * 1024, "daemon RSS peaked at {peak_rss} KiB");
     let entries = small.metric(r#"aiwatch_kernel_map_entries{map="tracked"}"#).unwrap();
     assert!(entries <= baseline, "tracked map back to {entries}, baseline {baseline}");
-    assert!(storm > 0);
+    // The storm's children were tracked (their forks reached the daemon, at least one batch of
+    // 50 of them despite the full ring), so the map's return to baseline means something.
+    let storm_forks = forks() - forks_before;
+    assert!(storm_forks >= 50.0, "{storm_forks} forks seen from the storm of pid {storm}");
     // Findings work again once the storm is over.
     let api = http_server(None, "127.0.0.1:0");
     let req = dir.path("req.http");

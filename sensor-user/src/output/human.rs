@@ -6,8 +6,14 @@ use crate::{
 };
 
 impl Record {
-    /// The compact line shown on a terminal.
+    /// The compact line shown on a terminal, with every control character escaped (a process
+    /// name, argument, path or DNS name must not move the cursor, retitle the terminal or start
+    /// a fake line).
     pub fn human(&self) -> String {
+        escape_controls(&self.human_raw())
+    }
+
+    fn human_raw(&self) -> String {
         let time = self.time.get(11..23).unwrap_or(&self.time);
         match &self.body {
             Body::SessionStart { session, process, found_by, .. } => format!(
@@ -102,5 +108,39 @@ impl Record {
                 )
             }
         }
+    }
+}
+
+/// `s` with control characters (C0, DEL, C1), line and paragraph separators and bidirectional
+/// controls written as `\u{..}` escapes.
+pub fn escape_controls(s: &str) -> String {
+    let unsafe_char = |c: char| {
+        c.is_control()
+            || matches!(
+                c,
+                '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+            )
+    };
+    if !s.chars().any(unsafe_char) {
+        return s.to_string();
+    }
+    s.chars().fold(String::with_capacity(s.len() + 8), |mut out, c| {
+        if unsafe_char(c) {
+            out.push_str(&c.escape_unicode().to_string());
+        } else {
+            out.push(c);
+        }
+        out
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn controls_are_escaped() {
+        assert_eq!(escape_controls("plain /etc/hosts é"), "plain /etc/hosts é");
+        assert_eq!(escape_controls("a\x1b[2J\nFAKE\u{202e}b\u{85}"), "a\\u{1b}[2J\\u{a}FAKE\\u{202e}b\\u{85}");
     }
 }

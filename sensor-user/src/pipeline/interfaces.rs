@@ -44,16 +44,16 @@ pub(super) fn netlink(st: &mut State, hdr: &Header, data: &[u8]) -> Vec<Out> {
 }
 
 pub(super) fn ioctl(st: &mut State, hdr: &Header, cmd: u32, ret: i64, ifname: String) -> Vec<Out> {
-    let Some(request) = netlink::ioctl_name(cmd) else { return Vec::new() };
+    let Ok(request) = sensor_common::InterfaceIoctl::try_from(cmd) else { return Vec::new() };
     let Some(who) = st.table.who(hdr.pid) else { return Vec::new() };
     let interface = (!ifname.is_empty()).then_some(ifname);
     let q = Query {
         method: "ioctl",
-        request,
+        request: request.name(),
         interface,
         dump: false,
         result: Some(ret),
-        identity: cmd == 0x8927,
+        identity: request.returns_mac(),
     };
     let mut out = Vec::new();
     query(&mut st.correlator, &who, hdr, q, &mut out);

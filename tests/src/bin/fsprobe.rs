@@ -1,7 +1,8 @@
 //! A test program that makes exactly the syscalls it is told to, in order:
 //! `fsprobe ACTION...`, each ACTION one of
 //!   open=P openat=P openat2=P dirat=DIR,NAME stat=P lstat=P statx=P access=P faccessat2=P
-//!   readlink=P chdir=D child=A;B;... sh=CMD waitfile=P sleep=MS pid=FILE
+//!   readlink=P chdir=D child=A;B;... sh=CMD waitfile=P sleep=MS
+//!   pid=FILE ppid=FILE  write this process's pid, or its parent's, to FILE
 //!   getenv=NAME secure_getenv=NAME   libc reads of a variable
 //!   ifhwaddr=IFNAME ifconf            interface ioctls (SIOCGIFHWADDR, SIOCGIFCONF)
 //!   comm=NAME          prctl(PR_SET_NAME)
@@ -18,8 +19,8 @@
 //!                          file's bytes), read until EOF or 2 s, close
 //! `child=` runs this program again with the `;`-separated actions and waits for it; inside
 //! those, `|` stands for `;` one level down (`child=a;child=b|c` nests a grandchild).
-//! Arguments starting with `-` or without `=` are not actions: they are ignored (tests use them
-//! as decoys, e.g. a planted `--api-key` on the command line).
+//! Arguments starting with `-`, without `=`, or a URL before their first `=` are not actions:
+//! they are ignored (tests use them as decoys, e.g. a planted `--api-key` on the command line).
 //! Results go to stderr; the exit code is 0 unless an action is malformed.
 
 use std::{ffi::CString, process::ExitCode};
@@ -120,9 +121,10 @@ fn act(action: &str) -> Result<(), String> {
                 std::thread::sleep(std::time::Duration::from_millis(arg.parse().map_err(|_| "sleep=MS")?));
                 0
             }
-            "pid" => {
+            "pid" | "ppid" => {
+                let id = if op == "pid" { std::process::id() } else { libc::getppid() as u32 };
                 let tmp = format!("{arg}.tmp");
-                std::fs::write(&tmp, std::process::id().to_string()).map_err(|e| e.to_string())?;
+                std::fs::write(&tmp, id.to_string()).map_err(|e| e.to_string())?;
                 std::fs::rename(&tmp, arg).map_err(|e| e.to_string())?;
                 0
             }
@@ -233,8 +235,15 @@ fn daemon(actions: &str) -> i64 {
         if pid == 0 {
             if libc::fork() == 0 {
                 libc::setsid();
-                // Let the middle process exit first, so the re-parenting has happened.
-                std::thread::sleep(std::time::Duration::from_millis(50));
+                // Let the middle process exit first, so the re-parenting has happened (at most
+                // 5 s; `ppid=FILE` lets a test check that it did).
+                let middle = libc::getppid();
+                for _ in 0..500 {
+                    if libc::getppid() != middle {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
                 for a in actions.split('|') {
                     let _ = act(a);
                 }
@@ -303,7 +312,8 @@ fn tcp(arg: &str) -> i64 {
 
 fn main() -> ExitCode {
     for action in std::env::args().skip(1) {
-        if action.starts_with('-') || !action.contains('=') {
+        let op = action.split('=').next().unwrap_or_default();
+        if action.starts_with('-') || !action.contains('=') || op.contains("://") {
             continue;
         }
         if let Err(e) = act(&action) {

@@ -16,21 +16,31 @@ fn mounted() -> Option<&'static str> {
 /// Mounts tracefs if it is not mounted (aya finds tracepoint ids there). Someone else mounting
 /// it at the same moment (another daemon, systemd) is success, not an error.
 pub fn ensure() -> anyhow::Result<&'static str> {
+    ensure_with(mounted, || {
+        nix::mount::mount(
+            Some("tracefs"),
+            MOUNTS[0],
+            Some("tracefs"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+    })
+}
+
+/// [`ensure`] with the mounted check and the mount call given, so a test can play the race.
+fn ensure_with(
+    mounted: impl Fn() -> Option<&'static str>,
+    mount: impl FnOnce() -> nix::Result<()>,
+) -> anyhow::Result<&'static str> {
     if let Some(dir) = mounted() {
         return Ok(dir);
     }
-    let r = nix::mount::mount(
-        Some("tracefs"),
-        MOUNTS[0],
-        Some("tracefs"),
-        nix::mount::MsFlags::empty(),
-        None::<&str>,
-    );
-    match (r, mounted()) {
+    match (mount(), mounted()) {
         (Ok(()), _) => {
             tracing::info!("mounted tracefs on {}", MOUNTS[0]);
             Ok(MOUNTS[0])
         }
+        // EBUSY: another process mounted it between the check and the mount.
         (Err(_), Some(dir)) => Ok(dir),
         (Err(e), None) => {
             Err(e).with_context(|| format!("tracefs is not mounted and mounting it on {} failed", MOUNTS[0]))
@@ -117,6 +127,22 @@ mod tests {
     use sensor_common::tracepoints::{sched_process_exec, sched_process_exit, sys};
 
     use super::*;
+
+    #[test]
+    fn a_mount_by_someone_else_in_between_is_success() {
+        // Not mounted at the check; another daemon mounts it first, so ours fails with EBUSY.
+        let calls = std::cell::Cell::new(0);
+        let mounted = || {
+            calls.set(calls.get() + 1);
+            (calls.get() > 1).then_some(MOUNTS[0])
+        };
+        assert_eq!(ensure_with(mounted, || Err(nix::errno::Errno::EBUSY)).unwrap(), MOUNTS[0]);
+        // A failure with nothing mounted afterwards is an error that says what failed.
+        let e = ensure_with(|| None, || Err(nix::errno::Errno::EPERM)).unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(msg.contains("mounting it on /sys/kernel/tracing failed") && msg.contains("EPERM"), "{msg}");
+        assert_eq!(ensure_with(|| Some(MOUNTS[1]), || unreachable!()).unwrap(), MOUNTS[1]);
+    }
 
     /// `sched_process_exit` before Linux 6.16 (no `group_dead`).
     const EXIT_6_12: &str = "name: sched_process_exit\nID: 310\nformat:\n\
