@@ -1,7 +1,10 @@
 //! Environment and network-configuration probing: exec-time environments, getenv reads,
 //! /proc environ reads, interface enumeration. Needs root; run through `cargo xtask test`.
 
-use std::{process::Command, time::Duration};
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
 
 use integration_tests::*;
 use serde_json::Value;
@@ -18,7 +21,7 @@ fn env_reads(sensor: &Sensor, pid: u32) -> Vec<Value> {
 
 /// Runs `agent` with `actions`, with the planted proxy credentials in its environment. With
 /// `gate`, the agent first waits for that file, which is created once the sensor reported the
-/// session (its getenv probes are attached by then; processes forked later inherit them).
+/// session and its getenv probes are attached (processes forked later inherit them).
 fn run_with_proxy(sensor: Option<&Sensor>, agent: &std::path::Path, actions: &[&str]) -> u32 {
     let gate = agent.with_extension("go");
     let wait = format!("waitfile={}", gate.display());
@@ -37,6 +40,27 @@ fn run_with_proxy(sensor: Option<&Sensor>, agent: &std::path::Path, actions: &[&
         let root = g.pid();
         sensor
             .wait_for("session start", |r| r["type"] == "session_start" && r["session"]["root_pid"] == root);
+        // The probes are attached on a worker thread, one request per session in the order the
+        // sessions started: once as many attaches are done as sessions started, ours is.
+        let end = deadline(Duration::from_secs(15));
+        loop {
+            let text = sensor.scrape();
+            let sum = |name: &str| -> f64 {
+                text.lines()
+                    .filter(|l| {
+                        l.strip_prefix(name).is_some_and(|r| r.starts_with(' ') || r.starts_with('{'))
+                    })
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum()
+            };
+            let attached =
+                sum("aiwatch_getenv_attach_seconds_count") + sum("aiwatch_getenv_attach_errors_total");
+            if attached >= sum("aiwatch_sessions_started_total") {
+                break;
+            }
+            assert!(Instant::now() < end, "getenv probes not attached: {attached}\n{text}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
         std::fs::write(&gate, "").expect("open the gate");
     }
     let status = g.wait(Duration::from_secs(60)).expect("agent finished");

@@ -141,6 +141,9 @@ mod tests {
     #[test]
     fn controls_are_escaped() {
         assert_eq!(escape_controls("plain /etc/hosts é"), "plain /etc/hosts é");
-        assert_eq!(escape_controls("a\x1b[2J\nFAKE\u{202e}b\u{85}"), "a\\u{1b}[2J\\u{a}FAKE\\u{202e}b\\u{85}");
+        assert_eq!(
+            escape_controls("a\x1b[2J\nFAKE\u{202e}b\u{85}"),
+            "a\\u{1b}[2J\\u{a}FAKE\\u{202e}b\\u{85}"
+        );
     }
 }
