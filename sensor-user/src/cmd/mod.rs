@@ -210,12 +210,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => {
             args.apply(&mut cfg);
             init_logging(&cfg);
+            // Start-up first, on this thread alone: it drops capabilities, which are per thread.
+            let started = crate::cmd::run::start(cfg, cli.config.clone())?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
-            rt.block_on(crate::cmd::run::run(cfg, cli.config.clone()))?;
+            rt.block_on(crate::cmd::run::run(started))?;
             Ok(ExitCode::SUCCESS)
         }
     }

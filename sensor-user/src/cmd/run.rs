@@ -27,25 +27,37 @@ use crate::{
     pipeline::Pipeline,
 };
 
-pub async fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
-    let started = std::time::Instant::now();
+/// What start-up leaves for the event loop.
+pub struct Started {
+    cfg: Config,
+    config_path: Option<std::path::PathBuf>,
+    started: Instant,
+    metrics: Arc<Metrics>,
+    listener: Option<std::net::TcpListener>,
+    obj: loader::Object,
+    logger: Option<EbpfLogger<&'static dyn log::Log>>,
+    links: loader::Links,
+    kernel: Kernel,
+    ringbuf: RingBuf<MapData>,
+}
+
+/// Everything that needs privileges, on the process's only thread: bind, load, attach, define
+/// the getenv probes; then drop the capabilities not needed at run time. Capabilities are per
+/// thread, so no other thread may exist yet (the async runtime is built after this returns).
+pub fn start(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow::Result<Started> {
+    let started = Instant::now();
     let missing = crate::sys::privileges::missing_for_startup();
     if !missing.is_empty() {
         tracing::warn!(missing = ?missing, "running without some start-up capabilities; see docs/deployment.md");
     }
     let metrics = Arc::new(Metrics::new()?);
     // Bind first: a bad address fails before anything is attached.
-    let status = crate::output::status::Shared::default();
-    let server = if cfg.metrics.enabled {
-        Some(server::serve(cfg.metrics.listen, metrics.clone(), status.clone()).await?)
-    } else {
-        None
-    };
+    let listener = if cfg.metrics.enabled { Some(server::bind(cfg.metrics.listen)?) } else { None };
 
     let classifier = AssistantClassifier::new(&cfg.assistants, &cfg.runtimes);
     let mut obj = loader::open(&cfg)?;
     let logger = match EbpfLogger::init(&mut obj.ebpf) {
-        Ok(l) => Some(watch(l).context("watching the kernel log buffer")?),
+        Ok(l) => Some(l),
         Err(e) => {
             tracing::warn!(error = %e, "kernel-side diagnostics unavailable");
             None
@@ -88,9 +100,51 @@ pub async fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow
     }
     let attached = statuses.iter().filter(|s| s.ok).count();
     tracing::info!(attached, elapsed_ms = started.elapsed().as_millis() as u64, "probes attached");
-
     let (maps, ringbuf) = KernelMaps::take(&mut obj.ebpf)?;
-    let mut maps = Kernel { maps, env };
+
+    // Per-session getenv probes open perf events as sessions start: where the kernel allows
+    // that only with CAP_SYS_ADMIN, keep it (and say so).
+    let mut extra = Vec::new();
+    if v.getenv_probes == GetenvProbes::Session && crate::sys::privileges::perf_paranoid_above_2() {
+        extra.push(caps::Capability::CAP_SYS_ADMIN);
+        tracing::warn!(
+            "kernel.perf_event_paranoid is above 2: keeping CAP_SYS_ADMIN for per-session getenv probes \
+             (sysctl kernel.perf_event_paranoid=2 lets aiwatch run without it)"
+        );
+    }
+    match crate::sys::privileges::drop_to_runtime(&extra) {
+        Ok(kept) => tracing::info!(kept = ?kept, "dropped capabilities not needed at run time"),
+        Err(e) => tracing::warn!(error = %format!("{e:#}"), "could not drop capabilities"),
+    }
+    Ok(Started {
+        cfg,
+        config_path,
+        started,
+        metrics,
+        listener,
+        obj,
+        logger,
+        links,
+        kernel: Kernel { maps, env },
+        ringbuf,
+    })
+}
+
+/// The daemon's threads and event loop, until SIGTERM or SIGINT.
+pub async fn run(started: Started) -> anyhow::Result<()> {
+    let Started { cfg, config_path, started, metrics, listener, obj, logger, links, kernel, ringbuf } =
+        started;
+    let mut maps = kernel;
+    let status = crate::output::status::Shared::default();
+    let server = match listener {
+        Some(l) => Some(server::serve(l, metrics.clone(), status.clone())?),
+        None => None,
+    };
+    let logger = match logger {
+        Some(l) => Some(watch(l).context("watching the kernel log buffer")?),
+        None => None,
+    };
+    maps.env.start_worker()?;
     let mut events = watch(ringbuf).context("watching the event ring buffer")?;
     let (sink, writer) = sinks::spawn(&cfg.output, metrics.clone())?;
     let sink_control = sink.clone();
@@ -112,11 +166,6 @@ pub async fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow
     let found = pipeline.scan(&mut maps, &own);
     let scan_us = scan_started.elapsed().as_micros() as u64;
     let found = found + pipeline.scan(&mut maps, &own);
-    // Everything that needs more than the runtime capabilities is done.
-    match crate::sys::privileges::drop_to_runtime() {
-        Ok(kept) => tracing::info!(kept = ?kept, "dropped capabilities not needed at run time"),
-        Err(e) => tracing::warn!(error = %format!("{e:#}"), "could not drop capabilities"),
-    }
     let processes = crate::model::procs::procfs::ProcSource::pids(&ProcFs).len();
     tracing::info!(
         found,

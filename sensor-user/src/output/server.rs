@@ -11,15 +11,23 @@ use tokio::{
 
 use crate::output::{metrics::Metrics, status};
 
-/// Binds the endpoint (so a bad address fails start-up) and serves `/metrics` and `/status` in
-/// the background.
-pub async fn serve(
-    addr: SocketAddr,
+/// Binds the endpoint, before anything is attached (so a bad address fails start-up) and before
+/// the runtime exists (the daemon starts its threads only after dropping capabilities).
+pub fn bind(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    let listener =
+        std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen for metrics on {addr}"))?;
+    listener.set_nonblocking(true).context("metrics listener")?;
+    Ok(listener)
+}
+
+/// Serves `/metrics` and `/status` on `listener` in the background.
+pub fn serve(
+    listener: std::net::TcpListener,
     metrics: Arc<Metrics>,
     status: status::Shared,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let listener =
-        TcpListener::bind(addr).await.with_context(|| format!("cannot listen for metrics on {addr}"))?;
+    let addr = listener.local_addr().context("metrics listener")?;
+    let listener = TcpListener::from_std(listener).context("metrics listener")?;
     tracing::info!(%addr, "metrics endpoint at http://{addr}/metrics");
     Ok(tokio::spawn(async move {
         loop {
@@ -116,10 +124,9 @@ mod tests {
         totals[Stat::RingbufFull as usize] = 3;
         m.set_kernel(&totals);
         m.set_kernel(&totals);
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let l = bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = l.local_addr().unwrap();
-        drop(l);
-        let _task = serve(addr, m.clone(), Default::default()).await.unwrap();
+        let _task = serve(l, m.clone(), Default::default()).unwrap();
         assert!(get(addr, b"GET /status HTTP/1.1\r\n\r\n").await.contains("\"sessions\": []"));
         let body = get(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
         assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");

@@ -8,8 +8,13 @@
 //! | `CAP_SYS_PTRACE` | yes | yes | read `/proc/<pid>/exe`, `cwd`, `fd/*` of other users' processes |
 //! | `CAP_DAC_READ_SEARCH` | yes | yes | resolve paths in other users' directories; read tracefs ids |
 //! | `CAP_DAC_OVERRIDE` | non-root only | no | write tracefs `uprobe_events` (root owns it) |
-//! | `CAP_SYS_ADMIN` | if tracefs is not mounted | no | mount tracefs |
+//! | `CAP_SYS_ADMIN` | if tracefs is not mounted | see below | mount tracefs |
 //! | `CAP_SYS_RESOURCE` | optional | no | raise `RLIMIT_MEMLOCK` on kernels before 5.11 |
+//!
+//! `CAP_SYS_ADMIN` is kept at run time in one case: `kernel.perf_event_paranoid` 3 (Debian's
+//! default, see [`perf_restriction`]) with per-session getenv probes, whose perf events are
+//! opened as sessions start. Capabilities are per thread: the daemon drops them on its only
+//! thread, before it starts any other (runtime workers, sink writer, getenv worker).
 
 use caps::{CapSet, Capability, CapsHashSet};
 
@@ -46,11 +51,16 @@ pub fn missing_for_startup() -> Vec<Capability> {
         .collect()
 }
 
-/// Keeps only [`RUNTIME`] (those the process has) in every set, empties the bounding set of
-/// everything else, and sets `no_new_privs`. Returns what is kept.
-pub fn drop_to_runtime() -> anyhow::Result<Vec<Capability>> {
+/// Keeps only [`RUNTIME`] (and `extra`), those the process has, in every set, empties the
+/// bounding set of everything else, and sets `no_new_privs`. Returns what is kept. It changes
+/// the calling thread only: call it before any other thread exists.
+pub fn drop_to_runtime(extra: &[Capability]) -> anyhow::Result<Vec<Capability>> {
+    let threads = std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(1);
+    if threads > 1 {
+        anyhow::bail!("{threads} threads exist: the others would keep every capability");
+    }
     let permitted = caps::read(None, CapSet::Permitted)?;
-    let keep: CapsHashSet = RUNTIME.iter().filter(|c| permitted.contains(c)).copied().collect();
+    let keep: CapsHashSet = RUNTIME.iter().chain(extra).filter(|c| permitted.contains(c)).copied().collect();
     // Ambient and inheritable first: capabilities must not pass to anything exec'd.
     caps::clear(None, CapSet::Ambient)?;
     caps::clear(None, CapSet::Inheritable)?;
@@ -85,6 +95,15 @@ pub fn perf_restriction() -> Option<String> {
         "kernel.perf_event_paranoid is {level}: this kernel may allow perf events only with CAP_SYS_ADMIN; \
          set it to 2 (sysctl kernel.perf_event_paranoid=2) or run as root"
     ))
+}
+
+/// Whether `kernel.perf_event_paranoid` is above 2, where some kernels (Debian's) allow perf
+/// events only with CAP_SYS_ADMIN.
+pub fn perf_paranoid_above_2() -> bool {
+    std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        .is_some_and(|level| level > 2)
 }
 
 /// `error`, with the perf restriction named when it is a refusal that restriction explains.

@@ -69,6 +69,9 @@ enum Request {
 /// The getenv probes of this daemon. Dropping it detaches everything and removes the events.
 pub struct EnvProbes {
     tx: Option<mpsc::Sender<Request>>,
+    /// What the worker needs, until [`EnvProbes::start_worker`]: the daemon starts its threads
+    /// only once it has dropped the capabilities it does not keep (they are per thread).
+    pending: Option<(mpsc::Receiver<Request>, Vec<u64>, AttachMetrics)>,
     worker: Option<std::thread::JoinHandle<()>>,
     _carriers: Vec<OwnedFd>,
     uprobe_events: PathBuf,
@@ -88,6 +91,7 @@ impl EnvProbes {
         let uprobe_events = Path::new(tracefs).join("uprobe_events");
         let mut me = Self {
             tx: None,
+            pending: None,
             worker: None,
             _carriers: Vec::new(),
             uprobe_events: uprobe_events.clone(),
@@ -173,14 +177,20 @@ impl EnvProbes {
         if mode == GetenvProbes::Session {
             let (tx, rx) = mpsc::channel();
             let ids: Vec<u64> = events.iter().map(|e| e.id).collect();
-            me.worker = Some(
-                std::thread::Builder::new()
-                    .name("aiwatch-uprobes".into())
-                    .spawn(move || worker(rx, ids, metrics))?,
-            );
+            me.pending = Some((rx, ids, metrics));
             me.tx = Some(tx);
         }
         Ok((me, statuses))
+    }
+
+    /// Starts the attach worker (per-session mode); requests sent before wait for it.
+    pub fn start_worker(&mut self) -> anyhow::Result<()> {
+        if let Some((rx, ids, metrics)) = self.pending.take() {
+            let thread = std::thread::Builder::new().name("aiwatch-uprobes".into());
+            self.worker =
+                Some(thread.spawn(move || worker(rx, ids, metrics)).context("starting the getenv worker")?);
+        }
+        Ok(())
     }
 
     /// Follows a session's processes (and everything they start from now on), on the worker:
