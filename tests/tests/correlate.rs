@@ -109,6 +109,27 @@ fn fingerprint_then_api_call_is_exactly_one_finding_in_both_formats() {
 }
 
 #[test]
+fn repeated_reads_of_one_file_do_not_hide_the_other_categories() {
+    // The timezone and the machine id, then 600 stats of /etc/hosts (more than the session keeps
+    // signals for), then the API call: every category is still in the finding.
+    let sensor = Sensor::start(AGENT_CONFIG);
+    let dir = TempDir::new("repeat");
+    let api = http_server(None, "127.0.0.1:0");
+    let agent = probe_as(&dir, AGENT);
+    let call = api_call(&dir, api.addr);
+    let mut actions = vec!["openat=/etc/localtime", "openat=/etc/machine-id"];
+    actions.extend(std::iter::repeat_n("stat=/etc/hosts", 600));
+    actions.push(&call);
+    let root = run(&agent, &actions);
+    let f = sensor.wait_for("finding", |r| r["type"] == "finding" && r["session"]["root_pid"] == root);
+    assert_eq!(
+        f["finding"]["categories"],
+        serde_json::json!(["host_identity", "network_config", "timezone"]),
+        "{f}"
+    );
+}
+
+#[test]
 fn a_session_that_only_connects_has_no_finding() {
     let (sensor, dir) = (Sensor::start(AGENT_CONFIG), TempDir::new("connect-only"));
     let api = http_server(None, "127.0.0.1:0");

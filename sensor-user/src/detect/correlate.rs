@@ -167,8 +167,11 @@ impl Correlator {
     pub fn add_signal(&mut self, root: u32, s: Signal) {
         let st = self.sessions.entry(root).or_default();
         let cutoff = s.ts_ns.saturating_sub(self.window_ns);
-        while st.signals.front().is_some_and(|f| f.ts_ns < cutoff) || st.signals.len() >= MAX_SIGNALS {
+        while st.signals.front().is_some_and(|f| f.ts_ns < cutoff) {
             st.signals.pop_front();
+        }
+        if st.signals.len() >= MAX_SIGNALS {
+            evict_one(&mut st.signals);
         }
         st.signals.push_back(s);
     }
@@ -263,6 +266,20 @@ impl Correlator {
         }
         (ann, outcomes)
     }
+}
+
+/// Makes room in a full queue without losing what a rule needs: the oldest signal whose
+/// category and reader a later one repeats goes, so no amount of repetition (512 `stat`s of one
+/// file) pushes a category out. Only when every signal is the last of its kind (more kinds than
+/// room, which the categories do not allow today) does the oldest go.
+fn evict_one(signals: &mut VecDeque<Signal>) {
+    let mut seen: HashSet<(&str, Reader)> = HashSet::new();
+    let mut last_of_kind = vec![false; signals.len()];
+    for (i, s) in signals.iter().enumerate().rev() {
+        last_of_kind[i] = seen.insert((s.category.as_str(), s.reader));
+    }
+    let victim = last_of_kind.iter().position(|last| !last).unwrap_or(0);
+    signals.remove(victim);
 }
 
 /// What a connection at `ts_ns` is annotated with: the signals in the window before it, most
@@ -381,6 +398,31 @@ mod tests {
         let (ann, _) = c.on_egress(7, None, 10_000_000_000);
         assert_eq!(ann.artifacts.len(), MAX_LISTED);
         assert_eq!(ann.destination_class, "other");
+    }
+
+    #[test]
+    fn repetition_does_not_push_a_category_out() {
+        let mut c = correlator(&Config::default());
+        c.add_signal(8, sig("timezone", "/etc/localtime", true, 10));
+        c.add_signal(8, sig("host_identity", "/etc/machine-id", true, 10));
+        for _ in 0..5000 {
+            c.add_signal(8, sig("network_config", "/etc/hosts", true, 11));
+        }
+        assert_eq!(c.sessions[&8].signals.len(), MAX_SIGNALS);
+        let (ann, out) = c.on_egress(8, Some("api.anthropic.com"), 12_000_000_000);
+        assert_eq!(ann.categories, vec!["host_identity", "network_config", "timezone"]);
+        let f = emitted(&out);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].categories, vec!["host_identity", "network_config", "timezone"]);
+        // The latest of each kind stays: an assistant's read is not evicted by its children's.
+        let mut c = correlator(&Config::default());
+        c.add_signal(9, sig("timezone", "/etc/localtime", true, 10));
+        for _ in 0..1000 {
+            c.add_signal(9, sig("timezone", "/etc/localtime", false, 11));
+        }
+        let (_, out) = c.on_egress(9, Some("api.anthropic.com"), 12_000_000_000);
+        assert!(emitted(&out).is_empty(), "one group only");
+        assert!(c.sessions[&9].signals.iter().any(|s| s.reader == Reader::Assistant));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 /// Whose read (or connection) it was: the assistant's own process or one it spawned. The one
 /// label of a process's part in its session, in records, metrics and correlation signals.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum Reader {
     /// The assistant's own process.
