@@ -69,53 +69,13 @@ pub fn start(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow::Re
         tracing::info!(job = job.job, program = %job.program.unwrap_or("none"), how = %job.how, "kernel-dependent path");
     }
     let (mut statuses, links) = (loaded.statuses, loaded.links);
-    let v = &cfg.variables;
-    let env =
-        match EnvProbes::setup(&mut obj.ebpf, v.getenv_probes, &v.libc, obj.tracefs, metrics.getenv_attach())
-        {
-            Ok((env, st)) => {
-                statuses.extend(st);
-                env
-            }
-            Err(e) => {
-                // Variable reads are lost, nothing else: say so and go on.
-                tracing::warn!(error = %format!("{e:#}"), "getenv probes unavailable");
-                statuses.push(ProbeStatus::failed("env_enter_getenv", "uprobe/libc:getenv".into(), &e));
-                EnvProbes::setup(&mut obj.ebpf, GetenvProbes::Off, &[], obj.tracefs, metrics.getenv_attach())?
-                    .0
-            }
-        };
-    let mut failed_required = Vec::new();
-    for s in &statuses {
-        metrics.probe_attached.with_label_values(&[s.program, &s.hook]).set(i64::from(s.ok));
-        if let Some(e) = &s.error {
-            tracing::warn!(program = s.program, hook = %s.hook, error = %e, "probe not attached");
-            if s.usage == Usage::Required {
-                failed_required.push(format!("{} on {}: {e}", s.program, s.hook));
-            }
-        }
-    }
-    if !failed_required.is_empty() {
-        anyhow::bail!("required probes failed to attach:\n  {}", failed_required.join("\n  "));
-    }
+    let (env, env_statuses) = attach_getenv(&mut obj, &cfg, &metrics)?;
+    statuses.extend(env_statuses);
+    report_statuses(&statuses, &metrics)?;
     let attached = statuses.iter().filter(|s| s.ok).count();
     tracing::info!(attached, elapsed_ms = started.elapsed().as_millis() as u64, "probes attached");
     let (maps, ringbuf) = KernelMaps::take(&mut obj.ebpf)?;
-
-    // Per-session getenv probes open perf events as sessions start: where the kernel allows
-    // that only with CAP_SYS_ADMIN, keep it (and say so).
-    let mut extra = Vec::new();
-    if v.getenv_probes == GetenvProbes::Session && crate::sys::privileges::perf_paranoid_above_2() {
-        extra.push(caps::Capability::CAP_SYS_ADMIN);
-        tracing::warn!(
-            "kernel.perf_event_paranoid is above 2: keeping CAP_SYS_ADMIN for per-session getenv probes \
-             (sysctl kernel.perf_event_paranoid=2 lets aiwatch run without it)"
-        );
-    }
-    match crate::sys::privileges::drop_to_runtime(&extra) {
-        Ok(kept) => tracing::info!(kept = ?kept, "dropped capabilities not needed at run time"),
-        Err(e) => tracing::warn!(error = %format!("{e:#}"), "could not drop capabilities"),
-    }
+    drop_privileges(cfg.variables.getenv_probes);
     Ok(Started {
         cfg,
         config_path,
@@ -128,6 +88,66 @@ pub fn start(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow::Re
         kernel: Kernel { maps, env },
         ringbuf,
     })
+}
+
+/// Defines the getenv probes; when they cannot be had, variable reads are lost and nothing
+/// else: the failure is reported and the sensor goes on without them.
+fn attach_getenv(
+    obj: &mut loader::Object,
+    cfg: &Config,
+    metrics: &Metrics,
+) -> anyhow::Result<(EnvProbes, Vec<ProbeStatus>)> {
+    let v = &cfg.variables;
+    match EnvProbes::setup(&mut obj.ebpf, v.getenv_probes, &v.libc, obj.tracefs, metrics.getenv_attach()) {
+        Ok(found) => Ok(found),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "getenv probes unavailable");
+            let failed = ProbeStatus::failed("env_enter_getenv", "uprobe/libc:getenv".into(), &e);
+            let (env, _) = EnvProbes::setup(
+                &mut obj.ebpf,
+                GetenvProbes::Off,
+                &[],
+                obj.tracefs,
+                metrics.getenv_attach(),
+            )?;
+            Ok((env, vec![failed]))
+        }
+    }
+}
+
+/// Publishes each probe's state and refuses to run when a required one failed.
+fn report_statuses(statuses: &[ProbeStatus], metrics: &Metrics) -> anyhow::Result<()> {
+    let mut failed_required = Vec::new();
+    for s in statuses {
+        metrics.probe_attached.with_label_values(&[s.program, &s.hook]).set(i64::from(s.ok));
+        if let Some(e) = &s.error {
+            tracing::warn!(program = s.program, hook = %s.hook, error = %e, "probe not attached");
+            if s.usage == Usage::Required {
+                failed_required.push(format!("{} on {}: {e}", s.program, s.hook));
+            }
+        }
+    }
+    if !failed_required.is_empty() {
+        anyhow::bail!("required probes failed to attach:\n  {}", failed_required.join("\n  "));
+    }
+    Ok(())
+}
+
+/// Drops the capabilities not needed at run time. Per-session getenv probes open perf events
+/// as sessions start: where the kernel allows that only with CAP_SYS_ADMIN, keep it (and say so).
+fn drop_privileges(getenv_probes: GetenvProbes) {
+    let mut extra = Vec::new();
+    if getenv_probes == GetenvProbes::Session && crate::sys::privileges::perf_paranoid_above_2() {
+        extra.push(caps::Capability::CAP_SYS_ADMIN);
+        tracing::warn!(
+            "kernel.perf_event_paranoid is above 2: keeping CAP_SYS_ADMIN for per-session getenv probes \
+             (sysctl kernel.perf_event_paranoid=2 lets aiwatch run without it)"
+        );
+    }
+    match crate::sys::privileges::drop_to_runtime(&extra) {
+        Ok(kept) => tracing::info!(kept = ?kept, "dropped capabilities not needed at run time"),
+        Err(e) => tracing::warn!(error = %format!("{e:#}"), "could not drop capabilities"),
+    }
 }
 
 /// The daemon's threads and event loop, until SIGTERM or SIGINT.
@@ -148,32 +168,9 @@ pub async fn run(started: Started) -> anyhow::Result<()> {
     let mut events = watch(ringbuf).context("watching the event ring buffer")?;
     let (sink, writer) = sinks::spawn(&cfg.output, metrics.clone())?;
     let sink_control = sink.clone();
-    let host = if cfg.sensor.host_name.is_empty() {
-        nix::unistd::gethostname()
-            .map(|h| h.to_string_lossy().into_owned())
-            .unwrap_or_else(|_| "unknown".into())
-    } else {
-        cfg.sensor.host_name.clone()
-    };
-    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
-    let prefix: String = boot_id.chars().filter(char::is_ascii_hexdigit).take(8).collect();
+    let (host, prefix) = host_identity(&cfg);
     let mut pipeline = Pipeline::new(&cfg, metrics.clone(), sink, host, &prefix, Box::new(ProcFs));
-
-    // Scan after attaching, so a process forked meanwhile inherits from its tracked parent;
-    // a second pass picks up children forked between reading /proc and writing the map.
-    let own = [std::process::id()];
-    let scan_started = std::time::Instant::now();
-    let found = pipeline.scan(&mut maps, &own);
-    let scan_us = scan_started.elapsed().as_micros() as u64;
-    let found = found + pipeline.scan(&mut maps, &own);
-    let processes = crate::model::procs::procfs::ProcSource::pids(&ProcFs).len();
-    tracing::info!(
-        found,
-        processes,
-        scan_us,
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "start-up scan done; watching"
-    );
+    initial_scan(&mut pipeline, &mut maps, started);
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -197,17 +194,7 @@ pub async fn run(started: Started) -> anyhow::Result<()> {
                     guard.clear_ready();
                 }
             }
-            _ = tick.tick() => {
-                metrics.set_kernel(&maps.maps.stats());
-                let (tracked, socks) = maps.maps.occupancy();
-                metrics.kernel_map_entries.with_label_values(&["tracked"]).set(tracked as i64);
-                metrics.kernel_map_entries.with_label_values(&["sockets"]).set(socks as i64);
-                pipeline.tick();
-                pipeline.update_gauges();
-                if let Ok(mut s) = status.lock() {
-                    *s = pipeline.status();
-                }
-            }
+            _ = tick.tick() => each_second(&metrics, &mut pipeline, &maps, &status),
             _ = hup.recv() => {
                 sink_control.reopen();
                 if let Some(path) = &config_path {
@@ -234,6 +221,56 @@ pub async fn run(started: Started) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The host name records carry, and the boot-id prefix that makes session ids unique per boot.
+fn host_identity(cfg: &Config) -> (String, String) {
+    let host = if cfg.sensor.host_name.is_empty() {
+        nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "unknown".into())
+    } else {
+        cfg.sensor.host_name.clone()
+    };
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let prefix: String = boot_id.chars().filter(char::is_ascii_hexdigit).take(8).collect();
+    (host, prefix)
+}
+
+/// Scan after attaching, so a process forked meanwhile inherits from its tracked parent; a
+/// second pass picks up children forked between reading /proc and writing the map.
+fn initial_scan(pipeline: &mut Pipeline, maps: &mut Kernel, started: Instant) {
+    let own = [std::process::id()];
+    let scan_started = Instant::now();
+    let found = pipeline.scan(maps, &own);
+    let scan_us = scan_started.elapsed().as_micros() as u64;
+    let found = found + pipeline.scan(maps, &own);
+    let processes = crate::model::procs::procfs::ProcSource::pids(&ProcFs).len();
+    tracing::info!(
+        found,
+        processes,
+        scan_us,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "start-up scan done; watching"
+    );
+}
+
+/// The 1 s housekeeping: kernel counters and map sizes, expiries, gauges, the `/status` view.
+fn each_second(
+    metrics: &Metrics,
+    pipeline: &mut Pipeline,
+    maps: &Kernel,
+    status: &crate::output::status::Shared,
+) {
+    metrics.set_kernel(&maps.maps.stats());
+    let (tracked, socks) = maps.maps.occupancy();
+    metrics.kernel_map_entries.with_label_values(&["tracked"]).set(tracked as i64);
+    metrics.kernel_map_entries.with_label_values(&["sockets"]).set(socks as i64);
+    pipeline.tick();
+    pipeline.update_gauges();
+    if let Ok(mut s) = status.lock() {
+        *s = pipeline.status();
+    }
 }
 
 /// Handles every record waiting in the ring buffer, or those that fit before `deadline`.
