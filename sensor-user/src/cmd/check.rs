@@ -124,28 +124,49 @@ pub fn report(cfg: &Config) -> Report {
     let kernel = nix::sys::utsname::uname()
         .map(|u| format!("{} {}", u.sysname().to_string_lossy(), u.release().to_string_lossy()))
         .unwrap_or_else(|_| "unknown".into());
-    let Attempt { statuses, jobs, tracefs, load_error } = attempt(cfg);
-    fn of<'a>(statuses: &'a [ProbeStatus], prog: &'a str) -> impl Iterator<Item = &'a ProbeStatus> {
-        statuses.iter().filter(move |s| s.program == prog)
-    }
-    let probe_feature = |prog: &str| match (of(&statuses, prog).next(), &load_error) {
+    let attempt = attempt(cfg);
+    let features = features(&attempt);
+    let Attempt { statuses, jobs, load_error, .. } = attempt;
+    let paths = jobs
+        .into_iter()
+        .map(|j| PathRow {
+            job: j.job,
+            program: j.program,
+            how: j.how,
+            passed_over: j
+                .passed_over
+                .into_iter()
+                .map(|(program, reason)| PassedOver { program, reason })
+                .collect(),
+        })
+        .collect();
+    let programs = probe_rows(statuses, load_error);
+    let ready = !programs.is_empty() && programs.iter().all(|p| p.ok || p.usage != "required");
+    Report { kernel, features, paths, programs, ready }
+}
+
+fn of<'a>(statuses: &'a [ProbeStatus], prog: &'a str) -> impl Iterator<Item = &'a ProbeStatus> {
+    statuses.iter().filter(move |s| s.program == prog)
+}
+
+/// Whether a check-only program loaded and attached, and why not.
+fn probe_feature(attempt: &Attempt, prog: &str) -> (bool, String) {
+    match (of(&attempt.statuses, prog).next(), &attempt.load_error) {
         (Some(ProbeStatus { ok: true, .. }), _) => (true, "a test program loaded and attached".to_string()),
         (Some(ProbeStatus { error: Some(e), .. }), _) => (false, e.clone()),
         (_, Some(e)) => (false, format!("not tested: {e}")),
         _ => (false, "not tested".to_string()),
-    };
+    }
+}
+
+/// The kernel features the sensor can use, each with what was found and what uses it.
+fn features(attempt: &Attempt) -> Vec<Feature> {
     let btf = Path::new("/sys/kernel/btf/vmlinux").exists();
     let ringbuf = aya::sys::is_map_supported(MapType::RingBuf).unwrap_or(false);
     let tp_supported = aya::sys::is_program_supported(ProgramType::TracePoint).unwrap_or(false);
-    let uprobe_pmu = Path::new("/sys/bus/event_source/devices/uprobe").exists();
-    let getenv: Vec<&ProbeStatus> = of(&statuses, "env_enter_getenv").collect();
-    let getenv_ok = getenv.iter().any(|s| s.ok && s.hook.contains("per session"));
-    let (fentry, fentry_detail) = probe_feature("files_enter_fentry_openat2");
-    let lsm_active =
-        std::fs::read_to_string("/sys/kernel/security/lsm").map(|s| s.split(',').any(|l| l.trim() == "bpf"));
-    let (lsm_loads, lsm_detail) = probe_feature("files_enter_lsm_file_open");
-    let btf_exit = jobs.iter().any(|j| j.program == Some("process_enter_sched_exit_live"));
-    let features = vec![
+    let btf_exit = attempt.jobs.iter().any(|j| j.program == Some("process_enter_sched_exit_live"));
+    let (fentry, fentry_detail) = probe_feature(attempt, "files_enter_fentry_openat2");
+    vec![
         Feature {
             name: "btf",
             available: btf,
@@ -168,55 +189,60 @@ pub fn report(cfg: &Config) -> Report {
         },
         Feature {
             name: "tracepoints",
-            available: tp_supported && tracefs.is_ok(),
-            detail: match &tracefs {
+            available: tp_supported && attempt.tracefs.is_ok(),
+            detail: match &attempt.tracefs {
                 Ok(dir) => format!("tracefs at {dir}"),
                 Err(e) => e.clone(),
             },
             used: "yes: every kernel hook of the sensor".into(),
         },
-        Feature {
-            name: "uprobes",
-            available: uprobe_pmu && getenv_ok,
-            detail: match (uprobe_pmu, getenv.iter().find(|s| !s.ok), &load_error) {
-                (false, _, _) => "no uprobe PMU".into(),
-                (true, _, _) if getenv_ok => "getenv probes attached on this process and detached".into(),
-                (true, Some(s), _) => s.error.clone().unwrap_or_default(),
-                (true, None, Some(e)) => format!("not tested: {e}"),
-                (true, None, None) => "no libc with getenv found".into(),
-            },
-            used: "yes: getenv/secure_getenv reads of session processes (optional)".into(),
-        },
+        uprobe_feature(attempt),
         Feature {
             name: "fentry",
             available: fentry,
             detail: fentry_detail,
             used: "no: tracepoints cover the same hooks".into(),
         },
-        Feature {
-            name: "bpf_lsm",
-            available: lsm_loads && lsm_active.as_ref().is_ok_and(|a| *a),
-            detail: match lsm_active {
-                Ok(true) => lsm_detail,
-                Ok(false) => format!("bpf not in the active LSMs; {lsm_detail}"),
-                Err(e) => format!("cannot read /sys/kernel/security/lsm ({e}); {lsm_detail}"),
-            },
-            used: "no: tracepoints cover the same hooks".into(),
+        lsm_feature(attempt),
+    ]
+}
+
+fn uprobe_feature(attempt: &Attempt) -> Feature {
+    let uprobe_pmu = Path::new("/sys/bus/event_source/devices/uprobe").exists();
+    let getenv: Vec<&ProbeStatus> = of(&attempt.statuses, "env_enter_getenv").collect();
+    let getenv_ok = getenv.iter().any(|s| s.ok && s.hook.contains("per session"));
+    Feature {
+        name: "uprobes",
+        available: uprobe_pmu && getenv_ok,
+        detail: match (uprobe_pmu, getenv.iter().find(|s| !s.ok), &attempt.load_error) {
+            (false, _, _) => "no uprobe PMU".into(),
+            (true, _, _) if getenv_ok => "getenv probes attached on this process and detached".into(),
+            (true, Some(s), _) => s.error.clone().unwrap_or_default(),
+            (true, None, Some(e)) => format!("not tested: {e}"),
+            (true, None, None) => "no libc with getenv found".into(),
         },
-    ];
-    let paths = jobs
-        .into_iter()
-        .map(|j| PathRow {
-            job: j.job,
-            program: j.program,
-            how: j.how,
-            passed_over: j
-                .passed_over
-                .into_iter()
-                .map(|(program, reason)| PassedOver { program, reason })
-                .collect(),
-        })
-        .collect();
+        used: "yes: getenv/secure_getenv reads of session processes (optional)".into(),
+    }
+}
+
+fn lsm_feature(attempt: &Attempt) -> Feature {
+    let lsm_active =
+        std::fs::read_to_string("/sys/kernel/security/lsm").map(|s| s.split(',').any(|l| l.trim() == "bpf"));
+    let (lsm_loads, lsm_detail) = probe_feature(attempt, "files_enter_lsm_file_open");
+    Feature {
+        name: "bpf_lsm",
+        available: lsm_loads && lsm_active.as_ref().is_ok_and(|a| *a),
+        detail: match lsm_active {
+            Ok(true) => lsm_detail,
+            Ok(false) => format!("bpf not in the active LSMs; {lsm_detail}"),
+            Err(e) => format!("cannot read /sys/kernel/security/lsm ({e}); {lsm_detail}"),
+        },
+        used: "no: tracepoints cover the same hooks".into(),
+    }
+}
+
+/// One row per program tried, plus the object itself when it did not load.
+fn probe_rows(statuses: Vec<ProbeStatus>, load_error: Option<String>) -> Vec<ProbeRow> {
     let mut programs: Vec<ProbeRow> = statuses
         .into_iter()
         .map(|s| ProbeRow {
@@ -236,8 +262,7 @@ pub fn report(cfg: &Config) -> Report {
             error: Some(e),
         });
     }
-    let ready = !programs.is_empty() && programs.iter().all(|p| p.ok || p.usage != "required");
-    Report { kernel, features, paths, programs, ready }
+    programs
 }
 
 impl Report {

@@ -373,25 +373,14 @@ impl Config {
 
     /// Parses `text` (named `origin` in errors) over the built-in defaults.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        let de = toml::Deserializer::new(text);
-        let file: ConfigFile = serde_path_to_error::deserialize(de).map_err(|e| {
-            let field = e.path().to_string();
-            let inner = e.into_inner();
-            let (line, column) = inner.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
-            ConfigError::Invalid {
-                path: origin.to_string(),
-                line,
-                column,
-                field: if field == "." { "(top level)".to_string() } else { field },
-                message: inner.message().trim().to_string(),
-            }
-        })?;
+        let file = deserialize(text, origin)?;
         let mut cfg = Config {
             sensor: file.sensor,
             output: file.output,
             metrics: file.metrics,
             log: file.log,
             builtin_assistants: file.builtin_assistants.unwrap_or(true),
+            correlation: file.correlation,
             ..Config::default()
         };
         if let Some(runtimes) = file.runtimes {
@@ -400,8 +389,21 @@ impl Config {
         if !cfg.builtin_assistants {
             cfg.assistants.clear();
         }
+        cfg.merge_assistants(file.assistants, origin)?;
+        cfg.merge_destinations(file.destinations, origin)?;
+        cfg.merge_rules(file.rules, origin)?;
+        cfg.merge_variables(file.variables, origin)?;
+        for (name, patterns) in file.categories {
+            check_category_name(origin, &format!("categories.{name}"), &name)?;
+            cfg.categories.insert(name, patterns);
+        }
+        Ok(cfg)
+    }
+
+    /// `[[assistants]]` replace built-ins of the same name and add the others.
+    fn merge_assistants(&mut self, rules: Vec<AssistantRule>, origin: &str) -> Result<(), ConfigError> {
         let mut seen = std::collections::HashSet::new();
-        for (i, rule) in file.assistants.into_iter().enumerate() {
+        for (i, rule) in rules.into_iter().enumerate() {
             let field = format!("assistants[{i}]");
             if rule.name.is_empty() {
                 return Err(semantic(origin, &field, "name must not be empty"));
@@ -412,13 +414,20 @@ impl Config {
             if !seen.insert(rule.name.clone()) {
                 return Err(semantic(origin, &field, &format!("assistant {:?} is defined twice", rule.name)));
             }
-            match cfg.assistants.iter_mut().find(|r| r.name == rule.name) {
+            match self.assistants.iter_mut().find(|r| r.name == rule.name) {
                 Some(existing) => *existing = rule,
-                None => cfg.assistants.push(rule),
+                None => self.assistants.push(rule),
             }
         }
-        cfg.correlation = file.correlation;
-        for (class, hosts) in file.destinations {
+        Ok(())
+    }
+
+    fn merge_destinations(
+        &mut self,
+        destinations: BTreeMap<String, Vec<String>>,
+        origin: &str,
+    ) -> Result<(), ConfigError> {
+        for (class, hosts) in destinations {
             if class == "other"
                 || class == "base_url"
                 || !class.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -429,9 +438,14 @@ impl Config {
                     "a class name is [A-Za-z0-9_]+, not other or base_url",
                 ));
             }
-            cfg.destinations.insert(class, hosts);
+            self.destinations.insert(class, hosts);
         }
-        for (i, rule) in file.rules.into_iter().enumerate() {
+        Ok(())
+    }
+
+    /// `[[rules]]` replace built-ins of the same name and add the others.
+    fn merge_rules(&mut self, rules: Vec<rules::RuleConfig>, origin: &str) -> Result<(), ConfigError> {
+        for (i, rule) in rules.into_iter().enumerate() {
             let field = format!("rules[{i}]");
             if rule.groups.is_empty() || rule.groups.iter().any(Vec::is_empty) || rule.destinations.is_empty()
             {
@@ -444,47 +458,58 @@ impl Config {
                     "min_groups must be between 1 and the number of groups",
                 ));
             }
-            match cfg.rules.iter_mut().find(|r| r.name == rule.name) {
+            match self.rules.iter_mut().find(|r| r.name == rule.name) {
                 Some(existing) => *existing = rule,
-                None => cfg.rules.push(rule),
+                None => self.rules.push(rule),
             }
         }
-        let v = file.variables;
-        cfg.variables.values = v.values.unwrap_or(cfg.variables.values);
-        cfg.variables.getenv_probes = v.getenv_probes.unwrap_or(cfg.variables.getenv_probes);
+        Ok(())
+    }
+
+    fn merge_variables(&mut self, v: VariablesFile, origin: &str) -> Result<(), ConfigError> {
+        self.variables.values = v.values.unwrap_or(self.variables.values);
+        self.variables.getenv_probes = v.getenv_probes.unwrap_or(self.variables.getenv_probes);
         if let Some(libc) = v.libc {
             if let Some(bad) = libc.iter().find(|p| !p.starts_with('/')) {
                 return Err(semantic(origin, "variables.libc", &format!("{bad:?} is not an absolute path")));
             }
-            cfg.variables.libc = libc;
+            self.variables.libc = libc;
         }
         for (name, names) in v.watch {
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(semantic(
-                    origin,
-                    &format!("variables.watch.{name}"),
-                    "a category name is [A-Za-z0-9_]+",
-                ));
-            }
-            cfg.variables.watch.insert(name, names);
+            check_category_name(origin, &format!("variables.watch.{name}"), &name)?;
+            self.variables.watch.insert(name, names);
         }
-        for (name, patterns) in file.categories {
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(semantic(
-                    origin,
-                    &format!("categories.{name}"),
-                    "a category name is [A-Za-z0-9_]+",
-                ));
-            }
-            cfg.categories.insert(name, patterns);
-        }
-        Ok(cfg)
+        Ok(())
     }
 
     /// The effective configuration as TOML (what `aiwatch config` prints).
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot serialize config: {e}\n"))
     }
+}
+
+/// The file's own syntax and types, with the failing field's line and column.
+fn deserialize(text: &str, origin: &str) -> Result<ConfigFile, ConfigError> {
+    let de = toml::Deserializer::new(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = e.path().to_string();
+        let inner = e.into_inner();
+        let (line, column) = inner.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
+        ConfigError::Invalid {
+            path: origin.to_string(),
+            line,
+            column,
+            field: if field == "." { "(top level)".to_string() } else { field },
+            message: inner.message().trim().to_string(),
+        }
+    })
+}
+
+fn check_category_name(origin: &str, field: &str, name: &str) -> Result<(), ConfigError> {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(semantic(origin, field, "a category name is [A-Za-z0-9_]+"));
+    }
+    Ok(())
 }
 
 /// A config file others can write could turn the sensor off or blind it: refuse it. It must

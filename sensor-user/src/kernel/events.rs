@@ -204,17 +204,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
     let raw: EventHeader = read(bytes, "event header")?;
     let hdr = header(&raw)?;
     Ok(match hdr.kind {
-        EventKind::Exec => {
-            let ev: ExecEvent = read(bytes, "exec event")?;
-            let filename = cstr(sized(&ev.filename, ev.filename_len, "filename")?);
-            let argv_bytes = sized(&ev.argv, ev.argv_len, "argv")?;
-            let argv = argv_bytes
-                .split(|&b| b == 0)
-                .take(ev.argc as usize)
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect();
-            KernelEvent::Exec { hdr, ppid: ev.ppid, filename, argv }
-        }
+        EventKind::Exec => exec(bytes, hdr)?,
         EventKind::Fork => {
             let ev: ForkEvent = read(bytes, "fork event")?;
             KernelEvent::Fork { hdr, child: ev.child_pid }
@@ -223,39 +213,12 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
             let _: ExitEvent = read(bytes, "exit event")?;
             KernelEvent::Exit { hdr }
         }
-        EventKind::File => {
-            let ev: FileEvent = read(bytes, "file event")?;
-            let syscall = Syscall::try_from(ev.syscall).map_err(DecodeError::Syscall)?;
-            let path = cstr(sized(&ev.path, ev.path_len, "path")?);
-            KernelEvent::File(FileRecord {
-                hdr,
-                syscall,
-                dirfd: ev.dirfd,
-                flags: ev.flags,
-                resolve: ev.resolve,
-                ret: ev.ret,
-                path,
-            })
-        }
+        EventKind::File => file(bytes, hdr)?,
         EventKind::Connect => {
             let ev: ConnectEvent = read(bytes, "connect event")?;
             KernelEvent::Connect { hdr, fd: ev.fd, sock_type: ev.sock_type, ret: ev.ret, addr: ev.addr }
         }
-        EventKind::Data => {
-            let ev: DataEvent = read(bytes, "data event")?;
-            let direction = Direction::try_from(ev.direction).map_err(DecodeError::Direction)?;
-            let data = sized(&ev.data, ev.len, "data")?.to_vec();
-            KernelEvent::Data {
-                hdr,
-                fd: ev.fd,
-                direction,
-                bytes: ev.ret,
-                sock_type: u32::from(ev.sock_type),
-                family: ev.family,
-                peer: ev.peer,
-                data,
-            }
-        }
+        EventKind::Data => data(bytes, hdr)?,
         EventKind::Close => {
             let ev: CloseEvent = read(bytes, "close event")?;
             KernelEvent::Close {
@@ -282,13 +245,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
         }
         EventKind::ExecEnv => {
             let ev: ExecEnvEvent = read(bytes, "exec environment event")?;
-            let data = sized(&ev.data, ev.len, "environment")?;
-            let entries = data
-                .split(|&b| b == 0)
-                .take(ev.count as usize)
-                .map(|e| String::from_utf8_lossy(e).into_owned())
-                .collect();
-            KernelEvent::ExecEnv { hdr, entries }
+            KernelEvent::ExecEnv { hdr, entries: strings(sized(&ev.data, ev.len, "environment")?, ev.count) }
         }
         EventKind::State => {
             let ev: StateEvent = read(bytes, "state event")?;
@@ -301,6 +258,49 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
                 remote: ev.remote,
             }
         }
+    })
+}
+
+/// The first `count` NUL-separated strings of a packed argv or environment.
+fn strings(packed: &[u8], count: u32) -> Vec<String> {
+    packed.split(|&b| b == 0).take(count as usize).map(|a| String::from_utf8_lossy(a).into_owned()).collect()
+}
+
+fn exec(bytes: &[u8], hdr: Header) -> Result<KernelEvent, DecodeError> {
+    let ev: ExecEvent = read(bytes, "exec event")?;
+    let filename = cstr(sized(&ev.filename, ev.filename_len, "filename")?);
+    let argv = strings(sized(&ev.argv, ev.argv_len, "argv")?, ev.argc);
+    Ok(KernelEvent::Exec { hdr, ppid: ev.ppid, filename, argv })
+}
+
+fn file(bytes: &[u8], hdr: Header) -> Result<KernelEvent, DecodeError> {
+    let ev: FileEvent = read(bytes, "file event")?;
+    let syscall = Syscall::try_from(ev.syscall).map_err(DecodeError::Syscall)?;
+    let path = cstr(sized(&ev.path, ev.path_len, "path")?);
+    Ok(KernelEvent::File(FileRecord {
+        hdr,
+        syscall,
+        dirfd: ev.dirfd,
+        flags: ev.flags,
+        resolve: ev.resolve,
+        ret: ev.ret,
+        path,
+    }))
+}
+
+fn data(bytes: &[u8], hdr: Header) -> Result<KernelEvent, DecodeError> {
+    let ev: DataEvent = read(bytes, "data event")?;
+    let direction = Direction::try_from(ev.direction).map_err(DecodeError::Direction)?;
+    let data = sized(&ev.data, ev.len, "data")?.to_vec();
+    Ok(KernelEvent::Data {
+        hdr,
+        fd: ev.fd,
+        direction,
+        bytes: ev.ret,
+        sock_type: u32::from(ev.sock_type),
+        family: ev.family,
+        peer: ev.peer,
+        data,
     })
 }
 

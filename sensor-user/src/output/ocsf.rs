@@ -4,7 +4,9 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::output::report::{Body, ProcessRef, Record, SessionRef};
+use crate::output::report::{
+    Body, ConnectionRecord, FindingRecord, FingerprintRead, ProcessRef, Record, SessionRef,
+};
 
 pub const VERSION: &str = "1.3.0";
 
@@ -130,28 +132,7 @@ pub fn to_ocsf(r: &Record) -> Value {
             m.insert("actor".into(), actor(p, session));
             unmapped(&mut m, json!({ "type": "process_exec", "reader": reader, "environment": environment }));
         }
-        Body::FingerprintRead(f) => {
-            let (id, name) = if matches!(f.syscall, "open" | "openat" | "openat2") {
-                (14, "Open")
-            } else {
-                (8, "Get Attributes")
-            };
-            m = base(r, &FILE, id, name, 1);
-            let fname = f.resolved_path.rsplit('/').next().unwrap_or("");
-            m.insert("file".into(), json!({ "path": f.resolved_path, "name": fname, "type_id": 1 }));
-            m.insert("actor".into(), actor(&f.process, &f.session));
-            m.insert("status_id".into(), json!(if f.success { 1 } else { 2 }));
-            m.insert("status".into(), json!(if f.success { "Success" } else { "Failure" }));
-            if let Some(e) = &f.errno {
-                m.insert("status_detail".into(), json!(e));
-            }
-            unmapped(
-                &mut m,
-                json!({ "type": "fingerprint_read", "category": f.category, "categories": f.categories, "reader": f.reader,
-                        "syscall": f.syscall, "path": f.path, "absolute_path": f.absolute_path, "target_path": f.target_path,
-                        "target_pid": f.target_pid, "result": f.result }),
-            );
-        }
+        Body::FingerprintRead(f) => m = fingerprint_read(r, f),
         Body::EnvRead { session, process: p, reader, variable, category, set, function } => {
             m = base(r, &PROCESS, 99, "Environment Variable Read", 1);
             m.insert("process".into(), process(p));
@@ -181,46 +162,7 @@ pub fn to_ocsf(r: &Record) -> Value {
                         "interface": interface, "dump": dump, "result": result, "categories": categories }),
             );
         }
-        Body::ConnectionOpen(c) | Body::ConnectionClose(c) => {
-            let k = &c.connection;
-            let open = matches!(r.body, Body::ConnectionOpen(_));
-            let (id, name) = match (open, k.result) {
-                (_, "failed") => (4, "Fail"),
-                (true, _) => (1, "Open"),
-                (false, _) => (2, "Close"),
-            };
-            m = base(r, &NETWORK, id, name, 1);
-            let v6 = k.remote_addr.contains(':');
-            m.insert(
-                "connection_info".into(),
-                json!({ "protocol_name": k.protocol, "direction_id": 2, "direction": "Outbound", "protocol_ver_id": if v6 { 6 } else { 4 }, "uid": k.id }),
-            );
-            let mut dst = json!({ "ip": k.remote_addr, "port": k.remote_port });
-            if let Some(h) = &k.host {
-                dst["hostname"] = json!(h);
-            }
-            if k.proxy {
-                m.insert("proxy_endpoint".into(), json!({ "ip": k.remote_addr, "port": k.remote_port }));
-                dst = json!({ "hostname": k.host });
-            }
-            m.insert("dst_endpoint".into(), dst);
-            if let Some(p) = k.local_port {
-                m.insert("src_endpoint".into(), json!({ "port": p }));
-            }
-            m.insert("traffic".into(), json!({ "bytes_out": k.bytes_sent, "bytes_in": k.bytes_received }));
-            if let Some(sni) = &k.tls_sni {
-                m.insert("tls".into(), json!({ "sni": sni }));
-            }
-            if let Some(d) = k.duration_ms {
-                m.insert("duration".into(), json!(d));
-            }
-            m.insert("actor".into(), actor(&c.process, &c.session));
-            unmapped(
-                &mut m,
-                json!({ "type": if open { "connection_open" } else { "connection_close" }, "reader": c.reader,
-                        "host_source": k.host_source, "error": k.error, "fingerprint": c.fingerprint }),
-            );
-        }
+        Body::ConnectionOpen(c) | Body::ConnectionClose(c) => m = connection(r, c),
         Body::DnsLookup { session, process: p, reader, dns } => {
             m = base(r, &DNS, 2, "Response", 1);
             m.insert("query".into(), json!({ "hostname": dns.name, "type": dns.qtype.to_string() }));
@@ -233,32 +175,98 @@ pub fn to_ocsf(r: &Record) -> Value {
             m.insert("actor".into(), actor(p, session));
             unmapped(&mut m, json!({ "type": "dns_lookup", "reader": reader, "protocol": dns.protocol }));
         }
-        Body::Finding(f) => {
-            m = base(r, &FINDING, 1, "Create", f.finding.severity.ocsf_id());
-            m.insert(
-                "finding_info".into(),
-                json!({ "uid": f.id, "title": f.finding.rule, "desc": f.finding.description,
-                        "types": ["Host Fingerprinting"], "analytic": { "name": f.finding.rule, "type_id": 1, "type": "Rule" } }),
-            );
-            let mut evidences: Vec<Value> = f
-                .finding
-                .evidence
-                .iter()
-                .map(|e| json!({ "process": { "pid": e.signal.pid }, "data": { "kind": e.signal.kind, "category": e.signal.category,
-                                  "artifact": e.signal.artifact, "reader": e.signal.reader, "ms_before_egress": e.ms_before_egress } }))
-                .collect();
-            evidences.push(json!({ "dst_endpoint": { "hostname": f.destination.host, "ip": f.destination.addr, "port": f.destination.port } }));
-            m.insert("evidences".into(), Value::Array(evidences));
-            m.insert("actor".into(), actor(&f.process, &f.session));
-            m.insert("status_id".into(), json!(1));
-            m.insert("status".into(), json!("New"));
-            unmapped(
-                &mut m,
-                json!({ "type": "finding", "reader": f.reader, "destination_class": f.finding.destination_class,
-                        "groups": f.finding.groups, "categories": f.finding.categories, "connection_id": f.connection_id,
-                        "by_assistant": f.finding.by_assistant }),
-            );
-        }
+        Body::Finding(f) => m = finding(r, f),
     }
     Value::Object(m)
+}
+
+fn fingerprint_read(r: &Record, f: &FingerprintRead) -> Map<String, Value> {
+    let (id, name) =
+        if matches!(f.syscall, "open" | "openat" | "openat2") { (14, "Open") } else { (8, "Get Attributes") };
+    let mut m = base(r, &FILE, id, name, 1);
+    let fname = f.resolved_path.rsplit('/').next().unwrap_or("");
+    m.insert("file".into(), json!({ "path": f.resolved_path, "name": fname, "type_id": 1 }));
+    m.insert("actor".into(), actor(&f.process, &f.session));
+    m.insert("status_id".into(), json!(if f.success { 1 } else { 2 }));
+    m.insert("status".into(), json!(if f.success { "Success" } else { "Failure" }));
+    if let Some(e) = &f.errno {
+        m.insert("status_detail".into(), json!(e));
+    }
+    unmapped(
+        &mut m,
+        json!({ "type": "fingerprint_read", "category": f.category, "categories": f.categories, "reader": f.reader,
+                "syscall": f.syscall, "path": f.path, "absolute_path": f.absolute_path, "target_path": f.target_path,
+                "target_pid": f.target_pid, "result": f.result }),
+    );
+    m
+}
+
+fn connection(r: &Record, c: &ConnectionRecord) -> Map<String, Value> {
+    let k = &c.connection;
+    let open = matches!(r.body, Body::ConnectionOpen(_));
+    let (id, name) = match (open, k.result) {
+        (_, "failed") => (4, "Fail"),
+        (true, _) => (1, "Open"),
+        (false, _) => (2, "Close"),
+    };
+    let mut m = base(r, &NETWORK, id, name, 1);
+    let v6 = k.remote_addr.contains(':');
+    m.insert(
+        "connection_info".into(),
+        json!({ "protocol_name": k.protocol, "direction_id": 2, "direction": "Outbound", "protocol_ver_id": if v6 { 6 } else { 4 }, "uid": k.id }),
+    );
+    let mut dst = json!({ "ip": k.remote_addr, "port": k.remote_port });
+    if let Some(h) = &k.host {
+        dst["hostname"] = json!(h);
+    }
+    if k.proxy {
+        m.insert("proxy_endpoint".into(), json!({ "ip": k.remote_addr, "port": k.remote_port }));
+        dst = json!({ "hostname": k.host });
+    }
+    m.insert("dst_endpoint".into(), dst);
+    if let Some(p) = k.local_port {
+        m.insert("src_endpoint".into(), json!({ "port": p }));
+    }
+    m.insert("traffic".into(), json!({ "bytes_out": k.bytes_sent, "bytes_in": k.bytes_received }));
+    if let Some(sni) = &k.tls_sni {
+        m.insert("tls".into(), json!({ "sni": sni }));
+    }
+    if let Some(d) = k.duration_ms {
+        m.insert("duration".into(), json!(d));
+    }
+    m.insert("actor".into(), actor(&c.process, &c.session));
+    unmapped(
+        &mut m,
+        json!({ "type": if open { "connection_open" } else { "connection_close" }, "reader": c.reader,
+                "host_source": k.host_source, "error": k.error, "fingerprint": c.fingerprint }),
+    );
+    m
+}
+
+fn finding(r: &Record, f: &FindingRecord) -> Map<String, Value> {
+    let mut m = base(r, &FINDING, 1, "Create", f.finding.severity.ocsf_id());
+    m.insert(
+        "finding_info".into(),
+        json!({ "uid": f.id, "title": f.finding.rule, "desc": f.finding.description,
+                "types": ["Host Fingerprinting"], "analytic": { "name": f.finding.rule, "type_id": 1, "type": "Rule" } }),
+    );
+    let mut evidences: Vec<Value> = f
+        .finding
+        .evidence
+        .iter()
+        .map(|e| json!({ "process": { "pid": e.signal.pid }, "data": { "kind": e.signal.kind, "category": e.signal.category,
+                          "artifact": e.signal.artifact, "reader": e.signal.reader, "ms_before_egress": e.ms_before_egress } }))
+        .collect();
+    evidences.push(json!({ "dst_endpoint": { "hostname": f.destination.host, "ip": f.destination.addr, "port": f.destination.port } }));
+    m.insert("evidences".into(), Value::Array(evidences));
+    m.insert("actor".into(), actor(&f.process, &f.session));
+    m.insert("status_id".into(), json!(1));
+    m.insert("status".into(), json!("New"));
+    unmapped(
+        &mut m,
+        json!({ "type": "finding", "reader": f.reader, "destination_class": f.finding.destination_class,
+                "groups": f.finding.groups, "categories": f.finding.categories, "connection_id": f.connection_id,
+                "by_assistant": f.finding.by_assistant }),
+    );
+    m
 }

@@ -350,8 +350,35 @@ pub fn boot(b: &Boot) -> anyhow::Result<Outcome> {
             b.transport.name()
         ));
     // Kept alive until qemu is gone (dropped after it: declared before).
+    let daemons = share_host(&mut qemu, b.transport, run, run_s)?;
+    qemu.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(std::fs::File::create(run.join("qemu.log"))?);
+    eprintln!("xtask: vmtest: $ {}", display(&qemu));
+    let mut vm = spawn(&mut qemu)?;
+    let stdout = vm.0.stdout.take().context("qemu stdout")?;
+    let echo = echo_thread(stdout, run.join("guest.log"), b.label.to_string())?;
+    let timed_out = wait_for_exit(&mut vm, b.timeout)?;
+    drop(vm);
+    drop(daemons);
+    // The pipe closes with qemu; the thread ends at EOF.
+    let _ = echo.join();
+    let rc = std::fs::read_to_string(run.join("rc")).ok().and_then(|s| s.trim().parse::<i32>().ok());
+    Ok(match (rc, timed_out) {
+        (Some(rc), _) => Outcome::Exited(rc),
+        (None, true) => Outcome::TimedOut,
+        (None, false) => Outcome::Died,
+    })
+}
+
+/// Shares the host's / (read-only) and the run directory with the guest; returns the
+/// virtiofsd daemons, which must outlive qemu.
+fn share_host(
+    qemu: &mut Command,
+    transport: Transport,
+    run: &Path,
+    run_s: &str,
+) -> anyhow::Result<Vec<Killed>> {
     let mut daemons: Vec<Killed> = Vec::new();
-    match b.transport {
+    match transport {
         Transport::NineP => {
             qemu.args(["-fsdev", "local,id=fs0,path=/,security_model=none,readonly=on,multidevs=remap"])
                 .args(["-device", "virtio-9p-pci,fsdev=fs0,mount_tag=hostroot"])
@@ -382,31 +409,21 @@ pub fn boot(b: &Boot) -> anyhow::Result<Outcome> {
                 .args(["-numa", "node,memdev=mem"]);
         }
     }
-    qemu.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(std::fs::File::create(run.join("qemu.log"))?);
-    eprintln!("xtask: vmtest: $ {}", display(&qemu));
-    let mut vm = spawn(&mut qemu)?;
-    let stdout = vm.0.stdout.take().context("qemu stdout")?;
-    let echo = echo_thread(stdout, run.join("guest.log"), b.label.to_string())?;
-    let end = Instant::now() + b.timeout;
-    let timed_out = loop {
+    Ok(daemons)
+}
+
+/// Waits for qemu to end, at most `timeout`; whether it timed out.
+fn wait_for_exit(vm: &mut Killed, timeout: Duration) -> anyhow::Result<bool> {
+    let end = Instant::now() + timeout;
+    loop {
         if vm.0.try_wait()?.is_some() {
-            break false;
+            return Ok(false);
         }
         if Instant::now() > end {
-            break true;
+            return Ok(true);
         }
         std::thread::sleep(Duration::from_millis(200));
-    };
-    drop(vm);
-    drop(daemons);
-    // The pipe closes with qemu; the thread ends at EOF.
-    let _ = echo.join();
-    let rc = std::fs::read_to_string(run.join("rc")).ok().and_then(|s| s.trim().parse::<i32>().ok());
-    Ok(match (rc, timed_out) {
-        (Some(rc), _) => Outcome::Exited(rc),
-        (None, true) => Outcome::TimedOut,
-        (None, false) => Outcome::Died,
-    })
+    }
 }
 
 fn wait_for_socket(sock: &Path) -> anyhow::Result<()> {

@@ -264,25 +264,7 @@ pub fn load_programs(obj: &mut Object, mode: Mode) -> Loaded {
         if spec.usage == Usage::CheckOnly && mode == Mode::Run {
             continue;
         }
-        let status = |hook: &Hook, r: anyhow::Result<()>| ProbeStatus {
-            program: spec.name,
-            hook: hook.to_string(),
-            usage: spec.usage,
-            ok: r.is_ok(),
-            error: r.err().map(|e| crate::sys::privileges::explain_perf_error(format!("{e:#}"))),
-        };
-        let job = spec.job.map(|job| {
-            let at = out.jobs.iter().position(|c| c.job == job.name).unwrap_or_else(|| {
-                out.jobs.push(JobChoice {
-                    job: job.name,
-                    program: None,
-                    how: String::new(),
-                    passed_over: Vec::new(),
-                });
-                out.jobs.len() - 1
-            });
-            (job, at)
-        });
+        let job = spec.job.map(|job| (job, job_slot(&mut out.jobs, job.name)));
         if let Some((_, at)) = job {
             if let Some(done_by) = out.jobs[at].program {
                 out.jobs[at].passed_over.push((spec.name, format!("not needed: {done_by} does the job")));
@@ -303,23 +285,13 @@ pub fn load_programs(obj: &mut Object, mode: Mode) -> Loaded {
                 Some((_, at)) if has_alternative => {
                     out.jobs[at].passed_over.push((spec.name, format!("{e:#}")))
                 }
-                _ => out.statuses.extend(spec.hooks.iter().map(|h| status(h, Err(anyhow::anyhow!("{e:#}"))))),
+                _ => out
+                    .statuses
+                    .extend(spec.hooks.iter().map(|h| status(spec, h, Err(anyhow::anyhow!("{e:#}"))))),
             }
             continue;
         }
-        let mut tried = Vec::new();
-        for hook in &spec.hooks {
-            let r = match hook {
-                _ if injected_failure(spec.name).is_err() => injected_failure(spec.name),
-                Hook::Tracepoint { category, name } => {
-                    attach_tracepoint(obj, spec, category, name, &mut out.links)
-                }
-                Hook::FEntry(_) | Hook::Lsm(_) => attach_check_only(&mut obj.ebpf, spec, hook),
-                // Attached per session by uprobes::EnvProbes (and by `check` through it).
-                Hook::Uprobe(_) => Ok(()),
-            };
-            tried.push(status(hook, r));
-        }
+        let tried = attach_hooks(obj, spec, &mut out.links);
         let all_ok = tried.iter().all(|s| s.ok);
         match job {
             Some((_, at)) if !all_ok && has_alternative => {
@@ -329,20 +301,57 @@ pub fn load_programs(obj: &mut Object, mode: Mode) -> Loaded {
             }
             _ => out.statuses.extend(tried),
         }
-        if let Some((j, at)) = job {
-            if all_ok {
-                out.jobs[at].program = Some(spec.name);
-                out.jobs[at].how = match (&obj.offsets, spec.needs_btf_offsets) {
-                    (Ok(o), true) => {
-                        format!(
-                            "{} (task_struct.signal at {}, signal_struct.live at {})",
-                            j.how, o.task_signal, o.signal_live
-                        )
-                    }
-                    _ => j.how.to_string(),
-                };
-            }
+        if let Some((j, at)) = job.filter(|_| all_ok) {
+            out.jobs[at].program = Some(spec.name);
+            out.jobs[at].how = job_how(obj, spec, &j);
         }
     }
     out
+}
+
+fn status(spec: &ProgramSpec, hook: &Hook, r: anyhow::Result<()>) -> ProbeStatus {
+    ProbeStatus {
+        program: spec.name,
+        hook: hook.to_string(),
+        usage: spec.usage,
+        ok: r.is_ok(),
+        error: r.err().map(|e| crate::sys::privileges::explain_perf_error(format!("{e:#}"))),
+    }
+}
+
+/// The index of `job`'s entry in `jobs`, added when first seen.
+fn job_slot(jobs: &mut Vec<JobChoice>, job: &'static str) -> usize {
+    jobs.iter().position(|c| c.job == job).unwrap_or_else(|| {
+        jobs.push(JobChoice { job, program: None, how: String::new(), passed_over: Vec::new() });
+        jobs.len() - 1
+    })
+}
+
+/// Attaches a loaded program to each of its hooks, one status per hook.
+fn attach_hooks(obj: &mut Object, spec: &ProgramSpec, links: &mut Links) -> Vec<ProbeStatus> {
+    let mut tried = Vec::new();
+    for hook in &spec.hooks {
+        let r = match hook {
+            _ if injected_failure(spec.name).is_err() => injected_failure(spec.name),
+            Hook::Tracepoint { category, name } => attach_tracepoint(obj, spec, category, name, links),
+            Hook::FEntry(_) | Hook::Lsm(_) => attach_check_only(&mut obj.ebpf, spec, hook),
+            // Attached per session by uprobes::EnvProbes (and by `check` through it).
+            Hook::Uprobe(_) => Ok(()),
+        };
+        tried.push(status(spec, hook, r));
+    }
+    tried
+}
+
+/// How the program chosen for a job does it, with the struct offsets it was given.
+fn job_how(obj: &Object, spec: &ProgramSpec, job: &Job) -> String {
+    match (&obj.offsets, spec.needs_btf_offsets) {
+        (Ok(o), true) => {
+            format!(
+                "{} (task_struct.signal at {}, signal_struct.live at {})",
+                job.how, o.task_signal, o.signal_live
+            )
+        }
+        _ => job.how.to_string(),
+    }
 }

@@ -66,6 +66,20 @@ enum Request {
     },
 }
 
+/// Loads the getenv programs (the loader's table may have loaded them already); their fds.
+fn load(ebpf: &mut Ebpf) -> anyhow::Result<HashMap<&'static str, i32>> {
+    let mut prog_fds = HashMap::new();
+    for name in PROGRAMS {
+        let p: &mut UProbe =
+            ebpf.program_mut(name).with_context(|| format!("program {name} missing"))?.try_into()?;
+        if p.fd().is_err() {
+            p.load().with_context(|| format!("loading {name}"))?;
+        }
+        prog_fds.insert(name, p.fd()?.as_fd().as_raw_fd());
+    }
+    Ok(prog_fds)
+}
+
 /// The getenv probes of this daemon. Dropping it detaches everything and removes the events.
 pub struct EnvProbes {
     tx: Option<mpsc::Sender<Request>>,
@@ -101,18 +115,33 @@ impl EnvProbes {
         if mode == GetenvProbes::Off {
             return Ok((me, statuses));
         }
-        let mut prog_fds = HashMap::new();
-        for name in PROGRAMS {
-            let p: &mut UProbe =
-                ebpf.program_mut(name).with_context(|| format!("program {name} missing"))?.try_into()?;
-            // The loader's program table may have loaded it already.
-            if p.fd().is_err() {
-                p.load().with_context(|| format!("loading {name}"))?;
-            }
-            prog_fds.insert(name, p.fd()?.as_fd().as_raw_fd());
-        }
+        let prog_fds = load(ebpf)?;
         remove_stale(&uprobe_events);
         let group = format!("aiwatch_{}", std::process::id());
+        let events = me.define_events(&group, extra_libc, tracefs, &mut statuses);
+        if events.is_empty() {
+            bail!("no libc with getenv found to probe");
+        }
+        for ev in &events {
+            statuses.push(me.attach_carrier(ev, mode, &prog_fds));
+        }
+        if mode == GetenvProbes::Session {
+            let (tx, rx) = mpsc::channel();
+            let ids: Vec<u64> = events.iter().map(|e| e.id).collect();
+            me.pending = Some((rx, ids, metrics));
+            me.tx = Some(tx);
+        }
+        Ok((me, statuses))
+    }
+
+    /// Defines an entry and a return event per getenv-like function of each libc found.
+    fn define_events(
+        &mut self,
+        group: &str,
+        extra_libc: &[String],
+        tracefs: &str,
+        statuses: &mut Vec<ProbeStatus>,
+    ) -> Vec<TraceEvent> {
         let mut events = Vec::new();
         for (i, libc) in libc_files(extra_libc).iter().enumerate() {
             let offs = match offsets(libc) {
@@ -128,10 +157,9 @@ impl EnvProbes {
                     let name = format!("{group}/{event}");
                     let hook =
                         format!("uprobe/{}:{func}{}", libc.display(), if ret { " (return)" } else { "" });
-                    let r = define(&uprobe_events, tracefs, &name, libc, off, ret);
-                    match r {
+                    match define(&self.uprobe_events, tracefs, &name, libc, off, ret) {
                         Ok(id) => {
-                            me.defined.push(name.clone());
+                            self.defined.push(name.clone());
                             events.push(TraceEvent { name, id, program });
                         }
                         Err(e) => statuses.push(ProbeStatus::failed(program, hook, e)),
@@ -139,48 +167,46 @@ impl EnvProbes {
                 }
             }
         }
-        if events.is_empty() {
-            bail!("no libc with getenv found to probe");
-        }
-        // Carriers: the BPF program goes on one perf event per trace event.
+        events
+    }
+
+    /// Carriers: the BPF program goes on one perf event per trace event (per CPU when
+    /// system-wide; on this process, for children to inherit, per session).
+    fn attach_carrier(
+        &mut self,
+        ev: &TraceEvent,
+        mode: GetenvProbes,
+        prog_fds: &HashMap<&str, i32>,
+    ) -> ProbeStatus {
         let (carrier_pid, cpus): (i32, Vec<i32>) = match mode {
             GetenvProbes::System => (-1, (0..num_cpus()).collect()),
             _ => (std::process::id() as i32, vec![-1]),
         };
-        for ev in &events {
-            let hook = format!(
-                "{} ({})",
-                ev.name,
-                if mode == GetenvProbes::System { "every process" } else { "per session" }
-            );
-            let r = (|| -> anyhow::Result<()> {
-                for (n, cpu) in cpus.iter().enumerate() {
-                    let fd = perf_open(ev.id, carrier_pid, *cpu, false, true).context("perf_event_open")?;
-                    if n == 0 {
-                        ioctl(&fd, PERF_EVENT_IOC_SET_BPF, prog_fds[ev.program] as libc::c_ulong)
-                            .context("attaching BPF")?;
-                    }
-                    ioctl(&fd, PERF_EVENT_IOC_ENABLE, 0).context("enabling")?;
-                    me._carriers.push(fd);
+        let hook = format!(
+            "{} ({})",
+            ev.name,
+            if mode == GetenvProbes::System { "every process" } else { "per session" }
+        );
+        let r = (|| -> anyhow::Result<()> {
+            for (n, cpu) in cpus.iter().enumerate() {
+                let fd = perf_open(ev.id, carrier_pid, *cpu, false, true).context("perf_event_open")?;
+                if n == 0 {
+                    ioctl(&fd, PERF_EVENT_IOC_SET_BPF, prog_fds[ev.program] as libc::c_ulong)
+                        .context("attaching BPF")?;
                 }
-                Ok(())
-            })();
-            statuses.push(match r {
-                Ok(()) => ProbeStatus::ok(ev.program, hook),
-                Err(e) => ProbeStatus::failed(
-                    ev.program,
-                    hook,
-                    crate::sys::privileges::explain_perf_error(format!("{e:#}")),
-                ),
-            });
+                ioctl(&fd, PERF_EVENT_IOC_ENABLE, 0).context("enabling")?;
+                self._carriers.push(fd);
+            }
+            Ok(())
+        })();
+        match r {
+            Ok(()) => ProbeStatus::ok(ev.program, hook),
+            Err(e) => ProbeStatus::failed(
+                ev.program,
+                hook,
+                crate::sys::privileges::explain_perf_error(format!("{e:#}")),
+            ),
         }
-        if mode == GetenvProbes::Session {
-            let (tx, rx) = mpsc::channel();
-            let ids: Vec<u64> = events.iter().map(|e| e.id).collect();
-            me.pending = Some((rx, ids, metrics));
-            me.tx = Some(tx);
-        }
-        Ok((me, statuses))
     }
 
     /// Starts the attach worker (per-session mode); requests sent before wait for it.

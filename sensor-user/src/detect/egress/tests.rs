@@ -1,0 +1,138 @@
+use super::{connection::SOCK_DGRAM, *};
+use crate::detect::parsers::{
+    dns::tests::response,
+    sockaddr::tests::{v4, v6},
+    tls::build_client_hello,
+};
+
+fn o(pid: u32, session: u32, now_ns: u64) -> Origin {
+    Origin { pid, session, now_ns, id: format!("c-{pid}-{now_ns}") }
+}
+
+fn opened(out: &[Out]) -> Vec<&Connection> {
+    out.iter().filter_map(|o| if let Out::Open { conn, .. } = o { Some(conn) } else { None }).collect()
+}
+
+#[test]
+fn tls_connection_named_by_sni_then_closed_with_bytes() {
+    let mut e = Egress::default();
+    let none = RawSockAddr { len: 0, data: [0; 28] };
+    assert!(e.on_connect(o(10, 10, 0), 5, SOCK_STREAM, -EINPROGRESS, &v4([127, 0, 0, 1], 8443)).is_empty());
+    e.on_state(
+        o(10, 10, 1),
+        5,
+        tcp_state::ESTABLISHED,
+        &v4([127, 0, 0, 1], 40000),
+        &v4([127, 0, 0, 1], 8443),
+    );
+    let hello = build_client_hello("api.anthropic.com", 32, 16384);
+    let out = e.on_data(o(10, 10, 2), 5, Direction::Send, SOCK_STREAM, &none, &hello);
+    let c = opened(&out)[0];
+    assert_eq!((c.host.as_deref(), c.host_source), (Some("api.anthropic.com"), Some(HostSource::TlsSni)));
+    assert_eq!((c.result, c.local_port, c.protocol, c.proxy), ("established", Some(40000), "tcp", false));
+    let out = e.on_close(10, 5, 517, 4000, 2_000_000_002);
+    let Out::Close { conn, .. } = &out[0] else { panic!("{out:?}") };
+    assert_eq!((conn.bytes_sent, conn.bytes_received, conn.duration_ms), (517, 4000, Some(2000)));
+    assert!(e.is_empty());
+}
+
+#[test]
+fn connect_proxy_then_tunnelled_hello() {
+    let mut e = Egress::default();
+    let none = RawSockAddr { len: 0, data: [0; 28] };
+    e.on_connect(o(1, 1, 0), 7, SOCK_STREAM, 0, &v4([127, 0, 0, 1], 3128));
+    let out = e.on_data(
+        o(1, 1, 1),
+        7,
+        Direction::Send,
+        SOCK_STREAM,
+        &none,
+        b"CONNECT api.openai.com:443 HTTP/1.1\r\nHost: api.openai.com:443\r\n\r\n",
+    );
+    assert!(out.is_empty(), "waits for the tunnelled hello");
+    let out = e.on_data(
+        o(1, 1, 2),
+        7,
+        Direction::Send,
+        SOCK_STREAM,
+        &none,
+        &build_client_hello("api.openai.com", 32, 16384),
+    );
+    let c = opened(&out)[0];
+    assert_eq!(
+        (c.host.as_deref(), c.host_source, c.proxy),
+        (Some("api.openai.com"), Some(HostSource::HttpConnect), true)
+    );
+    assert_eq!(c.tls_sni.as_deref(), Some("api.openai.com"));
+    assert_eq!(c.remote_port, 3128);
+}
+
+#[test]
+fn dns_answer_names_a_later_connection_of_the_same_session_only() {
+    let mut e = Egress::default();
+    e.on_connect(o(1, 1, 0), 3, SOCK_DGRAM, 0, &v4([127, 0, 0, 53], 53));
+    let none = RawSockAddr { len: 0, data: [0; 28] };
+    let out = e.on_data(
+        o(1, 1, 1),
+        3,
+        Direction::Recv,
+        SOCK_DGRAM,
+        &none,
+        &response(1, "api.example-relay.com", Some("edge.cdn.net"), &[[127, 0, 0, 9]]),
+    );
+    let Out::Dns { lookup, .. } = &out[0] else { panic!("{out:?}") };
+    assert_eq!(
+        (lookup.name.as_str(), lookup.answers.clone()),
+        ("api.example-relay.com", vec!["127.0.0.9".to_string()])
+    );
+    assert_eq!(lookup.resolver, "127.0.0.53");
+    let out = e.on_connect(o(2, 1, 2), 4, SOCK_STREAM, -111, &v4([127, 0, 0, 9], 443));
+    let c = opened(&out)[0];
+    assert_eq!((c.host.as_deref(), c.host_source), (Some("api.example-relay.com"), Some(HostSource::Dns)));
+    assert_eq!((c.result, c.error.as_deref()), ("failed", Some("ECONNREFUSED")));
+    // Another session did not resolve it.
+    e.on_connect(o(3, 99, 2), 4, SOCK_STREAM, 0, &v4([127, 0, 0, 9], 443));
+    let out = e.on_close(3, 4, 0, 0, 3);
+    let Out::Open { conn, .. } = &out[0] else { panic!() };
+    assert_eq!(conn.host, None);
+}
+
+#[test]
+fn plain_http_unconnected_udp_v6_and_exit() {
+    let mut e = Egress::default();
+    let none = RawSockAddr { len: 0, data: [0; 28] };
+    e.on_connect(o(1, 1, 0), 5, SOCK_STREAM, 0, &v6("::1".parse().unwrap(), 8080));
+    let out = e.on_data(
+        o(1, 1, 1),
+        5,
+        Direction::Send,
+        SOCK_STREAM,
+        &none,
+        b"POST /v1/messages HTTP/1.1\r\nHost: api.example.com:8080\r\n\r\n",
+    );
+    let c = opened(&out)[0];
+    assert_eq!((c.host.as_deref(), c.remote_addr.as_str()), (Some("api.example.com"), "::1"));
+    // sendto() without connect: the peer is the destination.
+    let out = e.on_data(
+        o(1, 1, 1),
+        6,
+        Direction::Send,
+        SOCK_DGRAM,
+        &v6("::ffff:127.0.0.1".parse().unwrap(), 9999),
+        b"x",
+    );
+    let c = opened(&out)[0];
+    assert!(c.ipv4_mapped && c.remote_addr == "127.0.0.1" && c.protocol == "udp");
+    let out = e.on_exit(1, 10, |fd| (fd as u64, 0));
+    assert_eq!(out.iter().filter(|o| matches!(o, Out::Close { .. })).count(), 2);
+    assert!(e.is_empty());
+}
+
+#[test]
+fn silent_connection_reported_after_grace() {
+    let mut e = Egress::default();
+    e.on_connect(o(1, 1, 0), 5, SOCK_STREAM, 0, &v4([127, 0, 0, 1], 22));
+    assert!(e.tick(OPEN_GRACE_NS - 1).is_empty());
+    assert_eq!(opened(&e.tick(OPEN_GRACE_NS)).len(), 1);
+    assert!(e.tick(OPEN_GRACE_NS * 2).is_empty());
+}
