@@ -33,6 +33,8 @@ pub mod flags {
     pub const READ_FAILED: u32 = 1 << 2;
     /// `execveat` with `AT_EMPTY_PATH`: an fd (e.g. a memfd) was executed.
     pub const EXEC_FD: u32 = 1 << 3;
+    /// A close record covers a range of fds (`close_range`), not one socket.
+    pub const FD_RANGE: u32 = 1 << 4;
 }
 
 /// Common header of every event.

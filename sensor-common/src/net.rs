@@ -58,7 +58,9 @@ pub struct DataEvent {
     pub data: [u8; DATA_LEN],
 }
 
-/// `close()` of a tracked inet socket, with what went through it.
+/// `close()` of a tracked inet socket (or a `dup2`/`dup3` onto it), with what went through it.
+/// With [`flags::FD_RANGE`](crate::flags::FD_RANGE) in the header: `close_range()` closed
+/// every fd from `fd` to `last_fd`, and user space finds which were sockets (counts are 0).
 #[derive(Clone, Copy, Debug)]
 #[repr(C)]
 pub struct CloseEvent {
@@ -67,6 +69,9 @@ pub struct CloseEvent {
     pub sock_type: u32,
     pub bytes_sent: u64,
     pub bytes_recv: u64,
+    /// The last fd closed: `fd` itself but for a range.
+    pub last_fd: u32,
+    pub _pad: u32,
 }
 
 /// A TCP state change of a connection a tracked process started (from
@@ -133,7 +138,7 @@ const _: () = assert!(DATA_LEN.is_power_of_two() && DNS_RECV_LEN <= DATA_LEN);
 const _: () = assert!(core::mem::size_of::<RawSockAddr>() == 32);
 const _: () = assert!(core::mem::size_of::<ConnectEvent>() == 56 + 16 + 32);
 const _: () = assert!(core::mem::size_of::<DataEvent>() == 56 + 24 + 32 + DATA_LEN);
-const _: () = assert!(core::mem::size_of::<CloseEvent>() == 56 + 24);
+const _: () = assert!(core::mem::size_of::<CloseEvent>() == 56 + 32);
 const _: () = assert!(core::mem::size_of::<StateEvent>() == 56 + 16 + 64);
 const _: () = assert!(core::mem::size_of::<IoctlEvent>() == 56 + 16 + 16);
 

@@ -85,6 +85,9 @@ syscall_args! {
     sendmmsg { FD = "fd" @ 0, MMSG = "mmsg" @ 1 }
     recvmmsg { FD = "fd" @ 0, MMSG = "mmsg" @ 1 }
     close { FD = "fd" @ 0 }
+    dup2 { OLDFD = "oldfd" @ 0, NEWFD = "newfd" @ 1 }
+    dup3 { OLDFD = "oldfd" @ 0, NEWFD = "newfd" @ 1 }
+    close_range { FD = "fd" @ 0, MAX_FD = "max_fd" @ 1, FLAGS = "flags" @ 2 }
     ioctl { FD = "fd" @ 0, CMD = "cmd" @ 1, ARG = "arg" @ 2 }
 }
 

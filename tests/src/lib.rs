@@ -18,6 +18,7 @@ use serde_json::Value;
 
 pub mod net;
 pub mod observe;
+pub mod sockets;
 
 /// Name under which `fsprobe` runs as a tracked assistant (see [`AGENT_CONFIG`]).
 pub const AGENT: &str = "aiwatch-test-agent";

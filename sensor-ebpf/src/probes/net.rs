@@ -40,6 +40,10 @@ const OP_RECV: u32 = 4;
 const OP_SENDMMSG: u32 = 5;
 const OP_RECVMMSG: u32 = 6;
 const OP_IOCTL: u32 = 7;
+const OP_DUP: u32 = 8;
+const OP_CLOSE_RANGE: u32 = 9;
+/// `close_range()` flag: set close-on-exec instead of closing.
+const CLOSE_RANGE_CLOEXEC: u64 = 1 << 2;
 const NETLINK_ROUTE: u32 = 0;
 
 /// `struct user_msghdr` offsets (64-bit): msg_name@0, msg_iov@16.
@@ -142,12 +146,20 @@ pub fn net_enter_connect(ctx: TracePointContext) -> u32 {
         unsafe { (arg::<u64>(&ctx, FD), arg::<u64>(&ctx, USERVADDR), arg::<u64>(&ctx, ADDRLEN)) };
     let mut a = empty_args(OP_CONNECT, fd as i32);
     a.sa = read_sockaddr(addr, len);
-    let family = u16::from_ne_bytes([a.sa.data[0], a.sa.data[1]]) as u32;
-    if family != AF_INET && family != AF_INET6 {
+    // Unread (a page not faulted in yet): the exit reads it again, once the kernel has.
+    a.addr = addr;
+    a.len = len;
+    if a.sa.len != 0 && !is_inet(&a.sa) {
         return 0;
     }
     stash_args(tid, &a);
     0
+}
+
+#[inline(always)]
+fn is_inet(sa: &RawSockAddr) -> bool {
+    let family = u16::from_ne_bytes([sa.data[0], sa.data[1]]) as u32;
+    family == AF_INET || family == AF_INET6
 }
 
 /// Sends and receives: where the buffer (and a peer address) are, for the exit to copy once the
@@ -262,17 +274,77 @@ pub fn net_enter_close(ctx: TracePointContext) -> u32 {
     // SAFETY: sys_enter_close.fd, checked against its format at load.
     let fd = unsafe { arg::<u64>(&ctx, sys::close::FD) } as i32;
     let Some(t) = tracked(tgid) else { return 0 };
+    close_sock(&t, tgid, fd);
+    0
+}
+
+/// A tracked socket's fd was closed: report it with its byte counts and forget it.
+#[inline(always)]
+fn close_sock(t: &Tracked, tgid: u32, fd: i32) {
     let key = SockKey { tgid, fd: fd as u32 };
     // SAFETY: the value is copied at once.
-    let Some(info) = (unsafe { SOCKS.get(key) }).copied() else { return 0 };
+    let Some(info) = (unsafe { SOCKS.get(key) }).copied() else { return };
     let _ = SOCKS.remove(key);
-    emit(&t, now(), urgent(), |ev: &mut CloseEvent| {
+    emit(t, now(), urgent(), |ev: &mut CloseEvent| {
         ev.fd = fd;
         ev.sock_type = info.sock_type as u32;
         ev.bytes_sent = info.bytes_sent;
         ev.bytes_recv = info.bytes_recv;
+        ev.last_fd = fd as u32;
+        ev._pad = 0;
     });
+}
+
+/// `dup2`/`dup3` onto a tracked socket's fd closes that socket (once the call succeeds).
+#[inline(always)]
+fn enter_dup(ctx: &TracePointContext, oldfd: Field, newfd: Field) -> u32 {
+    let (tgid, tid) = current_ids();
+    // SAFETY: fields of sys_enter_dup2/dup3, checked against their formats at load.
+    let (old, new) = unsafe { (arg::<u64>(ctx, oldfd) as i32, arg::<u64>(ctx, newfd) as i32) };
+    if old != new && tracked_sock(tgid, new).is_some() {
+        stash_args(tid, &empty_args(OP_DUP, new));
+    }
     0
+}
+
+#[tracepoint]
+pub fn net_enter_dup2(ctx: TracePointContext) -> u32 {
+    enter_dup(&ctx, sys::dup2::OLDFD, sys::dup2::NEWFD)
+}
+
+#[tracepoint]
+pub fn net_enter_dup3(ctx: TracePointContext) -> u32 {
+    enter_dup(&ctx, sys::dup3::OLDFD, sys::dup3::NEWFD)
+}
+
+/// `close_range()`: the kernel cannot list a process's sockets cheaply, so user space is told
+/// the range and closes the connections it knows in it.
+#[tracepoint]
+pub fn net_enter_close_range(ctx: TracePointContext) -> u32 {
+    let (tgid, tid) = current_ids();
+    use sys::close_range::{FD, FLAGS, MAX_FD};
+    // SAFETY: fields of sys_enter_close_range, checked against its format at load.
+    let (first, last, flags) =
+        unsafe { (arg::<u64>(&ctx, FD), arg::<u64>(&ctx, MAX_FD), arg::<u64>(&ctx, FLAGS)) };
+    if flags & CLOSE_RANGE_CLOEXEC != 0 || tracked(tgid).is_none() {
+        return 0;
+    }
+    let mut a = empty_args(OP_CLOSE_RANGE, first as u32 as i32);
+    a.len = last & 0xffff_ffff;
+    stash_args(tid, &a);
+    0
+}
+
+fn exit_close_range(t: &Tracked, a: &NetArgs) {
+    emit(t, now(), urgent(), |ev: &mut CloseEvent| {
+        ev.hdr.flags = sensor_common::flags::FD_RANGE;
+        ev.fd = a.fd;
+        ev.sock_type = 0;
+        ev.bytes_sent = 0;
+        ev.bytes_recv = 0;
+        ev.last_fd = a.len as u32;
+        ev._pad = 0;
+    });
 }
 
 /// One program for the exits of every socket syscall above (they share the record layout).
@@ -293,6 +365,8 @@ pub fn net_exit_syscall(ctx: TracePointContext) -> u32 {
             }
         }
         OP_CONNECT => exit_connect(&t, tgid, &a, ret),
+        OP_DUP if ret >= 0 => close_sock(&t, tgid, a.fd),
+        OP_CLOSE_RANGE if ret == 0 => exit_close_range(&t, &a),
         OP_SEND | OP_SENDMMSG | OP_RECV | OP_RECVMMSG => exit_data(&t, tgid, &a, ret),
         OP_IOCTL => exit_ioctl(&t, &a, ret),
         _ => {}
@@ -301,8 +375,20 @@ pub fn net_exit_syscall(ctx: TracePointContext) -> u32 {
 }
 
 fn exit_connect(t: &Tracked, tgid: u32, a: &NetArgs, ret: i64) {
+    let mut sa = a.sa;
+    if sa.len == 0 {
+        // Not readable at enter; the kernel has faulted the page in since.
+        sa = read_sockaddr(a.addr, a.len);
+        if sa.len == 0 {
+            bump(Stat::ReadFailed);
+            return;
+        }
+        if !is_inet(&sa) {
+            return;
+        }
+    }
     let key = SockKey { tgid, fd: a.fd as u32 };
-    let port = u16::from_be_bytes([a.sa.data[2], a.sa.data[3]]);
+    let port = u16::from_be_bytes([sa.data[2], sa.data[3]]);
     let ok = ret == 0 || ret == -EINPROGRESS;
     let sock_type = match SOCKS.get_ptr_mut(key) {
         Some(info) => {
@@ -310,15 +396,18 @@ fn exit_connect(t: &Tracked, tgid: u32, a: &NetArgs, ret: i64) {
             let info = unsafe { &mut *info };
             if ok {
                 info.flags |= sock_flags::CONNECTED;
+                // A socket connected again (UDP) is DNS only if its new peer's port is.
                 if port == 53 {
                     info.flags |= sock_flags::DNS;
+                } else {
+                    info.flags &= !sock_flags::DNS;
                 }
             }
             info.sock_type as u32
         }
         None => {
             // A socket from before tracking began: follow it from now on, type unknown.
-            let family = u16::from_ne_bytes([a.sa.data[0], a.sa.data[1]]);
+            let family = u16::from_ne_bytes([sa.data[0], sa.data[1]]);
             let mut flags = if ok { sock_flags::CONNECTED } else { 0 };
             if port == 53 {
                 flags |= sock_flags::DNS;
@@ -331,7 +420,7 @@ fn exit_connect(t: &Tracked, tgid: u32, a: &NetArgs, ret: i64) {
         ev.fd = a.fd;
         ev.sock_type = sock_type;
         ev.ret = ret;
-        ev.addr = a.sa;
+        ev.addr = sa;
     });
 }
 

@@ -83,6 +83,12 @@ pub enum KernelEvent {
         bytes_sent: u64,
         bytes_recv: u64,
     },
+    /// `close_range()` closed every fd from `first` to `last`.
+    CloseRange {
+        hdr: Header,
+        first: i32,
+        last: u32,
+    },
     State {
         hdr: Header,
         fd: i32,
@@ -113,6 +119,7 @@ impl KernelEvent {
             | Self::Connect { hdr, .. }
             | Self::Data { hdr, .. }
             | Self::Close { hdr, .. }
+            | Self::CloseRange { hdr, .. }
             | Self::State { hdr, .. }
             | Self::EnvRead { hdr, .. }
             | Self::Ioctl { hdr, .. }
@@ -131,6 +138,7 @@ impl KernelEvent {
             Self::Connect { .. } => "connect",
             Self::Data { .. } => "data",
             Self::Close { .. } => "close",
+            Self::CloseRange { .. } => "close_range",
             Self::State { .. } => "tcp_state",
             Self::EnvRead { .. } => "env_read",
             Self::Ioctl { .. } => "ioctl",
@@ -221,6 +229,9 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
         EventKind::Data => data(bytes, hdr)?,
         EventKind::Close => {
             let ev: CloseEvent = read(bytes, "close event")?;
+            if has(&hdr, sensor_common::flags::FD_RANGE) {
+                return Ok(KernelEvent::CloseRange { hdr, first: ev.fd, last: ev.last_fd });
+            }
             KernelEvent::Close {
                 hdr,
                 fd: ev.fd,
@@ -379,6 +390,8 @@ pub mod raw {
             sock_type: 1,
             bytes_sent: 100,
             bytes_recv: 200,
+            last_fd: fd as u32,
+            _pad: 0,
         })
     }
 

@@ -117,6 +117,7 @@ fn dispatch(st: &mut State, ev: KernelEvent, kernel: &mut dyn Tracker) -> Vec<Ou
         KernelEvent::Close { hdr, fd, bytes_sent, bytes_recv, .. } => {
             net::close(st, &hdr, fd, bytes_sent, bytes_recv)
         }
+        KernelEvent::CloseRange { hdr, first, last } => net::close_range(st, &hdr, first, last, kernel),
         KernelEvent::State { hdr, fd, newstate, local, remote, .. } => {
             net::state(st, &hdr, fd, newstate, &local, &remote)
         }

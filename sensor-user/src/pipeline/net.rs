@@ -10,7 +10,7 @@ use crate::{
         correlate::Outcome,
         egress::{self, Origin},
     },
-    kernel::events::Header,
+    kernel::{events::Header, tracker::Tracker},
     output::{
         emit::Out,
         report::{Body, ConnectionRecord, FindingRecord, ProcessRef, SessionRef},
@@ -47,6 +47,28 @@ pub(super) fn data(
 
 pub(super) fn close(st: &mut State, hdr: &Header, fd: i32, sent: u64, received: u64) -> Vec<Out> {
     let out = st.egress.on_close(hdr.pid, fd, sent, received, hdr.ts_ns);
+    report(st, out, hdr.ts_ns)
+}
+
+/// `close_range()`: the connections whose fds were in the range end (with the kernel's last
+/// counts, which it forgets).
+pub(super) fn close_range(
+    st: &mut State,
+    hdr: &Header,
+    first: i32,
+    last: u32,
+    kernel: &mut dyn Tracker,
+) -> Vec<Out> {
+    let in_range = |fd: i32| fd >= first && fd as u32 <= last;
+    let out = st.egress.on_fds_closed(hdr.pid, in_range, hdr.ts_ns, |fd| kernel.take_sock(hdr.pid, fd));
+    report(st, out, hdr.ts_ns)
+}
+
+/// After an exec: the connections whose fds the exec closed (close-on-exec) end.
+pub(super) fn closed_by_exec(st: &mut State, hdr: &Header, kernel: &mut dyn Tracker) -> Vec<Out> {
+    let src = &st.src;
+    let gone = |fd: i32| !src.fd_path(hdr.pid, fd).is_some_and(|p| p.starts_with("socket:"));
+    let out = st.egress.on_fds_closed(hdr.pid, gone, hdr.ts_ns, |fd| kernel.take_sock(hdr.pid, fd));
     report(st, out, hdr.ts_ns)
 }
 

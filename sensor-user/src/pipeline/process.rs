@@ -51,6 +51,21 @@ pub(super) fn exec(
     argv: Vec<String>,
     kernel: &mut dyn Tracker,
 ) -> Vec<Out> {
+    // Before the process may leave its session: the connections the exec closed belong there.
+    let mut out = net::closed_by_exec(st, hdr, kernel);
+    out.extend(exec_record(st, hdr, ppid, filename, argv, kernel));
+    out
+}
+
+/// The exec as the process table takes it: a session started, an exec in one, or nothing.
+fn exec_record(
+    st: &mut State,
+    hdr: &Header,
+    ppid: u32,
+    filename: &str,
+    argv: Vec<String>,
+    kernel: &mut dyn Tracker,
+) -> Vec<Out> {
     let environment = st.pending_env.take(hdr.pid);
     let u = st.table.on_exec(hdr, ppid, filename, argv, &st.classifier, st.src.as_ref());
     let started = matches!(u, Update::SessionStarted { .. });

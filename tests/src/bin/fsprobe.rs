@@ -17,6 +17,7 @@
 //!   storm=N            fork N children that exit at once, 50 at a time
 //!   tcp=HOST:PORT[,DATA]   connect (resolving HOST with getaddrinfo), send DATA (`@FILE` for a
 //!                          file's bytes), read until EOF or 2 s, close
+//!   sock=WHAT,...      socket fd reuse and closing tricks (see `integration_tests::sockets`)
 //! `child=` runs this program again with the `;`-separated actions and waits for it; inside
 //! those, `|` stands for `;` one level down (`child=a;child=b|c` nests a grandchild).
 //! Arguments starting with `-`, without `=`, or a URL before their first `=` are not actions:
@@ -129,6 +130,7 @@ fn act(action: &str) -> Result<(), String> {
                 0
             }
             "tcp" => tcp(arg),
+            "sock" => integration_tests::sockets::act(arg)?,
             "comm" => libc::prctl(libc::PR_SET_NAME, c(arg).as_ptr(), 0, 0, 0) as i64,
             "thread" => {
                 let a = arg.replace('|', ";");

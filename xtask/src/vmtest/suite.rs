@@ -30,7 +30,7 @@ impl Suite {
 }
 
 /// Test binaries (tests/tests/<name>.rs) of the core suite, in the order they run.
-const CORE: [&str; 4] = ["core", "env", "egress", "correlate"];
+const CORE: [&str; 5] = ["core", "env", "egress", "sockets", "correlate"];
 /// Core too, when the file exists.
 const CORE_OPTIONAL: [&str; 1] = ["kernels"];
 

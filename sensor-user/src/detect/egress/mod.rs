@@ -8,11 +8,17 @@ use std::collections::HashMap;
 use sensor_common::{tcp_state, Direction, RawSockAddr};
 
 use crate::{
-    detect::parsers::{dns, http, sockaddr, tls},
+    detect::parsers::{
+        dns, http,
+        sockaddr::{self, Peer},
+        tls,
+    },
     sys::errno::errno_name,
 };
 
-const EINPROGRESS: i64 = 115;
+const EINPROGRESS: i64 = libc::EINPROGRESS as i64;
+const EALREADY: i64 = libc::EALREADY as i64;
+const EISCONN: i64 = libc::EISCONN as i64;
 /// A connection that sent nothing is reported open after this long.
 pub const OPEN_GRACE_NS: u64 = 1_000_000_000;
 
@@ -62,6 +68,10 @@ impl Egress {
         let mut out = Vec::new();
         let Some(peer) = sockaddr::parse(addr) else { return out };
         let key = (pid, fd);
+        // EALREADY and EISCONN answer a connect in progress or done: not a new one.
+        if ret != -EALREADY && ret != -EISCONN {
+            self.end_if_reconnected(key, &peer, now_ns, &mut out);
+        }
         // A state change may have come first (blocking connect): keep what it said.
         let c = self.conns.entry(key).or_insert_with(|| Connection::new(id, fd, sock_type, peer, now_ns));
         c.remote_addr = peer.addr.ip().to_string();
@@ -75,8 +85,9 @@ impl Egress {
         }
         c.connect_returned = true;
         match ret {
-            0 if c.result != "failed" => c.result = "established",
-            r if r == -EINPROGRESS => {}
+            // EISCONN: connected already (a non-blocking connect checked again).
+            r if (r == 0 || r == -EISCONN) && c.result != "failed" => c.result = "established",
+            r if r == -EINPROGRESS || r == -EALREADY || r == -EISCONN => {}
             0 => {}
             r => {
                 c.result = "failed";
@@ -87,6 +98,22 @@ impl Egress {
             self.open(key, &mut out);
         }
         out
+    }
+
+    /// A socket whose connect has returned is connected again — a UDP socket to another peer,
+    /// a TCP connect retried after it failed: the earlier connection ends here, and the new one
+    /// gets its own record. (The kernel counts bytes per socket: they all go to the last one.)
+    fn end_if_reconnected(&mut self, key: (u32, i32), peer: &Peer, now_ns: u64, out: &mut Vec<Out>) {
+        let Some(c) = self.conns.get(&key) else { return };
+        let same_peer = c.remote_addr == peer.addr.ip().to_string() && c.remote_port == peer.addr.port();
+        if !c.connect_returned || (same_peer && c.result != "failed") {
+            return;
+        }
+        self.open(key, out);
+        if let Some(mut old) = self.conns.remove(&key) {
+            old.duration_ms = Some(now_ns.saturating_sub(old.start_ns) / 1_000_000);
+            out.push(Out::Close { pid: key.0, conn: old });
+        }
     }
 
     /// A TCP state change of a connection in progress.
@@ -101,8 +128,11 @@ impl Egress {
         let Origin { pid, now_ns, id, .. } = o;
         let mut out = Vec::new();
         let key = (pid, fd);
+        let Some(peer) = sockaddr::parse(remote) else { return out };
+        if newstate == tcp_state::ESTABLISHED {
+            self.end_if_reconnected(key, &peer, now_ns, &mut out);
+        }
         if let std::collections::hash_map::Entry::Vacant(e) = self.conns.entry(key) {
-            let Some(peer) = sockaddr::parse(remote) else { return out };
             e.insert(Connection::new(id, fd, SOCK_STREAM, peer, now_ns));
         }
         let Some(c) = self.conns.get_mut(&key) else { return out };
@@ -207,8 +237,20 @@ impl Egress {
 
     /// The process exited: its sockets closed without close(). `counts` gives the kernel's
     /// last byte counts for (pid, fd) and forgets the socket.
-    pub fn on_exit(&mut self, pid: u32, now_ns: u64, mut counts: impl FnMut(i32) -> (u64, u64)) -> Vec<Out> {
-        let fds: Vec<i32> = self.conns.keys().filter(|(p, _)| *p == pid).map(|(_, fd)| *fd).collect();
+    pub fn on_exit(&mut self, pid: u32, now_ns: u64, counts: impl FnMut(i32) -> (u64, u64)) -> Vec<Out> {
+        self.on_fds_closed(pid, |_| true, now_ns, counts)
+    }
+
+    /// Fds of `pid` that `closed` picks were closed without close() (exit, exec, close_range).
+    pub fn on_fds_closed(
+        &mut self,
+        pid: u32,
+        closed: impl Fn(i32) -> bool,
+        now_ns: u64,
+        mut counts: impl FnMut(i32) -> (u64, u64),
+    ) -> Vec<Out> {
+        let fds: Vec<i32> =
+            self.conns.keys().filter(|(p, fd)| *p == pid && closed(*fd)).map(|(_, fd)| *fd).collect();
         let mut out = Vec::new();
         for fd in fds {
             let (sent, recv) = counts(fd);

@@ -136,3 +136,64 @@ fn silent_connection_reported_after_grace() {
     assert_eq!(opened(&e.tick(OPEN_GRACE_NS)).len(), 1);
     assert!(e.tick(OPEN_GRACE_NS * 2).is_empty());
 }
+
+fn closed(out: &[Out]) -> Vec<&Connection> {
+    out.iter().filter_map(|o| if let Out::Close { conn, .. } = o { Some(conn) } else { None }).collect()
+}
+
+#[test]
+fn udp_socket_connected_twice_is_two_connections() {
+    let mut e = Egress::default();
+    let none = RawSockAddr { len: 0, data: [0; 28] };
+    e.on_connect(o(1, 1, 0), 5, SOCK_DGRAM, 0, &v4([127, 0, 0, 1], 5001));
+    let first = opened(&e.on_data(o(1, 1, 1), 5, Direction::Send, SOCK_DGRAM, &none, b"a"))[0].clone();
+    assert_eq!(first.remote_port, 5001);
+    // Connected again, to another peer: the first ends, the second is new.
+    let out = e.on_connect(o(1, 1, 2), 5, SOCK_DGRAM, 0, &v4([127, 0, 0, 1], 5002));
+    assert_eq!(closed(&out).iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), [first.id.as_str()]);
+    let second = opened(&e.on_data(o(1, 1, 3), 5, Direction::Send, SOCK_DGRAM, &none, b"b"))[0].clone();
+    assert_eq!(second.remote_port, 5002);
+    assert_ne!(second.id, first.id);
+    // The same peer again is the same connection.
+    assert!(e.on_connect(o(1, 1, 4), 5, SOCK_DGRAM, 0, &v4([127, 0, 0, 1], 5002)).is_empty());
+    assert_eq!(e.len(), 1);
+}
+
+#[test]
+fn tcp_connect_retried_after_failure_is_a_new_connection() {
+    let mut e = Egress::default();
+    let refused = -(libc::ECONNREFUSED as i64);
+    let out = e.on_connect(o(1, 1, 0), 5, SOCK_STREAM, refused, &v4([127, 0, 0, 1], 5001));
+    assert_eq!(opened(&out)[0].result, "failed");
+    // The same socket, the same peer, now listening: a blocking connect's state change first.
+    let out = e.on_state(
+        o(1, 1, 1),
+        5,
+        tcp_state::ESTABLISHED,
+        &v4([127, 0, 0, 1], 40000),
+        &v4([127, 0, 0, 1], 5001),
+    );
+    assert_eq!(closed(&out)[0].result, "failed");
+    assert!(e.on_connect(o(1, 1, 2), 5, SOCK_STREAM, 0, &v4([127, 0, 0, 1], 5001)).is_empty());
+    let c = opened(&e.on_close(1, 5, 1, 1, 3))[0].clone();
+    assert_eq!((c.result, c.local_port), ("established", Some(40000)));
+    // EISCONN on a connected socket is not a new connection.
+    e.on_connect(o(1, 1, 4), 6, SOCK_STREAM, 0, &v4([127, 0, 0, 1], 5001));
+    let eisconn = -(libc::EISCONN as i64);
+    assert!(e.on_connect(o(1, 1, 5), 6, SOCK_STREAM, eisconn, &v4([127, 0, 0, 1], 5001)).is_empty());
+    assert_eq!(e.len(), 1);
+}
+
+#[test]
+fn fds_closed_without_close_end_only_their_connections() {
+    let mut e = Egress::default();
+    for fd in [3, 5, 9] {
+        e.on_connect(o(1, 1, 0), fd, SOCK_STREAM, 0, &v4([127, 0, 0, 1], 5000 + fd as u16));
+    }
+    e.on_connect(o(2, 2, 0), 5, SOCK_STREAM, 0, &v4([127, 0, 0, 1], 6000));
+    let out = e.on_fds_closed(1, |fd| (4..=9).contains(&fd), 1, |fd| (fd as u64, 0));
+    let mut fds: Vec<(i32, u64)> = closed(&out).iter().map(|c| (c.fd, c.bytes_sent)).collect();
+    fds.sort();
+    assert_eq!(fds, [(5, 5), (9, 9)]);
+    assert_eq!(e.len(), 2);
+}

@@ -102,7 +102,7 @@ impl ProgramSpec {
 }
 
 /// The socket syscalls the net programs enter, with what each is for.
-const NET_ENTER: [(&str, &str, &str); 14] = [
+const NET_ENTER: [(&str, &str, &str); 17] = [
     ("net_enter_socket", "socket", "inet sockets of tracked processes"),
     ("net_enter_connect", "connect", "destination of connect()"),
     ("net_enter_write", "write", "first bytes sent (SNI, HTTP, DNS)"),
@@ -116,6 +116,9 @@ const NET_ENTER: [(&str, &str, &str); 14] = [
     ("net_enter_recvmsg", "recvmsg", "bytes received, DNS answers"),
     ("net_enter_recvmmsg", "recvmmsg", "bytes received, DNS answers"),
     ("net_enter_close", "close", "end of a connection, with its byte counts"),
+    ("net_enter_dup2", "dup2", "a connection's fd closed by dup2 onto it"),
+    ("net_enter_dup3", "dup3", "a connection's fd closed by dup3 onto it"),
+    ("net_enter_close_range", "close_range", "connections' fds closed by close_range (Linux 5.9+)"),
     ("net_enter_ioctl", "ioctl", "interface enumeration (SIOCGIFCONF, SIOCGIFHWADDR, …)"),
 ];
 

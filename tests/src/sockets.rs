@@ -1,0 +1,156 @@
+//! Socket tricks for `fsprobe sock=…`: ways a process reuses or closes a socket's fd, or passes
+//! connect() an address the kernel side cannot read at entry. Each returns 0 or `-errno`.
+//!
+//!   sock=udp2,A,B          one UDP socket connected to A, sends; connected to B, sends
+//!   sock=retry,A,B         one TCP socket: connect to A (refused), then to B, send, close
+//!   sock=dup2,A,WAIT       TCP connect to A, send; dup2 /dev/null onto it; wait for WAIT
+//!   sock=close_range,A,WAIT  the same, closed by close_range(fd, fd, 0)
+//!   sock=exec,A,WAIT       TCP connect (close-on-exec) to A, send; exec `fsprobe waitfile=WAIT`
+//!   sock=unfaulted,A       TCP connect to A with the address in a file mapping never touched
+//!   sock=badaddr           TCP connect with an address pointer nothing is mapped at (EFAULT)
+
+use std::{net::SocketAddrV4, os::fd::AsRawFd};
+
+fn sockaddr(a: &str) -> Result<libc::sockaddr_in, String> {
+    let a: SocketAddrV4 = a.parse().map_err(|_| format!("{a:?} is not IPv4:PORT"))?;
+    // SAFETY: all-zero is a valid sockaddr_in.
+    let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    sa.sin_family = libc::AF_INET as u16;
+    sa.sin_port = a.port().to_be();
+    sa.sin_addr.s_addr = u32::from(*a.ip()).to_be();
+    Ok(sa)
+}
+
+fn ret(r: i64) -> i64 {
+    if r < 0 {
+        -i64::from(std::io::Error::last_os_error().raw_os_error().unwrap_or(1))
+    } else {
+        r
+    }
+}
+
+fn socket(kind: i32) -> i32 {
+    // SAFETY: plain syscall.
+    unsafe { libc::socket(libc::AF_INET, kind, 0) }
+}
+
+fn connect(fd: i32, sa: *const libc::sockaddr_in) -> i64 {
+    let len = std::mem::size_of::<libc::sockaddr_in>() as u32;
+    // SAFETY: `sa` points at a sockaddr_in (or at a mapping of one).
+    ret(unsafe { libc::connect(fd, sa.cast(), len) } as i64)
+}
+
+fn send(fd: i32, data: &[u8]) -> i64 {
+    // SAFETY: a valid buffer.
+    ret(unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), 0) } as i64)
+}
+
+fn wait_for(path: &str) {
+    for _ in 0..6000 {
+        if std::path::Path::new(path).exists() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// A connected TCP socket to `a` that has sent a request head.
+fn connected(a: &str) -> Result<i32, String> {
+    let fd = socket(libc::SOCK_STREAM);
+    let r = connect(fd, &sockaddr(a)?);
+    if r < 0 {
+        return Err(format!("connect {a}: {r}"));
+    }
+    send(fd, b"GET / HTTP/1.1\r\nHost: reused.example\r\n\r\n");
+    Ok(fd)
+}
+
+pub fn act(arg: &str) -> Result<i64, String> {
+    let parts: Vec<&str> = arg.split(',').collect();
+    let at = |i: usize| parts.get(i).copied().ok_or_else(|| format!("sock={arg}: argument {i} missing"));
+    match parts[0] {
+        "udp2" => {
+            let fd = socket(libc::SOCK_DGRAM);
+            let (a, b) = (sockaddr(at(1)?)?, sockaddr(at(2)?)?);
+            let r = [connect(fd, &a), send(fd, b"first"), connect(fd, &b), send(fd, b"second")];
+            // SAFETY: our own fd.
+            unsafe { libc::close(fd) };
+            Ok(r.into_iter().find(|r| *r < 0).unwrap_or(0))
+        }
+        "retry" => {
+            let fd = socket(libc::SOCK_STREAM);
+            let refused = connect(fd, &sockaddr(at(1)?)?);
+            let second = connect(fd, &sockaddr(at(2)?)?);
+            send(fd, b"GET / HTTP/1.1\r\nHost: retried.example\r\n\r\n");
+            // SAFETY: our own fd.
+            unsafe { libc::close(fd) };
+            Ok(if refused < 0 && second == 0 { 0 } else { -1 })
+        }
+        "dup2" | "close_range" => {
+            let fd = connected(at(1)?)?;
+            let null = std::fs::File::open("/dev/null").map_err(|e| e.to_string())?;
+            // SAFETY: our own fds.
+            let r = if parts[0] == "dup2" {
+                unsafe { libc::dup2(null.as_raw_fd(), fd) as i64 }
+            } else {
+                unsafe { libc::syscall(libc::SYS_close_range, fd as u32, fd as u32, 0u32) }
+            };
+            let r = ret(r);
+            wait_for(at(2)?);
+            Ok(r.min(0))
+        }
+        "exec" => {
+            // Far from the low fds the new program's start-up opens and closes (a close of the
+            // same number would end a stale entry by accident).
+            let low = socket(libc::SOCK_STREAM | libc::SOCK_CLOEXEC);
+            // SAFETY: our own fds.
+            let fd = unsafe { libc::fcntl(low, libc::F_DUPFD_CLOEXEC, 200) };
+            unsafe { libc::close(low) };
+            let r = connect(fd, &sockaddr(at(1)?)?);
+            if r < 0 {
+                return Err(format!("connect: {r}"));
+            }
+            send(fd, b"GET / HTTP/1.1\r\nHost: reused.example\r\n\r\n");
+            let me = std::env::current_exe().map_err(|e| e.to_string())?;
+            let err = std::os::unix::process::CommandExt::exec(
+                std::process::Command::new(me).arg(format!("waitfile={}", at(2)?)),
+            );
+            Err(format!("exec: {err}"))
+        }
+        "unfaulted" => {
+            let file = std::env::temp_dir().join(format!("aiwatch-sockaddr-{}", std::process::id()));
+            let sa = sockaddr(at(1)?)?;
+            // SAFETY: a sockaddr_in's bytes.
+            let bytes = unsafe {
+                std::slice::from_raw_parts(
+                    (&sa as *const libc::sockaddr_in).cast::<u8>(),
+                    std::mem::size_of_val(&sa),
+                )
+            };
+            std::fs::write(&file, bytes).map_err(|e| e.to_string())?;
+            let f = std::fs::File::open(&file).map_err(|e| e.to_string())?;
+            let _ = std::fs::remove_file(&file);
+            // SAFETY: a private read-only mapping of a file we own; not touched before connect().
+            let p = unsafe {
+                libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ, libc::MAP_PRIVATE, f.as_raw_fd(), 0)
+            };
+            if p == libc::MAP_FAILED {
+                return Err("mmap failed".into());
+            }
+            let fd = socket(libc::SOCK_STREAM);
+            let r = connect(fd, p.cast());
+            send(fd, b"GET / HTTP/1.1\r\nHost: unfaulted.example\r\n\r\n");
+            // SAFETY: our own fd.
+            unsafe { libc::close(fd) };
+            Ok(r)
+        }
+        "badaddr" => {
+            let fd = socket(libc::SOCK_STREAM);
+            let r = connect(fd, 16 as *const libc::sockaddr_in);
+            // SAFETY: our own fd.
+            unsafe { libc::close(fd) };
+            Ok(if r == -i64::from(libc::EFAULT) { 0 } else { -1 })
+        }
+        other => Err(format!("sock={other}: unknown")),
+    }
+}
