@@ -67,7 +67,9 @@ pub struct SockInfo {
     pub bytes_recv: u64,
     /// Sends whose bytes were copied so far.
     pub captures: u32,
-    pub _pad: u32,
+    /// A digest of the last peer a datagram was sent to without connect() (0: none yet): a
+    /// datagram to another peer is copied whatever `captures` says.
+    pub last_peer: u32,
 }
 
 /// Bits of [`SockInfo::flags`].
@@ -76,10 +78,17 @@ pub mod sock_flags {
     pub const CONNECTED: u32 = 1 << 0;
     /// Peer port 53: every message is copied (DNS), sent and received.
     pub const DNS: u32 = 1 << 1;
+    /// The first send was a proxy handshake (HTTP CONNECT, a SOCKS5 greeting): sends are
+    /// copied until a TLS record is, or [`CAPTURE_PROXY`](super::CAPTURE_PROXY) of them.
+    pub const PROXY: u32 = 1 << 2;
 }
 
 /// Sends per socket whose first bytes are copied (HTTP CONNECT, then the ClientHello behind it).
 pub const CAPTURE_SENDS: u32 = 3;
+/// Sends copied at most on a socket whose first send was a proxy handshake (a SOCKS5 greeting,
+/// authentication and request, or a CONNECT head written a header at a time, then the
+/// tunnelled ClientHello).
+pub const CAPTURE_PROXY: u32 = 32;
 /// Requests per `NETLINK_ROUTE` socket whose first bytes are copied (interface enumeration).
 pub const CAPTURE_NETLINK: u32 = 16;
 /// `AF_NETLINK`.

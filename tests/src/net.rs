@@ -209,18 +209,49 @@ pub fn connect_proxy(upstream: SocketAddr) -> Server {
                 let _ = client.write_all(b"HTTP/1.1 405 Method Not Allowed\r\n\r\n");
                 return;
             }
-            let Ok(mut up) = TcpStream::connect(upstream) else { return };
+            let Ok(up) = TcpStream::connect(upstream) else { return };
             let _ = client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
-            let (mut c2, mut u2) = (client.try_clone().expect("clone"), up.try_clone().expect("clone"));
-            let t = std::thread::spawn(move || {
-                let _ = std::io::copy(&mut u2, &mut c2);
-                let _ = c2.shutdown(std::net::Shutdown::Write);
-            });
-            let _ = std::io::copy(&mut client, &mut up);
-            let _ = up.shutdown(std::net::Shutdown::Write);
-            let _ = t.join();
+            pipe(client, up);
         })
     })
+}
+
+/// A SOCKS5 proxy (RFC 1928) on loopback that asks for a user and password (RFC 1929), accepts
+/// any, and tunnels every CONNECT to `upstream` whatever it names.
+pub fn socks5_proxy(upstream: SocketAddr) -> Server {
+    spawn_server(None, "127.0.0.1:0", false, move |sock, stop| {
+        accept_loop(sock, stop, |mut client| {
+            let mut b = [0u8; 512];
+            // Greeting, then the user/password sub-negotiation, then the request: one read each,
+            // as the client waits for every answer before it sends the next.
+            if client.read(&mut b).unwrap_or(0) < 3 || b[0] != 5 {
+                return;
+            }
+            let _ = client.write_all(&[5, 2]);
+            if client.read(&mut b).unwrap_or(0) < 3 || b[0] != 1 {
+                return;
+            }
+            let _ = client.write_all(&[1, 0]);
+            if client.read(&mut b).unwrap_or(0) < 10 || b[..2] != [5, 1] {
+                return;
+            }
+            let Ok(up) = TcpStream::connect(upstream) else { return };
+            let _ = client.write_all(&[5, 0, 0, 1, 127, 0, 0, 1, 0, 0]);
+            pipe(client, up);
+        })
+    })
+}
+
+/// Copies both ways until each side is done.
+fn pipe(mut client: TcpStream, mut up: TcpStream) {
+    let (mut c2, mut u2) = (client.try_clone().expect("clone"), up.try_clone().expect("clone"));
+    let t = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut u2, &mut c2);
+        let _ = c2.shutdown(std::net::Shutdown::Write);
+    });
+    let _ = std::io::copy(&mut client, &mut up);
+    let _ = up.shutdown(std::net::Shutdown::Write);
+    let _ = t.join();
 }
 
 /// A DNS server on 127.0.0.1:53 in `netns`: A records for `names`, empty answers otherwise.

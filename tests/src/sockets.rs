@@ -8,6 +8,10 @@
 //!   sock=exec,A,WAIT       TCP connect (close-on-exec) to A, send; exec `fsprobe waitfile=WAIT`
 //!   sock=unfaulted,A       TCP connect to A with the address in a file mapping never touched
 //!   sock=badaddr           TCP connect with an address pointer nothing is mapped at (EFAULT)
+//!   sock=sendto,A,B,C      one unconnected UDP socket: datagrams to A (five), B, C, A
+//!   sock=fake53,A          TCP connect to A; a ClientHello sent with sendto() to port 53
+//!   sock=connect_headers,P,N  CONNECT api.openai.com:443 through proxy P, the head written a
+//!                          header at a time (N headers), then a ClientHello for api.openai.com
 
 use std::{net::SocketAddrV4, os::fd::AsRawFd};
 
@@ -151,6 +155,78 @@ pub fn act(arg: &str) -> Result<i64, String> {
             unsafe { libc::close(fd) };
             Ok(if r == -i64::from(libc::EFAULT) { 0 } else { -1 })
         }
+        "sendto" => {
+            let fd = socket(libc::SOCK_DGRAM);
+            let peers = [at(1)?, at(1)?, at(1)?, at(1)?, at(1)?, at(2)?, at(3)?, at(1)?];
+            let mut worst = 0;
+            for p in peers {
+                let sa = sockaddr(p)?;
+                let len = std::mem::size_of_val(&sa) as u32;
+                // SAFETY: a valid buffer and sockaddr.
+                let r = unsafe {
+                    libc::sendto(
+                        fd,
+                        b"q".as_ptr().cast(),
+                        1,
+                        0,
+                        (&sa as *const libc::sockaddr_in).cast(),
+                        len,
+                    )
+                };
+                worst = worst.min(ret(r as i64));
+            }
+            // SAFETY: our own fd.
+            unsafe { libc::close(fd) };
+            Ok(worst)
+        }
+        "fake53" => {
+            let fd = socket(libc::SOCK_STREAM);
+            let r = connect(fd, &sockaddr(at(1)?)?);
+            let hello = sensor_user_hello("api.anthropic.com");
+            let dns = sockaddr("127.0.0.1:53")?;
+            let len = std::mem::size_of_val(&dns) as u32;
+            // SAFETY: a valid buffer and sockaddr; TCP ignores the address.
+            let sent = unsafe {
+                libc::sendto(
+                    fd,
+                    hello.as_ptr().cast(),
+                    hello.len(),
+                    0,
+                    (&dns as *const libc::sockaddr_in).cast(),
+                    len,
+                )
+            };
+            // SAFETY: our own fd.
+            unsafe { libc::close(fd) };
+            Ok(r.min(ret(sent as i64)).min(0))
+        }
+        "connect_headers" => connect_headers(at(1)?, at(2)?),
         other => Err(format!("sock={other}: unknown")),
     }
+}
+
+fn sensor_user_hello(name: &str) -> Vec<u8> {
+    aiwatch::detect::parsers::tls::build_client_hello(name, 32, 16384)
+}
+
+/// A CONNECT head written a line at a time (as Python's http.client once did), the proxy's
+/// answer read, then a ClientHello through the tunnel.
+fn connect_headers(proxy: &str, n: &str) -> Result<i64, String> {
+    use std::io::{Read, Write};
+    let n: usize = n.parse().map_err(|_| "connect_headers: N")?;
+    let mut s = std::net::TcpStream::connect(proxy).map_err(|e| e.to_string())?;
+    s.set_nodelay(true).map_err(|e| e.to_string())?;
+    let mut lines = vec!["CONNECT api.openai.com:443 HTTP/1.1\r\n".to_string()];
+    lines.extend((0..n).map(|i| format!("X-Header-{i}: {}\r\n", "v".repeat(40))));
+    lines.push("\r\n".into());
+    for l in lines {
+        s.write_all(l.as_bytes()).map_err(|e| e.to_string())?;
+    }
+    let mut b = [0u8; 256];
+    let got = s.read(&mut b).map_err(|e| e.to_string())?;
+    if !b[..got].starts_with(b"HTTP/1.1 200") {
+        return Err("the proxy refused".into());
+    }
+    s.write_all(&sensor_user_hello("api.openai.com")).map_err(|e| e.to_string())?;
+    Ok(0)
 }

@@ -111,3 +111,64 @@ fn connect_address_unreadable_even_at_exit_is_counted() {
     }
     assert!(after >= before + 2.0, "read_failed {before} -> {after}");
 }
+
+#[test]
+fn unconnected_udp_datagrams_are_one_connection_per_destination() {
+    let (sensor, dir) = (Sensor::start(AGENT_CONFIG), TempDir::new("sendto"));
+    let peers: Vec<std::net::UdpSocket> =
+        (0..3).map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+    let ports: Vec<u16> = peers.iter().map(|p| p.local_addr().unwrap().port()).collect();
+    let agent = probe_as(&dir, AGENT);
+    let action = format!("sock=sendto,127.0.0.1:{},127.0.0.1:{},127.0.0.1:{}", ports[0], ports[1], ports[2]);
+    let root = run(&agent, &[&action]);
+    // Five datagrams to the first peer, then one to each other: the later peers are reported.
+    for (i, port) in ports.iter().enumerate() {
+        let open = opens(&sensor, root, 1, &format!("peer {i}"), *port).remove(0);
+        assert_eq!(conn(&open)["protocol"], "udp", "{open}");
+    }
+}
+
+#[test]
+fn a_fake_port_53_address_on_a_tcp_socket_does_not_hide_its_sni() {
+    let (sensor, dir) = (Sensor::start(AGENT_CONFIG), TempDir::new("fake53"));
+    let sink = sink_server(None, "127.0.0.1:0");
+    let agent = probe_as(&dir, AGENT);
+    let root = run(&agent, &[&format!("sock=fake53,{}", sink.addr)]);
+    let open = opens(&sensor, root, 1, "the connection", sink.addr.port()).remove(0);
+    assert_eq!(conn(&open)["tls_sni"], "api.anthropic.com", "{open}");
+    assert_eq!(conn(&open)["host_source"], "tls_sni");
+}
+
+#[test]
+fn socks5_with_a_password_still_yields_the_tunnelled_sni() {
+    let (sensor, dir) = (Sensor::start(AGENT_CONFIG), TempDir::new("socks5"));
+    let (_tls, tls) = tls_server(&dir);
+    let proxy = socks5_proxy(tls);
+    let agent = probe_as(&dir, AGENT);
+    let curl = format!(
+        "sh=curl -sk --max-time 10 -x socks5h://user:secretpw@{} https://api.anthropic.com/v1/models -o /dev/null",
+        proxy.addr
+    );
+    let root = run(&agent, &[&curl]);
+    let open = opens(&sensor, root, 1, "the proxied connection", proxy.addr.port()).remove(0);
+    let c = conn(&open);
+    assert_eq!(c["host"], "api.anthropic.com", "{open}");
+    assert_eq!(c["host_source"], "socks_connect");
+    assert_eq!(c["tls_sni"], "api.anthropic.com");
+    assert_eq!(c["proxy"], true);
+    assert!(!open.to_string().contains("secretpw"), "{open}");
+}
+
+#[test]
+fn a_connect_head_written_a_header_at_a_time_still_yields_the_tunnelled_sni() {
+    let (sensor, dir) = (Sensor::start(AGENT_CONFIG), TempDir::new("headers"));
+    let sink = sink_server(None, "127.0.0.1:0");
+    let proxy = connect_proxy(sink.addr);
+    let agent = probe_as(&dir, AGENT);
+    let root = run(&agent, &[&format!("sock=connect_headers,{},12", proxy.addr)]);
+    let open = opens(&sensor, root, 1, "the proxied connection", proxy.addr.port()).remove(0);
+    let c = conn(&open);
+    assert_eq!(c["host"], "api.openai.com", "{open}");
+    assert_eq!(c["host_source"], "http_connect");
+    assert_eq!(c["tls_sni"], "api.openai.com");
+}

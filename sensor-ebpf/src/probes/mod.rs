@@ -2,4 +2,5 @@ pub mod alternatives;
 pub mod env;
 pub mod files;
 pub mod net;
+pub mod net_close;
 pub mod process;

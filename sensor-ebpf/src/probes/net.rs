@@ -17,10 +17,11 @@ use aya_ebpf::{
 use sensor_common::{
     sock_flags, tcp_state,
     tracepoints::{inet_sock_set_state, sys, Field, SYS_EXIT_RET},
-    CloseEvent, ConnectEvent, DataEvent, Direction, InterfaceIoctl, IoctlEvent, RawSockAddr, SockInfo,
-    SockKey, Stat, StateEvent, Tracked, AF_NETLINK, CAPTURE_NETLINK, CAPTURE_SENDS, DATA_LEN, DNS_RECV_LEN,
+    ConnectEvent, DataEvent, Direction, InterfaceIoctl, IoctlEvent, RawSockAddr, SockInfo, SockKey, Stat,
+    StateEvent, Tracked, AF_NETLINK, CAPTURE_NETLINK, CAPTURE_PROXY, CAPTURE_SENDS, DATA_LEN, DNS_RECV_LEN,
 };
 
+use super::net_close;
 use crate::{
     emit::{batched, emit, urgent},
     helpers::{arg, bump, current_ids, now, stash, take, tracked},
@@ -40,10 +41,8 @@ const OP_RECV: u32 = 4;
 const OP_SENDMMSG: u32 = 5;
 const OP_RECVMMSG: u32 = 6;
 const OP_IOCTL: u32 = 7;
-const OP_DUP: u32 = 8;
-const OP_CLOSE_RANGE: u32 = 9;
-/// `close_range()` flag: set close-on-exec instead of closing.
-const CLOSE_RANGE_CLOEXEC: u64 = 1 << 2;
+pub(super) const OP_DUP: u32 = 8;
+pub(super) const OP_CLOSE_RANGE: u32 = 9;
 const NETLINK_ROUTE: u32 = 0;
 
 /// `struct user_msghdr` offsets (64-bit): msg_name@0, msg_iov@16.
@@ -53,7 +52,7 @@ const MSG_IOV: usize = 16;
 const MMSG_LEN: usize = 56;
 const MMSG_SIZE: usize = 64;
 
-fn empty_args(op: u32, fd: i32) -> NetArgs {
+pub(super) fn empty_args(op: u32, fd: i32) -> NetArgs {
     NetArgs {
         op,
         fd,
@@ -69,7 +68,7 @@ fn empty_args(op: u32, fd: i32) -> NetArgs {
     }
 }
 
-fn stash_args(tid: u32, args: &NetArgs) {
+pub(super) fn stash_args(tid: u32, args: &NetArgs) {
     if stash(&NET_ARGS, tid, args).is_err() {
         bump(Stat::StashFull);
     }
@@ -77,7 +76,7 @@ fn stash_args(tid: u32, args: &NetArgs) {
 
 /// The tracked inet socket `fd` of the current process, if it is one.
 #[inline(always)]
-fn tracked_sock(tgid: u32, fd: i32) -> Option<SockKey> {
+pub(super) fn tracked_sock(tgid: u32, fd: i32) -> Option<SockKey> {
     tracked(tgid)?;
     let key = SockKey { tgid, fd: fd as u32 };
     // SAFETY: presence check only.
@@ -268,85 +267,6 @@ fn exit_ioctl(t: &Tracked, a: &NetArgs, ret: i64) {
     });
 }
 
-#[tracepoint]
-pub fn net_enter_close(ctx: TracePointContext) -> u32 {
-    let (tgid, _) = current_ids();
-    // SAFETY: sys_enter_close.fd, checked against its format at load.
-    let fd = unsafe { arg::<u64>(&ctx, sys::close::FD) } as i32;
-    let Some(t) = tracked(tgid) else { return 0 };
-    close_sock(&t, tgid, fd);
-    0
-}
-
-/// A tracked socket's fd was closed: report it with its byte counts and forget it.
-#[inline(always)]
-fn close_sock(t: &Tracked, tgid: u32, fd: i32) {
-    let key = SockKey { tgid, fd: fd as u32 };
-    // SAFETY: the value is copied at once.
-    let Some(info) = (unsafe { SOCKS.get(key) }).copied() else { return };
-    let _ = SOCKS.remove(key);
-    emit(t, now(), urgent(), |ev: &mut CloseEvent| {
-        ev.fd = fd;
-        ev.sock_type = info.sock_type as u32;
-        ev.bytes_sent = info.bytes_sent;
-        ev.bytes_recv = info.bytes_recv;
-        ev.last_fd = fd as u32;
-        ev._pad = 0;
-    });
-}
-
-/// `dup2`/`dup3` onto a tracked socket's fd closes that socket (once the call succeeds).
-#[inline(always)]
-fn enter_dup(ctx: &TracePointContext, oldfd: Field, newfd: Field) -> u32 {
-    let (tgid, tid) = current_ids();
-    // SAFETY: fields of sys_enter_dup2/dup3, checked against their formats at load.
-    let (old, new) = unsafe { (arg::<u64>(ctx, oldfd) as i32, arg::<u64>(ctx, newfd) as i32) };
-    if old != new && tracked_sock(tgid, new).is_some() {
-        stash_args(tid, &empty_args(OP_DUP, new));
-    }
-    0
-}
-
-#[tracepoint]
-pub fn net_enter_dup2(ctx: TracePointContext) -> u32 {
-    enter_dup(&ctx, sys::dup2::OLDFD, sys::dup2::NEWFD)
-}
-
-#[tracepoint]
-pub fn net_enter_dup3(ctx: TracePointContext) -> u32 {
-    enter_dup(&ctx, sys::dup3::OLDFD, sys::dup3::NEWFD)
-}
-
-/// `close_range()`: the kernel cannot list a process's sockets cheaply, so user space is told
-/// the range and closes the connections it knows in it.
-#[tracepoint]
-pub fn net_enter_close_range(ctx: TracePointContext) -> u32 {
-    let (tgid, tid) = current_ids();
-    use sys::close_range::{FD, FLAGS, MAX_FD};
-    // SAFETY: fields of sys_enter_close_range, checked against its format at load.
-    let (first, last, flags) =
-        unsafe { (arg::<u64>(&ctx, FD), arg::<u64>(&ctx, MAX_FD), arg::<u64>(&ctx, FLAGS)) };
-    if flags & CLOSE_RANGE_CLOEXEC != 0 || tracked(tgid).is_none() {
-        return 0;
-    }
-    let mut a = empty_args(OP_CLOSE_RANGE, first as u32 as i32);
-    a.len = last & 0xffff_ffff;
-    stash_args(tid, &a);
-    0
-}
-
-fn exit_close_range(t: &Tracked, a: &NetArgs) {
-    emit(t, now(), urgent(), |ev: &mut CloseEvent| {
-        ev.hdr.flags = sensor_common::flags::FD_RANGE;
-        ev.fd = a.fd;
-        ev.sock_type = 0;
-        ev.bytes_sent = 0;
-        ev.bytes_recv = 0;
-        ev.last_fd = a.len as u32;
-        ev._pad = 0;
-    });
-}
-
 /// One program for the exits of every socket syscall above (they share the record layout).
 #[tracepoint]
 pub fn net_exit_syscall(ctx: TracePointContext) -> u32 {
@@ -365,8 +285,8 @@ pub fn net_exit_syscall(ctx: TracePointContext) -> u32 {
             }
         }
         OP_CONNECT => exit_connect(&t, tgid, &a, ret),
-        OP_DUP if ret >= 0 => close_sock(&t, tgid, a.fd),
-        OP_CLOSE_RANGE if ret == 0 => exit_close_range(&t, &a),
+        OP_DUP if ret >= 0 => net_close::close_sock(&t, tgid, a.fd),
+        OP_CLOSE_RANGE if ret == 0 => net_close::exit_close_range(&t, &a),
         OP_SEND | OP_SENDMMSG | OP_RECV | OP_RECVMMSG => exit_data(&t, tgid, &a, ret),
         OP_IOCTL => exit_ioctl(&t, &a, ret),
         _ => {}
@@ -449,13 +369,11 @@ fn exit_data(t: &Tracked, tgid: u32, a: &NetArgs, ret: i64) {
     } else {
         info.bytes_recv += bytes;
     }
-    let limit_sends = if info.family == AF_NETLINK { CAPTURE_NETLINK } else { CAPTURE_SENDS };
-    let capture = if send { dns || info.captures < limit_sends } else { dns };
-    if !capture {
+    let peer = if a.addr != 0 { read_sockaddr(a.addr, 28) } else { RawSockAddr::default() };
+    let capture = send && capture_send(info, a, first, &peer);
+    let copy = if send { capture } else { dns };
+    if !copy {
         return;
-    }
-    if send {
-        info.captures += 1;
     }
     let (sock_type, family) = (info.sock_type, info.family);
     let limit = if send { DATA_LEN as u64 } else { DNS_RECV_LEN as u64 };
@@ -469,7 +387,7 @@ fn exit_data(t: &Tracked, tgid: u32, a: &NetArgs, ret: i64) {
         ev.ret = bytes as i64;
         ev.sock_type = sock_type;
         ev.family = family;
-        ev.peer = read_sockaddr(a.addr, 28);
+        ev.peer = peer;
         let n = (n as usize) & (DATA_LEN * 2 - 1);
         let n = if n > DATA_LEN { DATA_LEN } else { n };
         let dst = ev.data.as_mut_ptr() as *mut c_void;
@@ -482,6 +400,60 @@ fn exit_data(t: &Tracked, tgid: u32, a: &NetArgs, ret: i64) {
             ev.len = n as u32;
         }
     });
+}
+
+/// Whether a send's bytes are copied: DNS always; otherwise the first [`CAPTURE_SENDS`], all
+/// sends after a proxy handshake until a TLS record (at most [`CAPTURE_PROXY`]), and a datagram
+/// to a peer other than the last one on an unconnected socket. Counts the copies.
+#[inline(always)]
+fn capture_send(info: &mut SockInfo, a: &NetArgs, len: u64, peer: &RawSockAddr) -> bool {
+    // The first four bytes, only where they can matter (the first send, or while following).
+    let looking = info.captures == 0 || info.flags & sock_flags::PROXY != 0;
+    let head = if looking && len >= 2 { read_u32(a.buf) } else { 0 };
+    if info.captures == 0 && is_proxy_handshake(head, len) {
+        info.flags |= sock_flags::PROXY;
+    }
+    let proxy = info.flags & sock_flags::PROXY != 0;
+    if proxy && head & 0xff == 0x16 {
+        // The tunnelled ClientHello: copy it, then stop following.
+        info.flags &= !sock_flags::PROXY;
+    }
+    let limit = if info.family == AF_NETLINK { CAPTURE_NETLINK } else { CAPTURE_SENDS };
+    let mut capture = info.flags & sock_flags::DNS != 0
+        || info.captures < limit
+        || (proxy && info.captures < CAPTURE_PROXY);
+    if peer.len != 0 && info.flags & sock_flags::CONNECTED == 0 {
+        let digest = peer_digest(peer);
+        if digest != info.last_peer {
+            info.last_peer = digest;
+            capture = true;
+        }
+    }
+    if capture {
+        info.captures = info.captures.saturating_add(1);
+    }
+    capture
+}
+
+/// A first send that opens a proxy handshake: `CONN`(ECT …), or a SOCKS5 greeting
+/// (version 5, then as many methods as the length says).
+#[inline(always)]
+fn is_proxy_handshake(head: u32, len: u64) -> bool {
+    let b = head.to_le_bytes();
+    &b == b"CONN" || (b[0] == 5 && b[1] >= 1 && len == 2 + b[1] as u64)
+}
+
+/// A digest of a sockaddr's port and address (never 0).
+#[inline(always)]
+fn peer_digest(sa: &RawSockAddr) -> u32 {
+    let d = &sa.data;
+    let mut h: u32 = 0x9e37_79b9;
+    let mut i = 0;
+    while i < 24 {
+        h = (h ^ u32::from_ne_bytes([d[i], d[i + 1], d[i + 2], d[i + 3]])).wrapping_mul(0x0100_0193);
+        i += 4;
+    }
+    h | 1
 }
 
 /// TCP state changes of connections tracked processes started. `SYN_SENT` happens inside

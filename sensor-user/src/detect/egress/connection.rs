@@ -17,6 +17,7 @@ pub enum HostSource {
     HttpHost,
     TlsSni,
     HttpAbsoluteUri,
+    SocksConnect,
     HttpConnect,
 }
 
@@ -27,6 +28,7 @@ impl HostSource {
             Self::HttpHost => "http_host",
             Self::TlsSni => "tls_sni",
             Self::HttpAbsoluteUri => "http_absolute_uri",
+            Self::SocksConnect => "socks_connect",
             Self::HttpConnect => "http_connect",
         }
     }

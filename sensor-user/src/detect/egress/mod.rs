@@ -11,7 +11,7 @@ use crate::{
     detect::parsers::{
         dns, http,
         sockaddr::{self, Peer},
-        tls,
+        socks, tls,
     },
     sys::errno::errno_name,
 };
@@ -109,6 +109,11 @@ impl Egress {
         if !c.connect_returned || (same_peer && c.result != "failed") {
             return;
         }
+        self.end(key, now_ns, out);
+    }
+
+    /// Reports a connection (opened first if it never was) as closed, and forgets it.
+    fn end(&mut self, key: (u32, i32), now_ns: u64, out: &mut Vec<Out>) {
         self.open(key, out);
         if let Some(mut old) = self.conns.remove(&key) {
             old.duration_ms = Some(now_ns.saturating_sub(old.start_ns) / 1_000_000);
@@ -168,7 +173,13 @@ impl Egress {
         let Origin { pid, session, now_ns, id } = o;
         let mut out = Vec::new();
         let key = (pid, fd);
-        let peer = sockaddr::parse(peer);
+        // A stream socket sends to its connected peer whatever address sendto() is given: such
+        // an address is ignored (a fake port 53 must not make TLS "DNS").
+        let stream = sock_type == SOCK_STREAM || self.conns.get(&key).is_some_and(|c| c.protocol == "tcp");
+        let peer = if stream { None } else { sockaddr::parse(peer) };
+        if let (Some(p), Direction::Send) = (&peer, direction) {
+            self.end_if_other_datagram_peer(key, p, now_ns, &mut out);
+        }
         if let std::collections::hash_map::Entry::Vacant(e) = self.conns.entry(key) {
             // sendto()/recvfrom() on an unconnected socket: the peer names the destination.
             let Some(p) = peer else { return out };
@@ -178,46 +189,71 @@ impl Egress {
         let dns_peer = peer.is_some_and(|p| p.addr.port() == 53);
         if c.is_dns() || dns_peer {
             let tcp = c.protocol == "tcp";
+            let msg = dns::parse(data, tcp);
             if direction == Direction::Recv {
-                if let Ok(msg) = dns::parse(data, tcp) {
-                    if let Some(l) = learn(&mut self.dns, session, &msg, c, peer) {
-                        out.push(Out::Dns { pid, lookup: l });
-                    }
+                if let Some(l) = msg.ok().and_then(|m| learn(&mut self.dns, session, &m, c, peer)) {
+                    out.push(Out::Dns { pid, lookup: l });
                 }
+                return out;
             }
-            if direction == Direction::Send {
+            if msg.is_ok() {
                 self.open(key, &mut out);
+                return out;
             }
-            return out;
+            // Not DNS, whatever the port: named as any other send.
         }
         if direction == Direction::Send {
-            if tls::looks_like_tls(data) {
-                if let Ok(hello) = tls::parse_client_hello(data) {
-                    c.alpn = hello.alpn;
-                    if let Some(sni) = hello.sni {
-                        c.tls_sni = Some(sni.clone());
-                        c.name(sni, HostSource::TlsSni);
-                    }
-                }
-            } else if let Some(req) = http::parse_request(data) {
-                if let Some((host, _port)) = req.connect_target() {
-                    c.proxy = true;
-                    c.name(host, HostSource::HttpConnect);
-                } else if let Some(host) = req.absolute_host() {
-                    c.proxy = true;
-                    c.name(host, HostSource::HttpAbsoluteUri);
-                } else if let Some(host) = req.host {
-                    c.name(host, HostSource::HttpHost);
-                }
-            }
-            // Behind a CONNECT, the next send is the tunnelled ClientHello: report after it.
+            name_from_send(c, data);
+            // Through a tunnelling proxy (CONNECT, SOCKS5 from its greeting on), the next sends
+            // are the handshake and the tunnelled ClientHello: report after it (or at the grace
+            // tick, or at close, whichever comes first).
             let waiting_for_tunnel =
-                c.proxy && c.host_source == Some(HostSource::HttpConnect) && c.tls_sni.is_none();
+                c.proxy && c.host_source != Some(HostSource::HttpAbsoluteUri) && c.tls_sni.is_none();
             if !waiting_for_tunnel {
                 self.open(key, &mut out);
             }
         }
         out
+    }
+
+    /// A datagram to another peer on a socket not connected: a new destination, a new
+    /// connection (the earlier one ends).
+    fn end_if_other_datagram_peer(&mut self, key: (u32, i32), peer: &Peer, now_ns: u64, out: &mut Vec<Out>) {
+        let Some(c) = self.conns.get(&key) else { return };
+        let same_peer = c.remote_addr == peer.addr.ip().to_string() && c.remote_port == peer.addr.port();
+        if same_peer || c.connect_returned || c.protocol != "udp" {
+            return;
+        }
+        self.end(key, now_ns, out);
+    }
+}
+
+/// Names a connection from what a send carries: a TLS ClientHello's SNI, an HTTP request's
+/// CONNECT target, absolute URI or Host, a SOCKS5 CONNECT's destination.
+fn name_from_send(c: &mut Connection, data: &[u8]) {
+    if tls::looks_like_tls(data) {
+        if let Ok(hello) = tls::parse_client_hello(data) {
+            c.alpn = hello.alpn;
+            if let Some(sni) = hello.sni {
+                c.tls_sni = Some(sni.clone());
+                c.name(sni, HostSource::TlsSni);
+            }
+        }
+    } else if let Some(req) = http::parse_request(data) {
+        if let Some((host, _port)) = req.connect_target() {
+            c.proxy = true;
+            c.name(host, HostSource::HttpConnect);
+        } else if let Some(host) = req.absolute_host() {
+            c.proxy = true;
+            c.name(host, HostSource::HttpAbsoluteUri);
+        } else if let Some(host) = req.host {
+            c.name(host, HostSource::HttpHost);
+        }
+    } else if let Some(m) = socks::parse(data) {
+        c.proxy = true;
+        if let socks::Message::Connect { host, .. } = m {
+            c.name(host, HostSource::SocksConnect);
+        }
     }
 }
 

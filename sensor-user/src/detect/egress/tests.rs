@@ -197,3 +197,42 @@ fn fds_closed_without_close_end_only_their_connections() {
     assert_eq!(fds, [(5, 5), (9, 9)]);
     assert_eq!(e.len(), 2);
 }
+
+#[test]
+fn datagrams_to_other_peers_are_other_connections_and_tcp_ignores_sendto_addresses() {
+    let mut e = Egress::default();
+    let send = |e: &mut Egress, t, port| {
+        e.on_data(o(1, 1, t), 5, Direction::Send, SOCK_DGRAM, &v4([127, 0, 0, 1], port), b"q")
+    };
+    assert_eq!(opened(&send(&mut e, 0, 4001))[0].remote_port, 4001);
+    assert!(send(&mut e, 1, 4001).is_empty());
+    let out = send(&mut e, 2, 4002);
+    assert_eq!((closed(&out)[0].remote_port, opened(&out)[0].remote_port), (4001, 4002));
+    // A TLS ClientHello on a TCP socket, "sent to" port 53: named by its SNI, not taken for DNS.
+    e.on_connect(o(1, 1, 3), 6, SOCK_STREAM, 0, &v4([127, 0, 0, 1], 443));
+    let hello = build_client_hello("api.anthropic.com", 32, 16384);
+    let out = e.on_data(o(1, 1, 4), 6, Direction::Send, SOCK_STREAM, &v4([127, 0, 0, 1], 53), &hello);
+    let c = opened(&out)[0];
+    assert_eq!((c.remote_port, c.tls_sni.as_deref()), (443, Some("api.anthropic.com")));
+}
+
+#[test]
+fn socks5_handshake_names_the_destination_and_waits_for_the_tunnelled_hello() {
+    let mut e = Egress::default();
+    let none = RawSockAddr { len: 0, data: [0; 28] };
+    e.on_connect(o(1, 1, 0), 5, SOCK_STREAM, 0, &v4([127, 0, 0, 1], 1080));
+    let mut send = |data: &[u8]| e.on_data(o(1, 1, 1), 5, Direction::Send, SOCK_STREAM, &none, data);
+    assert!(send(&[5, 1, 2]).is_empty(), "greeting");
+    assert!(send(&[1, 1, b'u', 2, b'p', b'w']).is_empty(), "authentication");
+    let mut req = vec![5, 1, 0, 3, 17];
+    req.extend_from_slice(b"api.anthropic.com");
+    req.extend_from_slice(&[1, 187]);
+    assert!(send(&req).is_empty(), "request");
+    let out = send(&build_client_hello("api.anthropic.com", 32, 16384));
+    let c = opened(&out)[0];
+    assert_eq!(
+        (c.host.as_deref(), c.host_source, c.proxy),
+        (Some("api.anthropic.com"), Some(HostSource::SocksConnect), true)
+    );
+    assert_eq!(c.tls_sni.as_deref(), Some("api.anthropic.com"));
+}

@@ -5,6 +5,7 @@ pub mod dns;
 pub mod http;
 pub mod netlink;
 pub mod sockaddr;
+pub mod socks;
 pub mod tls;
 
 /// A bounds-checked reader over a byte slice.
