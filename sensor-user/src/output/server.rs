@@ -145,7 +145,7 @@ async fn rebind(endpoint: &Endpoint) -> TcpListener {
             }
             Err(e) => format!("{e:#}"),
         };
-        if failed % LOG_EVERY == 0 {
+        if failed.is_multiple_of(LOG_EVERY) {
             tracing::warn!(error = %error, failed_retries = failed + 1, "metrics endpoint still unavailable");
         }
         failed += 1;
@@ -175,7 +175,7 @@ async fn accept_loop(listener: TcpListener, endpoint: Arc<Endpoint>) {
             },
             Err(e) => {
                 // Out of fds, for one: wait a little; log the first and one in a hundred.
-                if errors % 100 == 0 {
+                if errors.is_multiple_of(100) {
                     tracing::warn!(error = %e, errors = errors + 1, "metrics accept failed");
                 }
                 errors += 1;
