@@ -193,7 +193,16 @@ impl Sensor {
         let dir = TempDir::new("sensor");
         let cfg = dir.path("config.toml");
         std::fs::write(&cfg, config).expect("write config");
-        let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        // A free port, unless the test chooses the address (`--metrics-listen ADDR` in `extra`).
+        let chosen = extra.iter().position(|a| *a == "--metrics-listen").and_then(|i| extra.get(i + 1));
+        let metrics: SocketAddr = match chosen {
+            Some(a) => a.parse().expect("--metrics-listen address"),
+            None => format!("127.0.0.1:{}", free_port()).parse().expect("addr"),
+        };
+        let listen = match chosen {
+            Some(_) => vec![],
+            None => vec!["--metrics-listen".to_string(), metrics.to_string()],
+        };
         let mut cmd = match wrapper.split_first() {
             Some((w, rest)) => {
                 let mut c = Command::new(w);
@@ -208,7 +217,7 @@ impl Sensor {
             .args(if extra.contains(&"--format") { &[][..] } else { &["--format", "json"][..] })
             .arg("--config")
             .arg(&cfg)
-            .args(["--metrics-listen", &metrics.to_string()])
+            .args(&listen)
             .args(extra)
             .envs(env.iter().copied())
             .stdin(Stdio::null())

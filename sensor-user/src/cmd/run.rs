@@ -33,7 +33,8 @@ pub struct Started {
     config_path: Option<std::path::PathBuf>,
     started: Instant,
     metrics: Arc<Metrics>,
-    listener: Option<std::net::TcpListener>,
+    /// The start-up bind of the metrics endpoint (None: disabled; Err: failed, retried later).
+    listener: Option<Result<std::net::TcpListener, String>>,
     obj: loader::Object,
     logger: Option<EbpfLogger<&'static dyn log::Log>>,
     links: loader::Links,
@@ -51,8 +52,9 @@ pub fn start(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow::Re
         tracing::warn!(missing = ?missing, "running without some start-up capabilities; see docs/deployment.md");
     }
     let metrics = Arc::new(Metrics::new()?);
-    // Bind first: a bad address fails before anything is attached.
-    let listener = if cfg.metrics.enabled { Some(server::bind(cfg.metrics.listen)?) } else { None };
+    // Bind while privileged (a port below 1024 needs it); a failure costs the endpoint, not the
+    // sensor: it is logged and counted, and the runtime retries.
+    let listener = cfg.metrics.enabled.then(|| server::bind_at_start(cfg.metrics.listen, &metrics));
 
     let classifier = AssistantClassifier::new(&cfg.assistants, &cfg.runtimes);
     let mut obj = loader::open(&cfg)?;
@@ -156,10 +158,12 @@ pub async fn run(started: Started) -> anyhow::Result<()> {
         started;
     let mut maps = kernel;
     let status = crate::output::status::Shared::default();
-    let server = match listener {
-        Some(l) => Some(server::serve(l, metrics.clone(), status.clone())?),
-        None => None,
-    };
+    let server = listener.map(|first| {
+        let m = &cfg.metrics;
+        let endpoint =
+            server::Endpoint::new(m.listen, m.max_connections.0 as usize, metrics.clone(), status.clone());
+        server::serve(endpoint, first)
+    });
     let logger = match logger {
         Some(l) => Some(watch(l).context("watching the kernel log buffer")?),
         None => None,

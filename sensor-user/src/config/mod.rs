@@ -114,6 +114,8 @@ pub struct MetricsConfig {
     pub enabled: bool,
     /// Address of the Prometheus endpoint (`/metrics`).
     pub listen: SocketAddr,
+    /// Connections served at once; more are accepted and closed at once (and counted).
+    pub max_connections: ConnectionLimit,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -206,6 +208,11 @@ validated!(
     /// A map or queue size: 1 to 1,048,576.
     MapSize(u32, "u32"),
     |v| if (1..=1 << 20).contains(&v) { Ok(()) } else { Err(format!("{v} is out of range 1..=1048576")) }
+);
+validated!(
+    /// Concurrent connections to the metrics endpoint: 1 to 4096.
+    ConnectionLimit(u32, "u32"),
+    |v| if (1..=4096).contains(&v) { Ok(()) } else { Err(format!("{v} is out of range 1..=4096")) }
 );
 validated!(
     /// Ring buffer size: a power of two from 64 KiB to 1 GiB.
@@ -310,7 +317,11 @@ impl Default for OutputConfig {
 
 impl Default for MetricsConfig {
     fn default() -> Self {
-        Self { enabled: true, listen: SocketAddr::from(([127, 0, 0, 1], 9464)) }
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            max_connections: ConnectionLimit(64),
+        }
     }
 }
 

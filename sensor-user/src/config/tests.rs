@@ -36,6 +36,19 @@ fn bad_value_names_line_and_field() {
 }
 
 #[test]
+fn metrics_connection_limit_is_validated() {
+    assert_eq!(Config::default().metrics.max_connections, ConnectionLimit(64));
+    let cfg = Config::parse("[metrics]\nmax_connections = 4096\n", "x").unwrap();
+    assert_eq!(cfg.metrics.max_connections, ConnectionLimit(4096));
+    for bad in ["0", "4097", "-1"] {
+        let e = err(&format!("[metrics]\nmax_connections = {bad}\n"));
+        assert!(e.starts_with("test.toml:2:19: metrics.max_connections:"), "{e}");
+    }
+    assert!(err("[metrics]\nmax_connections = 0\n").contains("0 is out of range 1..=4096"));
+    assert!(err("[metrics]\nmax_connections = \"many\"\n").contains("metrics.max_connections"));
+}
+
+#[test]
 fn bad_pattern_and_syntax_errors() {
     let e = err("[categories]\ntimezone = [\"etc/localtime\"]\n");
     assert!(

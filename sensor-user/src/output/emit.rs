@@ -222,6 +222,7 @@ impl Emitter {
             host: self.host.clone(),
             time: self.clock.rfc3339(Clock::now_boot_ns()),
             sessions,
+            endpoint: Default::default(),
         }
     }
 }

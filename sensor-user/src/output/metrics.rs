@@ -39,7 +39,40 @@ pub struct Metrics {
     pub records_written: IntCounter,
     pub sink_dropped: IntCounter,
     pub sink_errors: IntCounter,
+    pub endpoint: EndpointMetrics,
     kernel_seen: std::sync::Mutex<[u64; Stat::COUNT as usize]>,
+}
+
+/// The health of the `/metrics` and `/status` endpoint itself.
+pub struct EndpointMetrics {
+    /// 1 while the endpoint listens, 0 while its address cannot be bound (retried).
+    pub listener_up: IntGauge,
+    pub bind_failures: IntCounter,
+    /// Connections closed unserved because `metrics.max_connections` were being served.
+    pub connections_rejected: IntCounter,
+}
+
+impl EndpointMetrics {
+    fn register(r: &Registry) -> anyhow::Result<Self> {
+        let listener_up = IntGauge::new(
+            "aiwatch_metrics_listener_up",
+            "1 if the metrics/status endpoint listens, 0 while its address cannot be bound (retried every 2 s).",
+        )?;
+        r.register(Box::new(listener_up.clone()))?;
+        Ok(Self {
+            listener_up,
+            bind_failures: counter(
+                r,
+                "aiwatch_metrics_bind_failures_total",
+                "Failed attempts to bind the metrics/status endpoint's address (at start and on retry).",
+            )?,
+            connections_rejected: counter(
+                r,
+                "aiwatch_metrics_connections_rejected_total",
+                "Connections to the metrics/status endpoint closed unserved: metrics.max_connections were open.",
+            )?,
+        })
+    }
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> anyhow::Result<IntCounterVec> {
@@ -207,6 +240,7 @@ impl Metrics {
             records_written: counter(&r, "aiwatch_records_written_total", "Records written by the output sink.")?,
             sink_dropped: counter(&r, "aiwatch_sink_dropped_total", "Records dropped because the sink queue was full.")?,
             sink_errors: counter(&r, "aiwatch_sink_write_errors_total", "Failed writes to the output sink.")?,
+            endpoint: EndpointMetrics::register(&r)?,
             kernel_seen: std::sync::Mutex::new([0; Stat::COUNT as usize]),
             registry: r,
         })

@@ -1,18 +1,58 @@
 //! The HTTP endpoint (loopback by default): `/metrics` for Prometheus, `/status` for the live
-//! view (`aiwatch status`).
+//! view (`aiwatch status`). HTTP/1.1 through hyper, one request per connection.
+//!
+//! The endpoint must never cost the sensor its sensing: a failed bind is logged, counted
+//! (`aiwatch_metrics_listener_up`, `aiwatch_metrics_bind_failures_total`) and retried in the
+//! background; at most `metrics.max_connections` connections are served at once (more are
+//! accepted and closed at once, and counted); a connection that has not sent its request head
+//! within [`HEADER_TIMEOUT`] is closed, and none lives longer than [`CONNECTION_TIMEOUT`].
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
-
-use anyhow::Context as _;
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
 };
 
-use crate::output::{metrics::Metrics, status};
+use anyhow::Context as _;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{
+    body::Incoming, header, server::conn::http1, service::service_fn, Method, Request, Response, StatusCode,
+};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::Semaphore,
+};
 
-/// Binds the endpoint, before anything is attached (so a bad address fails start-up) and before
-/// the runtime exists (the daemon starts its threads only after dropping capabilities).
+use crate::output::{
+    metrics::Metrics,
+    status::{self, EndpointStatus},
+};
+
+/// A connection must send its whole request head within this time.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// No connection lives longer than this (a client that does not read its answer).
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// While the address cannot be bound, a bind is tried this often.
+pub const BIND_RETRY: Duration = Duration::from_secs(2);
+/// Failed retries are logged once every this many (once a minute), and the first.
+const LOG_EVERY: u64 = 30;
+/// Largest request head read (hyper answers 431 past it).
+const MAX_HEAD: usize = 8192;
+
+/// What the endpoint shares between its tasks.
+pub struct Endpoint {
+    pub listen: SocketAddr,
+    pub max_connections: usize,
+    metrics: Arc<Metrics>,
+    status: status::Shared,
+    last_error: Mutex<Option<String>>,
+}
+
+/// Binds the endpoint (blocking std socket, non-blocking mode): at start-up, on the only thread,
+/// and on retry.
 pub fn bind(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
     let listener =
         std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen for metrics on {addr}"))?;
@@ -20,122 +60,177 @@ pub fn bind(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
     Ok(listener)
 }
 
-/// Serves `/metrics` and `/status` on `listener` in the background.
+/// The start-up bind: a failure is logged and counted, and the sensor goes on (the runtime
+/// retries, see [`serve`]). Returns the error text on failure.
+pub fn bind_at_start(addr: SocketAddr, metrics: &Metrics) -> Result<std::net::TcpListener, String> {
+    bind(addr).map_err(|e| {
+        let e = format!("{e:#}");
+        metrics.endpoint.bind_failures.inc();
+        metrics.endpoint.listener_up.set(0);
+        tracing::error!(
+            error = %e,
+            retry_s = BIND_RETRY.as_secs(),
+            "metrics endpoint unavailable; sensing goes on and the bind is retried"
+        );
+        e
+    })
+}
+
+impl Endpoint {
+    pub fn new(
+        listen: SocketAddr,
+        max_connections: usize,
+        metrics: Arc<Metrics>,
+        status: status::Shared,
+    ) -> Arc<Self> {
+        Arc::new(Self { listen, max_connections, metrics, status, last_error: Mutex::new(None) })
+    }
+
+    /// This endpoint's part of `/status`.
+    fn health(&self) -> EndpointStatus {
+        EndpointStatus {
+            listen: self.listen.to_string(),
+            bind_failures: self.metrics.endpoint.bind_failures.get(),
+            last_bind_error: self.last_error.lock().ok().and_then(|e| e.clone()),
+            connections_rejected: self.metrics.endpoint.connections_rejected.get(),
+        }
+    }
+
+    /// A failed retry: counted, and kept for `/status`.
+    fn record_bind_error(&self, error: String) {
+        self.metrics.endpoint.bind_failures.inc();
+        self.metrics.endpoint.listener_up.set(0);
+        self.keep_error(error);
+    }
+
+    fn keep_error(&self, error: String) {
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = Some(error);
+        }
+    }
+}
+
+/// Serves `/metrics` and `/status` in the background: on `first` (the start-up bind), or, if
+/// that failed, on the address once a retry binds it.
 pub fn serve(
-    listener: std::net::TcpListener,
-    metrics: Arc<Metrics>,
-    status: status::Shared,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let addr = listener.local_addr().context("metrics listener")?;
-    let listener = TcpListener::from_std(listener).context("metrics listener")?;
-    tracing::info!(%addr, "metrics endpoint at http://{addr}/metrics");
-    Ok(tokio::spawn(async move {
-        loop {
-            match listener.accept().await {
-                Ok((stream, _)) => {
-                    let (m, st) = (metrics.clone(), status.clone());
+    endpoint: Arc<Endpoint>,
+    first: Result<std::net::TcpListener, String>,
+) -> tokio::task::JoinHandle<()> {
+    // The start-up failure is already counted (bind_at_start): keep its text.
+    if let Err(e) = &first {
+        endpoint.keep_error(e.clone());
+    }
+    tokio::spawn(async move {
+        let listener = match first.ok().and_then(|l| TcpListener::from_std(l).ok()) {
+            Some(l) => l,
+            None => rebind(&endpoint).await,
+        };
+        endpoint.metrics.endpoint.listener_up.set(1);
+        let addr = endpoint.listen;
+        tracing::info!(%addr, "metrics endpoint at http://{addr}/metrics");
+        accept_loop(listener, endpoint).await;
+    })
+}
+
+/// Retries the bind every [`BIND_RETRY`] until it succeeds; failures are counted, the first and
+/// then one a minute logged.
+async fn rebind(endpoint: &Endpoint) -> TcpListener {
+    let mut failed = 0u64;
+    loop {
+        tokio::time::sleep(BIND_RETRY).await;
+        let error = match bind(endpoint.listen).and_then(|l| Ok(TcpListener::from_std(l)?)) {
+            Ok(l) => {
+                tracing::info!(addr = %endpoint.listen, failed_retries = failed, "metrics endpoint bound on retry");
+                return l;
+            }
+            Err(e) => format!("{e:#}"),
+        };
+        if failed.is_multiple_of(LOG_EVERY) {
+            tracing::warn!(error = %error, failed_retries = failed + 1, "metrics endpoint still unavailable");
+        }
+        failed += 1;
+        endpoint.record_bind_error(error);
+    }
+}
+
+/// Accepts forever; a connection past the cap is closed at once, never waited on, so no client
+/// can hold up the accept loop (or anything else).
+async fn accept_loop(listener: TcpListener, endpoint: Arc<Endpoint>) {
+    let permits = Arc::new(Semaphore::new(endpoint.max_connections));
+    let mut errors = 0u64;
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => match permits.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    let endpoint = endpoint.clone();
                     tokio::spawn(async move {
-                        let _ = tokio::time::timeout(Duration::from_secs(10), handle(stream, &m, &st)).await;
+                        connection(stream, endpoint).await;
+                        drop(permit);
                     });
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                Err(_) => {
+                    endpoint.metrics.endpoint.connections_rejected.inc();
+                    drop(stream);
                 }
+            },
+            Err(e) => {
+                // Out of fds, for one: wait a little; log the first and one in a hundred.
+                if errors.is_multiple_of(100) {
+                    tracing::warn!(error = %e, errors = errors + 1, "metrics accept failed");
+                }
+                errors += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
-    }))
-}
-
-async fn handle(mut stream: TcpStream, metrics: &Metrics, status: &status::Shared) -> std::io::Result<()> {
-    let mut buf = vec![0u8; 8192];
-    let mut len = 0;
-    while !buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
-        if len == buf.len() {
-            return respond(
-                &mut stream,
-                "431 Request Header Fields Too Large",
-                "text/plain",
-                b"request too large\n",
-            )
-            .await;
-        }
-        let n = stream.read(&mut buf[len..]).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        len += n;
-    }
-    let head = String::from_utf8_lossy(&buf[..len]);
-    let mut parts = head.lines().next().unwrap_or("").split(' ');
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = target.split('?').next().unwrap_or("");
-    match (method, path) {
-        ("GET", "/metrics") => {
-            respond(&mut stream, "200 OK", "text/plain; version=0.0.4; charset=utf-8", &metrics.encode())
-                .await
-        }
-        ("GET", "/status") => {
-            let body =
-                status.lock().map(|s| serde_json::to_vec_pretty(&*s).unwrap_or_default()).unwrap_or_default();
-            respond(&mut stream, "200 OK", "application/json", &body).await
-        }
-        ("GET", "/") => {
-            respond(&mut stream, "200 OK", "text/plain", b"aiwatch: see /metrics and /status\n").await
-        }
-        ("GET", _) => respond(&mut stream, "404 Not Found", "text/plain", b"not found\n").await,
-        _ if method.is_empty() || target.is_empty() => {
-            respond(&mut stream, "400 Bad Request", "text/plain", b"bad request\n").await
-        }
-        _ => respond(&mut stream, "405 Method Not Allowed", "text/plain", b"only GET\n").await,
     }
 }
 
-async fn respond(stream: &mut TcpStream, status: &str, ctype: &str, body: &[u8]) -> std::io::Result<()> {
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body).await?;
-    stream.shutdown().await
+/// One request on one connection, within the timeouts.
+async fn connection(stream: TcpStream, endpoint: Arc<Endpoint>) {
+    let service = service_fn(move |req: Request<Incoming>| {
+        let endpoint = endpoint.clone();
+        async move { Ok::<_, Infallible>(answer(&req, &endpoint)) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .keep_alive(false)
+        .max_buf_size(MAX_HEAD)
+        .serve_connection(TokioIo::new(stream), service);
+    match tokio::time::timeout(CONNECTION_TIMEOUT, conn).await {
+        Ok(Err(e)) => tracing::debug!(error = %e, "metrics connection"),
+        Err(_) => tracing::debug!("metrics connection timed out"),
+        Ok(Ok(())) => {}
+    }
+}
+
+fn answer(req: &Request<Incoming>, endpoint: &Endpoint) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET {
+        return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", b"only GET\n".to_vec());
+    }
+    match req.uri().path() {
+        "/metrics" => {
+            reply(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", endpoint.metrics.encode())
+        }
+        "/status" => {
+            let mut s = endpoint.status.lock().map(|s| s.clone()).unwrap_or_default();
+            s.endpoint = endpoint.health();
+            reply(StatusCode::OK, "application/json", serde_json::to_vec_pretty(&s).unwrap_or_default())
+        }
+        "/" => reply(StatusCode::OK, "text/plain", b"aiwatch: see /metrics and /status\n".to_vec()),
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec()),
+    }
+}
+
+fn reply(code: StatusCode, ctype: &'static str, body: Vec<u8>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = code;
+    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(ctype));
+    if code == StatusCode::METHOD_NOT_ALLOWED {
+        r.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("GET"));
+    }
+    r
 }
 
 #[cfg(test)]
-mod tests {
-    use sensor_common::Stat;
-    use tokio::io::AsyncReadExt;
-
-    use super::*;
-
-    async fn get(addr: SocketAddr, req: &[u8]) -> String {
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(req).await.unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.unwrap();
-        out
-    }
-
-    #[tokio::test]
-    async fn serves_metrics_and_rejects_the_rest() {
-        let m = Arc::new(Metrics::new().unwrap());
-        m.fingerprint_reads.with_label_values(&["claude-code", "timezone", "assistant"]).inc();
-        let mut totals = [0u64; Stat::COUNT as usize];
-        totals[Stat::RingbufFull as usize] = 3;
-        m.set_kernel(&totals);
-        m.set_kernel(&totals);
-        let l = bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let addr = l.local_addr().unwrap();
-        let _task = serve(l, m.clone(), Default::default()).unwrap();
-        assert!(get(addr, b"GET /status HTTP/1.1\r\n\r\n").await.contains("\"sessions\": []"));
-        let body = get(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
-        assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
-        assert!(body.contains(r#"aiwatch_fingerprint_reads_total{assistant="claude-code",category="timezone",reader="assistant"} 1"#));
-        assert!(body.contains(r#"aiwatch_kernel_events_total{outcome="ringbuf_full"} 3"#), "{body}");
-        assert!(body.contains(r#"aiwatch_build_info{version=""#));
-        assert!(get(addr, b"GET /nope HTTP/1.1\r\n\r\n").await.starts_with("HTTP/1.1 404"));
-        assert!(get(addr, b"POST /metrics HTTP/1.1\r\n\r\n").await.starts_with("HTTP/1.1 405"));
-        assert!(get(addr, &[b'x'; 9000]).await.starts_with("HTTP/1.1 431"));
-        assert!(get(addr, b"\r\n\r\n").await.starts_with("HTTP/1.1 400"));
-    }
-}
+mod tests;

@@ -15,6 +15,20 @@ pub struct Status {
     /// RFC 3339 time of the snapshot.
     pub time: String,
     pub sessions: Vec<SessionStatus>,
+    /// The health of this endpoint (filled in when `/status` is served).
+    #[serde(default)]
+    pub endpoint: EndpointStatus,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct EndpointStatus {
+    pub listen: String,
+    /// Failed binds of `listen`, at start and on retry.
+    pub bind_failures: u64,
+    /// The last bind error, if a bind ever failed.
+    pub last_bind_error: Option<String>,
+    /// Connections closed unserved because `metrics.max_connections` were open.
+    pub connections_rejected: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -39,6 +53,16 @@ pub type Shared = Arc<Mutex<Status>>;
 /// `aiwatch status` output.
 pub fn render(s: &Status) -> String {
     let mut out = format!("aiwatch {} on {} at {}\n", s.version, s.host, s.time);
+    let e = &s.endpoint;
+    if e.bind_failures > 0 || e.connections_rejected > 0 {
+        out += &format!(
+            "endpoint {}: {} failed bind(s){}, {} connection(s) rejected\n",
+            e.listen,
+            e.bind_failures,
+            e.last_bind_error.as_deref().map(|x| format!(" (last: {x})")).unwrap_or_default(),
+            e.connections_rejected
+        );
+    }
     if s.sessions.is_empty() {
         out += "no active assistant sessions\n";
         return out;
@@ -77,8 +101,13 @@ mod tests {
 
     #[test]
     fn renders_sessions() {
-        let mut s = Status { version: "0.1.0".into(), host: "h".into(), time: "t".into(), sessions: vec![] };
+        let mut s =
+            Status { version: "0.1.0".into(), host: "h".into(), time: "t".into(), ..Default::default() };
         assert!(render(&s).contains("no active assistant sessions"));
+        assert!(!render(&s).contains("endpoint"));
+        s.endpoint.bind_failures = 2;
+        s.endpoint.last_bind_error = Some("Address in use".into());
+        assert!(render(&s).contains("2 failed bind(s) (last: Address in use), 0 connection(s) rejected"));
         s.sessions.push(SessionStatus {
             assistant: "claude-code".into(),
             root_pid: 42,
