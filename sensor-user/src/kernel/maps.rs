@@ -3,9 +3,12 @@
 
 use anyhow::Context as _;
 use aya::{
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray, RingBuf},
     Ebpf,
 };
+
+/// `BPF_EXIST`: update an existing element only.
+const BPF_EXIST: u64 = 2;
 use sensor_common::{CandidateKey, SockInfo, SockKey, Stat, Tracked, COMM_LEN};
 
 /// The maps the daemon reads and writes while running.
@@ -38,9 +41,28 @@ impl KernelMaps {
         out
     }
 
+    /// Updates the entry the kernel made at the process's exec or fork. Only an update: a
+    /// process classified after it exited has no entry left, and must not get one back (it
+    /// would stay forever).
     pub fn track(&mut self, pid: u32, t: Tracked) {
+        match self.tracked.insert(pid, t, BPF_EXIST) {
+            Ok(()) => {}
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+                tracing::debug!(pid, "process gone before its classification reached the kernel");
+            }
+            Err(e) => tracing::warn!(pid, error = %e, "cannot write the tracked-process map"),
+        }
+    }
+
+    /// Adds a process found by the start-up scan (the kernel never saw it start). Written
+    /// first, then checked: a process that exited in between has its entry removed again.
+    pub fn track_scanned(&mut self, pid: u32, t: Tracked) {
         if let Err(e) = self.tracked.insert(pid, t, 0) {
             tracing::warn!(pid, error = %e, "cannot write the tracked-process map");
+            return;
+        }
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = self.tracked.remove(&pid);
         }
     }
 

@@ -7,7 +7,12 @@ use crate::kernel::{maps::KernelMaps, uprobes::EnvProbes};
 
 /// The kernel's map of tracked processes, and the getenv probes, as the pipeline sees them.
 pub trait Tracker {
+    /// Updates a process the kernel tracks already (classified, or its session started).
     fn track(&mut self, pid: u32, t: Tracked);
+    /// Adds a process the kernel never saw start (the start-up scan).
+    fn track_scanned(&mut self, pid: u32, t: Tracked) {
+        self.track(pid, t)
+    }
     fn untrack(&mut self, pid: u32);
     /// A session began: follow its processes' getenv calls.
     fn session_started(&mut self, _root: u32, _pids: Vec<u32>) {}
@@ -27,6 +32,9 @@ pub struct Kernel {
 impl Tracker for Kernel {
     fn track(&mut self, pid: u32, t: Tracked) {
         self.maps.track(pid, t)
+    }
+    fn track_scanned(&mut self, pid: u32, t: Tracked) {
+        self.maps.track_scanned(pid, t)
     }
     fn untrack(&mut self, pid: u32) {
         self.maps.untrack(pid)

@@ -28,7 +28,7 @@ pub(super) fn scan(st: &mut State, kernel: &mut dyn Tracker, ignore: &[u32]) -> 
         if st.table.get(s.proc.pid).is_some() {
             continue;
         }
-        kernel.track(s.proc.pid, Tracked { session: s.proc.session, state: s.proc.role as u32 });
+        kernel.track_scanned(s.proc.pid, Tracked { session: s.proc.session, state: s.proc.role as u32 });
         let pid = s.proc.pid;
         let is_root = s.assistant.is_some();
         members.entry(s.proc.session).or_default().push(pid);
