@@ -183,11 +183,21 @@ pub async fn run(started: Started) -> anyhow::Result<()> {
         tokio::select! {
             guard = events.readable_mut() => {
                 let mut guard = guard.context("waiting on the ring buffer")?;
-                drain(guard.get_inner_mut(), &mut pipeline, &mut maps, None);
-                guard.clear_ready();
+                // A full batch leaves the fd ready: more is waiting, and the ring may not wake
+                // the reactor again for it.
+                if drain(guard.get_inner_mut(), &mut pipeline, &mut maps, None) < DRAIN_BATCH {
+                    guard.clear_ready();
+                } else {
+                    drop(guard);
+                    tokio::task::yield_now().await;
+                }
             }
             // File events and variable reads come without a wake-up (sensor_common::BATCH_MS).
-            _ = batch.tick() => drain(events.get_mut(), &mut pipeline, &mut maps, None),
+            _ = batch.tick() => {
+                if drain(events.get_mut(), &mut pipeline, &mut maps, None) == DRAIN_BATCH {
+                    tokio::task::yield_now().await;
+                }
+            }
             guard = async { logger.as_mut().expect("guarded").readable_mut().await }, if logger.is_some() => {
                 if let Ok(mut guard) = guard {
                     guard.get_inner_mut().flush();
@@ -209,7 +219,7 @@ pub async fn run(started: Started) -> anyhow::Result<()> {
     // Detach first, so nothing new comes, then drain what the kernel already sent (bounded in
     // time: a flood must not keep a stopping daemon alive), then flush the sink.
     loader::detach_all(obj.ebpf, links);
-    let deadline = Instant::now() + Duration::from_secs(2);
+    let deadline = Instant::now() + Duration::from_millis(500);
     drain(events.get_mut(), &mut pipeline, &mut maps, Some(deadline));
     metrics.set_kernel(&maps.maps.stats());
     drop(maps);
@@ -273,12 +283,26 @@ fn each_second(
     }
 }
 
-/// Handles every record waiting in the ring buffer, or those that fit before `deadline`.
-fn drain(rb: &mut RingBuf<MapData>, pipeline: &mut Pipeline, maps: &mut Kernel, deadline: Option<Instant>) {
-    while deadline.is_none_or(|d| Instant::now() < d) {
+/// Records handled per wake-up of the event loop: past this, the loop runs its timers and
+/// signals before reading on, so a process flooding the ring cannot starve the 1 s tick (loss
+/// counters, `/status`), SIGHUP or SIGTERM.
+const DRAIN_BATCH: usize = 4096;
+
+/// Handles the records waiting in the ring buffer, at most [`DRAIN_BATCH`] (without a
+/// deadline), or all that fit before `deadline`; returns how many it handled.
+fn drain(
+    rb: &mut RingBuf<MapData>,
+    pipeline: &mut Pipeline,
+    maps: &mut Kernel,
+    deadline: Option<Instant>,
+) -> usize {
+    let mut n = 0;
+    while deadline.map_or(n < DRAIN_BATCH, |d| Instant::now() < d) {
         let Some(item) = rb.next() else { break };
         pipeline.handle(&item, maps);
+        n += 1;
     }
+    n
 }
 
 /// Registers a ring buffer's fd with the reactor for readability.
