@@ -216,20 +216,35 @@ pub async fn run(started: Started) -> anyhow::Result<()> {
         }
     }
 
-    // Detach first, so nothing new comes, then drain what the kernel already sent (bounded in
-    // time: a flood must not keep a stopping daemon alive), then flush the sink.
-    loader::detach_all(obj.ebpf, links);
-    let deadline = Instant::now() + Duration::from_millis(500);
-    drain(events.get_mut(), &mut pipeline, &mut maps, Some(deadline));
+    // Hand the hooks to a keeper (sys::keeper: their teardown takes seconds) or detach them, then
+    // drain what the kernel already sent (bounded in time: a flood must not keep a stopping
+    // daemon alive), then flush the sink.
+    let stopping = Instant::now();
+    if crate::sys::keeper::start() {
+        std::mem::forget((obj.ebpf, links));
+    } else {
+        loader::detach_all(obj.ebpf, links);
+    }
+    let detached = stopping.elapsed();
+    drain(events.get_mut(), &mut pipeline, &mut maps, Some(Instant::now() + Duration::from_millis(500)));
     metrics.set_kernel(&maps.maps.stats());
+    let drained = stopping.elapsed();
     drop(maps);
+    let probes = stopping.elapsed();
     drop(pipeline);
     drop(sink_control);
     let _ = writer.await;
     if let Some(s) = server {
         s.abort();
     }
-    tracing::info!("stopped");
+    let ms = |d: Duration| d.as_millis() as u64;
+    tracing::info!(
+        detached_ms = ms(detached),
+        drained_ms = ms(drained),
+        probes_removed_ms = ms(probes),
+        total_ms = ms(stopping.elapsed()),
+        "stopped"
+    );
     Ok(())
 }
 
