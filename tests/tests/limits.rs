@@ -148,28 +148,31 @@ fn per_process_state_is_bounded_under_opens_forks_and_variable_reads() {
 #[test]
 fn a_flood_does_not_starve_the_tick_or_sigterm() {
     let dir = TempDir::new("flood");
-    // A small ring buffer, so the flood overflows it whatever this CPU's speed.
-    let config = "[[assistants]]\nname = \"flood\"\nexe = [\"aiwatch-flood-agent\"]\n[sensor]\nring_buffer_bytes = 65536\n";
-    let sensor = Sensor::start_with(config, &["--format", "none"]);
+    // A ring smaller than what the writers fill between two reads, so the flood overflows it.
+    let config = "[[assistants]]\nname = \"flood\"\nexe = [\"aiwatch-flood-agent\"]\n[sensor]\nring_buffer_bytes = 262144\n";
+    // Records in JSON, thrown away: the reader has a record's full cost per event.
+    let sensor = Sensor::start_with(config, &["--output", "/dev/null"]);
     let agent = probe_as(&dir, "aiwatch-flood-agent");
-    let _flood = spawn(&agent, &["threads=2,spin=60000,/etc/machine-id"]);
-    let lost = || sensor.metric(r#"aiwatch_kernel_events_total{outcome="ringbuf_full"}"#).unwrap_or(0.0);
+    // More writers than cores, so the ring does not run empty.
+    let _flood = spawn(&agent, &["threads=4,spin=60000,/etc/machine-id"]);
+    // Kernel counters reach /metrics only through the 1 s tick.
+    let kernel = |outcome: &str| {
+        sensor.metric(&format!("aiwatch_kernel_events_total{{outcome=\"{outcome}\"}}")).unwrap_or(0.0)
+    };
     let reads = || sum(&sensor.scrape(), "aiwatch_fingerprint_reads_total");
-    // The flood is on: the sensor reports it, and loses some of it.
     let end = deadline(Duration::from_secs(15));
-    while reads() < 1.0 || lost() == 0.0 {
-        assert!(Instant::now() < end, "the flood is not seen:\n{}", sensor.scrape());
+    while reads() < 1.0 || kernel("ringbuf_full") == 0.0 {
+        assert!(Instant::now() < end, "no loss counted (no tick?) or no read seen:\n{}", sensor.scrape());
         std::thread::sleep(Duration::from_millis(50));
     }
-    // The loss counter is brought up to date by the 1 s tick: it moves while the flood goes on.
-    let first = lost();
+    // The tick keeps running while the flood goes on.
+    let first = kernel("emitted");
     std::thread::sleep(Duration::from_millis(2000));
-    let second = lost();
-    assert!(second > first, "ringbuf_full {first} then {second}:\n{}", sensor.scrape());
-    let log_before = sensor.log();
+    let second = kernel("emitted");
+    assert!(second > first, "emitted {first} then {second}: no tick\n{}", sensor.scrape());
     let sent = Instant::now();
     let log = sensor.stop();
     let took = sent.elapsed();
     assert!(took < Duration::from_secs(2), "SIGTERM took {took:?} to stop the daemon:\n{log}");
-    assert!(log.len() >= log_before.len() && log.contains("SIGTERM: stopping"), "{log}");
+    assert!(log.contains("SIGTERM: stopping"), "{log}");
 }

@@ -180,12 +180,30 @@ pub async fn run(started: Started) -> anyhow::Result<()> {
     batch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut logger = logger;
     loop {
+        // Biased: signals and the tick go first whenever they are due; the event branches,
+        // which a flood keeps ready, get what is left, one bounded batch at a time.
         tokio::select! {
+            biased;
+            _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
+            _ = hup.recv() => {
+                sink_control.reopen();
+                if let Some(path) = &config_path {
+                    reload(path, &cfg, &mut pipeline, &mut maps);
+                }
+            }
+            _ = tick.tick() => each_second(&metrics, &mut pipeline, &maps, &status),
+            guard = async { logger.as_mut().expect("guarded").readable_mut().await }, if logger.is_some() => {
+                if let Ok(mut guard) = guard {
+                    guard.get_inner_mut().flush();
+                    guard.clear_ready();
+                }
+            }
             guard = events.readable_mut() => {
                 let mut guard = guard.context("waiting on the ring buffer")?;
                 // A full batch leaves the fd ready: more is waiting, and the ring may not wake
                 // the reactor again for it.
-                if drain(guard.get_inner_mut(), &mut pipeline, &mut maps, None) < DRAIN_BATCH {
+                if drain(guard.get_inner_mut(), &mut pipeline, &mut maps, Batch::wake_up()) < DRAIN_BATCH {
                     guard.clear_ready();
                 } else {
                     drop(guard);
@@ -194,25 +212,10 @@ pub async fn run(started: Started) -> anyhow::Result<()> {
             }
             // File events and variable reads come without a wake-up (sensor_common::BATCH_MS).
             _ = batch.tick() => {
-                if drain(events.get_mut(), &mut pipeline, &mut maps, None) == DRAIN_BATCH {
+                if drain(events.get_mut(), &mut pipeline, &mut maps, Batch::wake_up()) == DRAIN_BATCH {
                     tokio::task::yield_now().await;
                 }
             }
-            guard = async { logger.as_mut().expect("guarded").readable_mut().await }, if logger.is_some() => {
-                if let Ok(mut guard) = guard {
-                    guard.get_inner_mut().flush();
-                    guard.clear_ready();
-                }
-            }
-            _ = tick.tick() => each_second(&metrics, &mut pipeline, &maps, &status),
-            _ = hup.recv() => {
-                sink_control.reopen();
-                if let Some(path) = &config_path {
-                    reload(path, &cfg, &mut pipeline, &mut maps);
-                }
-            }
-            _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
-            _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
         }
     }
 
@@ -226,7 +229,8 @@ pub async fn run(started: Started) -> anyhow::Result<()> {
         loader::detach_all(obj.ebpf, links);
     }
     let detached = stopping.elapsed();
-    drain(events.get_mut(), &mut pipeline, &mut maps, Some(Instant::now() + Duration::from_millis(500)));
+    let last = Batch { records: usize::MAX, until: Instant::now() + Duration::from_millis(500) };
+    drain(events.get_mut(), &mut pipeline, &mut maps, last);
     metrics.set_kernel(&maps.maps.stats());
     let drained = stopping.elapsed();
     drop(maps);
@@ -298,21 +302,32 @@ fn each_second(
     }
 }
 
-/// Records handled per wake-up of the event loop: past this, the loop runs its timers and
-/// signals before reading on, so a process flooding the ring cannot starve the 1 s tick (loss
-/// counters, `/status`), SIGHUP or SIGTERM.
+/// Records handled per wake-up of the event loop: past this, or past [`DRAIN_TIME`], the loop
+/// runs its timers and signals before reading on, so a process flooding the ring cannot starve
+/// the 1 s tick (loss counters, `/status`), SIGHUP or SIGTERM.
 const DRAIN_BATCH: usize = 4096;
+const DRAIN_TIME: Duration = Duration::from_millis(50);
 
-/// Handles the records waiting in the ring buffer, at most [`DRAIN_BATCH`] (without a
-/// deadline), or all that fit before `deadline`; returns how many it handled.
-fn drain(
-    rb: &mut RingBuf<MapData>,
-    pipeline: &mut Pipeline,
-    maps: &mut Kernel,
-    deadline: Option<Instant>,
-) -> usize {
+/// How much one drain may handle.
+struct Batch {
+    records: usize,
+    until: Instant,
+}
+
+impl Batch {
+    fn wake_up() -> Self {
+        Self { records: DRAIN_BATCH, until: Instant::now() + DRAIN_TIME }
+    }
+}
+
+/// Handles the records waiting in the ring buffer, within `batch`; returns how many, or
+/// [`DRAIN_BATCH`] if it stopped at the time limit with more waiting.
+fn drain(rb: &mut RingBuf<MapData>, pipeline: &mut Pipeline, maps: &mut Kernel, batch: Batch) -> usize {
     let mut n = 0;
-    while deadline.map_or(n < DRAIN_BATCH, |d| Instant::now() < d) {
+    while n < batch.records {
+        if n % 64 == 0 && Instant::now() >= batch.until {
+            return DRAIN_BATCH;
+        }
         let Some(item) = rb.next() else { break };
         pipeline.handle(&item, maps);
         n += 1;
