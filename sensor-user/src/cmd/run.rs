@@ -160,7 +160,7 @@ pub async fn run(started: Started) -> anyhow::Result<()> {
         Some(l) => Some(server::serve(l, metrics.clone(), status.clone())?),
         None => None,
     };
-    let logger = match logger {
+    let mut logger = match logger {
         Some(l) => Some(watch(l).context("watching the kernel log buffer")?),
         None => None,
     };
@@ -178,7 +178,6 @@ pub async fn run(started: Started) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut batch = tokio::time::interval(Duration::from_millis(sensor_common::BATCH_MS));
     batch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut logger = logger;
     loop {
         // Biased: signals and the tick go first whenever they are due; the event branches,
         // which a flood keeps ready, get what is left, one bounded batch at a time.
@@ -200,13 +199,7 @@ pub async fn run(started: Started) -> anyhow::Result<()> {
                 }
             }
             guard = events.readable_mut() => {
-                let mut guard = guard.context("waiting on the ring buffer")?;
-                // A full batch leaves the fd ready: more is waiting, and the ring may not wake
-                // the reactor again for it.
-                if drain(guard.get_inner_mut(), &mut pipeline, &mut maps, Batch::wake_up()) < DRAIN_BATCH {
-                    guard.clear_ready();
-                } else {
-                    drop(guard);
+                if on_readable(guard.context("waiting on the ring buffer")?, &mut pipeline, &mut maps) {
                     tokio::task::yield_now().await;
                 }
             }
@@ -219,37 +212,65 @@ pub async fn run(started: Started) -> anyhow::Result<()> {
         }
     }
 
-    // Hand the hooks to a keeper (sys::keeper: their teardown takes seconds) or detach them, then
-    // drain what the kernel already sent (bounded in time: a flood must not keep a stopping
-    // daemon alive), then flush the sink.
     let stopping = Instant::now();
-    if crate::sys::keeper::start() {
-        std::mem::forget((obj.ebpf, links));
-    } else {
-        loader::detach_all(obj.ebpf, links);
-    }
-    let detached = stopping.elapsed();
-    let last = Batch { records: usize::MAX, until: Instant::now() + Duration::from_millis(500) };
-    drain(events.get_mut(), &mut pipeline, &mut maps, last);
-    metrics.set_kernel(&maps.maps.stats());
-    let drained = stopping.elapsed();
+    let [detached, drained] =
+        last_records(obj.ebpf, links, events.get_mut(), &mut pipeline, &mut maps, &metrics);
     drop(maps);
     let probes = stopping.elapsed();
     drop(pipeline);
     drop(sink_control);
     let _ = writer.await;
     if let Some(s) = server {
+        // Closed now: a keeper shares the fd table, and would hold the port for seconds.
         s.abort();
+        let _ = s.await;
     }
     let ms = |d: Duration| d.as_millis() as u64;
-    tracing::info!(
-        detached_ms = ms(detached),
-        drained_ms = ms(drained),
-        probes_removed_ms = ms(probes),
-        total_ms = ms(stopping.elapsed()),
-        "stopped"
-    );
+    let (detached_ms, drained_ms, probes_removed_ms) = (ms(detached), ms(drained), ms(probes));
+    tracing::info!(detached_ms, drained_ms, probes_removed_ms, total_ms = ms(stopping.elapsed()), "stopped");
     Ok(())
+}
+
+/// A wake-up of the ring buffer: one batch; true if it was full (more is waiting: the fd stays
+/// ready, as the ring may not wake the reactor again for it).
+fn on_readable(
+    mut guard: tokio::io::unix::AsyncFdReadyMutGuard<'_, RingBuf<MapData>>,
+    pipeline: &mut Pipeline,
+    maps: &mut Kernel,
+) -> bool {
+    let full = drain(guard.get_inner_mut(), pipeline, maps, Batch::wake_up()) == DRAIN_BATCH;
+    if !full {
+        guard.clear_ready();
+    }
+    full
+}
+
+/// Hands the hooks to a keeper ([`crate::sys::keeper`]: their teardown takes seconds) or
+/// detaches them, then handles what the kernel already sent, for 0.5 s at most (a flood must not
+/// keep a stopping daemon alive). Returns the time to each step.
+fn last_records(
+    ebpf: aya::Ebpf,
+    links: loader::Links,
+    rb: &mut RingBuf<MapData>,
+    pipeline: &mut Pipeline,
+    maps: &mut Kernel,
+    metrics: &Metrics,
+) -> [Duration; 2] {
+    let start = Instant::now();
+    if crate::sys::keeper::start() {
+        std::mem::forget((ebpf, links));
+    } else {
+        loader::detach_all(ebpf, links);
+    }
+    let detached = start.elapsed();
+    drain(
+        rb,
+        pipeline,
+        maps,
+        Batch { records: usize::MAX, until: Instant::now() + Duration::from_millis(500) },
+    );
+    metrics.set_kernel(&maps.maps.stats());
+    [detached, start.elapsed()]
 }
 
 /// The host name records carry, and the boot-id prefix that makes session ids unique per boot.
