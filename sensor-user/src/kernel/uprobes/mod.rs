@@ -13,13 +13,13 @@
 
 mod events;
 mod perf;
+mod queue;
 mod targets;
 
 use std::{
     collections::HashMap,
     os::fd::{AsFd as _, AsRawFd, OwnedFd},
     path::{Path, PathBuf},
-    sync::mpsc,
     time::{Duration, Instant},
 };
 
@@ -73,23 +73,16 @@ enum Request {
         child: u32,
         fork_ns: u64,
     },
-    /// Sessions ended (in [`EnvProbes::ended`]): a wake-up, dropped harmlessly when full.
+    /// Sessions ended (kept aside in the queue, see `queue.rs`): a wake-up for the worker.
     Detach,
 }
 
-/// Sessions that ended, for the worker: never dropped (a lost detach would hold a session's
-/// perf events for good), and as long as the sessions the worker has not seen end yet.
-type Ended = std::sync::Arc<std::sync::Mutex<Vec<u32>>>;
-
 /// The getenv probes of this daemon. Dropping it detaches everything and removes the events.
 pub struct EnvProbes {
-    tx: Option<mpsc::SyncSender<Request>>,
+    tx: Option<queue::Sender>,
     /// What the worker needs, until [`EnvProbes::start_worker`]: the daemon starts its threads
     /// only once it has dropped the capabilities it does not keep (they are per thread).
-    pending: Option<(mpsc::Receiver<Request>, Vec<u64>, AttachMetrics)>,
-    ended: Ended,
-    /// Requests dropped at a full queue.
-    dropped: Option<prometheus::IntCounter>,
+    pending: Option<(queue::Receiver, Vec<u64>, AttachMetrics)>,
     worker: Option<std::thread::JoinHandle<()>>,
     _carriers: Vec<OwnedFd>,
     uprobe_events: PathBuf,
@@ -110,8 +103,6 @@ impl EnvProbes {
         let mut me = Self {
             tx: None,
             pending: None,
-            ended: Ended::default(),
-            dropped: None,
             worker: None,
             _carriers: Vec::new(),
             uprobe_events: uprobe_events.clone(),
@@ -195,11 +186,10 @@ impl EnvProbes {
             });
         }
         if mode == GetenvProbes::Session {
-            let (tx, rx) = mpsc::sync_channel(QUEUE_LEN);
             for structure in ["getenv_queue", "getenv_coverage", "getenv_perf_fds"] {
                 metrics.evictions.with_label_values(&[structure]).inc_by(0);
             }
-            me.dropped = Some(metrics.evictions.with_label_values(&["getenv_queue"]));
+            let (tx, rx) = queue::channel(QUEUE_LEN, metrics.evictions.with_label_values(&["getenv_queue"]));
             let ids: Vec<u64> = events.iter().map(|e| e.id).collect();
             me.pending = Some((rx, ids, metrics));
             me.tx = Some(tx);
@@ -211,12 +201,8 @@ impl EnvProbes {
     pub fn start_worker(&mut self) -> anyhow::Result<()> {
         if let Some((rx, ids, metrics)) = self.pending.take() {
             let thread = std::thread::Builder::new().name("aiwatch-uprobes".into());
-            let ended = self.ended.clone();
-            self.worker = Some(
-                thread
-                    .spawn(move || worker(rx, ended, ids, metrics))
-                    .context("starting the getenv worker")?,
-            );
+            self.worker =
+                Some(thread.spawn(move || worker(rx, ids, metrics)).context("starting the getenv worker")?);
         }
         Ok(())
     }
@@ -236,24 +222,15 @@ impl EnvProbes {
     }
 
     pub fn detach(&self, root: u32) {
-        if self.tx.is_none() {
-            return;
-        }
-        if let Ok(mut ended) = self.ended.lock() {
-            ended.push(root);
-        }
         if let Some(tx) = &self.tx {
-            let _ = tx.try_send(Request::Detach);
+            tx.end(root);
         }
     }
 
     /// Queues `req` for the worker without waiting; a full queue drops it, counted.
     fn send(&self, req: Request) {
-        let Some(tx) = &self.tx else { return };
-        if let Err(mpsc::TrySendError::Full(_)) = tx.try_send(req) {
-            if let Some(c) = &self.dropped {
-                c.inc();
-            }
+        if let Some(tx) = &self.tx {
+            tx.send(req);
         }
     }
 }
@@ -302,14 +279,13 @@ fn attach_pid(ids: &[u64], pid: u32, fds: &mut Vec<OwnedFd>, metrics: &AttachMet
     true
 }
 
-fn worker(rx: mpsc::Receiver<Request>, ended: Ended, ids: Vec<u64>, metrics: AttachMetrics) {
+fn worker(mut rx: queue::Receiver, ids: Vec<u64>, metrics: AttachMetrics) {
     let mut sessions: HashMap<u32, Session> = HashMap::new();
-    while let Ok(req) = rx.recv() {
-        // Ended sessions first: a reused root pid's new session must not find the old state.
-        let gone = ended.lock().map(|mut e| std::mem::take(&mut *e)).unwrap_or_default();
+    while let Some((gone, req)) = rx.next() {
         for root in gone {
             sessions.remove(&root);
         }
+        let Some(req) = req else { continue };
         match req {
             Request::Attach { root, pids } => {
                 let start = Instant::now();
