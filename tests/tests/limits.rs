@@ -173,6 +173,7 @@ fn a_flood_does_not_starve_the_tick_or_sigterm() {
     let sent = Instant::now();
     let log = sensor.stop();
     let took = sent.elapsed();
-    assert!(took < Duration::from_secs(2), "SIGTERM took {took:?} to stop the daemon:\n{log}");
+    // 2 s on the host (stretched under emulation, like every deadline of these tests).
+    assert!(took < patience(Duration::from_secs(2)), "SIGTERM took {took:?} to stop the daemon:\n{log}");
     assert!(log.contains("SIGTERM: stopping"), "{log}");
 }
