@@ -164,7 +164,7 @@ pub async fn run(started: Started) -> anyhow::Result<()> {
             server::Endpoint::new(m.listen, m.max_connections.0 as usize, metrics.clone(), status.clone());
         server::serve(endpoint, first)
     });
-    let logger = match logger {
+    let mut logger = match logger {
         Some(l) => Some(watch(l).context("watching the kernel log buffer")?),
         None => None,
     };
@@ -182,49 +182,99 @@ pub async fn run(started: Started) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut batch = tokio::time::interval(Duration::from_millis(sensor_common::BATCH_MS));
     batch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut logger = logger;
     loop {
+        // Biased: signals and the tick go first whenever they are due; the event branches,
+        // which a flood keeps ready, get what is left, one bounded batch at a time.
         tokio::select! {
-            guard = events.readable_mut() => {
-                let mut guard = guard.context("waiting on the ring buffer")?;
-                drain(guard.get_inner_mut(), &mut pipeline, &mut maps, None);
-                guard.clear_ready();
-            }
-            // File events and variable reads come without a wake-up (sensor_common::BATCH_MS).
-            _ = batch.tick() => drain(events.get_mut(), &mut pipeline, &mut maps, None),
-            guard = async { logger.as_mut().expect("guarded").readable_mut().await }, if logger.is_some() => {
-                if let Ok(mut guard) = guard {
-                    guard.get_inner_mut().flush();
-                    guard.clear_ready();
-                }
-            }
-            _ = tick.tick() => each_second(&metrics, &mut pipeline, &maps, &status),
+            biased;
+            _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
             _ = hup.recv() => {
                 sink_control.reopen();
                 if let Some(path) = &config_path {
                     reload(path, &cfg, &mut pipeline, &mut maps);
                 }
             }
-            _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
-            _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
+            _ = tick.tick() => each_second(&metrics, &mut pipeline, &maps, &status),
+            guard = async { logger.as_mut().expect("guarded").readable_mut().await }, if logger.is_some() => {
+                if let Ok(mut guard) = guard {
+                    guard.get_inner_mut().flush();
+                    guard.clear_ready();
+                }
+            }
+            guard = events.readable_mut() => {
+                if on_readable(guard.context("waiting on the ring buffer")?, &mut pipeline, &mut maps) {
+                    tokio::task::yield_now().await;
+                }
+            }
+            // File events and variable reads come without a wake-up (sensor_common::BATCH_MS).
+            _ = batch.tick() => {
+                if drain(events.get_mut(), &mut pipeline, &mut maps, Batch::wake_up()) == DRAIN_BATCH {
+                    tokio::task::yield_now().await;
+                }
+            }
         }
     }
 
-    // Detach first, so nothing new comes, then drain what the kernel already sent (bounded in
-    // time: a flood must not keep a stopping daemon alive), then flush the sink.
-    loader::detach_all(obj.ebpf, links);
-    let deadline = Instant::now() + Duration::from_secs(2);
-    drain(events.get_mut(), &mut pipeline, &mut maps, Some(deadline));
-    metrics.set_kernel(&maps.maps.stats());
+    let stopping = Instant::now();
+    let [detached, drained] =
+        last_records(obj.ebpf, links, events.get_mut(), &mut pipeline, &mut maps, &metrics);
     drop(maps);
+    let probes = stopping.elapsed();
     drop(pipeline);
     drop(sink_control);
     let _ = writer.await;
     if let Some(s) = server {
+        // Closed now: a keeper shares the fd table, and would hold the port for seconds.
         s.abort();
+        let _ = s.await;
     }
-    tracing::info!("stopped");
+    let ms = |d: Duration| d.as_millis() as u64;
+    let (detached_ms, drained_ms, probes_removed_ms) = (ms(detached), ms(drained), ms(probes));
+    tracing::info!(detached_ms, drained_ms, probes_removed_ms, total_ms = ms(stopping.elapsed()), "stopped");
     Ok(())
+}
+
+/// A wake-up of the ring buffer: one batch; true if it was full (more is waiting: the fd stays
+/// ready, as the ring may not wake the reactor again for it).
+fn on_readable(
+    mut guard: tokio::io::unix::AsyncFdReadyMutGuard<'_, RingBuf<MapData>>,
+    pipeline: &mut Pipeline,
+    maps: &mut Kernel,
+) -> bool {
+    let full = drain(guard.get_inner_mut(), pipeline, maps, Batch::wake_up()) == DRAIN_BATCH;
+    if !full {
+        guard.clear_ready();
+    }
+    full
+}
+
+/// Hands the hooks to a keeper ([`crate::sys::keeper`]: their teardown takes seconds) or
+/// detaches them, then handles what the kernel already sent, for 0.5 s at most (a flood must not
+/// keep a stopping daemon alive). Returns the time to each step.
+fn last_records(
+    ebpf: aya::Ebpf,
+    links: loader::Links,
+    rb: &mut RingBuf<MapData>,
+    pipeline: &mut Pipeline,
+    maps: &mut Kernel,
+    metrics: &Metrics,
+) -> [Duration; 2] {
+    let start = Instant::now();
+    if crate::sys::keeper::start() {
+        std::mem::forget((ebpf, links));
+    } else {
+        loader::detach_all(ebpf, links);
+    }
+    let detached = start.elapsed();
+    drain(
+        rb,
+        pipeline,
+        maps,
+        Batch { records: usize::MAX, until: Instant::now() + Duration::from_millis(500) },
+    );
+    metrics.set_kernel(&maps.maps.stats());
+    [detached, start.elapsed()]
 }
 
 /// The host name records carry, and the boot-id prefix that makes session ids unique per boot.
@@ -277,12 +327,37 @@ fn each_second(
     }
 }
 
-/// Handles every record waiting in the ring buffer, or those that fit before `deadline`.
-fn drain(rb: &mut RingBuf<MapData>, pipeline: &mut Pipeline, maps: &mut Kernel, deadline: Option<Instant>) {
-    while deadline.is_none_or(|d| Instant::now() < d) {
+/// Records handled per wake-up of the event loop: past this, or past [`DRAIN_TIME`], the loop
+/// runs its timers and signals before reading on, so a process flooding the ring cannot starve
+/// the 1 s tick (loss counters, `/status`), SIGHUP or SIGTERM.
+const DRAIN_BATCH: usize = 4096;
+const DRAIN_TIME: Duration = Duration::from_millis(50);
+
+/// How much one drain may handle.
+struct Batch {
+    records: usize,
+    until: Instant,
+}
+
+impl Batch {
+    fn wake_up() -> Self {
+        Self { records: DRAIN_BATCH, until: Instant::now() + DRAIN_TIME }
+    }
+}
+
+/// Handles the records waiting in the ring buffer, within `batch`; returns how many, or
+/// [`DRAIN_BATCH`] if it stopped at the time limit with more waiting.
+fn drain(rb: &mut RingBuf<MapData>, pipeline: &mut Pipeline, maps: &mut Kernel, batch: Batch) -> usize {
+    let mut n = 0;
+    while n < batch.records {
+        if n % 64 == 0 && Instant::now() >= batch.until {
+            return DRAIN_BATCH;
+        }
         let Some(item) = rb.next() else { break };
         pipeline.handle(&item, maps);
+        n += 1;
     }
+    n
 }
 
 /// Registers a ring buffer's fd with the reactor for readability.

@@ -195,6 +195,13 @@ impl Emitter {
             .set(table.count(TrackState::Descendant) as i64);
         m.sessions_active.set(table.sessions().count() as i64);
         m.open_connections.set(open_connections as i64);
+        m.set_evictions("process_fds", table.fd_evictions());
+    }
+
+    /// The evictions of the environment handlers' bounded state.
+    pub fn env_evictions(&self, names: u64, processes: u64) {
+        self.metrics.set_evictions("env_names", names);
+        self.metrics.set_evictions("env_processes", processes);
     }
 
     /// The live view of `sessions`.

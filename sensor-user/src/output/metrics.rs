@@ -40,6 +40,7 @@ pub struct Metrics {
     pub sink_dropped: IntCounter,
     pub sink_errors: IntCounter,
     pub endpoint: EndpointMetrics,
+    pub state_evictions: IntCounterVec,
     kernel_seen: std::sync::Mutex<[u64; Stat::COUNT as usize]>,
 }
 
@@ -241,6 +242,12 @@ impl Metrics {
             sink_dropped: counter(&r, "aiwatch_sink_dropped_total", "Records dropped because the sink queue was full.")?,
             sink_errors: counter(&r, "aiwatch_sink_write_errors_total", "Failed writes to the output sink.")?,
             endpoint: EndpointMetrics::register(&r)?,
+            state_evictions: counter_vec(
+                &r,
+                "aiwatch_state_evictions_total",
+                "Entries dropped from the daemon's bounded per-process and per-session state, by structure (process_fds, env_names, env_processes, getenv_queue, getenv_coverage, getenv_perf_fds).",
+                &["structure"],
+            )?,
             kernel_seen: std::sync::Mutex::new([0; Stat::COUNT as usize]),
             registry: r,
         })
@@ -261,11 +268,19 @@ impl Metrics {
         }
     }
 
+    /// Brings `aiwatch_state_evictions_total{structure}` up to `total` (a structure that keeps
+    /// its own cumulative count).
+    pub fn set_evictions(&self, structure: &str, total: u64) {
+        let c = self.state_evictions.with_label_values(&[structure]);
+        c.inc_by(total.saturating_sub(c.get()));
+    }
+
     /// The handles the getenv probes count with.
     pub fn getenv_attach(&self) -> crate::kernel::uprobes::AttachMetrics {
         crate::kernel::uprobes::AttachMetrics {
             seconds: self.getenv_attach_seconds.clone(),
             errors: self.getenv_attach_errors.clone(),
+            evictions: self.state_evictions.clone(),
         }
     }
 

@@ -90,6 +90,8 @@ impl Pipeline {
     /// Refreshes the gauges that describe the table.
     pub fn update_gauges(&self) {
         self.emitter.gauges(&self.state.table, self.state.egress.len());
+        let (names, processes) = self.state.env_seen.evictions();
+        self.emitter.env_evictions(names, processes);
     }
 }
 

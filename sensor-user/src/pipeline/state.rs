@@ -1,7 +1,7 @@
 //! What the handlers keep between events: the process table, the state machines of detection,
 //! and two small bounded caches of the environment handlers.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use crate::{
     config::Config,
@@ -15,6 +15,7 @@ use crate::{
         variables::{Variable, Watch},
     },
     model::{
+        bounded::Recent,
         paths::CachedFs,
         procs::{procfs::ProcSource, ProcTable},
     },
@@ -80,18 +81,78 @@ impl PendingEnv {
     }
 }
 
+/// Variable names remembered per process (with the outcome of their read).
+pub const ENV_NAMES_PER_PROCESS: usize = 128;
+/// Processes whose reads are remembered.
+pub const ENV_PROCESSES: usize = 16384;
+
 /// (variable, set) already reported per process: libc re-reads LC_* and TZ many times. An
-/// entry lives as long as its process.
-#[derive(Default)]
-pub(super) struct EnvSeen(HashMap<u32, HashSet<(String, bool)>>);
+/// entry lives as long as its process, within [`ENV_NAMES_PER_PROCESS`] names (the least
+/// recently read is forgotten, and reported again if read again) and [`ENV_PROCESSES`].
+pub(super) struct EnvSeen {
+    procs: Recent<u32, Recent<(String, bool), ()>>,
+    /// Names forgotten from processes still remembered.
+    names_evicted: u64,
+}
+
+impl Default for EnvSeen {
+    fn default() -> Self {
+        Self { procs: Recent::new(ENV_PROCESSES), names_evicted: 0 }
+    }
+}
 
 impl EnvSeen {
     /// Whether this is `pid`'s first read of `name` with this outcome.
     pub fn first(&mut self, pid: u32, name: &str, set: bool) -> bool {
-        self.0.entry(pid).or_default().insert((name.to_string(), set))
+        let key = (name.to_string(), set);
+        if self.procs.touch(&pid).is_none() {
+            self.procs.insert(pid, Recent::new(ENV_NAMES_PER_PROCESS));
+        }
+        let Some(names) = self.procs.touch(&pid) else { return true };
+        if names.touch(&key).is_some() {
+            return false;
+        }
+        let before = names.evicted();
+        names.insert(key, ());
+        self.names_evicted += names.evicted() - before;
+        true
     }
 
     pub fn forget(&mut self, pid: u32) {
-        self.0.remove(&pid);
+        self.procs.remove(&pid);
+    }
+
+    /// (names evicted, processes evicted) so far.
+    pub fn evictions(&self) -> (u64, u64) {
+        (self.names_evicted, self.procs.evicted())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_seen_is_bounded_and_keeps_the_recent_names() {
+        let mut seen = EnvSeen::default();
+        assert!(seen.first(1, "LC_ALL", true));
+        assert!(!seen.first(1, "LC_ALL", true));
+        assert!(seen.first(1, "LC_ALL", false));
+        for n in 0..100_000u32 {
+            assert!(seen.first(1, &format!("LC_{n}"), false));
+            // A name read all along stays remembered.
+            if n % 64 == 0 {
+                assert!(!seen.first(1, "TZ", true) || n == 0);
+            }
+        }
+        let names = seen.procs.get(&1).map_or(0, Recent::len);
+        assert_eq!(names, ENV_NAMES_PER_PROCESS);
+        assert!(!seen.first(1, "LC_99999", false));
+        assert_eq!(seen.evictions().0, 100_000 + 3 - ENV_NAMES_PER_PROCESS as u64);
+        for pid in 0..(ENV_PROCESSES as u32 + 10) {
+            seen.first(100 + pid, "TZ", true);
+        }
+        assert_eq!(seen.procs.len(), ENV_PROCESSES);
+        assert_eq!(seen.evictions().1, 11);
     }
 }

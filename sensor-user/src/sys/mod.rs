@@ -2,5 +2,6 @@
 
 pub mod clock;
 pub mod errno;
+pub mod keeper;
 pub mod privileges;
 pub mod users;

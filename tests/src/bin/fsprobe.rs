@@ -15,6 +15,11 @@
 //!                      (or, where fexecve fails, exec its /proc/self/fd path)
 //!   spin=MS,PATH       openat+close PATH as fast as possible for MS milliseconds
 //!   storm=N            fork N children that exit at once, 50 at a time
+//!   openmany=N         create and open N files f0..f<N-1> in the working directory, keeping
+//!                      every fd open (the soft fd limit is raised to the hard one)
+//!   forksleep=N,MS     fork N children that sleep MS milliseconds and exit; `reap=0` waits
+//!   getenvs=N,PREFIX   getenv("<PREFIX><i>") for i in 0..N
+//!   threads=K,ACTION   run ACTION on K threads at once, and wait for them
 //!   tcp=HOST:PORT[,DATA]   connect (resolving HOST with getaddrinfo), send DATA (`@FILE` for a
 //!                          file's bytes), read until EOF or 2 s, close
 //!   sock=WHAT,...      socket fd reuse and closing tricks (see `integration_tests::sockets`)
@@ -56,6 +61,10 @@ struct OpenHow {
 
 fn act(action: &str) -> Result<(), String> {
     let (op, arg) = action.split_once('=').ok_or_else(|| format!("malformed action {action:?}"))?;
+    if let Some(ret) = bulk(op, arg)? {
+        report(op, arg, ret);
+        return Ok(());
+    }
     let mut buf = [0u8; 512];
     // SAFETY (every libc call below): valid NUL-terminated paths and buffers of the stated size.
     let ret: i64 = unsafe {
@@ -227,6 +236,75 @@ fn act(action: &str) -> Result<(), String> {
     };
     report(op, arg, ret);
     Ok(())
+}
+
+/// The actions that load the daemon: many fds, many processes, many variable reads, threads.
+fn bulk(op: &str, arg: &str) -> Result<Option<i64>, String> {
+    let two = |what: &str| arg.split_once(',').ok_or_else(|| format!("{op}={what}"));
+    let num = |s: &str| s.parse::<usize>().map_err(|_| format!("{op}: bad number {s:?}"));
+    // SAFETY (every libc call below): valid NUL-terminated names; fork children only sleep and
+    // _exit.
+    let ret = unsafe {
+        match op {
+            "openmany" => {
+                let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+                libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+                lim.rlim_cur = lim.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+                let mut opened = 0;
+                for i in 0..num(arg)? {
+                    let p = c(&format!("f{i}"));
+                    let flags = libc::O_CREAT | libc::O_RDONLY | libc::O_CLOEXEC;
+                    if libc::openat(libc::AT_FDCWD, p.as_ptr(), flags, 0o644) >= 0 {
+                        opened += 1;
+                    }
+                }
+                opened
+            }
+            "forksleep" => {
+                let (n, ms) = two("N,MS")?;
+                let (n, ms) = (num(n)?, num(ms)? as u32);
+                for _ in 0..n {
+                    if libc::fork() == 0 {
+                        std::thread::sleep(std::time::Duration::from_millis(u64::from(ms)));
+                        libc::_exit(0);
+                    }
+                }
+                n as i64
+            }
+            "reap" => {
+                let mut n = 0;
+                while libc::waitpid(-1, std::ptr::null_mut(), 0) > 0 {
+                    n += 1;
+                }
+                n
+            }
+            "getenvs" => {
+                let (n, prefix) = two("N,PREFIX")?;
+                let mut found = 0;
+                for i in 0..num(n)? {
+                    let name = c(&format!("{prefix}{i}"));
+                    found += i64::from(!libc::getenv(name.as_ptr()).is_null());
+                }
+                found
+            }
+            "threads" => {
+                let (k, action) = two("K,ACTION")?;
+                let threads: Vec<_> = (0..num(k)?)
+                    .map(|_| {
+                        let a = action.to_string();
+                        std::thread::spawn(move || act(&a))
+                    })
+                    .collect();
+                for t in threads {
+                    t.join().map_err(|_| "thread panicked")??;
+                }
+                0
+            }
+            _ => return Ok(None),
+        }
+    };
+    Ok(Some(ret))
 }
 
 /// Double fork: the grandchild is re-parented (to init or a subreaper) and runs `actions`.

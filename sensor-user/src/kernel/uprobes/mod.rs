@@ -13,13 +13,13 @@
 
 mod events;
 mod perf;
+mod queue;
 mod targets;
 
 use std::{
     collections::HashMap,
     os::fd::{AsFd as _, AsRawFd, OwnedFd},
     path::{Path, PathBuf},
-    sync::mpsc,
     time::{Duration, Instant},
 };
 
@@ -27,7 +27,7 @@ use anyhow::{bail, Context as _};
 use aya::{programs::UProbe, Ebpf};
 
 use self::{events::*, perf::*, targets::*};
-use crate::{config::GetenvProbes, kernel::loader::ProbeStatus};
+use crate::{config::GetenvProbes, kernel::loader::ProbeStatus, model::bounded::Recent};
 
 /// What the probes count: handles into the daemon's metrics (`aiwatch_getenv_attach_*`).
 #[derive(Clone)]
@@ -36,7 +36,19 @@ pub struct AttachMetrics {
     pub seconds: prometheus::Histogram,
     /// Processes that could not be followed.
     pub errors: prometheus::IntCounter,
+    /// `aiwatch_state_evictions_total`: requests dropped at a full queue, coverage entries and
+    /// perf events the bounds below refused.
+    pub evictions: prometheus::IntCounterVec,
 }
+
+/// Requests waiting for the worker; past this, a request is dropped and counted
+/// (`getenv_queue`): the event loop never waits for the worker.
+pub const QUEUE_LEN: usize = 4096;
+/// Processes whose coverage a session's worker state remembers (`getenv_coverage`): the least
+/// recently covered is forgotten, and a fork of it is then attached on its own.
+pub const COVERAGE_PER_SESSION: usize = 4096;
+/// Perf events a session may hold (`getenv_perf_fds`): processes past it are not followed.
+pub const PERF_FDS_PER_SESSION: usize = 4096;
 
 pub const PROGRAMS: [&str; 3] = ["env_enter_getenv", "env_enter_secure_getenv", "env_exit_getenv"];
 
@@ -61,9 +73,8 @@ enum Request {
         child: u32,
         fork_ns: u64,
     },
-    Detach {
-        root: u32,
-    },
+    /// Sessions ended (kept aside in the queue, see `queue.rs`): a wake-up for the worker.
+    Detach,
 }
 
 /// Loads the getenv programs (the loader's table may have loaded them already); their fds.
@@ -82,10 +93,10 @@ fn load(ebpf: &mut Ebpf) -> anyhow::Result<HashMap<&'static str, i32>> {
 
 /// The getenv probes of this daemon. Dropping it detaches everything and removes the events.
 pub struct EnvProbes {
-    tx: Option<mpsc::Sender<Request>>,
+    tx: Option<queue::Sender>,
     /// What the worker needs, until [`EnvProbes::start_worker`]: the daemon starts its threads
     /// only once it has dropped the capabilities it does not keep (they are per thread).
-    pending: Option<(mpsc::Receiver<Request>, Vec<u64>, AttachMetrics)>,
+    pending: Option<(queue::Receiver, Vec<u64>, AttachMetrics)>,
     worker: Option<std::thread::JoinHandle<()>>,
     _carriers: Vec<OwnedFd>,
     uprobe_events: PathBuf,
@@ -126,7 +137,10 @@ impl EnvProbes {
             statuses.push(me.attach_carrier(ev, mode, &prog_fds));
         }
         if mode == GetenvProbes::Session {
-            let (tx, rx) = mpsc::channel();
+            for structure in ["getenv_queue", "getenv_coverage", "getenv_perf_fds"] {
+                metrics.evictions.with_label_values(&[structure]).inc_by(0);
+            }
+            let (tx, rx) = queue::channel(QUEUE_LEN, metrics.evictions.with_label_values(&["getenv_queue"]));
             let ids: Vec<u64> = events.iter().map(|e| e.id).collect();
             me.pending = Some((rx, ids, metrics));
             me.tx = Some(tx);
@@ -225,33 +239,56 @@ impl EnvProbes {
     /// first, so its children forked from then on inherit the probes; a fork before that is
     /// attached on its own (see [`Request::Fork`]).
     pub fn attach(&self, root: u32, mut pids: Vec<u32>) {
-        let Some(tx) = &self.tx else { return };
         pids.sort_by_key(|p| *p != root);
-        let _ = tx.send(Request::Attach { root, pids });
+        self.send(Request::Attach { root, pids });
     }
 
     pub fn forked(&self, root: u32, parent: u32, child: u32, fork_ns: u64) {
-        if let Some(tx) = &self.tx {
-            let _ = tx.send(Request::Fork { root, parent, child, fork_ns });
-        }
+        self.send(Request::Fork { root, parent, child, fork_ns });
     }
 
     pub fn detach(&self, root: u32) {
         if let Some(tx) = &self.tx {
-            let _ = tx.send(Request::Detach { root });
+            tx.end(root);
+        }
+    }
+
+    /// Queues `req` for the worker without waiting; a full queue drops it, counted.
+    fn send(&self, req: Request) {
+        if let Some(tx) = &self.tx {
+            tx.send(req);
         }
     }
 }
 
 /// A session's probe state: its perf events, and since when (boot-time ns) each process has
 /// been covered, directly or by inheritance.
-#[derive(Default)]
 struct Session {
     fds: Vec<OwnedFd>,
-    covered_since: HashMap<u32, u64>,
+    covered_since: Recent<u32, u64>,
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Self { fds: Vec::new(), covered_since: Recent::new(COVERAGE_PER_SESSION) }
+    }
+}
+
+impl Session {
+    /// `pid` is covered since `ns`; an entry forgotten to make room is counted.
+    fn cover(&mut self, pid: u32, ns: u64, metrics: &AttachMetrics) {
+        let before = self.covered_since.evicted();
+        self.covered_since.insert(pid, ns);
+        let evicted = self.covered_since.evicted() - before;
+        metrics.evictions.with_label_values(&["getenv_coverage"]).inc_by(evicted);
+    }
 }
 
 fn attach_pid(ids: &[u64], pid: u32, fds: &mut Vec<OwnedFd>, metrics: &AttachMetrics) -> bool {
+    if fds.len() + ids.len() > PERF_FDS_PER_SESSION {
+        metrics.evictions.with_label_values(&["getenv_perf_fds"]).inc();
+        return false;
+    }
     for id in ids {
         match perf_open(*id, pid as i32, -1, true, false) {
             Ok(fd) => fds.push(fd),
@@ -268,16 +305,20 @@ fn attach_pid(ids: &[u64], pid: u32, fds: &mut Vec<OwnedFd>, metrics: &AttachMet
     true
 }
 
-fn worker(rx: mpsc::Receiver<Request>, ids: Vec<u64>, metrics: AttachMetrics) {
+fn worker(mut rx: queue::Receiver, ids: Vec<u64>, metrics: AttachMetrics) {
     let mut sessions: HashMap<u32, Session> = HashMap::new();
-    while let Ok(req) = rx.recv() {
+    while let Some((gone, req)) = rx.next() {
+        for root in gone {
+            sessions.remove(&root);
+        }
+        let Some(req) = req else { continue };
         match req {
             Request::Attach { root, pids } => {
                 let start = Instant::now();
                 let s = sessions.entry(root).or_default();
                 for pid in &pids {
                     if attach_pid(&ids, *pid, &mut s.fds, &metrics) {
-                        s.covered_since.insert(*pid, crate::sys::clock::Clock::now_boot_ns());
+                        s.cover(*pid, crate::sys::clock::Clock::now_boot_ns(), &metrics);
                     }
                 }
                 let took = start.elapsed();
@@ -291,22 +332,18 @@ fn worker(rx: mpsc::Receiver<Request>, ids: Vec<u64>, metrics: AttachMetrics) {
             }
             Request::Fork { root, parent, child, fork_ns } => {
                 let Some(s) = sessions.get_mut(&root) else { continue };
-                match s.covered_since.get(&parent) {
+                match s.covered_since.touch(&parent).copied() {
                     // Forked after its parent was covered: it inherited the probes at birth.
-                    Some(since) if *since <= fork_ns => {
-                        s.covered_since.insert(child, fork_ns);
-                    }
+                    Some(since) if since <= fork_ns => s.cover(child, fork_ns, &metrics),
                     // Forked before: it needs its own.
                     _ => {
                         if attach_pid(&ids, child, &mut s.fds, &metrics) {
-                            s.covered_since.insert(child, crate::sys::clock::Clock::now_boot_ns());
+                            s.cover(child, crate::sys::clock::Clock::now_boot_ns(), &metrics);
                         }
                     }
                 }
             }
-            Request::Detach { root } => {
-                sessions.remove(&root);
-            }
+            Request::Detach => {}
         }
     }
 }

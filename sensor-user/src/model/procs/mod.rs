@@ -18,7 +18,10 @@ use crate::{
         Reader,
     },
     kernel::events::{FileRecord, Header},
-    model::paths::{self, Caller, Canonicalize, Resolution},
+    model::{
+        bounded::FdPaths,
+        paths::{self, Caller, Canonicalize, Resolution},
+    },
 };
 use procfs::ProcSource;
 
@@ -32,8 +35,9 @@ pub struct Proc {
     pub exe: String,
     pub argv: Vec<String>,
     pub cwd: Option<String>,
-    /// Paths of fds this process opened (or inherited), for `*at` calls.
-    pub fds: HashMap<i32, String>,
+    /// Paths of fds this process opened (or inherited), for `*at` calls: the most recent
+    /// ones, shared with a forked child until either opens something.
+    pub fds: FdPaths,
     pub role: TrackState,
     /// Root pid of the session; 0 while pending.
     pub session: u32,
@@ -98,6 +102,8 @@ pub struct ProcTable {
     sessions: HashMap<u32, Session>,
     /// Prefix that makes session ids unique across hosts and boots.
     id_prefix: String,
+    /// Remembered fds forgotten to keep each process's table bounded.
+    fd_evictions: u64,
 }
 
 /// Result of a file event, resolved against its process.
@@ -109,7 +115,17 @@ pub struct FileContext<'a> {
 
 impl ProcTable {
     pub fn new(id_prefix: &str) -> Self {
-        Self { procs: HashMap::new(), sessions: HashMap::new(), id_prefix: id_prefix.to_string() }
+        Self {
+            procs: HashMap::new(),
+            sessions: HashMap::new(),
+            id_prefix: id_prefix.to_string(),
+            fd_evictions: 0,
+        }
+    }
+
+    /// Remembered fds forgotten so far to keep each process's table bounded.
+    pub fn fd_evictions(&self) -> u64 {
+        self.fd_evictions
     }
 
     pub fn get(&self, pid: u32) -> Option<&Proc> {
@@ -318,7 +334,7 @@ impl ProcTable {
         }
         let needs_dirfd = rec.dirfd != sensor_common::AT_FDCWD && !rec.path.starts_with('/');
         let dirfd_path = if needs_dirfd {
-            p.fds.get(&rec.dirfd).cloned().or_else(|| src.fd_path(rec.hdr.pid, rec.dirfd))
+            p.fds.get(rec.dirfd).map(str::to_string).or_else(|| src.fd_path(rec.hdr.pid, rec.dirfd))
         } else {
             None
         };
@@ -344,7 +360,8 @@ impl ProcTable {
         }
         if let Some(r) = &resolution {
             if rec.syscall.returns_fd() && rec.ret >= 0 {
-                p.fds.insert(rec.ret as i32, r.target.clone().unwrap_or_else(|| r.resolved.clone()));
+                let path = r.target.as_deref().unwrap_or(&r.resolved);
+                self.fd_evictions += p.fds.insert(rec.ret as i32, path);
             }
             if rec.syscall.changes_cwd() && rec.ret == 0 {
                 p.cwd = Some(r.target.clone().unwrap_or_else(|| r.resolved.clone()));
@@ -415,7 +432,7 @@ mod tests {
                 exe: String::new(),
                 argv: vec![],
                 cwd: Some("/".into()),
-                fds: HashMap::new(),
+                fds: FdPaths::default(),
                 role: TrackState::Pending,
                 session: 0,
             },
@@ -452,7 +469,7 @@ mod tests {
                 exe: String::new(),
                 argv: vec![],
                 cwd: None,
-                fds: HashMap::new(),
+                fds: FdPaths::default(),
                 role: TrackState::Pending,
                 session: 0,
             },
@@ -495,5 +512,29 @@ mod tests {
         assert!(t
             .on_file(&file(999, Syscall::Open, "/etc/hosts", 3, sensor_common::AT_FDCWD), &fs, &Gone)
             .is_none());
+    }
+
+    #[test]
+    fn remembered_fds_are_bounded_and_forks_share_them() {
+        let mut t = ProcTable::new("h");
+        exec(&mut t, 40, &["node", "/x/@google/gemini-cli/dist/index.js"]);
+        let long = format!("/tmp/{}", "d".repeat(200));
+        for fd in 3..1003 {
+            t.on_file(
+                &file(40, Syscall::Openat, &format!("{long}/f{fd}"), fd, sensor_common::AT_FDCWD),
+                &HostFs,
+                &Gone,
+            );
+        }
+        let fds = &t.get(40).unwrap().fds;
+        assert_eq!(fds.len(), crate::model::bounded::FDS_PER_PROCESS);
+        assert!(fds.get(1002).is_some_and(|p| p.ends_with("/f1002")), "the most recent fd is kept");
+        assert!(fds.get(3).is_none());
+        assert_eq!(t.fd_evictions(), 1000 - crate::model::bounded::FDS_PER_PROCESS as u64);
+        for child in 1000..2000 {
+            t.on_fork(&hdr(40), child);
+        }
+        assert_eq!(t.get(1999).unwrap().fds.len(), crate::model::bounded::FDS_PER_PROCESS);
+        assert_eq!(t.session(40).unwrap().members, 1001);
     }
 }

@@ -62,7 +62,7 @@ pub fn scan(src: &dyn ProcSource, classifier: &AssistantClassifier, ignore: &[u3
                     exe: i.exe.clone(),
                     argv: i.argv.clone(),
                     cwd: i.cwd.clone(),
-                    fds: HashMap::new(),
+                    fds: Default::default(),
                     role: if is_root { TrackState::Assistant } else { TrackState::Descendant },
                     session: root,
                 },
