@@ -166,6 +166,43 @@ pub struct Sensor {
     _dir: TempDir,
 }
 
+/// Reader threads for a daemon's stdout (JSON records; the first line that is not one is kept,
+/// and fails the test at its next look) and stderr (the log).
+#[allow(clippy::type_complexity)]
+fn read_output(
+    child: &mut Child,
+) -> (Arc<Mutex<Vec<Value>>>, Arc<Mutex<Option<String>>>, Arc<Mutex<String>>) {
+    let records = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::new(Mutex::new(String::new()));
+    let out = child.stdout.take().expect("stdout");
+    let err = child.stderr.take().expect("stderr");
+    let bad_output = Arc::new(Mutex::new(None));
+    let (r, bad) = (records.clone(), bad_output.clone());
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let parsed = line
+                .map_err(|e| format!("unreadable stdout: {e}"))
+                .and_then(|l| serde_json::from_str::<Value>(&l).map_err(|e| format!("not JSON ({e}): {l}")));
+            match parsed {
+                Ok(v) => r.lock().expect("records").push(v),
+                // Keep reading (the daemon must not block on a full pipe), keep the first.
+                Err(e) => {
+                    bad.lock().expect("bad output").get_or_insert(e);
+                }
+            }
+        }
+    });
+    let l = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            let mut log = l.lock().expect("log");
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    (records, bad_output, log)
+}
+
 impl Sensor {
     /// Starts `aiwatch run` with `config` and waits until it watches.
     pub fn start(config: &str) -> Self {
@@ -225,34 +262,7 @@ impl Sensor {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        let records = Arc::new(Mutex::new(Vec::new()));
-        let log = Arc::new(Mutex::new(String::new()));
-        let out = child.stdout.take().expect("stdout");
-        let err = child.stderr.take().expect("stderr");
-        let bad_output = Arc::new(Mutex::new(None));
-        let (r, bad) = (records.clone(), bad_output.clone());
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let parsed = line.map_err(|e| format!("unreadable stdout: {e}")).and_then(|l| {
-                    serde_json::from_str::<Value>(&l).map_err(|e| format!("not JSON ({e}): {l}"))
-                });
-                match parsed {
-                    Ok(v) => r.lock().expect("records").push(v),
-                    // Keep reading (the daemon must not block on a full pipe), keep the first.
-                    Err(e) => {
-                        bad.lock().expect("bad output").get_or_insert(e);
-                    }
-                }
-            }
-        });
-        let l = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                let mut log = l.lock().expect("log");
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
+        let (records, bad_output, log) = read_output(&mut child);
         let s = Self { proc: Some(Guard(child)), records, bad_output, log, metrics, _dir: dir };
         let end = deadline(Duration::from_secs(30));
         while !s.log().contains("watching") {

@@ -69,140 +69,159 @@ fn connected(a: &str) -> Result<i32, String> {
     Ok(fd)
 }
 
+/// Argument `i` of a `sock=` action.
+fn at<'a>(parts: &[&'a str], i: usize) -> Result<&'a str, String> {
+    parts.get(i).copied().ok_or_else(|| format!("sock={}: argument {i} missing", parts.join(",")))
+}
+
 pub fn act(arg: &str) -> Result<i64, String> {
     let parts: Vec<&str> = arg.split(',').collect();
-    let at = |i: usize| parts.get(i).copied().ok_or_else(|| format!("sock={arg}: argument {i} missing"));
     match parts[0] {
-        "udp2" => {
-            let fd = socket(libc::SOCK_DGRAM);
-            let (a, b) = (sockaddr(at(1)?)?, sockaddr(at(2)?)?);
-            let r = [connect(fd, &a), send(fd, b"first"), connect(fd, &b), send(fd, b"second")];
-            // SAFETY: our own fd.
-            unsafe { libc::close(fd) };
-            Ok(r.into_iter().find(|r| *r < 0).unwrap_or(0))
-        }
-        "retry" => {
-            let fd = socket(libc::SOCK_STREAM);
-            let refused = connect(fd, &sockaddr(at(1)?)?);
-            let second = connect(fd, &sockaddr(at(2)?)?);
-            send(fd, b"GET / HTTP/1.1\r\nHost: retried.example\r\n\r\n");
-            // SAFETY: our own fd.
-            unsafe { libc::close(fd) };
-            Ok(if refused < 0 && second == 0 { 0 } else { -1 })
-        }
-        "dup2" | "close_range" => {
-            let fd = connected(at(1)?)?;
-            let null = std::fs::File::open("/dev/null").map_err(|e| e.to_string())?;
-            // SAFETY: our own fds.
-            let r = if parts[0] == "dup2" {
-                unsafe { libc::dup2(null.as_raw_fd(), fd) as i64 }
-            } else {
-                unsafe { libc::syscall(libc::SYS_close_range, fd as u32, fd as u32, 0u32) }
-            };
-            let r = ret(r);
-            wait_for(at(2)?);
-            Ok(r.min(0))
-        }
-        "exec" => {
-            // Far from the low fds the new program's start-up opens and closes (a close of the
-            // same number would end a stale entry by accident).
-            let low = socket(libc::SOCK_STREAM | libc::SOCK_CLOEXEC);
-            // SAFETY: our own fds.
-            let fd = unsafe { libc::fcntl(low, libc::F_DUPFD_CLOEXEC, 200) };
-            unsafe { libc::close(low) };
-            let r = connect(fd, &sockaddr(at(1)?)?);
-            if r < 0 {
-                return Err(format!("connect: {r}"));
-            }
-            send(fd, b"GET / HTTP/1.1\r\nHost: reused.example\r\n\r\n");
-            let me = std::env::current_exe().map_err(|e| e.to_string())?;
-            let err = std::os::unix::process::CommandExt::exec(
-                std::process::Command::new(me).arg(format!("waitfile={}", at(2)?)),
-            );
-            Err(format!("exec: {err}"))
-        }
-        "unfaulted" => {
-            let file = std::env::temp_dir().join(format!("aiwatch-sockaddr-{}", std::process::id()));
-            let sa = sockaddr(at(1)?)?;
-            // SAFETY: a sockaddr_in's bytes.
-            let bytes = unsafe {
-                std::slice::from_raw_parts(
-                    (&sa as *const libc::sockaddr_in).cast::<u8>(),
-                    std::mem::size_of_val(&sa),
-                )
-            };
-            std::fs::write(&file, bytes).map_err(|e| e.to_string())?;
-            let f = std::fs::File::open(&file).map_err(|e| e.to_string())?;
-            let _ = std::fs::remove_file(&file);
-            // SAFETY: a private read-only mapping of a file we own; not touched before connect().
-            let p = unsafe {
-                libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ, libc::MAP_PRIVATE, f.as_raw_fd(), 0)
-            };
-            if p == libc::MAP_FAILED {
-                return Err("mmap failed".into());
-            }
-            let fd = socket(libc::SOCK_STREAM);
-            let r = connect(fd, p.cast());
-            send(fd, b"GET / HTTP/1.1\r\nHost: unfaulted.example\r\n\r\n");
-            // SAFETY: our own fd.
-            unsafe { libc::close(fd) };
-            Ok(r)
-        }
-        "badaddr" => {
-            let fd = socket(libc::SOCK_STREAM);
-            let r = connect(fd, 16 as *const libc::sockaddr_in);
-            // SAFETY: our own fd.
-            unsafe { libc::close(fd) };
-            Ok(if r == -i64::from(libc::EFAULT) { 0 } else { -1 })
-        }
-        "sendto" => {
-            let fd = socket(libc::SOCK_DGRAM);
-            let peers = [at(1)?, at(1)?, at(1)?, at(1)?, at(1)?, at(2)?, at(3)?, at(1)?];
-            let mut worst = 0;
-            for p in peers {
-                let sa = sockaddr(p)?;
-                let len = std::mem::size_of_val(&sa) as u32;
-                // SAFETY: a valid buffer and sockaddr.
-                let r = unsafe {
-                    libc::sendto(
-                        fd,
-                        b"q".as_ptr().cast(),
-                        1,
-                        0,
-                        (&sa as *const libc::sockaddr_in).cast(),
-                        len,
-                    )
-                };
-                worst = worst.min(ret(r as i64));
-            }
-            // SAFETY: our own fd.
-            unsafe { libc::close(fd) };
-            Ok(worst)
-        }
-        "fake53" => {
-            let fd = socket(libc::SOCK_STREAM);
-            let r = connect(fd, &sockaddr(at(1)?)?);
-            let hello = sensor_user_hello("api.anthropic.com");
-            let dns = sockaddr("127.0.0.1:53")?;
-            let len = std::mem::size_of_val(&dns) as u32;
-            // SAFETY: a valid buffer and sockaddr; TCP ignores the address.
-            let sent = unsafe {
-                libc::sendto(
-                    fd,
-                    hello.as_ptr().cast(),
-                    hello.len(),
-                    0,
-                    (&dns as *const libc::sockaddr_in).cast(),
-                    len,
-                )
-            };
-            // SAFETY: our own fd.
-            unsafe { libc::close(fd) };
-            Ok(r.min(ret(sent as i64)).min(0))
-        }
-        "connect_headers" => connect_headers(at(1)?, at(2)?),
+        "udp2" => sock_udp2(&parts),
+        "retry" => sock_retry(&parts),
+        "dup2" | "close_range" => sock_closed_without_close(&parts),
+        "exec" => sock_exec_cloexec(&parts),
+        "unfaulted" => sock_unfaulted(&parts),
+        "badaddr" => sock_badaddr(&parts),
+        "sendto" => sock_sendto(&parts),
+        "fake53" => sock_fake53(&parts),
+        "connect_headers" => connect_headers(at(&parts, 1)?, at(&parts, 2)?),
         other => Err(format!("sock={other}: unknown")),
     }
+}
+
+fn sock_udp2(parts: &[&str]) -> Result<i64, String> {
+    let fd = socket(libc::SOCK_DGRAM);
+    let (a, b) = (sockaddr(at(parts, 1)?)?, sockaddr(at(parts, 2)?)?);
+    let r = [connect(fd, &a), send(fd, b"first"), connect(fd, &b), send(fd, b"second")];
+    // SAFETY: our own fd.
+    unsafe { libc::close(fd) };
+    Ok(r.into_iter().find(|r| *r < 0).unwrap_or(0))
+}
+
+fn sock_retry(parts: &[&str]) -> Result<i64, String> {
+    let fd = socket(libc::SOCK_STREAM);
+    let refused = connect(fd, &sockaddr(at(parts, 1)?)?);
+    let second = connect(fd, &sockaddr(at(parts, 2)?)?);
+    send(fd, b"GET / HTTP/1.1\r\nHost: retried.example\r\n\r\n");
+    // SAFETY: our own fd.
+    unsafe { libc::close(fd) };
+    Ok(if refused < 0 && second == 0 { 0 } else { -1 })
+}
+
+fn sock_closed_without_close(parts: &[&str]) -> Result<i64, String> {
+    let fd = connected(at(parts, 1)?)?;
+    let null = std::fs::File::open("/dev/null").map_err(|e| e.to_string())?;
+    // SAFETY: our own fds.
+    let r = if parts[0] == "dup2" {
+        unsafe { libc::dup2(null.as_raw_fd(), fd) as i64 }
+    } else {
+        unsafe { libc::syscall(libc::SYS_close_range, fd as u32, fd as u32, 0u32) }
+    };
+    let r = ret(r);
+    wait_for(at(parts, 2)?);
+    Ok(r.min(0))
+}
+
+fn sock_exec_cloexec(parts: &[&str]) -> Result<i64, String> {
+    // Far from the low fds the new program's start-up opens and closes (a close of the
+    // same number would end a stale entry by accident).
+    let low = socket(libc::SOCK_STREAM | libc::SOCK_CLOEXEC);
+    // SAFETY: our own fds.
+    let fd = unsafe { libc::fcntl(low, libc::F_DUPFD_CLOEXEC, 200) };
+    unsafe { libc::close(low) };
+    let r = connect(fd, &sockaddr(at(parts, 1)?)?);
+    if r < 0 {
+        return Err(format!("connect: {r}"));
+    }
+    send(fd, b"GET / HTTP/1.1\r\nHost: reused.example\r\n\r\n");
+    let me = std::env::current_exe().map_err(|e| e.to_string())?;
+    let err = std::os::unix::process::CommandExt::exec(
+        std::process::Command::new(me).arg(format!("waitfile={}", at(parts, 2)?)),
+    );
+    Err(format!("exec: {err}"))
+}
+
+fn sock_unfaulted(parts: &[&str]) -> Result<i64, String> {
+    let file = std::env::temp_dir().join(format!("aiwatch-sockaddr-{}", std::process::id()));
+    let sa = sockaddr(at(parts, 1)?)?;
+    // SAFETY: a sockaddr_in's bytes.
+    let bytes = unsafe {
+        std::slice::from_raw_parts((&sa as *const libc::sockaddr_in).cast::<u8>(), std::mem::size_of_val(&sa))
+    };
+    std::fs::write(&file, bytes).map_err(|e| e.to_string())?;
+    let f = std::fs::File::open(&file).map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_file(&file);
+    // SAFETY: a private read-only mapping of a file we own; not touched before connect().
+    let p = unsafe {
+        libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ, libc::MAP_PRIVATE, f.as_raw_fd(), 0)
+    };
+    if p == libc::MAP_FAILED {
+        return Err("mmap failed".into());
+    }
+    let fd = socket(libc::SOCK_STREAM);
+    let r = connect(fd, p.cast());
+    send(fd, b"GET / HTTP/1.1\r\nHost: unfaulted.example\r\n\r\n");
+    // SAFETY: our own fd.
+    unsafe { libc::close(fd) };
+    Ok(r)
+}
+
+fn sock_badaddr(_: &[&str]) -> Result<i64, String> {
+    let fd = socket(libc::SOCK_STREAM);
+    let r = connect(fd, 16 as *const libc::sockaddr_in);
+    // SAFETY: our own fd.
+    unsafe { libc::close(fd) };
+    Ok(if r == -i64::from(libc::EFAULT) { 0 } else { -1 })
+}
+
+fn sock_sendto(parts: &[&str]) -> Result<i64, String> {
+    let fd = socket(libc::SOCK_DGRAM);
+    let peers = [
+        at(parts, 1)?,
+        at(parts, 1)?,
+        at(parts, 1)?,
+        at(parts, 1)?,
+        at(parts, 1)?,
+        at(parts, 2)?,
+        at(parts, 3)?,
+        at(parts, 1)?,
+    ];
+    let mut worst = 0;
+    for p in peers {
+        let sa = sockaddr(p)?;
+        let len = std::mem::size_of_val(&sa) as u32;
+        // SAFETY: a valid buffer and sockaddr.
+        let r = unsafe {
+            libc::sendto(fd, b"q".as_ptr().cast(), 1, 0, (&sa as *const libc::sockaddr_in).cast(), len)
+        };
+        worst = worst.min(ret(r as i64));
+    }
+    // SAFETY: our own fd.
+    unsafe { libc::close(fd) };
+    Ok(worst)
+}
+
+fn sock_fake53(parts: &[&str]) -> Result<i64, String> {
+    let fd = socket(libc::SOCK_STREAM);
+    let r = connect(fd, &sockaddr(at(parts, 1)?)?);
+    let hello = sensor_user_hello("api.anthropic.com");
+    let dns = sockaddr("127.0.0.1:53")?;
+    let len = std::mem::size_of_val(&dns) as u32;
+    // SAFETY: a valid buffer and sockaddr; TCP ignores the address.
+    let sent = unsafe {
+        libc::sendto(
+            fd,
+            hello.as_ptr().cast(),
+            hello.len(),
+            0,
+            (&dns as *const libc::sockaddr_in).cast(),
+            len,
+        )
+    };
+    // SAFETY: our own fd.
+    unsafe { libc::close(fd) };
+    Ok(r.min(ret(sent as i64)).min(0))
 }
 
 fn sensor_user_hello(name: &str) -> Vec<u8> {

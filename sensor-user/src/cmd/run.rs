@@ -160,14 +160,12 @@ pub async fn run(started: Started) -> anyhow::Result<()> {
     let status = crate::output::status::Shared::default();
     let server = listener.map(|first| {
         let m = &cfg.metrics;
-        let endpoint =
-            server::Endpoint::new(m.listen, m.max_connections.0 as usize, metrics.clone(), status.clone());
-        server::serve(endpoint, first)
+        server::serve(
+            server::Endpoint::new(m.listen, m.max_connections.0 as usize, metrics.clone(), status.clone()),
+            first,
+        )
     });
-    let mut logger = match logger {
-        Some(l) => Some(watch(l).context("watching the kernel log buffer")?),
-        None => None,
-    };
+    let mut logger = logger.map(|l| watch(l).context("watching the kernel log buffer")).transpose()?;
     maps.env.start_worker()?;
     let mut events = watch(ringbuf).context("watching the event ring buffer")?;
     let (sink, writer) = sinks::spawn(&cfg.output, metrics.clone())?;

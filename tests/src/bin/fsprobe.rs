@@ -72,26 +72,8 @@ fn act(action: &str) -> Result<(), String> {
             #[cfg(target_arch = "x86_64")]
             "open" => libc::syscall(libc::SYS_open, c(arg).as_ptr(), libc::O_RDONLY),
             "openat" => libc::syscall(libc::SYS_openat, libc::AT_FDCWD, c(arg).as_ptr(), libc::O_RDONLY),
-            "openat2" => {
-                let how = OpenHow {
-                    flags: libc::O_RDONLY as u64,
-                    mode: 0,
-                    resolve: 0x02, /* RESOLVE_NO_MAGICLINKS */
-                };
-                libc::syscall(
-                    libc::SYS_openat2,
-                    libc::AT_FDCWD,
-                    c(arg).as_ptr(),
-                    &how as *const OpenHow,
-                    std::mem::size_of::<OpenHow>(),
-                )
-            }
-            "dirat" => {
-                let (dir, name) = arg.split_once(',').ok_or("dirat=DIR,NAME")?;
-                let fd = libc::open(c(dir).as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY);
-                report("open dir", dir, fd as i64);
-                libc::syscall(libc::SYS_openat, fd, c(name).as_ptr(), libc::O_RDONLY)
-            }
+            "openat2" => act_openat2(arg)?,
+            "dirat" => act_dirat(arg)?,
             "stat" => {
                 libc::syscall(libc::SYS_newfstatat, libc::AT_FDCWD, c(arg).as_ptr(), buf.as_mut_ptr(), 0)
             }
@@ -108,25 +90,12 @@ fn act(action: &str) -> Result<(), String> {
             #[cfg(target_arch = "x86_64")]
             "readlink" => libc::syscall(libc::SYS_readlink, c(arg).as_ptr(), buf.as_mut_ptr(), buf.len()),
             "chdir" => libc::syscall(libc::SYS_chdir, c(arg).as_ptr()),
-            "child" => {
-                let me = std::env::current_exe().map_err(|e| e.to_string())?;
-                let args = arg.split(';').map(|a| a.replace('|', ";"));
-                let status = std::process::Command::new(me).args(args).status();
-                status.map(|s| s.code().unwrap_or(-1) as i64).map_err(|e| e.to_string())?
-            }
+            "child" => act_child(arg)?,
             "sh" => {
                 let status = std::process::Command::new("/bin/sh").args(["-c", arg]).status();
                 status.map(|s| s.code().unwrap_or(-1) as i64).map_err(|e| e.to_string())?
             }
-            "waitfile" => {
-                for _ in 0..6000 {
-                    if std::path::Path::new(arg).exists() {
-                        break;
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                0
-            }
+            "waitfile" => act_waitfile(arg)?,
             "sleep" => {
                 std::thread::sleep(std::time::Duration::from_millis(arg.parse().map_err(|_| "sleep=MS")?));
                 0
@@ -147,73 +116,11 @@ fn act(action: &str) -> Result<(), String> {
                 0
             }
             "daemon" => daemon(arg),
-            "leader_exit" => {
-                let actions = arg.to_string();
-                std::thread::spawn(move || {
-                    for a in actions.split('|') {
-                        if let Err(e) = act(a) {
-                            eprintln!("fsprobe: {e}");
-                            std::process::exit(2);
-                        }
-                    }
-                    // exit_group from the last thread.
-                    std::process::exit(0);
-                });
-                // Only this thread ends; the process lives on in the other one.
-                libc::syscall(libc::SYS_exit, 0)
-            }
-            #[allow(deprecated)] // vfork is the point: the child only execs or _exits.
-            "vfork" => {
-                let (cat, path) = (c("/bin/cat"), c(arg));
-                let argv = [cat.as_ptr(), path.as_ptr(), std::ptr::null()];
-                let pid = libc::vfork();
-                if pid == 0 {
-                    libc::execv(cat.as_ptr(), argv.as_ptr());
-                    libc::_exit(127);
-                }
-                let mut status = 0;
-                libc::waitpid(pid, &mut status, 0);
-                pid as i64
-            }
+            "leader_exit" => act_leader_exit(arg)?,
+            "vfork" => act_vfork(arg)?,
             "memfd" => memfd_exec(arg),
-            "spin" => {
-                let (ms, path) = arg.split_once(',').ok_or("spin=MS,PATH")?;
-                let end = std::time::Instant::now()
-                    + std::time::Duration::from_millis(ms.parse().map_err(|_| "spin=MS,PATH")?);
-                let p = c(path);
-                let mut n = 0i64;
-                while std::time::Instant::now() < end {
-                    for _ in 0..100 {
-                        let fd = libc::openat(libc::AT_FDCWD, p.as_ptr(), libc::O_RDONLY);
-                        if fd >= 0 {
-                            libc::close(fd);
-                        }
-                        n += 1;
-                    }
-                }
-                n
-            }
-            "storm" => {
-                let n: usize = arg.parse().map_err(|_| "storm=N")?;
-                let mut done = 0;
-                while done < n {
-                    let batch = (n - done).min(50);
-                    let mut pids = Vec::with_capacity(batch);
-                    for _ in 0..batch {
-                        let pid = libc::fork();
-                        if pid == 0 {
-                            libc::_exit(0);
-                        }
-                        pids.push(pid);
-                    }
-                    for pid in pids {
-                        let mut st = 0;
-                        libc::waitpid(pid, &mut st, 0);
-                    }
-                    done += batch;
-                }
-                done as i64
-            }
+            "spin" => act_spin(arg)?,
+            "storm" => act_storm(arg)?,
             "getenv" => libc::getenv(c(arg).as_ptr()) as i64,
             "secure_getenv" => secure_getenv(c(arg).as_ptr()) as i64,
             "ifhwaddr" | "ifconf" => {
@@ -236,6 +143,136 @@ fn act(action: &str) -> Result<(), String> {
     };
     report(op, arg, ret);
     Ok(())
+}
+
+/// `openat2=`
+unsafe fn act_openat2(arg: &str) -> Result<i64, String> {
+    Ok({
+        let how =
+            OpenHow { flags: libc::O_RDONLY as u64, mode: 0, resolve: 0x02 /* RESOLVE_NO_MAGICLINKS */ };
+        libc::syscall(
+            libc::SYS_openat2,
+            libc::AT_FDCWD,
+            c(arg).as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    })
+}
+
+/// `dirat=`
+unsafe fn act_dirat(arg: &str) -> Result<i64, String> {
+    Ok({
+        let (dir, name) = arg.split_once(',').ok_or("dirat=DIR,NAME")?;
+        let fd = libc::open(c(dir).as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY);
+        report("open dir", dir, fd as i64);
+        libc::syscall(libc::SYS_openat, fd, c(name).as_ptr(), libc::O_RDONLY)
+    })
+}
+
+/// `child=`
+unsafe fn act_child(arg: &str) -> Result<i64, String> {
+    Ok({
+        let me = std::env::current_exe().map_err(|e| e.to_string())?;
+        let args = arg.split(';').map(|a| a.replace('|', ";"));
+        let status = std::process::Command::new(me).args(args).status();
+        status.map(|s| s.code().unwrap_or(-1) as i64).map_err(|e| e.to_string())?
+    })
+}
+
+/// `waitfile=`
+unsafe fn act_waitfile(arg: &str) -> Result<i64, String> {
+    Ok({
+        for _ in 0..6000 {
+            if std::path::Path::new(arg).exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        0
+    })
+}
+
+/// `leader_exit=`
+unsafe fn act_leader_exit(arg: &str) -> Result<i64, String> {
+    Ok({
+        let actions = arg.to_string();
+        std::thread::spawn(move || {
+            for a in actions.split('|') {
+                if let Err(e) = act(a) {
+                    eprintln!("fsprobe: {e}");
+                    std::process::exit(2);
+                }
+            }
+            // exit_group from the last thread.
+            std::process::exit(0);
+        });
+        // Only this thread ends; the process lives on in the other one.
+        libc::syscall(libc::SYS_exit, 0)
+    })
+}
+
+/// `vfork=`
+#[allow(deprecated)] // vfork is the point: the child only execs or _exits.
+unsafe fn act_vfork(arg: &str) -> Result<i64, String> {
+    Ok({
+        let (cat, path) = (c("/bin/cat"), c(arg));
+        let argv = [cat.as_ptr(), path.as_ptr(), std::ptr::null()];
+        let pid = libc::vfork();
+        if pid == 0 {
+            libc::execv(cat.as_ptr(), argv.as_ptr());
+            libc::_exit(127);
+        }
+        let mut status = 0;
+        libc::waitpid(pid, &mut status, 0);
+        pid as i64
+    })
+}
+
+/// `spin=`
+unsafe fn act_spin(arg: &str) -> Result<i64, String> {
+    Ok({
+        let (ms, path) = arg.split_once(',').ok_or("spin=MS,PATH")?;
+        let end = std::time::Instant::now()
+            + std::time::Duration::from_millis(ms.parse().map_err(|_| "spin=MS,PATH")?);
+        let p = c(path);
+        let mut n = 0i64;
+        while std::time::Instant::now() < end {
+            for _ in 0..100 {
+                let fd = libc::openat(libc::AT_FDCWD, p.as_ptr(), libc::O_RDONLY);
+                if fd >= 0 {
+                    libc::close(fd);
+                }
+                n += 1;
+            }
+        }
+        n
+    })
+}
+
+/// `storm=`
+unsafe fn act_storm(arg: &str) -> Result<i64, String> {
+    Ok({
+        let n: usize = arg.parse().map_err(|_| "storm=N")?;
+        let mut done = 0;
+        while done < n {
+            let batch = (n - done).min(50);
+            let mut pids = Vec::with_capacity(batch);
+            for _ in 0..batch {
+                let pid = libc::fork();
+                if pid == 0 {
+                    libc::_exit(0);
+                }
+                pids.push(pid);
+            }
+            for pid in pids {
+                let mut st = 0;
+                libc::waitpid(pid, &mut st, 0);
+            }
+            done += batch;
+        }
+        done as i64
+    })
 }
 
 /// The actions that load the daemon: many fds, many processes, many variable reads, threads.
