@@ -183,6 +183,34 @@ fn relative_and_obfuscated_paths_resolve_to_the_watched_file() {
 }
 
 #[test]
+fn paths_through_the_readers_own_fds_resolve_to_the_watched_file() {
+    let (sensor, dir) = agent_sensor();
+    let agent = probe_as(&dir, AGENT);
+    // fd 50 is /etc in the probe (dup2'd there, so the daemon learns it from /proc: the probe
+    // stays a moment); the daemon has no such fd of its own.
+    let pid = run(
+        &agent,
+        &[
+            "openfd=/etc,50",
+            "openat=/proc/self/fd/50/localtime",
+            "openat=/dev/fd/50/hostname",
+            "openat=/proc/thread-self/fd/50/hosts",
+            "sleep=1000",
+        ],
+    );
+    for (raw, resolved) in [
+        ("/proc/self/fd/50/localtime", "/etc/localtime"),
+        ("/dev/fd/50/hostname", "/etc/hostname"),
+        ("/proc/thread-self/fd/50/hosts", "/etc/hosts"),
+    ] {
+        let r = sensor.wait_for(resolved, |r| {
+            r["type"] == "fingerprint_read" && r["process"]["pid"] == pid && r["path"] == raw
+        });
+        assert_eq!(r["resolved_path"], resolved, "{r}");
+    }
+}
+
+#[test]
 fn processes_running_before_start_are_found_by_the_scan() {
     let dir = TempDir::new("scan");
     let agent = probe_as(&dir, AGENT);

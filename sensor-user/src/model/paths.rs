@@ -42,6 +42,9 @@ pub struct Caller<'a> {
     pub cwd: Option<&'a str>,
     /// Directory a dirfd stands for, when known.
     pub dirfd_path: Option<&'a str>,
+    /// What fd `fd` of process `pid` stands for, when known: `/proc/<pid>/fd/N/...` and
+    /// `/dev/fd/N/...` go through it (the reader's fd, not the daemon's).
+    pub fds: Option<&'a dyn Fn(u32, i32) -> Option<String>>,
 }
 
 /// Whether a syscall's path is resolved against its dirfd (relative, or empty with
@@ -57,7 +60,15 @@ pub fn resolve(raw: &str, caller: &Caller<'_>, fs: &dyn Canonicalize) -> Option<
             format!("{}/{raw}", base.trim_end_matches('/'))
         }
     };
-    let absolute = proc_magic(&normalize(&joined), caller);
+    let mut joined = joined;
+    let mut absolute = proc_magic(&normalize(&joined), caller);
+    // An fd's magic link, followed through the reader's fd (a few levels at most: the link
+    // of an fd is an absolute path already).
+    for _ in 0..4 {
+        let Some(through) = through_fd(&absolute, caller) else { break };
+        joined = through;
+        absolute = proc_magic(&normalize(&joined), caller);
+    }
     if absolute == "/proc" || absolute.starts_with("/proc/") {
         // /proc's links point at whoever reads them: resolving them as the daemon would be wrong.
         return Some(Resolution { resolved: absolute.clone(), absolute, target: None });
@@ -138,19 +149,29 @@ fn resolve_dirs(joined: &str, absolute: &str, fs: &dyn Canonicalize) -> String {
     }
 }
 
-/// Canonicalizes the longest existing prefix of `path` and appends the rest lexically.
+/// Canonicalizes the longest existing prefix of `path` and appends the rest lexically. A
+/// prefix of a missing path is missing too, so the longest existing one is found by bisection:
+/// a path thousands of missing components deep costs a dozen resolutions, not one per component.
 fn canonicalize_lenient(path: &str, fs: &dyn Canonicalize) -> Option<String> {
     if let Ok(c) = fs.canonicalize(path) {
         return Some(c);
     }
     let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    for keep in (0..parts.len()).rev() {
-        let prefix = format!("/{}", parts[..keep].join("/"));
-        if let Ok(base) = fs.canonicalize(&prefix) {
-            return Some(normalize(&format!("{base}/{}", parts[keep..].join("/"))));
+    let prefix = |keep: usize| format!("/{}", parts[..keep].join("/"));
+    // Invariant: prefix(lo) resolves (or lo == 0, "/", tried last), prefix(hi) does not.
+    let (mut lo, mut hi, mut base) = (0, parts.len(), None);
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        match fs.canonicalize(&prefix(mid)) {
+            Ok(c) => (lo, base) = (mid, Some(c)),
+            Err(_) => hi = mid,
         }
     }
-    None
+    let base = match base {
+        Some(b) => b,
+        None => fs.canonicalize("/").ok()?,
+    };
+    Some(normalize(&format!("{base}/{}", parts[lo..].join("/"))))
 }
 
 /// Lexical normalization of an absolute path: no empty, `.` or `..` segments (never above `/`).
@@ -171,6 +192,9 @@ pub fn normalize(path: &str) -> String {
 /// Rewrites `/proc/self`, `/proc/thread-self`, `/proc/<caller>/root` and `/proc/<caller>/cwd`
 /// (and the task forms) into what they mean for the caller.
 fn proc_magic(path: &str, r: &Caller<'_>) -> String {
+    // /dev/fd is a symlink to /proc/self/fd.
+    let dev_fd = path.strip_prefix("/dev/fd/").map(|rest| format!("/proc/self/fd/{rest}"));
+    let path = dev_fd.as_deref().unwrap_or(path);
     let Some(rest) = path.strip_prefix("/proc/") else {
         return path.to_string();
     };
@@ -194,6 +218,20 @@ fn proc_magic(path: &str, r: &Caller<'_>) -> String {
         "cwd" if own && r.cwd.is_some() => normalize(&format!("{}/{after}", r.cwd.unwrap_or("/"))),
         _ => normalize(&format!("/proc/{pid}/{tail}")),
     }
+}
+
+/// `/proc/<pid>/fd/N[/rest]` as the path fd N of `pid` stands for, then `rest`.
+fn through_fd(absolute: &str, caller: &Caller<'_>) -> Option<String> {
+    let rest = absolute.strip_prefix("/proc/")?;
+    let (pid, rest) = rest.split_once("/fd/")?;
+    let pid: u32 = pid.parse().ok()?;
+    let (fd, tail) = rest.split_once('/').unwrap_or((rest, ""));
+    let base = (caller.fds?)(pid, fd.parse().ok()?)?;
+    // Only a path: "socket:[…]", "pipe:[…]" and "anon_inode:…" name nothing to walk.
+    if !base.starts_with('/') {
+        return None;
+    }
+    Some(if tail.is_empty() { base } else { format!("{}/{tail}", base.trim_end_matches('/')) })
 }
 
 /// `/proc/<pid>/net/...` is `/proc/net/...` for matching purposes.
@@ -280,7 +318,7 @@ mod tests {
     }
 
     fn caller(cwd: &'static str) -> Caller<'static> {
-        Caller { pid: 42, tid: 43, cwd: Some(cwd), dirfd_path: None }
+        Caller { pid: 42, tid: 43, cwd: Some(cwd), dirfd_path: None, fds: None }
     }
 
     fn res(raw: &str, r: &Caller<'_>) -> Resolution {
@@ -332,7 +370,7 @@ mod tests {
         let dirfd = Caller { dirfd_path: Some("/etc"), ..caller("/home/a") };
         assert_eq!(res("resolv.conf", &dirfd).resolved, "/etc/resolv.conf");
         assert_eq!(res("", &dirfd).resolved, "/etc");
-        let unknown = Caller { pid: 1, tid: 1, cwd: None, dirfd_path: None };
+        let unknown = Caller { pid: 1, tid: 1, cwd: None, dirfd_path: None, fds: None };
         assert!(resolve("x", &unknown, &fs()).is_none());
         assert_eq!(resolve("/etc/hosts", &unknown, &fs()).unwrap().absolute, "/etc/hosts");
     }
@@ -376,5 +414,50 @@ mod tests {
         assert_eq!(res("/proc/self/environ", &caller("/")).absolute, "/proc/42/environ");
         let r = res("net/route", &Caller { dirfd_path: Some("/proc"), ..caller("/") });
         assert!(r.match_views().contains(&"/proc/net/route".to_string()));
+    }
+
+    #[test]
+    fn fd_links_go_through_the_readers_fd() {
+        let fds = |pid: u32, fd: i32| match (pid, fd) {
+            (42, 5) => Some("/etc".to_string()),
+            (42, 7) => Some("socket:[1234]".to_string()),
+            (99, 3) => Some("/usr/share/zoneinfo".to_string()),
+            _ => None,
+        };
+        let c = Caller { fds: Some(&fds), ..caller("/") };
+        assert_eq!(res("/proc/self/fd/5/localtime", &c).absolute, "/etc/localtime");
+        assert_eq!(
+            res("/proc/self/fd/5/localtime", &c).target.as_deref(),
+            Some("/usr/share/zoneinfo/Etc/UTC")
+        );
+        assert_eq!(res("/dev/fd/5/resolv.conf", &c).absolute, "/etc/resolv.conf");
+        assert_eq!(res("/proc/thread-self/fd/5/hosts", &c).absolute, "/etc/hosts");
+        assert_eq!(res("/proc/99/fd/3/Etc/UTC", &c).absolute, "/usr/share/zoneinfo/Etc/UTC");
+        // The fd itself (a reopen), a socket, and an fd nobody knows stay as they are.
+        assert_eq!(res("/proc/self/fd/5", &c).absolute, "/etc");
+        assert_eq!(res("/proc/self/fd/7", &c).absolute, "/proc/42/fd/7");
+        assert_eq!(res("/proc/self/fd/8/x", &c).absolute, "/proc/42/fd/8/x");
+    }
+
+    /// Counts the resolutions asked of the filesystem.
+    struct Counting(FakeFs, std::cell::Cell<usize>);
+
+    impl Canonicalize for Counting {
+        fn canonicalize(&self, path: &str) -> io::Result<String> {
+            self.1.set(self.1.get() + 1);
+            self.0.canonicalize(path)
+        }
+    }
+
+    #[test]
+    fn a_deep_missing_path_costs_a_few_resolutions_not_one_per_component() {
+        let fs = Counting(fs(), std::cell::Cell::new(0));
+        let deep = format!("/etc/{}file", "missing/".repeat(2000));
+        let r = resolve(&deep, &caller("/"), &fs).expect("resolved");
+        assert_eq!(r.resolved, deep);
+        assert!(fs.1.get() <= 30, "{} resolutions for 2,000 components", fs.1.get());
+        // The existing part still goes through its symlinks.
+        let r = resolve("/tmp/etclink/missing/a/b/c", &caller("/"), &fs).expect("resolved");
+        assert_eq!(r.resolved, "/etc/missing/a/b/c");
     }
 }

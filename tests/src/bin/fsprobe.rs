@@ -5,6 +5,7 @@
 //!   pid=FILE ppid=FILE  write this process's pid, or its parent's, to FILE
 //!   getenv=NAME secure_getenv=NAME   libc reads of a variable
 //!   ifhwaddr=IFNAME ifconf            interface ioctls (SIOCGIFHWADDR, SIOCGIFCONF)
+//!   openfd=P,FD        open P, then dup2 it onto FD (a known fd number for later paths)
 //!   comm=NAME          prctl(PR_SET_NAME)
 //!   thread=ACTION      run one action on a new thread
 //!   leader_exit=A|B|...  the main thread exits alone (a zombie leader) while a second thread runs
@@ -71,6 +72,12 @@ fn act(action: &str) -> Result<(), String> {
         match op {
             #[cfg(target_arch = "x86_64")]
             "open" => libc::syscall(libc::SYS_open, c(arg).as_ptr(), libc::O_RDONLY),
+            "openfd" => {
+                let (path, fd) = arg.split_once(',').ok_or("openfd=PATH,FD")?;
+                let fd: i32 = fd.parse().map_err(|_| "openfd=PATH,FD")?;
+                let opened = libc::open(c(path).as_ptr(), libc::O_RDONLY);
+                libc::dup2(opened, fd) as i64
+            }
             "openat" => libc::syscall(libc::SYS_openat, libc::AT_FDCWD, c(arg).as_ptr(), libc::O_RDONLY),
             "openat2" => act_openat2(arg)?,
             "dirat" => act_dirat(arg)?,

@@ -346,11 +346,17 @@ impl ProcTable {
         let resolution = if (rec.path.is_empty() && !empty_ok) || (needs_dirfd && dirfd_path.is_none()) {
             None
         } else {
+            let own = &p.fds;
+            let fds = |pid: u32, fd: i32| {
+                let remembered = if pid == rec.hdr.pid { own.get(fd).map(str::to_string) } else { None };
+                remembered.or_else(|| src.fd_path(pid, fd))
+            };
             let caller = Caller {
                 pid: rec.hdr.pid,
                 tid: rec.hdr.tid,
                 cwd: cwd.as_deref(),
                 dirfd_path: dirfd_path.as_deref(),
+                fds: Some(&fds),
             };
             paths::resolve(&rec.path, &caller, fs)
         };
