@@ -109,8 +109,57 @@ fn host_matches(pattern: &str, host: &str) -> bool {
 #[derive(Default)]
 struct SessionState {
     signals: VecDeque<Signal>,
+    /// Signals in `signals` per category, by reader (assistant, descendant): what eviction asks.
+    kinds: HashMap<String, [usize; 2]>,
     base_url_hosts: HashSet<String>,
     fired: HashSet<String>,
+}
+
+fn reader_index(r: Reader) -> usize {
+    match r {
+        Reader::Assistant => 0,
+        Reader::Descendant => 1,
+    }
+}
+
+impl SessionState {
+    fn push(&mut self, s: Signal) {
+        match self.kinds.get_mut(s.category.as_str()) {
+            Some(n) => n[reader_index(s.reader)] += 1,
+            None => {
+                let mut n = [0; 2];
+                n[reader_index(s.reader)] = 1;
+                self.kinds.insert(s.category.clone(), n);
+            }
+        }
+        self.signals.push_back(s);
+    }
+
+    fn remove(&mut self, i: usize) {
+        let Some(s) = self.signals.remove(i) else { return };
+        if let Some(n) = self.kinds.get_mut(s.category.as_str()) {
+            n[reader_index(s.reader)] = n[reader_index(s.reader)].saturating_sub(1);
+            if n == &[0, 0] {
+                self.kinds.remove(s.category.as_str());
+            }
+        }
+    }
+
+    /// How many signals of this category and reader the queue holds.
+    fn count(&self, s: &Signal) -> usize {
+        self.kinds.get(s.category.as_str()).map_or(0, |n| n[reader_index(s.reader)])
+    }
+
+    /// Makes room in a full queue without losing what a rule needs: the oldest signal whose
+    /// category and reader a later one repeats goes, so no amount of repetition (512 `stat`s
+    /// of one file) pushes a category out. Only when every signal is the last of its kind (more
+    /// kinds than room, which the categories do not allow today) does the oldest go. The first
+    /// signal from the front whose kind counts more than one is that one: at most one signal
+    /// per kind is looked at before it.
+    fn evict_one(&mut self) {
+        let victim = self.signals.iter().position(|s| self.count(s) > 1).unwrap_or(0);
+        self.remove(victim);
+    }
 }
 
 pub struct Correlator {
@@ -168,12 +217,12 @@ impl Correlator {
         let st = self.sessions.entry(root).or_default();
         let cutoff = s.ts_ns.saturating_sub(self.window_ns);
         while st.signals.front().is_some_and(|f| f.ts_ns < cutoff) {
-            st.signals.pop_front();
+            st.remove(0);
         }
         if st.signals.len() >= MAX_SIGNALS {
-            evict_one(&mut st.signals);
+            st.evict_one();
         }
-        st.signals.push_back(s);
+        st.push(s);
     }
 
     /// Hosts the session was given as API base URLs (from its exec-time environment).
@@ -266,20 +315,6 @@ impl Correlator {
         }
         (ann, outcomes)
     }
-}
-
-/// Makes room in a full queue without losing what a rule needs: the oldest signal whose
-/// category and reader a later one repeats goes, so no amount of repetition (512 `stat`s of one
-/// file) pushes a category out. Only when every signal is the last of its kind (more kinds than
-/// room, which the categories do not allow today) does the oldest go.
-fn evict_one(signals: &mut VecDeque<Signal>) {
-    let mut seen: HashSet<(&str, Reader)> = HashSet::new();
-    let mut last_of_kind = vec![false; signals.len()];
-    for (i, s) in signals.iter().enumerate().rev() {
-        last_of_kind[i] = seen.insert((s.category.as_str(), s.reader));
-    }
-    let victim = last_of_kind.iter().position(|last| !last).unwrap_or(0);
-    signals.remove(victim);
 }
 
 /// What a connection at `ts_ns` is annotated with: the signals in the window before it, most
