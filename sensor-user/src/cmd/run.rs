@@ -78,6 +78,10 @@ pub fn start(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow::Re
     tracing::info!(attached, elapsed_ms = started.elapsed().as_millis() as u64, "probes attached");
     let (maps, ringbuf) = KernelMaps::take(&mut obj.ebpf)?;
     drop_privileges(cfg.variables.getenv_probes);
+    // Loading parsed the kernel's BTF and the object (tens of MiB, freed now): give the freed
+    // heap back, or it stays in the daemon's RSS for its whole life.
+    // SAFETY: malloc_trim has no preconditions.
+    unsafe { libc::malloc_trim(0) };
     Ok(Started {
         cfg,
         config_path,
