@@ -33,6 +33,7 @@ const AF_INET6: u32 = 10;
 const IPPROTO_TCP: u16 = 6;
 const EINPROGRESS: i64 = 115;
 const SOCK_TYPE_MASK: u32 = 0xf;
+const SOCK_STREAM: u16 = 1;
 
 const OP_SOCKET: u32 = 1;
 const OP_CONNECT: u32 = 2;
@@ -369,7 +370,10 @@ fn exit_data(t: &Tracked, tgid: u32, a: &NetArgs, ret: i64) {
     } else {
         info.bytes_recv += bytes;
     }
-    let peer = if a.addr != 0 { read_sockaddr(a.addr, 28) } else { RawSockAddr::default() };
+    // The peer matters for a datagram send (its destination) and for a copied DNS receive
+    // (the resolver); a stream socket ignores it, and other receives (QUIC) do not need it.
+    let wanted = if send { info.sock_type != SOCK_STREAM } else { dns };
+    let peer = if a.addr != 0 && wanted { read_sockaddr(a.addr, 28) } else { RawSockAddr::default() };
     let capture = send && capture_send(info, a, first, &peer);
     let copy = if send { capture } else { dns };
     if !copy {

@@ -170,6 +170,12 @@ impl Connection {
         }
     }
 
+    /// Whether `peer` is where this connection goes (compared without formatting it).
+    pub(super) fn is_peer(&self, peer: &Peer) -> bool {
+        self.remote_port == peer.addr.port()
+            && self.remote_addr.parse::<IpAddr>().is_ok_and(|a| a == peer.addr.ip())
+    }
+
     pub(super) fn is_dns(&self) -> bool {
         self.remote_port == 53
     }

@@ -105,7 +105,7 @@ impl Egress {
     /// gets its own record. (The kernel counts bytes per socket: they all go to the last one.)
     fn end_if_reconnected(&mut self, key: (u32, i32), peer: &Peer, now_ns: u64, out: &mut Vec<Out>) {
         let Some(c) = self.conns.get(&key) else { return };
-        let same_peer = c.remote_addr == peer.addr.ip().to_string() && c.remote_port == peer.addr.port();
+        let same_peer = c.is_peer(peer);
         if !c.connect_returned || (same_peer && c.result != "failed") {
             return;
         }
@@ -220,7 +220,7 @@ impl Egress {
     /// connection (the earlier one ends).
     fn end_if_other_datagram_peer(&mut self, key: (u32, i32), peer: &Peer, now_ns: u64, out: &mut Vec<Out>) {
         let Some(c) = self.conns.get(&key) else { return };
-        let same_peer = c.remote_addr == peer.addr.ip().to_string() && c.remote_port == peer.addr.port();
+        let same_peer = c.is_peer(peer);
         if same_peer || c.connect_returned || c.protocol != "udp" {
             return;
         }
