@@ -3,6 +3,7 @@
 //! and `/proc/self`, `/proc/<pid>/root`, `/proc/<pid>/cwd` prefixes seen from the caller.
 
 use std::{
+    borrow::Cow,
     cell::RefCell,
     collections::HashMap,
     io,
@@ -23,10 +24,11 @@ pub struct Resolution {
 
 impl Resolution {
     /// Every distinct view to match, with `/proc/<pid>/net` seen as `/proc/net`.
-    pub fn match_views(&self) -> Vec<String> {
-        let mut views = vec![self.absolute.clone(), self.resolved.clone()];
-        views.extend(self.target.clone());
-        let extra: Vec<String> = views.iter().filter_map(|v| proc_net_alias(v)).collect();
+    pub fn match_views(&self) -> Vec<Cow<'_, str>> {
+        let mut views: Vec<Cow<'_, str>> = vec![Cow::Borrowed(&self.absolute), Cow::Borrowed(&self.resolved)];
+        views.extend(self.target.as_deref().map(Cow::Borrowed));
+        let extra: Vec<Cow<'_, str>> =
+            views.iter().filter_map(|v| proc_net_alias(v)).map(Cow::Owned).collect();
         views.extend(extra);
         views.sort();
         views.dedup();
@@ -176,17 +178,31 @@ fn canonicalize_lenient(path: &str, fs: &dyn Canonicalize) -> Option<String> {
 
 /// Lexical normalization of an absolute path: no empty, `.` or `..` segments (never above `/`).
 pub fn normalize(path: &str) -> String {
-    let mut out: Vec<&str> = Vec::new();
+    // Most paths are normal already: copy them (this runs for every watched read).
+    if is_normal(path) {
+        return path.to_string();
+    }
+    let mut out = String::with_capacity(path.len() + 1);
     for seg in path.split('/') {
         match seg {
             "" | "." => {}
-            ".." => {
-                out.pop();
+            ".." => out.truncate(out.rfind('/').unwrap_or(0)),
+            s => {
+                out.push('/');
+                out.push_str(s);
             }
-            s => out.push(s),
         }
     }
-    format!("/{}", out.join("/"))
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+/// Absolute, with no empty, `.` or `..` segment and no trailing `/` (except `/` itself).
+fn is_normal(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix('/') else { return false };
+    rest.is_empty() || rest.split('/').all(|seg| !matches!(seg, "" | "." | ".."))
 }
 
 /// Rewrites `/proc/self`, `/proc/thread-self`, `/proc/<caller>/root` and `/proc/<caller>/cwd`
@@ -355,6 +371,41 @@ mod tests {
         assert_eq!(normalize("/a/b/../../../etc/hosts"), "/etc/hosts");
         assert_eq!(normalize("/"), "/");
         assert_eq!(normalize("/etc/"), "/etc");
+        assert_eq!(normalize("/etc/."), "/etc");
+        assert_eq!(normalize("/etc/.."), "/");
+        assert_eq!(normalize("etc/hosts"), "/etc/hosts");
+        assert_eq!(normalize("/.hidden/..x/x.."), "/.hidden/..x/x..");
+        assert_eq!(normalize(""), "/");
+        assert_eq!(normalize("/.."), "/");
+    }
+
+    /// The copy-through fast path gives what segment-by-segment normalization gives.
+    #[test]
+    fn normalization_fast_path_agrees_with_the_segment_walk() {
+        fn walk(path: &str) -> String {
+            let mut out: Vec<&str> = Vec::new();
+            for seg in path.split('/') {
+                match seg {
+                    "" | "." => {}
+                    ".." => drop(out.pop()),
+                    s => out.push(s),
+                }
+            }
+            format!("/{}", out.join("/"))
+        }
+        let segs = ["", ".", "..", "a", ".b", "..c", "d.", "e..", "/"];
+        for a in segs {
+            for b in segs {
+                for c in segs {
+                    for lead in ["", "/"] {
+                        let p = format!("{lead}{a}/{b}/{c}");
+                        assert_eq!(normalize(&p), walk(&p), "{p:?}");
+                        let q = format!("{lead}{a}/{b}{c}");
+                        assert_eq!(normalize(&q), walk(&q), "{q:?}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
@@ -408,12 +459,12 @@ mod tests {
         assert_eq!(res("/proc/thread-self/root/etc/hosts", &caller("/")).absolute, "/etc/hosts");
         let r = res("/proc/self/net/route", &caller("/"));
         assert_eq!(r.absolute, "/proc/42/net/route");
-        assert!(r.match_views().contains(&"/proc/net/route".to_string()));
+        assert!(r.match_views().iter().any(|v| v == "/proc/net/route"));
         let r = res("/proc/self/task/43/net/tcp", &caller("/"));
-        assert!(r.match_views().contains(&"/proc/net/tcp".to_string()), "{r:?}");
+        assert!(r.match_views().iter().any(|v| v == "/proc/net/tcp"), "{r:?}");
         assert_eq!(res("/proc/self/environ", &caller("/")).absolute, "/proc/42/environ");
         let r = res("net/route", &Caller { dirfd_path: Some("/proc"), ..caller("/") });
-        assert!(r.match_views().contains(&"/proc/net/route".to_string()));
+        assert!(r.match_views().iter().any(|v| v == "/proc/net/route"));
     }
 
     #[test]

@@ -200,7 +200,7 @@ impl ProcessRef {
             gid: p.gid,
             comm: comm.to_string(),
             exe: p.exe.clone(),
-            argv: crate::detect::redact::argv(&p.argv),
+            argv: p.argv.clone(),
         }
     }
 }

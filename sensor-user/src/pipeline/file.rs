@@ -24,7 +24,7 @@ pub(super) fn file(st: &mut State, rec: &FileRecord) -> Vec<Out> {
         return vec![Out::UnresolvedPath { pid: rec.hdr.pid, path: rec.path.clone(), dirfd: rec.dirfd }];
     };
     let views = res.match_views();
-    let view_refs: Vec<&str> = views.iter().map(String::as_str).collect();
+    let view_refs: Vec<&str> = views.iter().map(|v| v.as_ref()).collect();
     let categories = st.matcher.categories(&view_refs);
     let Some(first) = categories.first() else { return Vec::new() };
     let mut out = Vec::with_capacity(1 + categories.len());

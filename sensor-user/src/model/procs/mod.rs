@@ -33,6 +33,8 @@ pub struct Proc {
     pub gid: u32,
     pub comm: String,
     pub exe: String,
+    /// Secrets already scrubbed (`detect::redact::argv`): what records show, redacted once per
+    /// exec instead of once per record.
     pub argv: Vec<String>,
     pub cwd: Option<String>,
     /// Paths of fds this process opened (or inherited), for `*at` calls: the most recent
@@ -214,7 +216,7 @@ impl ProcTable {
         if let Some(p) = self.procs.get_mut(&hdr.pid) {
             if p.role != TrackState::Pending {
                 p.exe = exe;
-                p.argv = argv;
+                p.argv = crate::detect::redact::argv(&argv);
                 p.comm = hdr.comm.clone();
                 // Close-on-exec fds are gone; the rest stay, so keep the table.
                 return Update::None;
@@ -242,7 +244,7 @@ impl ProcTable {
             gid: hdr.gid,
             comm: hdr.comm.clone(),
             exe,
-            argv,
+            argv: crate::detect::redact::argv(&argv),
             cwd: inherited
                 .as_ref()
                 .and_then(|p| p.cwd.clone())

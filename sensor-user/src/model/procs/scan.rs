@@ -60,7 +60,7 @@ pub fn scan(src: &dyn ProcSource, classifier: &AssistantClassifier, ignore: &[u3
                     gid: 0,
                     comm: i.comm.clone(),
                     exe: i.exe.clone(),
-                    argv: i.argv.clone(),
+                    argv: crate::detect::redact::argv(&i.argv),
                     cwd: i.cwd.clone(),
                     fds: Default::default(),
                     role: if is_root { TrackState::Assistant } else { TrackState::Descendant },
