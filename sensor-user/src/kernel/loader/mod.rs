@@ -274,6 +274,7 @@ pub fn load_programs(obj: &mut Object, mode: Mode) -> Loaded {
         // A later program of the same job may still do it: pass this one over quietly.
         let has_alternative =
             spec.job.is_some_and(|j| specs[i + 1..].iter().any(|s| s.job.is_some_and(|k| k.name == j.name)));
+        let load_started = std::time::Instant::now();
         let loaded = match unmet_needs(obj, spec) {
             Some(why) => Err(anyhow::anyhow!("{why}")),
             None => {
@@ -291,8 +292,16 @@ pub fn load_programs(obj: &mut Object, mode: Mode) -> Loaded {
             }
             continue;
         }
+        let attach_started = std::time::Instant::now();
         let tried = attach_hooks(obj, spec, &mut out.links);
         let all_ok = tried.iter().all(|s| s.ok);
+        // Start-up time is mostly the verifier's: which program costs what.
+        tracing::debug!(
+            program = spec.name,
+            load_us = (attach_started - load_started).as_micros() as u64,
+            attach_us = attach_started.elapsed().as_micros() as u64,
+            "program loaded"
+        );
         match job {
             Some((_, at)) if !all_ok && has_alternative => {
                 let errors: Vec<String> = tried.into_iter().filter_map(|s| s.error).collect();
