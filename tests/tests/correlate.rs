@@ -156,6 +156,80 @@ fn reads_by_descendants_only_give_the_lower_severity() {
     assert_eq!(f["finding"]["groups"], serde_json::json!(["network_config", "host_identity"]));
 }
 
+/// A session given an IP-literal base URL (`http://127.0.0.1:PORT`, as for a local gateway)
+/// that reads the zone file and the machine id and then calls exactly that address and port is
+/// a finding, though no name says so (the request names an unknown host); a call to another
+/// port of the same address is not the base URL.
+#[test]
+fn an_ip_literal_base_url_is_matched_by_address_and_port() {
+    let (sensor, dir) = (Sensor::start(AGENT_CONFIG), TempDir::new("ip-base-url"));
+    let gateway = http_server(None, "127.0.0.1:0");
+    let elsewhere = http_server(None, "127.0.0.1:0");
+    let req = dir.path("gateway.http");
+    std::fs::write(
+        &req,
+        "POST /v1/messages HTTP/1.1\r\nHost: gateway.internal\r\nContent-Length: 2\r\n\r\n{}",
+    )
+    .unwrap();
+    let call = |a: std::net::SocketAddr| format!("tcp={a},@{}", req.display());
+    let agent = probe_as(&dir, AGENT);
+    let mut cmd = Command::new(&agent);
+    cmd.args(["openat=/etc/localtime", "openat=/etc/machine-id", &call(elsewhere.addr), &call(gateway.addr)])
+        .env("ANTHROPIC_BASE_URL", format!("http://{}", gateway.addr))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut g = spawn_cmd(&mut cmd);
+    assert!(g.wait(Duration::from_secs(60)).expect("test program finished").success());
+    let root = g.pid();
+
+    let f = sensor.wait_for("finding", |r| r["type"] == "finding" && r["session"]["root_pid"] == root);
+    assert_eq!(f["finding"]["destination_class"], "base_url", "{f}");
+    assert_eq!(f["destination"]["port"], gateway.addr.port(), "{f}");
+    let opens = sensor.wait_n(2, "both connections", |r| {
+        r["type"] == "connection_open" && r["session"]["root_pid"] == root
+    });
+    let class_of = |port: u16| {
+        let open = opens.iter().find(|r| r["connection"]["remote_port"] == port).expect("connection to port");
+        open["fingerprint"]["destination_class"].clone()
+    };
+    assert_eq!(class_of(elsewhere.addr.port()), "other");
+    assert_eq!(class_of(gateway.addr.port()), "base_url");
+    assert_eq!(findings(&sensor.records(), root).len(), 1);
+}
+
+/// A base URL given by name only (`http://gateway.test:PORT`, resolved without DNS, as through
+/// `/etc/hosts`): the connection is classified once its request names the host, so the call
+/// completes the finding although the connect itself carried only an address.
+#[test]
+fn a_name_only_base_url_is_matched_once_the_request_names_it() {
+    let (sensor, dir) = (Sensor::start(AGENT_CONFIG), TempDir::new("name-base-url"));
+    let gateway = http_server(None, "127.0.0.1:0");
+    let port = gateway.addr.port();
+    let req = dir.path("gateway.http");
+    let head =
+        format!("POST /v1/messages HTTP/1.1\r\nHost: gateway.test:{port}\r\nContent-Length: 2\r\n\r\n{{}}");
+    std::fs::write(&req, head).unwrap();
+    let agent = probe_as(&dir, AGENT);
+    let call = format!("tcp={},@{}", gateway.addr, req.display());
+    let mut cmd = Command::new(&agent);
+    cmd.args(["openat=/etc/localtime", "openat=/etc/machine-id", &call])
+        .env("ANTHROPIC_BASE_URL", format!("http://gateway.test:{port}/v1"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut g = spawn_cmd(&mut cmd);
+    assert!(g.wait(Duration::from_secs(60)).expect("test program finished").success());
+    let root = g.pid();
+
+    let f = sensor.wait_for("finding", |r| r["type"] == "finding" && r["session"]["root_pid"] == root);
+    assert_eq!(f["finding"]["destination_class"], "base_url", "{f}");
+    assert_eq!(f["destination"]["host"], "gateway.test", "{f}");
+    let open =
+        sensor.wait_for("connection", |r| r["type"] == "connection_open" && r["session"]["root_pid"] == root);
+    assert_eq!(open["fingerprint"]["destination_class"], "base_url", "{open}");
+}
+
 #[test]
 fn file_sink_is_reopened_on_sighup() {
     let dir = TempDir::new("filesink");

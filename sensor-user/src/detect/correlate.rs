@@ -2,7 +2,10 @@
 //! annotated with what the session read shortly before it, and rules from the config turn
 //! "read the host's fingerprint, then talked to an LLM API" into findings.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::{
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
+    net::{IpAddr, SocketAddr},
+};
 
 use serde::Serialize;
 
@@ -80,18 +83,73 @@ impl Destinations {
         }
     }
 
-    /// The class of `host`: a configured one, `base_url` if the session was given it, or `other`.
-    pub fn class(&self, host: Option<&str>, base_url_hosts: &HashSet<String>) -> String {
-        let Some(host) = host.map(str::to_ascii_lowercase) else { return "other".into() };
-        for (class, patterns) in &self.classes {
-            if patterns.iter().any(|p| host_matches(p, &host)) {
-                return class.clone();
+    /// The class of a destination: a configured one (by `host`), `base_url` if the session was
+    /// given it (by host name, or by address and port for an IP-literal base URL), or `other`.
+    fn class(&self, host: Option<&str>, peer: Option<SocketAddr>, given: &BaseUrls) -> String {
+        let host = host.map(str::to_ascii_lowercase);
+        if let Some(host) = &host {
+            for (class, patterns) in &self.classes {
+                if patterns.iter().any(|p| host_matches(p, host)) {
+                    return class.clone();
+                }
             }
         }
-        if base_url_hosts.contains(&host) {
+        if host.is_some_and(|h| given.hosts.contains(&h))
+            || peer.is_some_and(|p| given.addrs.contains(&canonical(p)))
+        {
             return "base_url".into();
         }
         "other".into()
+    }
+}
+
+/// An IPv4-mapped IPv6 address is its IPv4 address.
+fn canonical(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(a.ip().to_canonical(), a.port())
+}
+
+/// What the session was given as API base URLs (from its exec-time environment), bounded.
+#[derive(Default)]
+struct BaseUrls {
+    /// Host names (and IP literals as written), lower case.
+    hosts: HashSet<String>,
+    /// IP-literal base URLs: address and port (the scheme's default when none is written).
+    addrs: HashSet<SocketAddr>,
+}
+
+impl BaseUrls {
+    const MAX: usize = 16;
+
+    fn learn(&mut self, url: &str) {
+        let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        let authority = authority.rsplit('@').next().unwrap_or("");
+        let (host, port) = match authority.strip_prefix('[') {
+            Some(v6) => match v6.split_once(']') {
+                Some((h, after)) => (h, after.strip_prefix(':')),
+                None => ("", None),
+            },
+            None => match authority.split_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (authority, None),
+            },
+        };
+        if host.is_empty() || self.hosts.len() >= Self::MAX {
+            return;
+        }
+        self.hosts.insert(host.to_ascii_lowercase());
+        let default_port = match scheme.to_ascii_lowercase().as_str() {
+            "http" | "ws" => Some(80),
+            "https" | "wss" => Some(443),
+            _ => None,
+        };
+        let port = match port {
+            Some(p) => p.parse::<u16>().ok(),
+            None => default_port,
+        };
+        if let (Ok(ip), Some(port)) = (host.parse::<IpAddr>(), port) {
+            self.addrs.insert(canonical(SocketAddr::new(ip, port)));
+        }
     }
 }
 
@@ -111,7 +169,7 @@ struct SessionState {
     signals: VecDeque<Signal>,
     /// Signals in `signals` per category, by reader (assistant, descendant): what eviction asks.
     kinds: HashMap<String, [usize; 2]>,
-    base_url_hosts: HashSet<String>,
+    base_urls: BaseUrls,
     fired: HashSet<String>,
 }
 
@@ -225,35 +283,27 @@ impl Correlator {
         st.push(s);
     }
 
-    /// Hosts the session was given as API base URLs (from its exec-time environment).
+    /// A base URL the session was given (from its exec-time environment): its host name, and
+    /// for an IP literal its address and port, make a destination `base_url`.
     pub fn learn_base_url(&mut self, root: u32, url: &str) {
-        let host = url.split_once("://").map_or(url, |(_, r)| r);
-        let host = host.split(['/', '?', '#']).next().unwrap_or("");
-        let host = host.rsplit('@').next().unwrap_or("");
-        let host = if host.starts_with('[') {
-            host.split(']').next().map(|h| &h[1..]).unwrap_or("")
-        } else {
-            host.split(':').next().unwrap_or("")
-        };
-        let st = self.sessions.entry(root).or_default();
-        if !host.is_empty() && st.base_url_hosts.len() < 16 {
-            st.base_url_hosts.insert(host.to_ascii_lowercase());
-        }
+        self.sessions.entry(root).or_default().base_urls.learn(url);
     }
 
     pub fn end_session(&mut self, root: u32) {
         self.sessions.remove(&root);
     }
 
-    /// An egress to `host` at `ts_ns`: its annotation, and the findings it completes.
+    /// An egress to `host` (its name, when known) at `peer` at `ts_ns`: its annotation, and the
+    /// findings it completes.
     pub fn on_egress(
         &mut self,
         root: u32,
         host: Option<&str>,
+        peer: Option<SocketAddr>,
         ts_ns: u64,
     ) -> (Annotation, Vec<(String, Outcome)>) {
         let st = self.sessions.entry(root).or_default();
-        let class = self.destinations.class(host, &st.base_url_hosts);
+        let class = self.destinations.class(host, peer, &st.base_urls);
         let window =
             |w_ns: u64| st.signals.iter().filter(move |s| s.ts_ns <= ts_ns && ts_ns - s.ts_ns <= w_ns);
         let ann = annotation(window(self.window_ns), class.clone(), self.window_ns, ts_ns);
@@ -374,7 +424,7 @@ mod tests {
         let mut c = correlator(&Config::default());
         c.add_signal(1, sig("timezone", "/etc/localtime", true, 10));
         c.add_signal(1, sig("proxy", "HTTPS_PROXY", true, 11));
-        let (ann, out) = c.on_egress(1, Some("api.anthropic.com"), 12_500_000_000);
+        let (ann, out) = c.on_egress(1, Some("api.anthropic.com"), None, 12_500_000_000);
         assert_eq!(ann.destination_class, "llm_api");
         assert_eq!(ann.categories, vec!["proxy", "timezone"]);
         assert_eq!(ann.last_read_ms_before, Some(1500));
@@ -384,22 +434,25 @@ mod tests {
         assert_eq!(f[0].groups, vec!["timezone", "proxy"]);
         assert_eq!(f[0].evidence.len(), 2);
         // The next connection of the same session: de-duplicated.
-        let (_, out) = c.on_egress(1, Some("api.anthropic.com"), 13_000_000_000);
+        let (_, out) = c.on_egress(1, Some("api.anthropic.com"), None, 13_000_000_000);
         assert!(matches!(out[0].1, Outcome::Duplicate));
     }
 
     #[test]
     fn no_finding_without_reads_other_destinations_or_outside_the_window() {
         let mut c = correlator(&Config::default());
-        assert!(emitted(&c.on_egress(1, Some("api.openai.com"), 1).1).is_empty());
+        assert!(emitted(&c.on_egress(1, Some("api.openai.com"), None, 1).1).is_empty());
         c.add_signal(2, sig("timezone", "/etc/localtime", true, 10));
         c.add_signal(2, sig("locale", "LANG", true, 10));
-        assert!(emitted(&c.on_egress(2, Some("example.com"), 11_000_000_000).1).is_empty());
-        assert!(emitted(&c.on_egress(2, Some("api.openai.com"), 1_000_000_000_000).1).is_empty(), "too late");
+        assert!(emitted(&c.on_egress(2, Some("example.com"), None, 11_000_000_000).1).is_empty());
+        assert!(
+            emitted(&c.on_egress(2, Some("api.openai.com"), None, 1_000_000_000_000).1).is_empty(),
+            "too late"
+        );
         c.add_signal(3, sig("timezone", "/etc/localtime", true, 10));
         c.add_signal(3, sig("timezone", "TZ", true, 10));
         assert!(
-            emitted(&c.on_egress(3, Some("api.openai.com"), 11_000_000_000).1).is_empty(),
+            emitted(&c.on_egress(3, Some("api.openai.com"), None, 11_000_000_000).1).is_empty(),
             "one group only"
         );
     }
@@ -410,9 +463,36 @@ mod tests {
         c.learn_base_url(4, "https://user:pw@relay.example.net:8443/v1");
         c.add_signal(4, sig("host_identity", "/etc/machine-id", false, 10));
         c.add_signal(4, sig("network_config", "/etc/resolv.conf", false, 10));
-        let (ann, out) = c.on_egress(4, Some("relay.example.net"), 11_000_000_000);
+        let (ann, out) = c.on_egress(4, Some("relay.example.net"), None, 11_000_000_000);
         assert_eq!(ann.destination_class, "base_url");
         assert_eq!(emitted(&out)[0].severity, Severity::Medium);
+    }
+
+    /// An IP-literal base URL (IPv4, IPv6, with or without a port) names its destination by
+    /// address and port, whatever name the connection has (none, here); v4-mapped peers match.
+    #[test]
+    fn ip_literal_base_urls_match_by_address_and_port() {
+        let peer = |s: &str| Some(s.parse::<SocketAddr>().unwrap());
+        let cases = [
+            ("http://127.0.0.1:18181", "127.0.0.1:18181", "[::ffff:127.0.0.1]:18181", "127.0.0.1:18182"),
+            ("https://10.1.2.3/v1", "10.1.2.3:443", "10.1.2.3:443", "10.1.2.3:80"),
+            ("http://u:p@[fd00::1]:4000/x", "[fd00::1]:4000", "[fd00::1]:4000", "[fd00::2]:4000"),
+            ("HTTP://10.9.9.9", "10.9.9.9:80", "[::ffff:10.9.9.9]:80", "10.9.9.9:8080"),
+        ];
+        for (i, (url, same, mapped, other)) in cases.into_iter().enumerate() {
+            let root = 100 + i as u32;
+            let mut c = correlator(&Config::default());
+            c.learn_base_url(root, url);
+            c.add_signal(root, sig("timezone", "/etc/localtime", true, 10));
+            c.add_signal(root, sig("host_identity", "/etc/machine-id", true, 10));
+            let (ann, out) = c.on_egress(root, None, peer(other), 11_000_000_000);
+            assert_eq!(ann.destination_class, "other", "{url} vs {other}");
+            assert!(emitted(&out).is_empty());
+            assert_eq!(c.on_egress(root, None, peer(mapped), 11_000_000_000).0.destination_class, "base_url");
+            let (ann, out) = c.on_egress(root, None, peer(same), 11_000_000_000);
+            assert_eq!(ann.destination_class, "base_url", "{url} vs {same}");
+            assert!(matches!(out[0].1, Outcome::Duplicate), "{url}: fired at the first match");
+        }
     }
 
     #[test]
@@ -424,13 +504,16 @@ mod tests {
             c.add_signal(root, sig("timezone", "a", true, 10));
             c.add_signal(root, sig("locale", "b", true, 10));
         }
-        assert_eq!(emitted(&c.on_egress(5, Some("api.x.ai"), 11_000_000_000).1).len(), 1);
-        assert!(matches!(c.on_egress(6, Some("api.x.ai"), 11_000_000_000).1[0].1, Outcome::RateLimited));
+        assert_eq!(emitted(&c.on_egress(5, Some("api.x.ai"), None, 11_000_000_000).1).len(), 1);
+        assert!(matches!(
+            c.on_egress(6, Some("api.x.ai"), None, 11_000_000_000).1[0].1,
+            Outcome::RateLimited
+        ));
         for i in 0..5000 {
             c.add_signal(7, sig("timezone", &format!("/x/{i}"), true, 10));
         }
         assert_eq!(c.sessions[&7].signals.len(), MAX_SIGNALS);
-        let (ann, _) = c.on_egress(7, None, 10_000_000_000);
+        let (ann, _) = c.on_egress(7, None, None, 10_000_000_000);
         assert_eq!(ann.artifacts.len(), MAX_LISTED);
         assert_eq!(ann.destination_class, "other");
     }
@@ -444,7 +527,7 @@ mod tests {
             c.add_signal(8, sig("network_config", "/etc/hosts", true, 11));
         }
         assert_eq!(c.sessions[&8].signals.len(), MAX_SIGNALS);
-        let (ann, out) = c.on_egress(8, Some("api.anthropic.com"), 12_000_000_000);
+        let (ann, out) = c.on_egress(8, Some("api.anthropic.com"), None, 12_000_000_000);
         assert_eq!(ann.categories, vec!["host_identity", "network_config", "timezone"]);
         let f = emitted(&out);
         assert_eq!(f.len(), 1);
@@ -455,7 +538,7 @@ mod tests {
         for _ in 0..1000 {
             c.add_signal(9, sig("timezone", "/etc/localtime", false, 11));
         }
-        let (_, out) = c.on_egress(9, Some("api.anthropic.com"), 12_000_000_000);
+        let (_, out) = c.on_egress(9, Some("api.anthropic.com"), None, 12_000_000_000);
         assert!(emitted(&out).is_empty(), "one group only");
         assert!(c.sessions[&9].signals.iter().any(|s| s.reader == Reader::Assistant));
     }

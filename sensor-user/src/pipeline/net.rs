@@ -113,7 +113,10 @@ pub(super) fn report(st: &mut State, outs: Vec<egress::Out>, boot_ns: u64) -> Ve
         let body = match o {
             egress::Out::Open { conn, .. } => {
                 // Correlate first: the annotation goes into the open record.
-                let (ann, outcomes) = st.correlator.on_egress(who.root(), conn.host.as_deref(), boot_ns);
+                let peer =
+                    conn.remote_addr.parse().ok().map(|ip| std::net::SocketAddr::new(ip, conn.remote_port));
+                let (ann, outcomes) =
+                    st.correlator.on_egress(who.root(), conn.host.as_deref(), peer, boot_ns);
                 for (rule, outcome) in outcomes {
                     match outcome {
                         Outcome::Emit(finding) => {
