@@ -87,7 +87,9 @@ impl Pipeline {
     /// [`crate::model::procs::reconcile`]), and repairs what lost records left wrong. `losses`:
     /// the kernel's count so far of lost records and processes left untracked at a full map.
     pub fn reconcile(&mut self, kernel: &mut dyn Tracker, losses: u64, ignore: &[u32]) {
-        if let Some((outs, repairs)) = reconcile::run(&mut self.state, kernel, losses, ignore) {
+        if let Some((outs, repairs)) =
+            reconcile::run(&mut self.state, kernel, std::time::Instant::now(), losses, ignore)
+        {
             self.emitter.emit(outs);
             self.emitter.reconciled(&repairs);
         }

@@ -24,10 +24,10 @@ use crate::{
 pub(super) fn run(
     st: &mut State,
     kernel: &mut dyn Tracker,
+    now: Instant,
     losses: u64,
     ignore: &[u32],
 ) -> Option<(Vec<Out>, Vec<Lost>)> {
-    let now = Instant::now();
     let why = st.reconciler.due(now, losses)?;
     let view = view(st, kernel, ignore);
     for (pid, l) in &view.live {
@@ -53,7 +53,7 @@ pub(super) fn run(
     for (root, pids) in started {
         kernel.session_started(root, pids);
     }
-    let us = now.elapsed().as_micros() as u64;
+    let us = Instant::now().saturating_duration_since(now).as_micros() as u64;
     tracing::debug!(why, processes = view.live.len(), us, repairs = repaired.len(), "reconciliation pass");
     Some((out, repaired))
 }
@@ -123,3 +123,6 @@ fn apply(
     }
     true
 }
+
+#[cfg(test)]
+mod tests;

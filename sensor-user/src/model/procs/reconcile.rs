@@ -27,6 +27,10 @@ pub const PERIODIC: Duration = Duration::from_secs(30);
 pub const AFTER_LOSS: Duration = Duration::from_secs(2);
 /// A pass to confirm what the last one saw this soon.
 pub const CONFIRM: Duration = Duration::from_secs(1);
+/// Start times (clock ticks) this close are one process: the kernel stamps a fork a little
+/// after the child's start (microseconds, more if preempted). A pid reused this soon would take
+/// its old process's exit and pid space wrapping within 100 ms.
+const START_SLACK_TICKS: u64 = 10;
 /// How far a process's parents are followed.
 const MAX_DEPTH: usize = 64;
 
@@ -223,8 +227,7 @@ impl Plan<'_> {
         for (&pid, k) in table {
             let gone = match (self.view.live.get(&pid), k.start_ticks) {
                 (None, _) => true,
-                // The stream's fork time and /proc's start time may fall either side of a tick.
-                (Some(l), Some(t)) => l.start_ticks.abs_diff(t) > 1,
+                (Some(l), Some(t)) => l.start_ticks.abs_diff(t) > START_SLACK_TICKS,
                 (Some(_), None) => false,
             };
             if !gone {

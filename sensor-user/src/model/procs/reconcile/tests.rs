@@ -64,9 +64,9 @@ fn a_lost_exit_ends_the_process_and_a_reused_pid_is_a_new_process() {
             Repair::Untrack { pid: 10, lost: Lost::Exec }
         ]
     );
-    // A start time one tick off is the same process (fork stamp and /proc round apart).
+    // A start time a few ticks off is the same process (the fork's stamp and /proc's start).
     let mut v = healthy();
-    v.live.get_mut(&11).unwrap().start_ticks += 1;
+    v.live.get_mut(&11).unwrap().start_ticks += START_SLACK_TICKS;
     assert_eq!(twice(&mut Reconciler::new(Instant::now()), &v, &mut no_assistant), vec![]);
 }
 
