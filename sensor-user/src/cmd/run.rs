@@ -8,6 +8,7 @@ use std::{
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
 use aya_log::EbpfLogger;
+use sensor_common::Stat;
 use tokio::{
     io::{unix::AsyncFd, Interest},
     signal::unix::{signal, SignalKind},
@@ -197,7 +198,7 @@ pub async fn run(started: Started) -> anyhow::Result<()> {
                     reload(path, &cfg, &mut pipeline, &mut maps);
                 }
             }
-            _ = tick.tick() => each_second(&metrics, &mut pipeline, &maps, &status),
+            _ = tick.tick() => each_second(&metrics, &mut pipeline, &mut maps, &status),
             guard = async { logger.as_mut().expect("guarded").readable_mut().await }, if logger.is_some() => {
                 if let Ok(mut guard) = guard {
                     guard.get_inner_mut().flush();
@@ -311,14 +312,18 @@ fn initial_scan(pipeline: &mut Pipeline, maps: &mut Kernel, started: Instant) {
     );
 }
 
-/// The 1 s housekeeping: kernel counters and map sizes, expiries, gauges, the `/status` view.
+/// The 1 s housekeeping: kernel counters and map sizes, reconciliation when due, expiries,
+/// gauges, the `/status` view.
 fn each_second(
     metrics: &Metrics,
     pipeline: &mut Pipeline,
-    maps: &Kernel,
+    maps: &mut Kernel,
     status: &crate::output::status::Shared,
 ) {
-    metrics.set_kernel(&maps.maps.stats());
+    let stats = maps.maps.stats();
+    metrics.set_kernel(&stats);
+    let losses = stats[Stat::RingbufFull as usize] + stats[Stat::TrackedFull as usize];
+    pipeline.reconcile(maps, losses, &[std::process::id()]);
     let (tracked, socks) = maps.maps.occupancy();
     metrics.kernel_map_entries.with_label_values(&["tracked"]).set(tracked as i64);
     metrics.kernel_map_entries.with_label_values(&["sockets"]).set(socks as i64);

@@ -395,6 +395,11 @@ pub mod raw {
         })
     }
 
+    /// A fork by `pid` while it was pending in the kernel (the header's state).
+    pub fn fork(pid: u32, child: u32) -> Vec<u8> {
+        bytes(&ForkEvent { hdr: header(EventKind::Fork, pid), child_pid: child, _pad: 0 })
+    }
+
     pub fn exec(pid: u32, filename: &str, argv: &[&str]) -> Vec<u8> {
         let mut f = [0u8; PATH_LEN];
         f[..filename.len()].copy_from_slice(filename.as_bytes());

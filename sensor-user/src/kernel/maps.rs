@@ -71,6 +71,11 @@ impl KernelMaps {
         let _ = self.tracked.remove(&pid);
     }
 
+    /// The tracked-process map's entries.
+    pub fn entries(&self) -> Vec<(u32, Tracked)> {
+        self.tracked.iter().filter_map(Result::ok).collect()
+    }
+
     /// Entries in the tracked-process and socket maps.
     pub fn occupancy(&self) -> (usize, usize) {
         (self.tracked.keys().filter(Result::is_ok).count(), self.socks.keys().filter(Result::is_ok).count())

@@ -14,6 +14,8 @@ pub trait Tracker {
         self.track(pid, t)
     }
     fn untrack(&mut self, pid: u32);
+    /// Every entry of the kernel's map (for reconciliation, see `model::procs::reconcile`).
+    fn entries(&self) -> Vec<(u32, Tracked)>;
     /// A session began: follow its processes' getenv calls.
     fn session_started(&mut self, _root: u32, _pids: Vec<u32>) {}
     /// A process of session `root` forked.
@@ -38,6 +40,9 @@ impl Tracker for Kernel {
     }
     fn untrack(&mut self, pid: u32) {
         self.maps.untrack(pid)
+    }
+    fn entries(&self) -> Vec<(u32, Tracked)> {
+        self.maps.entries()
     }
     fn take_sock(&mut self, pid: u32, fd: i32) -> (u64, u64) {
         self.maps.take_sock(pid, fd)

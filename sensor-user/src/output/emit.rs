@@ -198,6 +198,14 @@ impl Emitter {
         m.set_evictions("process_fds", table.fd_evictions());
     }
 
+    /// A reconciliation pass, and what it repaired.
+    pub fn reconciled(&self, repaired: &[crate::model::procs::reconcile::Lost]) {
+        self.metrics.reconcile_passes.inc();
+        for lost in repaired {
+            self.metrics.reconcile_repairs.with_label_values(&[lost.label()]).inc();
+        }
+    }
+
     /// The evictions of the environment handlers' bounded state.
     pub fn env_evictions(&self, names: u64, processes: u64) {
         self.metrics.set_evictions("env_names", names);

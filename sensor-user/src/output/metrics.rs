@@ -41,6 +41,8 @@ pub struct Metrics {
     pub sink_errors: IntCounter,
     pub endpoint: EndpointMetrics,
     pub state_evictions: IntCounterVec,
+    pub reconcile_passes: IntCounter,
+    pub reconcile_repairs: IntCounterVec,
     kernel_seen: std::sync::Mutex<[u64; Stat::COUNT as usize]>,
 }
 
@@ -248,6 +250,23 @@ impl Metrics {
                 "Entries dropped from the daemon's bounded per-process and per-session state, by structure (process_fds, env_names, env_processes, getenv_queue, getenv_coverage, getenv_perf_fds).",
                 &["structure"],
             )?,
+            reconcile_passes: counter(
+                &r,
+                "aiwatch_reconcile_passes_total",
+                "Passes comparing the daemon's processes with the kernel's map and /proc (after lost records, and every 30 s).",
+            )?,
+            reconcile_repairs: {
+                let m = counter_vec(
+                    &r,
+                    "aiwatch_reconcile_repairs_total",
+                    "Disagreements a reconciliation pass repaired, by the record whose loss caused them (exit, fork, exec) or kernel_map (an entry stale, missing or wrong).",
+                    &["kind"],
+                )?;
+                for lost in crate::model::procs::reconcile::Lost::ALL {
+                    m.with_label_values(&[lost.label()]).inc_by(0);
+                }
+                m
+            },
             kernel_seen: std::sync::Mutex::new([0; Stat::COUNT as usize]),
             registry: r,
         })

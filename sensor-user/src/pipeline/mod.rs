@@ -9,6 +9,7 @@ mod file;
 mod interfaces;
 mod net;
 mod process;
+mod reconcile;
 mod state;
 
 use std::sync::Arc;
@@ -82,6 +83,18 @@ impl Pipeline {
         self.emitter.emit(outs);
     }
 
+    /// Compares the table with the kernel's map and `/proc` when a pass is due (see
+    /// [`crate::model::procs::reconcile`]), and repairs what lost records left wrong. `losses`:
+    /// the kernel's count so far of lost records and processes left untracked at a full map.
+    pub fn reconcile(&mut self, kernel: &mut dyn Tracker, losses: u64, ignore: &[u32]) {
+        if let Some((outs, repairs)) =
+            reconcile::run(&mut self.state, kernel, std::time::Instant::now(), losses, ignore)
+        {
+            self.emitter.emit(outs);
+            self.emitter.reconciled(&repairs);
+        }
+    }
+
     /// The live view of active sessions.
     pub fn status(&self) -> Status {
         self.emitter.status(self.state.table.sessions())
@@ -102,7 +115,7 @@ fn dispatch(st: &mut State, ev: KernelEvent, kernel: &mut dyn Tracker) -> Vec<Ou
             process::exec(st, &hdr, ppid, &filename, argv, kernel)
         }
         KernelEvent::Fork { hdr, child } => process::fork(st, &hdr, child, kernel),
-        KernelEvent::Exit { hdr } => process::exit(st, &hdr, kernel),
+        KernelEvent::Exit { hdr } => process::exit(st, hdr.pid, hdr.ts_ns, kernel),
         KernelEvent::File(rec) => file::file(st, &rec),
         KernelEvent::ExecEnv { hdr, entries } => env::exec_env(st, &hdr, &entries),
         KernelEvent::EnvRead { hdr, secure, set, name } => env::read(st, &hdr, secure, set, name),
@@ -162,6 +175,9 @@ mod tests {
     impl Tracker for NoKernel {
         fn track(&mut self, _: u32, _: Tracked) {}
         fn untrack(&mut self, _: u32) {}
+        fn entries(&self) -> Vec<(u32, Tracked)> {
+            Vec::new()
+        }
         fn take_sock(&mut self, _: u32, _: i32) -> (u64, u64) {
             (0, 0)
         }

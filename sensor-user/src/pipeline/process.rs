@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use sensor_common::Tracked;
+use sensor_common::{TrackState, Tracked};
 
 use super::{net, state::State};
 use crate::{
@@ -93,21 +93,28 @@ pub(super) fn fork(st: &mut State, hdr: &Header, child: u32, kernel: &mut dyn Tr
     let u = st.table.on_fork(hdr, child);
     apply(u, kernel);
     if let Some(who) = st.table.who(child) {
+        // The kernel gave the child its parent's entry as it was at the fork: a parent
+        // classified since left the child pending there.
+        let t = Tracked { session: who.proc.session, state: who.proc.role as u32 };
+        if hdr.state == Some(TrackState::Pending) && t.state != TrackState::Pending as u32 {
+            kernel.track(child, t);
+        }
         kernel.session_forked(who.root(), hdr.pid, child, hdr.ts_ns);
     }
     Vec::new()
 }
 
-pub(super) fn exit(st: &mut State, hdr: &Header, kernel: &mut dyn Tracker) -> Vec<Out> {
-    let closed = st.egress.on_exit(hdr.pid, hdr.ts_ns, |fd| kernel.take_sock(hdr.pid, fd));
-    let mut out = net::report(st, closed, hdr.ts_ns);
-    st.pending_env.forget(hdr.pid);
-    st.env_seen.forget(hdr.pid);
-    if let Some(s) = st.table.on_exit(hdr.pid) {
+/// Process `pid` exited at `ts_ns` (its record, or a reconciliation that found it gone).
+pub(super) fn exit(st: &mut State, pid: u32, ts_ns: u64, kernel: &mut dyn Tracker) -> Vec<Out> {
+    let closed = st.egress.on_exit(pid, ts_ns, |fd| kernel.take_sock(pid, fd));
+    let mut out = net::report(st, closed, ts_ns);
+    st.pending_env.forget(pid);
+    st.env_seen.forget(pid);
+    if let Some(s) = st.table.on_exit(pid) {
         st.egress.end_session(s.root_pid);
         st.correlator.end_session(s.root_pid);
         kernel.session_ended(s.root_pid);
-        out.push(session_ended(&s, hdr.ts_ns));
+        out.push(session_ended(&s, ts_ns));
     }
     out
 }
@@ -141,7 +148,12 @@ fn learn_base_urls(correlator: &mut Correlator, root: u32, vars: &[Variable]) {
 }
 
 /// `who` is the session's root.
-fn session_started(who: &Who<'_>, boot_ns: u64, found_by: &'static str, environment: Vec<Variable>) -> Out {
+pub(super) fn session_started(
+    who: &Who<'_>,
+    boot_ns: u64,
+    found_by: &'static str,
+    environment: Vec<Variable>,
+) -> Out {
     let process = ProcessRef::of(who.proc, who.proc.pid, &who.proc.comm);
     Out::record(
         boot_ns,

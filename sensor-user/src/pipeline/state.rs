@@ -17,7 +17,7 @@ use crate::{
     model::{
         bounded::Recent,
         paths::CachedFs,
-        procs::{procfs::ProcSource, ProcTable},
+        procs::{procfs::ProcSource, reconcile::Reconciler, ProcTable},
     },
 };
 
@@ -32,6 +32,7 @@ pub(super) struct State {
     pub env_seen: EnvSeen,
     pub src: Box<dyn ProcSource + Send>,
     pub fs: CachedFs,
+    pub reconciler: Reconciler,
 }
 
 impl State {
@@ -47,6 +48,7 @@ impl State {
             env_seen: EnvSeen::default(),
             src,
             fs: CachedFs::new(std::time::Duration::from_secs(1), 4096),
+            reconciler: Reconciler::new(std::time::Instant::now()),
         }
     }
 

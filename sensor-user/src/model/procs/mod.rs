@@ -6,6 +6,7 @@
 //! with `/proc` as the fallback for what the stream has not shown.
 
 pub mod procfs;
+pub mod reconcile;
 pub mod scan;
 
 use std::collections::HashMap;
@@ -43,6 +44,9 @@ pub struct Proc {
     pub role: TrackState,
     /// Root pid of the session; 0 while pending.
     pub session: u32,
+    /// Start time in clock ticks after boot, as `/proc/<pid>/stat` shows it (None: not known):
+    /// tells this process from a later one with its pid.
+    pub start_ticks: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -154,6 +158,17 @@ impl ProcTable {
         self.sessions.values()
     }
 
+    pub fn procs(&self) -> impl Iterator<Item = &Proc> {
+        self.procs.values()
+    }
+
+    /// A start time first seen in `/proc` for a process the stream did not give one.
+    pub fn learn_start(&mut self, pid: u32, start_ticks: u64) {
+        if let Some(p) = self.procs.get_mut(&pid) {
+            p.start_ticks.get_or_insert(start_ticks);
+        }
+    }
+
     /// Tracked processes by role.
     pub fn count(&self, role: TrackState) -> usize {
         self.procs.values().filter(|p| p.role == role).count()
@@ -232,6 +247,8 @@ impl ProcTable {
             return Update::Untrack(gone);
         };
         let inherited = self.procs.remove(&hdr.pid);
+        let start_ticks =
+            live.as_ref().map(|i| i.start_ticks).or(inherited.as_ref().and_then(|p| p.start_ticks));
         let p = Proc {
             pid: hdr.pid,
             // The kernel saw the fork; /proc may already be gone for a short-lived process.
@@ -252,6 +269,7 @@ impl ProcTable {
             fds: inherited.map(|p| p.fds).unwrap_or_default(),
             role: TrackState::Assistant,
             session: hdr.pid,
+            start_ticks,
         };
         self.start_session(&p, &name, hdr.ts_ns);
         let mut entries = vec![(hdr.pid, Tracked { session: hdr.pid, state: TrackState::Assistant as u32 })];
@@ -298,7 +316,9 @@ impl ProcTable {
             TrackState::Pending => TrackState::Pending,
             _ => TrackState::Descendant,
         };
-        let c = Proc { pid: child, ppid: parent.pid, role, ..parent.clone() };
+        // The kernel stamps the fork just after the child's start time.
+        let start_ticks = Some(procfs::ns_to_ticks(hdr.ts_ns));
+        let c = Proc { pid: child, ppid: parent.pid, role, start_ticks, ..parent.clone() };
         if let Some(s) = self.sessions.get_mut(&c.session) {
             s.members += 1;
         }
@@ -443,6 +463,7 @@ mod tests {
                 fds: FdPaths::default(),
                 role: TrackState::Pending,
                 session: 0,
+                start_ticks: None,
             },
         );
         assert_eq!(t.on_fork(&hdr(10), 11), Update::None);
@@ -480,6 +501,7 @@ mod tests {
                 fds: FdPaths::default(),
                 role: TrackState::Pending,
                 session: 0,
+                start_ticks: None,
             },
         );
         t.on_fork(&hdr(20), 21);

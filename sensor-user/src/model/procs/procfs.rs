@@ -17,8 +17,21 @@ pub struct ProcInfo {
     pub start_ticks: u64,
 }
 
+/// A running process as `stat` alone shows it: what a reconciliation pass reads of every
+/// process (see [`super::reconcile`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Live {
+    pub ppid: u32,
+    /// As [`ProcInfo::start_ticks`].
+    pub start_ticks: u64,
+}
+
 pub trait ProcSource {
     fn info(&self, pid: u32) -> Option<ProcInfo>;
+    /// Parent and start time of a process that still runs: `None` once it is gone or a zombie.
+    fn live(&self, pid: u32) -> Option<Live> {
+        self.info(pid).map(|i| Live { ppid: i.ppid, start_ticks: i.start_ticks })
+    }
     fn cwd(&self, pid: u32) -> Option<String>;
     fn fd_path(&self, pid: u32, fd: i32) -> Option<String>;
     fn pids(&self) -> Vec<u32>;
@@ -46,6 +59,10 @@ impl ProcSource for ProcFs {
             cwd: self.cwd(pid),
             start_ticks,
         })
+    }
+
+    fn live(&self, pid: u32) -> Option<Live> {
+        parse_live(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
     }
 
     fn cwd(&self, pid: u32) -> Option<String> {
@@ -101,6 +118,31 @@ pub fn parse_stat(stat: &str) -> Option<(String, u32, u64)> {
     Some((comm, ppid, start))
 }
 
+/// [`Live`] from `/proc/<pid>/stat`; `None` for a zombie (exited, not yet reaped: its exit has
+/// happened) unless other threads still run (a leader that exited alone).
+pub fn parse_live(stat: &str) -> Option<Live> {
+    let rest: Vec<&str> = stat.get(stat.rfind(')')? + 1..)?.split_whitespace().collect();
+    // rest[0] is field 3 (state): ppid is field 4, num_threads field 20, starttime field 22.
+    let threads: u64 = rest.get(17)?.parse().ok()?;
+    if matches!(*rest.first()?, "Z" | "X" | "x") && threads <= 1 {
+        return None;
+    }
+    Some(Live { ppid: rest.get(1)?.parse().ok()?, start_ticks: rest.get(19)?.parse().ok()? })
+}
+
+/// Clock ticks per second is 100 on every Linux ABI that matters here (USER_HZ).
+const NS_PER_TICK: u64 = 10_000_000;
+
+/// A start time in clock ticks after boot, in boot-time nanoseconds.
+pub fn ticks_to_ns(ticks: u64) -> u64 {
+    ticks.saturating_mul(NS_PER_TICK)
+}
+
+/// Boot-time nanoseconds in clock ticks, as `stat` shows a start time.
+pub fn ns_to_ticks(ns: u64) -> u64 {
+    ns / NS_PER_TICK
+}
+
 fn parse_uid(status: &str) -> Option<u32> {
     status
         .lines()
@@ -126,6 +168,12 @@ mod tests {
         assert_eq!(parse_stat(s), Some(("my (odd) proc".to_string(), 17, 987654)));
         assert_eq!(parse_stat("garbage"), None);
         assert_eq!(parse_stat("1 (x) S"), None);
+        assert_eq!(parse_live(s), Some(Live { ppid: 17, start_ticks: 987654 }));
+        // A zombie is gone; a leader that exited alone while another thread runs is not.
+        let zombie = s.replace(") S 17", ") Z 17");
+        assert_eq!(parse_live(&zombie), None);
+        let leader = zombie.replace(" 20 0 1 0 ", " 20 0 2 0 ");
+        assert_eq!(parse_live(&leader), Some(Live { ppid: 17, start_ticks: 987654 }));
     }
 
     #[test]
@@ -136,6 +184,7 @@ mod tests {
         assert!(info.exe.starts_with('/'));
         assert!(!info.argv.is_empty());
         assert!(ProcFs.pids().contains(&me));
+        assert_eq!(ProcFs.live(me).map(|l| l.start_ticks), Some(info.start_ticks));
         assert_eq!(ProcFs.cwd(me), std::env::current_dir().ok().map(|p| p.to_string_lossy().into_owned()));
     }
 }

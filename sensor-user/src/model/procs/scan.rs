@@ -4,7 +4,10 @@ use std::collections::HashMap;
 
 use sensor_common::TrackState;
 
-use super::{procfs::ProcSource, Proc};
+use super::{
+    procfs::{ticks_to_ns, ProcInfo, ProcSource},
+    Proc,
+};
 use crate::detect::classify::assistant::{AssistantClassifier, ProcFacts};
 
 #[derive(Debug)]
@@ -45,27 +48,14 @@ pub fn scan(src: &dyn ProcSource, classifier: &AssistantClassifier, ignore: &[u3
         }
         root
     };
-    // Clock ticks per second is 100 on every Linux ABI that matters here (USER_HZ).
-    let ticks_to_ns = |t: u64| t.saturating_mul(10_000_000);
     let mut out: Vec<Scanned> = infos
         .values()
         .filter_map(|i| {
             let root = root_of(i.pid)?;
             let is_root = root == i.pid;
+            let role = if is_root { TrackState::Assistant } else { TrackState::Descendant };
             Some(Scanned {
-                proc: Proc {
-                    pid: i.pid,
-                    ppid: i.ppid,
-                    uid: i.uid,
-                    gid: 0,
-                    comm: i.comm.clone(),
-                    exe: i.exe.clone(),
-                    argv: crate::detect::redact::argv(&i.argv),
-                    cwd: i.cwd.clone(),
-                    fds: Default::default(),
-                    role: if is_root { TrackState::Assistant } else { TrackState::Descendant },
-                    session: root,
-                },
+                proc: proc_of(i, role, root),
                 assistant: is_root.then(|| direct[&i.pid].clone()),
                 start_ns: ticks_to_ns(i.start_ticks),
             })
@@ -75,10 +65,28 @@ pub fn scan(src: &dyn ProcSource, classifier: &AssistantClassifier, ignore: &[u3
     out
 }
 
+/// A process as `/proc` shows it, in session `session` (its root's pid) with `role`.
+pub fn proc_of(i: &ProcInfo, role: TrackState, session: u32) -> Proc {
+    Proc {
+        pid: i.pid,
+        ppid: i.ppid,
+        uid: i.uid,
+        gid: 0,
+        comm: i.comm.clone(),
+        exe: i.exe.clone(),
+        argv: crate::detect::redact::argv(&i.argv),
+        cwd: i.cwd.clone(),
+        fds: Default::default(),
+        role,
+        session,
+        start_ticks: Some(i.start_ticks),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{config::Config, model::procs::procfs::ProcInfo};
+    use crate::config::Config;
 
     struct Fake(Vec<ProcInfo>);
     impl ProcSource for Fake {
