@@ -106,8 +106,9 @@ fn per_process_state_is_bounded_under_opens_forks_and_variable_reads() {
     let gate = dir.path("go");
     let mut actions = vec![format!("waitfile={}", gate.display())];
     actions.extend(deep_dir(&dir));
-    actions
-        .extend(["openmany=1000", "forksleep=1000,8000", "getenvs=1500000,LC_", "reap=0"].map(String::from));
+    actions.extend(
+        ["openmany=1000", "forksleep=1000,8000", "getenvs=1500000,LC_,50000", "reap=0"].map(String::from),
+    );
     let actions: Vec<&str> = actions.iter().map(String::as_str).collect();
     let mut g = spawn(&agent, &actions);
     wait_for_probes(&sensor);
@@ -139,9 +140,11 @@ fn per_process_state_is_bounded_under_opens_forks_and_variable_reads() {
         "daemon RSS grew from {baseline} KiB to {peak} KiB\n{text}"
     );
     assert!(fds >= 900.0, "1,000 open fds, {fds} forgotten:\n{text}");
-    assert!(names >= 100_000.0, "1.5 million variable names, {names} forgotten:\n{text}");
+    // Paced (50,000 a second) so that the daemon, not the ring, sees most of them: the bound is
+    // shown for over a million distinct names, not for what a full ring let through.
+    assert!(names >= 1_000_000.0, "1.5 million variable names, {names} forgotten:\n{text}");
     let reads = sum(&text, "aiwatch_env_reads_total");
-    assert!(reads >= 100_000.0, "{reads} variable reads seen:\n{text}");
+    assert!(reads >= 1_000_000.0, "{reads} variable reads seen:\n{text}");
     sensor.stop();
 }
 

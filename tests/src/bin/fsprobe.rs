@@ -19,7 +19,7 @@
 //!   openmany=N         create and open N files f0..f<N-1> in the working directory, keeping
 //!                      every fd open (the soft fd limit is raised to the hard one)
 //!   forksleep=N,MS     fork N children that sleep MS milliseconds and exit; `reap=0` waits
-//!   getenvs=N,PREFIX   getenv("<PREFIX><i>") for i in 0..N
+//!   getenvs=N,PREFIX[,RATE]   getenv("<PREFIX><i>") for i in 0..N, at most RATE calls a second
 //!   threads=K,ACTION   run ACTION on K threads at once, and wait for them
 //!   tcp=HOST:PORT[,DATA]   connect (resolving HOST with getaddrinfo), send DATA (`@FILE` for a
 //!                          file's bytes), read until EOF or 2 s, close
@@ -324,11 +324,22 @@ fn bulk(op: &str, arg: &str) -> Result<Option<i64>, String> {
                 n
             }
             "getenvs" => {
-                let (n, prefix) = two("N,PREFIX")?;
-                let mut found = 0;
+                let (n, rest) = two("N,PREFIX[,RATE]")?;
+                let (prefix, rate) = match rest.split_once(',') {
+                    Some((p, r)) => (p, num(r)?.max(1)),
+                    None => (rest, usize::MAX),
+                };
+                let (mut found, started) = (0, std::time::Instant::now());
                 for i in 0..num(n)? {
                     let name = c(&format!("{prefix}{i}"));
                     found += i64::from(!libc::getenv(name.as_ptr()).is_null());
+                    // Paced in steps of 1,000 calls against the clock.
+                    if rate != usize::MAX && i % 1000 == 999 {
+                        let due = std::time::Duration::from_secs_f64((i + 1) as f64 / rate as f64);
+                        if let Some(wait) = due.checked_sub(started.elapsed()) {
+                            std::thread::sleep(wait);
+                        }
+                    }
                 }
                 found
             }
