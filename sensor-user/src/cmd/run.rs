@@ -197,7 +197,7 @@ pub async fn run(started: Started) -> anyhow::Result<()> {
                     reload(path, &cfg, &mut pipeline, &mut maps);
                 }
             }
-            _ = tick.tick() => each_second(&metrics, &mut pipeline, &maps, &status),
+            _ = tick.tick() => each_second(&metrics, &mut pipeline, &mut maps, &status),
             guard = async { logger.as_mut().expect("guarded").readable_mut().await }, if logger.is_some() => {
                 if let Ok(mut guard) = guard {
                     guard.get_inner_mut().flush();
@@ -315,7 +315,7 @@ fn initial_scan(pipeline: &mut Pipeline, maps: &mut Kernel, started: Instant) {
 fn each_second(
     metrics: &Metrics,
     pipeline: &mut Pipeline,
-    maps: &Kernel,
+    maps: &mut Kernel,
     status: &crate::output::status::Shared,
 ) {
     metrics.set_kernel(&maps.maps.stats());
