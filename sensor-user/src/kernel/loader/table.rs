@@ -127,6 +127,13 @@ pub fn programs() -> Vec<ProgramSpec> {
     use Usage::*;
     const EXIT: &str = "thread-group exit";
     let mut v = vec![
+        // First: attached before anything writes the entries it removes.
+        spec(
+            "process_enter_sched_exit_thread",
+            vec![tp("sched", "sched_process_exit")],
+            Required,
+            "free a thread's in-flight slots (and its process's parent entry) when it exits",
+        ),
         spec(
             "process_enter_execve",
             vec![tp("syscalls", "sys_enter_execve")],
@@ -180,12 +187,6 @@ pub fn programs() -> Vec<ProgramSpec> {
             )
             .job(EXIT, "the group's live-thread count (task_struct.signal->live, offsets from BTF)")
         },
-        spec(
-            "process_enter_sched_exit_thread",
-            vec![tp("sched", "sched_process_exit")],
-            Required,
-            "free a thread's in-flight slots (and its process's parent entry) when it exits",
-        ),
         spec(
             "host_enter_newuname",
             vec![tp("syscalls", "sys_enter_newuname")],
