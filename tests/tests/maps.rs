@@ -31,6 +31,7 @@ fn tracked_map_returns_to_its_baseline_after_a_storm_of_short_sessions() {
     assert_eq!(now, baseline, "tracked-map entries after 300 short sessions (baseline {baseline})");
 }
 
+const FILE_ARGS: &str = r#"aiwatch_kernel_map_entries{map="file_args"}"#;
 const SOCKETS: &str = r#"aiwatch_kernel_map_entries{map="sockets"}"#;
 const SOCKETS_FULL: &str = r#"aiwatch_kernel_events_total{outcome="socket_map_full"}"#;
 
@@ -84,4 +85,28 @@ fn a_full_socket_map_counts_every_socket_it_cannot_follow_and_empties_again() {
     assert_eq!(refused() - refused_before, counted, "nothing more refused");
     std::fs::write(&wait2, "").unwrap();
     assert!(g.wait(Duration::from_secs(10)).is_some_and(|s| s.success()));
+}
+
+/// The per-thread slots of syscalls in flight are reused in place and never deleted per call;
+/// now that their maps are plain hash maps, a thread's slot must go when the thread does (not
+/// only when its process does), or threads that come and go would fill the map.
+#[test]
+fn a_threads_syscall_slot_goes_with_the_thread() {
+    let (sensor, dir) = (Sensor::start(AGENT_CONFIG), TempDir::new("thread-slots"));
+    let agent = probe_as(&dir, AGENT);
+    std::thread::sleep(Duration::from_millis(1500));
+    let baseline = sensor.metric(FILE_ARGS).expect("the file_args gauge");
+    let wait = dir.path("go");
+    // 200 threads open a file and exit; the process stays, waiting for a file.
+    let mut g = spawn(&agent, &["threads=200,openat=/etc/hostname", &format!("waitfile={}", wait.display())]);
+    let root = g.pid();
+    sensor.wait_for("the threads' reads", |r| {
+        r["type"] == "fingerprint_read" && r["session"]["root_pid"] == root && r["path"] == "/etc/hostname"
+    });
+    // The main thread's waitfile stat keeps one slot.
+    let left = settle(&sensor, FILE_ARGS, baseline + 1.0, 10);
+    assert!(left <= baseline + 1.0, "slots of exited threads remain: {left} (baseline {baseline})");
+    std::fs::write(&wait, "").unwrap();
+    assert!(g.wait(Duration::from_secs(10)).is_some_and(|s| s.success()));
+    assert_eq!(settle(&sensor, FILE_ARGS, baseline, 10), baseline, "slots after the process exited");
 }

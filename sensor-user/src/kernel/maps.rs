@@ -17,10 +17,15 @@ pub struct KernelMaps {
     pub socks: BpfHashMap<MapData, SockKey, SockInfo>,
     pub candidates: BpfHashMap<MapData, CandidateKey, u32>,
     pub stats: PerCpuArray<MapData, u64>,
+    /// Per-thread slots of path syscalls in flight (values unread: only counted).
+    file_args: BpfHashMap<MapData, u32, [u8; FILE_ARGS_SIZE]>,
     /// Sockets whose owner is no longer tracked, and since when: removed once they stay so
     /// for [`ORPHAN_GRACE`].
     orphans: std::collections::HashMap<SockKey, std::time::Instant>,
 }
+
+/// Bytes of the eBPF crate's `FileArgs` (asserted there).
+const FILE_ARGS_SIZE: usize = 40;
 
 /// How long a socket whose owner is not tracked stays in `SOCKS`: its exit record, which takes
 /// the socket's byte counts, comes well within it.
@@ -33,8 +38,9 @@ impl KernelMaps {
         let socks = BpfHashMap::try_from(ebpf.take_map("SOCKS").context("map SOCKS missing")?)?;
         let candidates =
             BpfHashMap::try_from(ebpf.take_map("CANDIDATES").context("map CANDIDATES missing")?)?;
+        let file_args = BpfHashMap::try_from(ebpf.take_map("FILE_ARGS").context("map FILE_ARGS missing")?)?;
         let events = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS missing")?)?;
-        Ok((Self { tracked, socks, candidates, stats, orphans: Default::default() }, events))
+        Ok((Self { tracked, socks, candidates, stats, file_args, orphans: Default::default() }, events))
     }
 
     /// Sums of the per-CPU counters.
@@ -104,6 +110,12 @@ impl KernelMaps {
         }
         self.orphans = orphans;
         (tracked.len(), socks.len() - removed)
+    }
+
+    /// Entries in `FILE_ARGS`: one per live thread of a tracked process that made a path
+    /// syscall (a thread's slot goes at its exit).
+    pub fn thread_slots(&self) -> usize {
+        self.file_args.keys().filter(Result::is_ok).count()
     }
 
     /// Byte counts of a socket its process never closed; removes it from the map.
