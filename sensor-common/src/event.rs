@@ -19,6 +19,8 @@ u32_enum! {
         EnvRead = 9 => "env_read",
         Ioctl = 10 => "ioctl",
         ExecEnv = 11 => "exec_env",
+        Uname = 12 => "uname",
+        UnixConnect = 13 => "unix_connect",
     }
 }
 
@@ -91,6 +93,8 @@ events! {
     EnvReadEvent => EnvRead,
     IoctlEvent => Ioctl,
     ExecEnvEvent => ExecEnv,
+    UnameEvent => Uname,
+    UnixConnectEvent => UnixConnect,
 }
 
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 56);

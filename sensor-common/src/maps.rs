@@ -44,6 +44,12 @@ u32_enum! {
         ArgvTruncated = 5 => "argv_truncated",
         /// User-memory reads that failed.
         ReadFailed = 6 => "read_failed",
+        /// Sockets of tracked processes not followed because `SOCKS` (or `SK_CONN`, for a
+        /// non-blocking connect's result) was full: their bytes, sends and close go unseen.
+        SocketMapFull = 7 => "socket_map_full",
+        /// Forks whose parent was not remembered because `PARENTS` was full: the child's exec
+        /// reports no ppid (user space reads `/proc` instead, if the process is still there).
+        ParentMapFull = 8 => "parent_map_full",
     }
 }
 

@@ -110,13 +110,18 @@ u32_enum! {
         Mtu = 0x8921 => "SIOCGIFMTU",
         HwAddr = 0x8927 => "SIOCGIFHWADDR",
         Index = 0x8933 => "SIOCGIFINDEX",
+        /// `struct ifreq` whose `ifr_data` points to an ethtool command (driver, link,
+        /// permanent MAC address, …).
+        Ethtool = 0x8946 => "SIOCETHTOOL",
     }
 }
 
 impl InterfaceIoctl {
     /// Whether the answer is the interface's MAC address (a host identifier).
     pub const fn returns_mac(self) -> bool {
-        matches!(self, Self::HwAddr)
+        // SIOCETHTOOL may be ETHTOOL_GPERMADDR, the burnt-in address; the command is behind a
+        // pointer the kernel does not follow here.
+        matches!(self, Self::HwAddr | Self::Ethtool)
     }
 }
 
@@ -134,6 +139,32 @@ pub struct IoctlEvent {
     pub ifname: [u8; 16],
 }
 
+/// `uname(2)` of a tracked process: the host's name (what Node's `os.hostname()` asks), kernel
+/// release and machine. The header is all of it.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct UnameEvent {
+    pub hdr: EventHeader,
+}
+
+/// Bytes of `sun_path` in a `sockaddr_un`.
+pub const UNIX_PATH_LEN: usize = 108;
+
+/// `connect()` of a tracked process on an `AF_UNIX` socket (a local proxy or agent), with the
+/// socket's path. An abstract socket's path starts with a NUL byte.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct UnixConnectEvent {
+    pub hdr: EventHeader,
+    pub fd: i32,
+    /// Bytes of `path` that are valid (from the address length; 0 if unreadable).
+    pub path_len: u32,
+    /// 0, or `-errno`.
+    pub ret: i64,
+    pub path: [u8; UNIX_PATH_LEN],
+    pub _pad: u32,
+}
+
 const _: () = assert!(DATA_LEN.is_power_of_two() && DNS_RECV_LEN <= DATA_LEN);
 const _: () = assert!(core::mem::size_of::<RawSockAddr>() == 32);
 const _: () = assert!(core::mem::size_of::<ConnectEvent>() == 56 + 16 + 32);
@@ -141,6 +172,8 @@ const _: () = assert!(core::mem::size_of::<DataEvent>() == 56 + 24 + 32 + DATA_L
 const _: () = assert!(core::mem::size_of::<CloseEvent>() == 56 + 32);
 const _: () = assert!(core::mem::size_of::<StateEvent>() == 56 + 16 + 64);
 const _: () = assert!(core::mem::size_of::<IoctlEvent>() == 56 + 16 + 16);
+const _: () = assert!(core::mem::size_of::<UnameEvent>() == 56);
+const _: () = assert!(core::mem::size_of::<UnixConnectEvent>() == 56 + 16 + 112);
 
 #[cfg(test)]
 mod tests {

@@ -89,6 +89,7 @@ syscall_args! {
     dup3 { OLDFD = "oldfd" @ 0, NEWFD = "newfd" @ 1 }
     close_range { FD = "fd" @ 0, MAX_FD = "max_fd" @ 1, FLAGS = "flags" @ 2 }
     ioctl { FD = "fd" @ 0, CMD = "cmd" @ 1, ARG = "arg" @ 2 }
+    newuname { NAME = "name" @ 0 }
 }
 
 /// `sched:sched_process_exec`.

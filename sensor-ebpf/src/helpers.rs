@@ -2,7 +2,7 @@
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns},
-    maps::LruHashMap,
+    maps::HashMap,
     programs::TracePointContext,
     EbpfContext,
 };
@@ -13,9 +13,9 @@ use crate::maps::{STATS, TRACKED};
 /// Puts `value` in this thread's slot of a per-thread stash, reusing the slot in place: a map
 /// update (LRU list, bucket lock, an element from the free list) and the delete at exit cost a
 /// tracked syscall several times what a lookup does (measured: 1,030 -> 680 ns of programs per
-/// tracked open+close). Err when the map is full.
+/// tracked open+close). The slot is removed at the thread's exit. Err when the map is full.
 #[inline(always)]
-pub fn stash<V: Copy>(map: &LruHashMap<u32, V>, tid: u32, value: &V) -> Result<(), i32> {
+pub fn stash<V: Copy>(map: &HashMap<u32, V>, tid: u32, value: &V) -> Result<(), i32> {
     match map.get_ptr_mut(tid) {
         Some(slot) => {
             // SAFETY: this thread's own slot; no other program writes it.
@@ -28,12 +28,7 @@ pub fn stash<V: Copy>(map: &LruHashMap<u32, V>, tid: u32, value: &V) -> Result<(
 
 /// Takes this thread's stashed value if it is `live`, marking the slot used with `clear`.
 #[inline(always)]
-pub fn take<V: Copy>(
-    map: &LruHashMap<u32, V>,
-    tid: u32,
-    live: fn(&V) -> bool,
-    clear: fn(&mut V),
-) -> Option<V> {
+pub fn take<V: Copy>(map: &HashMap<u32, V>, tid: u32, live: fn(&V) -> bool, clear: fn(&mut V)) -> Option<V> {
     let slot = map.get_ptr_mut(tid)?;
     // SAFETY: this thread's own slot; no other program writes it.
     let v = unsafe { *slot };

@@ -1,8 +1,15 @@
 //! Maps shared by the programs. Sizes are defaults; the loader may override them from config.
+//!
+//! No LRU maps: an LRU map evicts without telling anyone (and may do so before it is full, from
+//! per-CPU free lists). Every map is a plain hash map whose insert fails when it is full, and
+//! every failed insert is counted in `STATS`. Entries are removed when what they describe ends,
+//! so they cannot pile up: per-thread slots at the thread's exit (`process_enter_sched_exit_thread`),
+//! `PARENTS` at the leader's exit, `SOCKS` at close or by user space (exit, untracked owners),
+//! `SK_CONN` at `TCP_CLOSE`.
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, PerCpuArray, RingBuf},
 };
 use sensor_common::{CandidateKey, ExecEnvEvent, ExecEvent, RawSockAddr, SockInfo, SockKey, Stat, Tracked};
 
@@ -14,10 +21,11 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
 #[map]
 pub static TRACKED: HashMap<u32, Tracked> = HashMap::with_max_entries(16384, 0);
 
-/// Parent tgid of recently forked processes (every fork, not only tracked ones): an exec event
-/// carries its ppid even when the process is gone before user space looks at `/proc`.
+/// Parent tgid of processes forked since the sensor started (every fork, not only tracked
+/// ones), until their leader exits: an exec event carries its ppid even when the process is
+/// gone before user space looks at `/proc`. Full: counted as `parent_map_full`.
 #[map]
-pub static PARENTS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(16384, 0);
+pub static PARENTS: HashMap<u32, u32> = HashMap::with_max_entries(16384, 0);
 
 /// Executable basenames whose exec makes a process pending classification.
 #[map]
@@ -25,15 +33,15 @@ pub static CANDIDATES: HashMap<CandidateKey, u32> = HashMap::with_max_entries(51
 
 /// Exec arguments read at `sys_enter_execve*`, by tid, until `sched_process_exec` sends them.
 #[map]
-pub static EXEC_STASH: LruHashMap<u32, ExecEvent> = LruHashMap::with_max_entries(1024, 0);
+pub static EXEC_STASH: HashMap<u32, ExecEvent> = HashMap::with_max_entries(1024, 0);
 
 /// Arguments of a path syscall in flight, by tid, until its exit.
 #[map]
-pub static FILE_ARGS: LruHashMap<u32, FileArgs> = LruHashMap::with_max_entries(8192, 0);
+pub static FILE_ARGS: HashMap<u32, FileArgs> = HashMap::with_max_entries(8192, 0);
 
 /// Exec environments read at `sys_enter_execve*`, by tid, sent with the exec.
 #[map]
-pub static ENV_STASH: LruHashMap<u32, ExecEnvEvent> = LruHashMap::with_max_entries(256, 0);
+pub static ENV_STASH: HashMap<u32, ExecEnvEvent> = HashMap::with_max_entries(256, 0);
 
 /// Per-CPU room to build an exec environment.
 #[map]
@@ -62,19 +70,21 @@ pub struct FileArgs {
     pub tracked: Tracked,
 }
 
-/// Inet sockets of tracked processes, by (tgid, fd). LRU: a socket lost with its process (no
-/// close()) ages out instead of filling the map; user space also removes them at exit.
+/// Inet sockets of tracked processes, by (tgid, fd). Removed at close(); user space removes
+/// what a process left open when it exits, and what a process no longer tracked left behind.
+/// Full: counted as `socket_map_full`.
 #[map]
-pub static SOCKS: LruHashMap<SockKey, SockInfo> = LruHashMap::with_max_entries(16384, 0);
+pub static SOCKS: HashMap<SockKey, SockInfo> = HashMap::with_max_entries(16384, 0);
 
 /// Arguments of a socket syscall in flight, by tid, until its exit.
 #[map]
-pub static NET_ARGS: LruHashMap<u32, NetArgs> = LruHashMap::with_max_entries(8192, 0);
+pub static NET_ARGS: HashMap<u32, NetArgs> = HashMap::with_max_entries(8192, 0);
 
 /// TCP sockets (kernel address) a tracked process is connecting, to its (tgid, fd): state
-/// changes arrive in softirq context, where the current task is anybody.
+/// changes arrive in softirq context, where the current task is anybody. Removed at `TCP_CLOSE`,
+/// which every TCP socket reaches before it is freed.
 #[map]
-pub static SK_CONN: LruHashMap<u64, SockKey> = LruHashMap::with_max_entries(8192, 0);
+pub static SK_CONN: HashMap<u64, SockKey> = HashMap::with_max_entries(8192, 0);
 
 /// What `sys_enter_*` of a socket syscall keeps for its exit.
 #[derive(Clone, Copy)]
@@ -115,7 +125,7 @@ pub struct EnvCall {
 
 /// Variable reads in flight, by tid, until their return.
 #[map]
-pub static ENV_CALLS: LruHashMap<u32, EnvCall> = LruHashMap::with_max_entries(4096, 0);
+pub static ENV_CALLS: HashMap<u32, EnvCall> = HashMap::with_max_entries(4096, 0);
 
 // These go to map helpers from the stack, where the verifier refuses uninitialized bytes: no
 // implicit padding (explicit `_pad` fields; the sizes say there is none left).

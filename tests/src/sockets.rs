@@ -10,6 +10,7 @@
 //!   sock=badaddr           TCP connect with an address pointer nothing is mapped at (EFAULT)
 //!   sock=sendto,A,B,C      one unconnected UDP socket: datagrams to A (five), B, C, A
 //!   sock=fake53,A          TCP connect to A; a ClientHello sent with sendto() to port 53
+//!   sock=hold,N,WAIT       N UDP sockets created (never connected), held until WAIT exists
 //!   sock=connect_headers,P,N  CONNECT api.openai.com:443 through proxy P, the head written a
 //!                          header at a time (N headers), then a ClientHello for api.openai.com
 
@@ -85,9 +86,20 @@ pub fn act(arg: &str) -> Result<i64, String> {
         "badaddr" => sock_badaddr(&parts),
         "sendto" => sock_sendto(&parts),
         "fake53" => sock_fake53(&parts),
+        "hold" => sock_hold(&parts),
         "connect_headers" => connect_headers(at(&parts, 1)?, at(&parts, 2)?),
         other => Err(format!("sock={other}: unknown")),
     }
+}
+
+fn sock_hold(parts: &[&str]) -> Result<i64, String> {
+    let n: usize = at(parts, 1)?.parse().map_err(|_| "sock=hold,N,WAIT")?;
+    let fds: Vec<i32> = (0..n).map(|_| socket(libc::SOCK_DGRAM)).collect();
+    if let Some(bad) = fds.iter().find(|fd| **fd < 0) {
+        return Ok(ret(i64::from(*bad)));
+    }
+    wait_for(at(parts, 2)?);
+    Ok(0)
 }
 
 fn sock_udp2(parts: &[&str]) -> Result<i64, String> {

@@ -18,7 +18,8 @@ use sensor_common::{
     sock_flags, tcp_state,
     tracepoints::{inet_sock_set_state, sys, Field, SYS_EXIT_RET},
     ConnectEvent, DataEvent, Direction, InterfaceIoctl, IoctlEvent, RawSockAddr, SockInfo, SockKey, Stat,
-    StateEvent, Tracked, AF_NETLINK, CAPTURE_NETLINK, CAPTURE_PROXY, CAPTURE_SENDS, DATA_LEN, DNS_RECV_LEN,
+    StateEvent, Tracked, UnixConnectEvent, AF_NETLINK, CAPTURE_NETLINK, CAPTURE_PROXY, CAPTURE_SENDS,
+    DATA_LEN, DNS_RECV_LEN, UNIX_PATH_LEN,
 };
 
 use super::net_close;
@@ -28,6 +29,7 @@ use crate::{
     maps::{NetArgs, NET_ARGS, SK_CONN, SOCKS},
 };
 
+const AF_UNIX: u32 = 1;
 const AF_INET: u32 = 2;
 const AF_INET6: u32 = 10;
 const IPPROTO_TCP: u16 = 6;
@@ -149,7 +151,7 @@ pub fn net_enter_connect(ctx: TracePointContext) -> u32 {
     // Unread (a page not faulted in yet): the exit reads it again, once the kernel has.
     a.addr = addr;
     a.len = len;
-    if a.sa.len != 0 && !is_inet(&a.sa) {
+    if a.sa.len != 0 && !is_inet(&a.sa) && family(&a.sa) != AF_UNIX {
         return 0;
     }
     stash_args(tid, &a);
@@ -157,8 +159,13 @@ pub fn net_enter_connect(ctx: TracePointContext) -> u32 {
 }
 
 #[inline(always)]
+fn family(sa: &RawSockAddr) -> u32 {
+    u16::from_ne_bytes([sa.data[0], sa.data[1]]) as u32
+}
+
+#[inline(always)]
 fn is_inet(sa: &RawSockAddr) -> bool {
-    let family = u16::from_ne_bytes([sa.data[0], sa.data[1]]) as u32;
+    let family = family(sa);
     family == AF_INET || family == AF_INET6
 }
 
@@ -282,7 +289,7 @@ pub fn net_exit_syscall(ctx: TracePointContext) -> u32 {
             let info =
                 SockInfo { family: a.family as u16, sock_type: a.sock_type as u16, ..SockInfo::default() };
             if SOCKS.insert(SockKey { tgid, fd: ret as u32 }, info, 0).is_err() {
-                bump(Stat::StashFull);
+                bump(Stat::SocketMapFull);
             }
         }
         OP_CONNECT => exit_connect(&t, tgid, &a, ret),
@@ -304,9 +311,12 @@ fn exit_connect(t: &Tracked, tgid: u32, a: &NetArgs, ret: i64) {
             bump(Stat::ReadFailed);
             return;
         }
-        if !is_inet(&sa) {
-            return;
-        }
+    }
+    if family(&sa) == AF_UNIX {
+        return exit_unix_connect(t, a, ret);
+    }
+    if !is_inet(&sa) {
+        return;
     }
     let key = SockKey { tgid, fd: a.fd as u32 };
     let port = u16::from_be_bytes([sa.data[2], sa.data[3]]);
@@ -333,7 +343,9 @@ fn exit_connect(t: &Tracked, tgid: u32, a: &NetArgs, ret: i64) {
             if port == 53 {
                 flags |= sock_flags::DNS;
             }
-            let _ = SOCKS.insert(key, SockInfo { family, flags, ..SockInfo::default() }, 0);
+            if SOCKS.insert(key, SockInfo { family, flags, ..SockInfo::default() }, 0).is_err() {
+                bump(Stat::SocketMapFull);
+            }
             0
         }
     };
@@ -342,6 +354,33 @@ fn exit_connect(t: &Tracked, tgid: u32, a: &NetArgs, ret: i64) {
         ev.sock_type = sock_type;
         ev.ret = ret;
         ev.addr = sa;
+    });
+}
+
+/// An `AF_UNIX` connect: the path, read now that the kernel has copied the address (so its
+/// page is resident), as long as the address length says (an abstract name has no NUL).
+fn exit_unix_connect(t: &Tracked, a: &NetArgs, ret: i64) {
+    emit(t, now(), urgent(), |ev: &mut UnixConnectEvent| {
+        ev.fd = a.fd;
+        ev.ret = ret;
+        ev._pad = 0;
+        ev.path = [0; UNIX_PATH_LEN];
+        // sun_path follows the 2-byte family.
+        let n = if a.len <= 2 { 0 } else { (a.len - 2).min(UNIX_PATH_LEN as u64) as usize };
+        // Masked, then capped: old verifiers keep the bound through this, not through a cast.
+        let n = n & 127;
+        let n = if n > UNIX_PATH_LEN { UNIX_PATH_LEN } else { n };
+        let dst = ev.path.as_mut_ptr() as *mut c_void;
+        // SAFETY: `path` has UNIX_PATH_LEN bytes and n <= UNIX_PATH_LEN; the source is checked
+        // by the helper.
+        let r = unsafe { generated::bpf_probe_read_user(dst, n as u32, (a.addr + 2) as *const c_void) };
+        if r < 0 {
+            ev.path_len = 0;
+            ev.hdr.flags |= sensor_common::flags::READ_FAILED;
+            bump(Stat::ReadFailed);
+        } else {
+            ev.path_len = n as u32;
+        }
     });
 }
 
@@ -478,8 +517,8 @@ pub fn net_enter_sock_set_state(ctx: TracePointContext) -> u32 {
         let (tgid, tid) = current_ids();
         // SAFETY: this thread's own entry.
         if let Some(a) = unsafe { NET_ARGS.get(tid) } {
-            if a.op == OP_CONNECT {
-                let _ = SK_CONN.insert(sk, SockKey { tgid, fd: a.fd as u32 }, 0);
+            if a.op == OP_CONNECT && SK_CONN.insert(sk, SockKey { tgid, fd: a.fd as u32 }, 0).is_err() {
+                bump(Stat::SocketMapFull);
             }
         }
         return 0;

@@ -191,6 +191,11 @@ pub fn process_enter_sched_exec(ctx: TracePointContext) -> u32 {
     }
     send(ev, &t, ts_ns, urgent());
     let _ = EXEC_STASH.remove(old_pid);
+    if old_pid != pid {
+        // A thread other than the leader exec'd and took the leader's id: its own id is gone
+        // without an exit.
+        super::thread_exit::forget_thread(old_pid);
+    }
     0
 }
 
@@ -205,7 +210,9 @@ pub fn process_enter_task_newtask(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let (tgid, _) = current_ids();
-    let _ = PARENTS.insert(child, tgid, 0);
+    if PARENTS.insert(child, tgid, 0).is_err() {
+        bump(Stat::ParentMapFull);
+    }
     let Some(parent) = tracked(tgid) else {
         return 0;
     };

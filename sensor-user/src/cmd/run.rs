@@ -327,6 +327,7 @@ fn each_second(
     let (tracked, socks) = maps.maps.occupancy();
     metrics.kernel_map_entries.with_label_values(&["tracked"]).set(tracked as i64);
     metrics.kernel_map_entries.with_label_values(&["sockets"]).set(socks as i64);
+    metrics.kernel_map_entries.with_label_values(&["file_args"]).set(maps.maps.thread_slots() as i64);
     pipeline.tick();
     pipeline.update_gauges();
     if let Ok(mut s) = status.lock() {

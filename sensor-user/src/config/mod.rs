@@ -90,6 +90,9 @@ pub struct SensorConfig {
     pub host_name: String,
     /// Size of the kernel's map of tracked processes.
     pub max_tracked: MapSize,
+    /// Size of the kernel's map of tracked processes' sockets; sockets past it are counted
+    /// (`socket_map_full`), not followed.
+    pub max_sockets: MapSize,
     /// Bytes of the kernel-to-daemon ring buffer (a power of two, at least 64 KiB).
     pub ring_buffer_bytes: RingBufferSize,
 }
@@ -304,6 +307,7 @@ impl Default for SensorConfig {
         Self {
             host_name: String::new(),
             max_tracked: MapSize(16384),
+            max_sockets: MapSize(16384),
             ring_buffer_bytes: RingBufferSize(8 << 20),
         }
     }

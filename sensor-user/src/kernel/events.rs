@@ -6,7 +6,7 @@ use std::mem::size_of;
 use sensor_common::{
     CloseEvent, ConnectEvent, DataEvent, Direction, EnvReadEvent, EventHeader, EventKind, ExecEnvEvent,
     ExecEvent, ExitEvent, FileEvent, ForkEvent, IoctlEvent, RawSockAddr, StateEvent, Syscall, TrackState,
-    ARGV_LEN, ARG_LEN, PATH_LEN,
+    UnameEvent, UnixConnectEvent, ARGV_LEN, ARG_LEN, PATH_LEN,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +71,18 @@ pub enum KernelEvent {
         ret: i64,
         ifname: String,
     },
+    /// `uname(2)`: the host's name asked for.
+    Uname {
+        hdr: Header,
+    },
+    /// `connect()` on an `AF_UNIX` socket; `path` as the process gave it (an abstract name
+    /// starts with NUL).
+    UnixConnect {
+        hdr: Header,
+        fd: i32,
+        ret: i64,
+        path: Vec<u8>,
+    },
     /// The environment of the exec that follows (`NAME=value` entries).
     ExecEnv {
         hdr: Header,
@@ -123,6 +135,8 @@ impl KernelEvent {
             | Self::State { hdr, .. }
             | Self::EnvRead { hdr, .. }
             | Self::Ioctl { hdr, .. }
+            | Self::Uname { hdr }
+            | Self::UnixConnect { hdr, .. }
             | Self::ExecEnv { hdr, .. } => hdr,
             Self::File(f) => &f.hdr,
         }
@@ -142,6 +156,8 @@ impl KernelEvent {
             Self::State { .. } => "tcp_state",
             Self::EnvRead { .. } => "env_read",
             Self::Ioctl { .. } => "ioctl",
+            Self::Uname { .. } => "uname",
+            Self::UnixConnect { .. } => "unix_connect",
             Self::ExecEnv { .. } => "exec_env",
         }
     }
@@ -253,6 +269,15 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
         EventKind::Ioctl => {
             let ev: IoctlEvent = read(bytes, "ioctl event")?;
             KernelEvent::Ioctl { hdr, fd: ev.fd, cmd: ev.cmd, ret: ev.ret, ifname: cstr(&ev.ifname) }
+        }
+        EventKind::Uname => {
+            let _: UnameEvent = read(bytes, "uname event")?;
+            KernelEvent::Uname { hdr }
+        }
+        EventKind::UnixConnect => {
+            let ev: UnixConnectEvent = read(bytes, "unix connect event")?;
+            let path = sized(&ev.path, ev.path_len, "unix socket path")?.to_vec();
+            KernelEvent::UnixConnect { hdr, fd: ev.fd, ret: ev.ret, path }
         }
         EventKind::ExecEnv => {
             let ev: ExecEnvEvent = read(bytes, "exec environment event")?;

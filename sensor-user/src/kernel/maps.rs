@@ -17,7 +17,19 @@ pub struct KernelMaps {
     pub socks: BpfHashMap<MapData, SockKey, SockInfo>,
     pub candidates: BpfHashMap<MapData, CandidateKey, u32>,
     pub stats: PerCpuArray<MapData, u64>,
+    /// Per-thread slots of path syscalls in flight (values unread: only counted).
+    file_args: BpfHashMap<MapData, u32, [u8; FILE_ARGS_SIZE]>,
+    /// Sockets whose owner is no longer tracked, and since when: removed once they stay so
+    /// for [`ORPHAN_GRACE`].
+    orphans: std::collections::HashMap<SockKey, std::time::Instant>,
 }
+
+/// Bytes of the eBPF crate's `FileArgs` (asserted there).
+const FILE_ARGS_SIZE: usize = 40;
+
+/// How long a socket whose owner is not tracked stays in `SOCKS`: its exit record, which takes
+/// the socket's byte counts, comes well within it.
+const ORPHAN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl KernelMaps {
     pub fn take(ebpf: &mut Ebpf) -> anyhow::Result<(Self, RingBuf<MapData>)> {
@@ -26,8 +38,9 @@ impl KernelMaps {
         let socks = BpfHashMap::try_from(ebpf.take_map("SOCKS").context("map SOCKS missing")?)?;
         let candidates =
             BpfHashMap::try_from(ebpf.take_map("CANDIDATES").context("map CANDIDATES missing")?)?;
+        let file_args = BpfHashMap::try_from(ebpf.take_map("FILE_ARGS").context("map FILE_ARGS missing")?)?;
         let events = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS missing")?)?;
-        Ok((Self { tracked, socks, candidates, stats }, events))
+        Ok((Self { tracked, socks, candidates, stats, file_args, orphans: Default::default() }, events))
     }
 
     /// Sums of the per-CPU counters.
@@ -76,9 +89,38 @@ impl KernelMaps {
         self.tracked.iter().filter_map(Result::ok).collect()
     }
 
-    /// Entries in the tracked-process and socket maps.
-    pub fn occupancy(&self) -> (usize, usize) {
-        (self.tracked.keys().filter(Result::is_ok).count(), self.socks.keys().filter(Result::is_ok).count())
+    /// Entries in the tracked-process and socket maps, after removing sockets left behind by
+    /// processes no longer tracked. `SOCKS` is a plain hash map (a full one refuses, and counts,
+    /// rather than evicting), so nothing may stay in it for good: a socket a process never
+    /// closed whose exit record was lost, or one of a process that turned out not to be in a
+    /// session (the kernel stops following its close()).
+    pub fn occupancy(&mut self) -> (usize, usize) {
+        let tracked: std::collections::HashSet<u32> = self.tracked.keys().filter_map(Result::ok).collect();
+        let socks: Vec<SockKey> = self.socks.keys().filter_map(Result::ok).collect();
+        let now = std::time::Instant::now();
+        let mut orphans = std::collections::HashMap::new();
+        let mut removed = 0;
+        for key in socks.iter().filter(|k| !tracked.contains(&k.tgid)) {
+            let since = self.orphans.get(key).copied().unwrap_or(now);
+            if now.duration_since(since) >= ORPHAN_GRACE {
+                if self.socks.remove(key).is_ok() {
+                    removed += 1;
+                }
+            } else {
+                orphans.insert(*key, since);
+            }
+        }
+        if removed > 0 {
+            tracing::debug!(removed, "sockets of processes no longer tracked removed from the kernel map");
+        }
+        self.orphans = orphans;
+        (tracked.len(), socks.len() - removed)
+    }
+
+    /// Entries in `FILE_ARGS`: one per live thread of a tracked process that made a path
+    /// syscall (a thread's slot goes at its exit).
+    pub fn thread_slots(&self) -> usize {
+        self.file_args.keys().filter(Result::is_ok).count()
     }
 
     /// Byte counts of a socket its process never closed; removes it from the map.

@@ -129,6 +129,12 @@ impl Emitter {
                     .with_label_values(&[session.assistant.as_str(), method, reader.label()])
                     .inc();
             }
+            Body::HostQuery { session, reader, category, .. } => {
+                m.fingerprint_reads
+                    .with_label_values(&[session.assistant.as_str(), category, reader.label()])
+                    .inc();
+            }
+            Body::UnixConnect { .. } => {}
             Body::FingerprintRead(r) => {
                 for c in &r.categories {
                     m.fingerprint_reads.with_label_values(&[&r.session.assistant, c, r.reader.label()]).inc();

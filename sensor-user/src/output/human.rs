@@ -77,6 +77,18 @@ impl Record {
                 process.pid,
                 interface.as_deref().map(|i| format!(" {i}")).unwrap_or_default()
             ),
+            Body::HostQuery { session, process, request, category, .. } => format!(
+                "{time} {category:<14} {}[{}] {} {}: {request}",
+                session.assistant, session.root_pid, process.comm, process.pid
+            ),
+            Body::UnixConnect { session, process, path, result, .. } => format!(
+                "{time} unix connect   {}[{}] {} {}: {path}{}",
+                session.assistant,
+                session.root_pid,
+                process.comm,
+                process.pid,
+                if *result == 0 { String::new() } else { format!(" (error {})", -result) }
+            ),
             Body::Finding(f) => format!(
                 "{time} FINDING {:<6} {}[{}] {}: {} then {} ({})",
                 f.finding.severity.label(),

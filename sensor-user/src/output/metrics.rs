@@ -232,7 +232,7 @@ impl Metrics {
             kernel_map_entries: gauge_vec(
                 &r,
                 "aiwatch_kernel_map_entries",
-                "Entries in the kernel's bounded maps: tracked (processes), sockets.",
+                "Entries in the kernel's bounded maps: tracked (processes), sockets, file_args (threads with a path syscall slot).",
                 &["map"],
             )?,
             records_produced: counter(

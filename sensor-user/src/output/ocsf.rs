@@ -162,6 +162,25 @@ pub fn to_ocsf(r: &Record) -> Value {
                         "interface": interface, "dump": dump, "result": result, "categories": categories }),
             );
         }
+        Body::HostQuery { session, process: p, reader, request, category } => {
+            m = base(r, &PROCESS, 99, "Host Identity Query", 1);
+            m.insert("process".into(), process(p));
+            m.insert("actor".into(), actor(p, session));
+            unmapped(
+                &mut m,
+                json!({ "type": "host_query", "reader": reader, "request": request, "category": category }),
+            );
+        }
+        Body::UnixConnect { session, process: p, reader, fd, path, result } => {
+            m = base(r, &PROCESS, 99, "Local Socket Connect", 1);
+            m.insert("process".into(), process(p));
+            m.insert("actor".into(), actor(p, session));
+            m.insert("status_id".into(), json!(if *result == 0 { 1 } else { 2 }));
+            unmapped(
+                &mut m,
+                json!({ "type": "unix_connect", "reader": reader, "fd": fd, "path": path, "result": result }),
+            );
+        }
         Body::ConnectionOpen(c) | Body::ConnectionClose(c) => m = connection(r, c),
         Body::DnsLookup { session, process: p, reader, dns } => {
             m = base(r, &DNS, 2, "Response", 1);

@@ -78,6 +78,27 @@ pub enum Body {
         /// `network_config`, and `host_identity` for requests that return MAC addresses.
         categories: Vec<&'static str>,
     },
+    /// A session's process asked the kernel for host identity without a file (`uname(2)`).
+    HostQuery {
+        session: SessionRef,
+        process: ProcessRef,
+        reader: Reader,
+        /// `uname`.
+        request: &'static str,
+        /// `host_identity`.
+        category: &'static str,
+    },
+    /// A session's process connected an `AF_UNIX` socket (a local proxy, agent or daemon).
+    UnixConnect {
+        session: SessionRef,
+        process: ProcessRef,
+        reader: Reader,
+        fd: i32,
+        /// The socket's path; an abstract name as `@name`.
+        path: String,
+        /// 0, or -errno.
+        result: i64,
+    },
     /// A process of a session touched a fingerprint file.
     FingerprintRead(Box<FingerprintRead>),
     /// An outbound connection, once its destination is named (or it failed, or stayed silent

@@ -6,6 +6,7 @@
 
 mod env;
 mod file;
+mod host;
 mod interfaces;
 mod net;
 mod process;
@@ -123,6 +124,8 @@ fn dispatch(st: &mut State, ev: KernelEvent, kernel: &mut dyn Tracker) -> Vec<Ou
             interfaces::netlink(st, &hdr, &data)
         }
         KernelEvent::Ioctl { hdr, cmd, ret, ifname, .. } => interfaces::ioctl(st, &hdr, cmd, ret, ifname),
+        KernelEvent::Uname { hdr } => host::uname(st, &hdr),
+        KernelEvent::UnixConnect { hdr, fd, ret, path } => host::unix_connect(st, &hdr, fd, ret, &path),
         KernelEvent::Connect { hdr, fd, sock_type, ret, addr } => {
             net::connect(st, &hdr, fd, sock_type, ret, &addr)
         }

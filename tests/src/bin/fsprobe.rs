@@ -5,6 +5,7 @@
 //!   pid=FILE ppid=FILE  write this process's pid, or its parent's, to FILE
 //!   getenv=NAME secure_getenv=NAME   libc reads of a variable
 //!   ifhwaddr=IFNAME ifconf            interface ioctls (SIOCGIFHWADDR, SIOCGIFCONF)
+//!   uname=x ethtool=IFNAME unix_connect=PATH   host identity and local sockets (`host.rs`)
 //!   openfd=P,FD        open P, then dup2 it onto FD (a known fd number for later paths)
 //!   comm=NAME          prctl(PR_SET_NAME)
 //!   thread=ACTION      run one action on a new thread
@@ -116,6 +117,9 @@ fn act(action: &str) -> Result<(), String> {
             }
             "tcp" => tcp(arg),
             "sock" => integration_tests::sockets::act(arg)?,
+            "uname" => integration_tests::host::uname(),
+            "ethtool" => integration_tests::host::ethtool(arg),
+            "unix_connect" => integration_tests::host::unix_connect(arg),
             "comm" => libc::prctl(libc::PR_SET_NAME, c(arg).as_ptr(), 0, 0, 0) as i64,
             "thread" => {
                 let a = arg.replace('|', ";");

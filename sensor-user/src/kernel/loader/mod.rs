@@ -115,6 +115,7 @@ pub fn open(cfg: &Config) -> anyhow::Result<Object> {
     #[allow(deprecated)] // the replacements are not in every 0.14 patch release
     let ebpf = EbpfLoader::new()
         .set_max_entries("TRACKED", cfg.sensor.max_tracked.0)
+        .set_max_entries("SOCKS", cfg.sensor.max_sockets.0)
         .set_max_entries("EVENTS", cfg.sensor.ring_buffer_bytes.0)
         .set_global("AYA_LOG_LEVEL", &level, false)
         .set_global(kernel_offsets::TASK_SIGNAL, &signal, true)

@@ -104,7 +104,7 @@ impl ProgramSpec {
 /// The socket syscalls the net programs enter, with what each is for.
 const NET_ENTER: [(&str, &str, &str); 17] = [
     ("net_enter_socket", "socket", "inet sockets of tracked processes"),
-    ("net_enter_connect", "connect", "destination of connect()"),
+    ("net_enter_connect", "connect", "destination of connect() (inet; AF_UNIX: the socket path)"),
     ("net_enter_write", "write", "first bytes sent (SNI, HTTP, DNS)"),
     ("net_enter_writev", "writev", "first bytes sent"),
     ("net_enter_sendto", "sendto", "first bytes sent, unconnected peer"),
@@ -119,7 +119,7 @@ const NET_ENTER: [(&str, &str, &str); 17] = [
     ("net_enter_dup2", "dup2", "a connection's fd closed by dup2 onto it"),
     ("net_enter_dup3", "dup3", "a connection's fd closed by dup3 onto it"),
     ("net_enter_close_range", "close_range", "connections' fds closed by close_range (Linux 5.9+)"),
-    ("net_enter_ioctl", "ioctl", "interface enumeration (SIOCGIFCONF, SIOCGIFHWADDR, …)"),
+    ("net_enter_ioctl", "ioctl", "interface enumeration (SIOCGIFCONF, SIOCGIFHWADDR, SIOCETHTOOL, …)"),
 ];
 
 /// Every program in the eBPF object, with its hooks.
@@ -127,6 +127,13 @@ pub fn programs() -> Vec<ProgramSpec> {
     use Usage::*;
     const EXIT: &str = "thread-group exit";
     let mut v = vec![
+        // First: attached before anything writes the entries it removes.
+        spec(
+            "process_enter_sched_exit_thread",
+            vec![tp("sched", "sched_process_exit")],
+            Required,
+            "free a thread's in-flight slots (and its process's parent entry) when it exits",
+        ),
         spec(
             "process_enter_execve",
             vec![tp("syscalls", "sys_enter_execve")],
@@ -180,6 +187,13 @@ pub fn programs() -> Vec<ProgramSpec> {
             )
             .job(EXIT, "the group's live-thread count (task_struct.signal->live, offsets from BTF)")
         },
+        spec(
+            "host_enter_newuname",
+            vec![tp("syscalls", "sys_enter_newuname")],
+            Optional,
+            "uname(2): host name and kernel asked for (host identity)",
+        )
+        .reads(sys::newuname::READ),
     ];
     // One program per syscall, named after it.
     for sc in Syscall::ALL {
@@ -292,7 +306,7 @@ mod tests {
         for p in &progs {
             let mut parts = p.name.splitn(3, '_');
             let (area, phase) = (parts.next().unwrap(), parts.next().unwrap());
-            assert!(["process", "files", "net", "env"].contains(&area), "{}", p.name);
+            assert!(["process", "files", "net", "env", "host"].contains(&area), "{}", p.name);
             assert!(["enter", "exit"].contains(&phase), "{}", p.name);
             assert!(!p.hooks.is_empty());
         }
@@ -308,8 +322,10 @@ mod tests {
     fn every_tracepoint_program_declares_the_fields_it_reads() {
         for p in programs() {
             let tracepoint = matches!(p.hooks[0], Hook::Tracepoint { .. });
-            // The live-count exit program reads no record field, only kernel memory.
-            if tracepoint && p.name != "process_enter_sched_exit_live" {
+            // The live-count exit program reads no record field, only kernel memory; the thread
+            // exit program and uname only need to know the hook fired.
+            let reads_none = ["process_enter_sched_exit_live", "process_enter_sched_exit_thread"];
+            if tracepoint && !reads_none.contains(&p.name) {
                 assert!(!p.fields.is_empty(), "{} reads no declared field", p.name);
             }
         }
