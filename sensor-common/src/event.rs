@@ -19,6 +19,7 @@ u32_enum! {
         EnvRead = 9 => "env_read",
         Ioctl = 10 => "ioctl",
         ExecEnv = 11 => "exec_env",
+        Compat = 12 => "compat_syscall",
     }
 }
 
@@ -91,6 +92,7 @@ events! {
     EnvReadEvent => EnvRead,
     IoctlEvent => Ioctl,
     ExecEnvEvent => ExecEnv,
+    CompatEvent => Compat,
 }
 
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 56);

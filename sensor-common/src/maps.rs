@@ -44,6 +44,9 @@ u32_enum! {
         ArgvTruncated = 5 => "argv_truncated",
         /// User-memory reads that failed.
         ReadFailed = 6 => "read_failed",
+        /// 32-bit-entry syscalls of tracked processes not reported because the process had
+        /// already made one with the same number (only those without a path or address).
+        CompatRepeated = 7 => "compat_repeated",
     }
 }
 

@@ -113,6 +113,12 @@ pub struct EnvCall {
     pub ts_ns: u64,
 }
 
+/// Compat syscall numbers each tracked process has been reported for (bit `nr & 511` of
+/// 8 words), so that one spinning on `int $0x80` sends each number once. LRU: an evicted or
+/// reused entry only means a number is reported again; the exit of a process removes its own.
+#[map]
+pub static COMPAT_SEEN: LruHashMap<u32, [u64; 8]> = LruHashMap::with_max_entries(4096, 0);
+
 /// Variable reads in flight, by tid, until their return.
 #[map]
 pub static ENV_CALLS: LruHashMap<u32, EnvCall> = LruHashMap::with_max_entries(4096, 0);

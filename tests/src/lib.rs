@@ -16,6 +16,7 @@ use std::{
 
 use serde_json::Value;
 
+pub mod int80;
 pub mod net;
 pub mod observe;
 pub mod sockets;

@@ -95,6 +95,8 @@ pub struct Object {
     pub ebpf: Ebpf,
     /// Struct offsets written into the object for the programs that need them, or why none.
     pub offsets: Result<btf::GroupOffsets, String>,
+    /// `task_struct.thread_info.status`, for the compat-syscall program, or why unknown.
+    pub status_offset: Result<u32, String>,
     /// Where tracefs is mounted.
     pub tracefs: &'static str,
 }
@@ -109,8 +111,9 @@ pub fn open(cfg: &Config) -> anyhow::Result<Object> {
     }
     let tracefs = ensure_tracefs()?;
     let memlock = raise_memlock();
-    let offsets = btf::GroupOffsets::from_sys_fs().map_err(|e| format!("{e:#}"));
+    let (offsets, status_offset) = btf::kernel_offsets();
     let (signal, live) = offsets.as_ref().map_or((0, 0), |o| (o.task_signal, o.signal_live));
+    let status = *status_offset.as_ref().unwrap_or(&0);
     let level = cfg.log.kernel_level.ebpf_level();
     #[allow(deprecated)] // the replacements are not in every 0.14 patch release
     let ebpf = EbpfLoader::new()
@@ -119,12 +122,13 @@ pub fn open(cfg: &Config) -> anyhow::Result<Object> {
         .set_global("AYA_LOG_LEVEL", &level, false)
         .set_global(kernel_offsets::TASK_SIGNAL, &signal, true)
         .set_global(kernel_offsets::SIGNAL_LIVE, &live, true)
+        .set_global(kernel_offsets::TASK_STATUS, &status, true)
         .load(EBPF_OBJECT)
         .with_context(|| match memlock_hint(memlock.as_ref()) {
             Some(hint) => format!("loading the eBPF object: {hint}"),
             None => "loading the eBPF object (are you root, or do you have CAP_BPF and CAP_PERFMON?)".into(),
         })?;
-    Ok(Object { ebpf, offsets, tracefs })
+    Ok(Object { ebpf, offsets, status_offset, tracefs })
 }
 
 /// Why this kernel cannot run `spec`, before loading it: a tracepoint missing or laid out other
@@ -133,6 +137,11 @@ fn unmet_needs(obj: &Object, spec: &ProgramSpec) -> Option<String> {
     if spec.needs_btf_offsets {
         if let Err(e) = &obj.offsets {
             return Some(format!("no struct offsets: {e}"));
+        }
+    }
+    if spec.needs_status_offset {
+        if let Err(e) = &obj.status_offset {
+            return Some(format!("no thread_info.status offset: {e}"));
         }
     }
     let mut problems = Vec::new();

@@ -3,7 +3,8 @@
 
 use sensor_common::{
     tracepoints::{
-        inet_sock_set_state, sched_process_exec, sched_process_exit, sys, task_newtask, Field, SYS_EXIT_RET,
+        inet_sock_set_state, raw_sys_enter, sched_process_exec, sched_process_exit, sys, task_newtask, Field,
+        SYS_EXIT_RET,
     },
     Syscall,
 };
@@ -79,6 +80,8 @@ pub struct ProgramSpec {
     pub job: Option<Job>,
     /// Reads kernel structs at offsets found in the kernel's BTF ([`btf::GroupOffsets`]).
     pub needs_btf_offsets: bool,
+    /// Reads `current->thread_info.status` at the offset found in the kernel's BTF.
+    pub needs_status_offset: bool,
 }
 
 fn tp(category: &'static str, name: impl Into<String>) -> Hook {
@@ -86,7 +89,16 @@ fn tp(category: &'static str, name: impl Into<String>) -> Hook {
 }
 
 fn spec(name: &'static str, hooks: Vec<Hook>, usage: Usage, purpose: &'static str) -> ProgramSpec {
-    ProgramSpec { name, hooks, usage, purpose, fields: Vec::new(), job: None, needs_btf_offsets: false }
+    ProgramSpec {
+        name,
+        hooks,
+        usage,
+        purpose,
+        fields: Vec::new(),
+        job: None,
+        needs_btf_offsets: false,
+        needs_status_offset: false,
+    }
 }
 
 impl ProgramSpec {
@@ -230,6 +242,16 @@ pub fn programs() -> Vec<ProgramSpec> {
         )
         .reads(inet_sock_set_state::READ),
     );
+    v.push(ProgramSpec {
+        needs_status_offset: true,
+        ..spec(
+            "compat_enter_syscall",
+            vec![tp("raw_syscalls", "sys_enter")],
+            Optional,
+            "syscalls of tracked processes through a 32-bit entry (int $0x80), which skip syscalls:*",
+        )
+        .reads(raw_sys_enter::READ)
+    });
     v.push(spec("env_enter_getenv", vec![Hook::Uprobe("getenv")], Optional, "environment-variable reads"));
     v.push(spec(
         "env_enter_secure_getenv",
@@ -292,7 +314,7 @@ mod tests {
         for p in &progs {
             let mut parts = p.name.splitn(3, '_');
             let (area, phase) = (parts.next().unwrap(), parts.next().unwrap());
-            assert!(["process", "files", "net", "env"].contains(&area), "{}", p.name);
+            assert!(["process", "files", "net", "env", "compat"].contains(&area), "{}", p.name);
             assert!(["enter", "exit"].contains(&phase), "{}", p.name);
             assert!(!p.hooks.is_empty());
         }
