@@ -1,6 +1,6 @@
 //! Syscalls made through a 32-bit entry (`int $0x80` or `sysenter` from any process, a 32-bit
 //! binary's syscalls): the kernel runs them but does not fire the `syscalls:sys_*` tracepoints
-//! for them, so `raw_syscalls:sys_enter` reports them for tracked processes.
+//! for them, so a program on `sys_enter` reports them for tracked processes.
 
 use crate::{EventHeader, PATH_LEN};
 
@@ -72,7 +72,7 @@ pub mod i386 {
 pub const COMPAT_DATA_LEN: usize = PATH_LEN;
 
 /// A syscall of a tracked process made through a 32-bit entry, seen at its entry (its result
-/// is not: `raw_syscalls:sys_exit` would cost every syscall of the host a second program).
+/// is not: a `sys_exit` program would cost every syscall of the host a second run).
 #[derive(Clone, Copy)]
 #[repr(C)]
 pub struct CompatEvent {

@@ -333,7 +333,25 @@ fn kernel_diagnostics_reach_the_log_only_when_asked() {
 
 #[test]
 fn int80_syscalls_of_a_tracked_process_are_reported_and_an_untracked_ones_are_not() {
-    let (sensor, dir) = agent_sensor();
+    int80_reported_by("compat_enter_raw_syscall", &[]);
+}
+
+/// The same through the classic tracepoint, which the loader falls back to where the raw one
+/// cannot attach.
+#[test]
+fn int80_syscalls_are_reported_through_the_classic_tracepoint_too() {
+    int80_reported_by("compat_enter_syscall", &[("AIWATCH_FAIL_ATTACH", "compat_enter_raw_syscall")]);
+}
+
+fn int80_reported_by(program: &str, env: &[(&str, &str)]) {
+    let sensor = Sensor::start_env(AGENT_CONFIG, &[], &aiwatch_bin(), &[], env);
+    let dir = TempDir::new("int80");
+    let path = sensor
+        .log()
+        .lines()
+        .find(|l| l.contains("kernel-dependent path") && l.contains("32-bit"))
+        .map(str::to_string);
+    assert!(path.as_deref().is_some_and(|l| l.contains(&format!("program={program} "))), "{path:?}");
     let plain = probe_as(&dir, "plain-program");
     let agent = probe_as(&dir, AGENT);
     let port = free_port();

@@ -1,18 +1,19 @@
 //! Syscalls made through a 32-bit entry (`int $0x80` from a 64-bit process, a 32-bit binary,
 //! the x32 ABI): the kernel runs them without firing the `syscalls:sys_*` tracepoints the other
-//! programs use, so a tracked process could read a fingerprint file or connect unseen. This
-//! program sits on `raw_syscalls:sys_enter`, which fires for every syscall of the host, so it
-//! decides first, from the thread's status word (one kernel read), whether the syscall came
+//! programs use, so a tracked process could read a fingerprint file or connect unseen. These
+//! programs sit on `sys_enter` (the raw tracepoint, or the classic `raw_syscalls:sys_enter`
+//! where a raw one cannot attach), which fires for every syscall of the host, so they decide
+//! first, from the thread's status word (one kernel read), whether the syscall came
 //! through a 32-bit entry, and only then whether the process is tracked.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_user, generated},
-    macros::tracepoint,
-    programs::TracePointContext,
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
     EbpfContext,
 };
 use sensor_common::{
-    compat::i386, flags, tracepoints::raw_sys_enter, CompatAbi, CompatData, CompatEvent, Stat,
+    compat::i386, flags, tracepoints::raw_sys_enter, CompatAbi, CompatData, CompatEvent, Stat, Tracked,
     COMPAT_DATA_LEN, X32_SYSCALL_BIT,
 };
 
@@ -34,6 +35,40 @@ const TS_COMPAT: u32 = 0x0002;
 /// Bytes of a sockaddr copied at most (a `sockaddr_un` is 110).
 const SOCKADDR_MAX: u32 = 128;
 
+/// On the raw tracepoint (preferred): the kernel calls it with `(struct pt_regs *regs, long id)`
+/// and builds no record, which the classic tracepoint does for every syscall of the host before
+/// any program runs.
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn compat_enter_raw_syscall(ctx: RawTracePointContext) -> i32 {
+    let raw = ctx.as_ptr() as *const u64;
+    // SAFETY: sys_enter's two arguments, as u64 slots of the context.
+    let id = unsafe { *raw.add(1) } as i64;
+    let Some((abi, nr)) = compat_entry(id) else {
+        return 0;
+    };
+    let (tgid, _) = current_ids();
+    let Some(t) = tracked(tgid) else {
+        return 0;
+    };
+    // SAFETY: the first argument is the syscall's saved registers; the helper checks the read.
+    let regs = match unsafe { bpf_probe_read_kernel((*raw) as *const [u64; PT_REGS_WORDS]) } {
+        Ok(r) => r,
+        Err(_) => {
+            bump(Stat::ReadFailed);
+            return 0;
+        }
+    };
+    // The argument registers of each ABI (arch/x86/include/asm/syscall.h).
+    let args = if abi == CompatAbi::I386 {
+        [regs[BX], regs[CX], regs[DX], regs[SI], regs[DI], regs[BP]]
+    } else {
+        [regs[DI], regs[SI], regs[DX], regs[R10], regs[R8], regs[R9]]
+    };
+    report(&t, tgid, abi, nr, args);
+    0
+}
+
+/// On the classic tracepoint `raw_syscalls:sys_enter`, where raw tracepoints cannot attach.
 #[tracepoint]
 pub fn compat_enter_syscall(ctx: TracePointContext) -> u32 {
     // SAFETY: raw_syscalls:sys_enter.id, checked against the format at load.
@@ -45,20 +80,40 @@ pub fn compat_enter_syscall(ctx: TracePointContext) -> u32 {
     let Some(t) = tracked(tgid) else {
         return 0;
     };
+    // SAFETY: raw_syscalls:sys_enter.args[i], checked against the format at load; constant
+    // offsets once inlined, as the verifier wants for the context.
+    let a = |i: usize| unsafe { *(ctx.as_ptr().add(raw_sys_enter::ARGS.offset + 8 * i) as *const u64) };
+    report(&t, tgid, abi, nr, [a(0), a(1), a(2), a(3), a(4), a(5)]);
+    0
+}
+
+// `struct pt_regs` on x86_64, in 8-byte words: the same layout from 5.10 to 6.x (the user ABI
+// of ptrace's GETREGS), up to `di`.
+const PT_REGS_WORDS: usize = 15;
+const BP: usize = 4;
+const BX: usize = 5;
+const R10: usize = 7;
+const R9: usize = 8;
+const R8: usize = 9;
+const CX: usize = 11;
+const DX: usize = 12;
+const SI: usize = 13;
+const DI: usize = 14;
+
+/// Reports a tracked process's compat syscall.
+#[inline(always)]
+fn report(t: &Tracked, tgid: u32, abi: CompatAbi, nr: u32, args: [u64; 6]) {
     // i386 arguments are the low 32 bits of the registers (the kernel casts them); a 64-bit
     // process's int $0x80 may leave anything in the upper halves.
     let mask = if abi == CompatAbi::I386 { 0xffff_ffff } else { u64::MAX };
-    // SAFETY: raw_syscalls:sys_enter.args[i], checked against the format at load; constant
-    // offsets once inlined, as the verifier wants for the context.
-    let a =
-        |i: usize| unsafe { *(ctx.as_ptr().add(raw_sys_enter::ARGS.offset + 8 * i) as *const u64) } & mask;
-    let args = [a(0), a(1), a(2), a(3), a(4), a(5)];
+    let args =
+        [args[0] & mask, args[1] & mask, args[2] & mask, args[3] & mask, args[4] & mask, args[5] & mask];
     let data = if abi == CompatAbi::I386 { data_of(nr, &args) } else { Data::NONE };
     if data.what == Data::NONE.what && !first_of_number(tgid, nr) {
         bump(Stat::CompatRepeated);
-        return 0;
+        return;
     }
-    emit(&t, now(), batched(), |ev: &mut CompatEvent| {
+    emit(t, now(), batched(), |ev: &mut CompatEvent| {
         ev.nr = nr;
         ev.abi = abi as u32;
         ev.args = args;
@@ -88,7 +143,6 @@ pub fn compat_enter_syscall(ctx: TracePointContext) -> u32 {
             bump(Stat::ReadFailed);
         }
     });
-    0
 }
 
 /// The ABI and number of a syscall that came through a 32-bit entry, or None for a native one.

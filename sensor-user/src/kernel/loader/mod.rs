@@ -7,7 +7,7 @@ pub mod tracefs;
 
 use anyhow::{bail, Context as _};
 use aya::{
-    programs::{trace_point::TracePointLinkId, FEntry, Lsm, TracePoint},
+    programs::{trace_point::TracePointLinkId, FEntry, Lsm, RawTracePoint, TracePoint},
     Btf, Ebpf, EbpfLoader,
 };
 use sensor_common::tracepoints::kernel_offsets;
@@ -167,6 +167,10 @@ fn load_program(ebpf: &mut Ebpf, spec: &ProgramSpec, btf: Option<&Btf>) -> anyho
             let p: &mut TracePoint = prog.try_into()?;
             p.load()?;
         }
+        Some(Hook::RawTracepoint(_)) => {
+            let p: &mut RawTracePoint = prog.try_into()?;
+            p.load()?;
+        }
         Some(Hook::FEntry(func)) => {
             let btf = btf.context("kernel BTF is not available")?;
             let p: &mut FEntry = prog.try_into()?;
@@ -198,11 +202,15 @@ fn attach_tracepoint(
     Ok(())
 }
 
-/// fentry and LSM programs, which only `check` attaches: the link stays with the program and
-/// goes when the object is dropped.
-fn attach_check_only(ebpf: &mut Ebpf, spec: &ProgramSpec, hook: &Hook) -> anyhow::Result<()> {
+/// Raw tracepoint, fentry and LSM programs: the link stays with the program and goes when the
+/// object is dropped (fentry and LSM only `check` attaches).
+fn attach_owned(ebpf: &mut Ebpf, spec: &ProgramSpec, hook: &Hook) -> anyhow::Result<()> {
     let prog = ebpf.program_mut(spec.name).context("program missing")?;
     match hook {
+        Hook::RawTracepoint(name) => {
+            let p: &mut RawTracePoint = prog.try_into()?;
+            p.attach(name)?;
+        }
         Hook::FEntry(_) => {
             let p: &mut FEntry = prog.try_into()?;
             p.attach()?;
@@ -343,7 +351,9 @@ fn attach_hooks(obj: &mut Object, spec: &ProgramSpec, links: &mut Links) -> Vec<
         let r = match hook {
             _ if injected_failure(spec.name).is_err() => injected_failure(spec.name),
             Hook::Tracepoint { category, name } => attach_tracepoint(obj, spec, category, name, links),
-            Hook::FEntry(_) | Hook::Lsm(_) => attach_check_only(&mut obj.ebpf, spec, hook),
+            Hook::RawTracepoint(_) | Hook::FEntry(_) | Hook::Lsm(_) => {
+                attach_owned(&mut obj.ebpf, spec, hook)
+            }
             // Attached per session by uprobes::EnvProbes (and by `check` through it).
             Hook::Uprobe(_) => Ok(()),
         };
@@ -361,6 +371,9 @@ fn job_how(obj: &Object, spec: &ProgramSpec, job: &Job) -> String {
                 job.how, o.task_signal, o.signal_live
             )
         }
-        _ => job.how.to_string(),
+        _ => match (&obj.status_offset, spec.needs_status_offset) {
+            (Ok(at), true) => format!("{} (task_struct.thread_info.status at {at})", job.how),
+            _ => job.how.to_string(),
+        },
     }
 }
