@@ -21,6 +21,7 @@ u32_enum! {
         ExecEnv = 11 => "exec_env",
         Uname = 12 => "uname",
         UnixConnect = 13 => "unix_connect",
+        Compat = 14 => "compat_syscall",
     }
 }
 
@@ -95,6 +96,7 @@ events! {
     ExecEnvEvent => ExecEnv,
     UnameEvent => Uname,
     UnixConnectEvent => UnixConnect,
+    CompatEvent => Compat,
 }
 
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 56);

@@ -9,6 +9,7 @@
 #[macro_use]
 mod u32_enum;
 
+pub mod compat;
 pub mod env;
 pub mod event;
 pub mod file;
@@ -17,6 +18,7 @@ pub mod net;
 pub mod process;
 pub mod tracepoints;
 
+pub use compat::{CompatAbi, CompatData, CompatEvent, COMPAT_DATA_LEN, X32_SYSCALL_BIT};
 pub use env::*;
 pub use event::*;
 pub use file::*;
@@ -41,7 +43,17 @@ mod tests {
 
     #[test]
     fn u32_enums() {
-        round_trip!(EventKind, Syscall, Direction, EnvFunc, InterfaceIoctl, TrackState, Stat);
+        round_trip!(
+            EventKind,
+            CompatAbi,
+            CompatData,
+            Syscall,
+            Direction,
+            EnvFunc,
+            InterfaceIoctl,
+            TrackState,
+            Stat
+        );
         assert_eq!(EventKind::try_from(0), Err(0));
         assert_eq!(Syscall::try_from(15), Err(15));
         // User space indexes the per-CPU totals by position in `Stat::ALL`.

@@ -50,6 +50,9 @@ u32_enum! {
         /// Forks whose parent was not remembered because `PARENTS` was full: the child's exec
         /// reports no ppid (user space reads `/proc` instead, if the process is still there).
         ParentMapFull = 8 => "parent_map_full",
+        /// 32-bit-entry syscalls of tracked processes not reported because the process had
+        /// already made one with the same number (only those without a path or address).
+        CompatRepeated = 9 => "compat_repeated",
     }
 }
 

@@ -118,6 +118,16 @@ pub mod task_newtask {
     pub const READ: &[Field] = &[PID, CLONE_FLAGS];
 }
 
+/// `raw_syscalls:sys_enter`: every syscall of the host, whatever its entry.
+pub mod raw_sys_enter {
+    use super::Field;
+    /// `long id`: the syscall number in the numbering of the entry it came through.
+    pub const ID: Field = Field::new("id", 8, 8);
+    /// `unsigned long args[6]`.
+    pub const ARGS: Field = Field::new("args", 16, 48);
+    pub const READ: &[Field] = &[ID, ARGS];
+}
+
 /// `sock:inet_sock_set_state`.
 pub mod inet_sock_set_state {
     use super::Field;
@@ -193,6 +203,9 @@ pub mod kernel_offsets {
     pub const TASK_SIGNAL: &str = "AIWATCH_TASK_SIGNAL_OFFSET";
     /// `struct signal_struct` member `live` (`atomic_t`: live threads of the group).
     pub const SIGNAL_LIVE: &str = "AIWATCH_SIGNAL_LIVE_OFFSET";
+    /// `struct task_struct` member `thread_info`, plus `struct thread_info` member `status`
+    /// (x86: `TS_COMPAT` is set there while a 32-bit-entry syscall runs).
+    pub const TASK_STATUS: &str = "AIWATCH_TASK_STATUS_OFFSET";
 }
 
 const _: () = assert!(sys::execveat::FLAGS.offset == 48);

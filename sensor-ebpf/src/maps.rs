@@ -123,6 +123,13 @@ pub struct EnvCall {
     pub ts_ns: u64,
 }
 
+/// Compat syscall numbers each tracked process has been reported for (bit `nr & 511` of
+/// 8 words), so that one spinning on `int $0x80` sends each number once. The exit of a process
+/// removes its own; in a full map a process has no entry and its numbers are all reported (the
+/// ring buffer counts what it cannot take), so nothing is lost unseen.
+#[map]
+pub static COMPAT_SEEN: HashMap<u32, [u64; 8]> = HashMap::with_max_entries(4096, 0);
+
 /// Variable reads in flight, by tid, until their return.
 #[map]
 pub static ENV_CALLS: HashMap<u32, EnvCall> = HashMap::with_max_entries(4096, 0);

@@ -17,6 +17,7 @@ use std::{
 use serde_json::Value;
 
 pub mod host;
+pub mod int80;
 pub mod net;
 pub mod observe;
 pub mod sockets;

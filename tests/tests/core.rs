@@ -330,3 +330,75 @@ fn kernel_diagnostics_reach_the_log_only_when_asked() {
     std::thread::sleep(Duration::from_millis(1200));
     assert!(quiet.metric(r#"aiwatch_kernel_events_total{outcome="path_truncated"}"#).unwrap() >= 1.0);
 }
+
+#[test]
+fn int80_syscalls_of_a_tracked_process_are_reported_and_an_untracked_ones_are_not() {
+    int80_reported_by("compat_enter_raw_syscall", &[]);
+}
+
+/// The same through the classic tracepoint, which the loader falls back to where the raw one
+/// cannot attach.
+#[test]
+fn int80_syscalls_are_reported_through_the_classic_tracepoint_too() {
+    int80_reported_by("compat_enter_syscall", &[("AIWATCH_FAIL_ATTACH", "compat_enter_raw_syscall")]);
+}
+
+fn int80_reported_by(program: &str, env: &[(&str, &str)]) {
+    let sensor = Sensor::start_env(AGENT_CONFIG, &[], &aiwatch_bin(), &[], env);
+    let dir = TempDir::new("int80");
+    let path = sensor
+        .log()
+        .lines()
+        .find(|l| l.contains("kernel-dependent path") && l.contains("32-bit"))
+        .map(str::to_string);
+    assert!(path.as_deref().is_some_and(|l| l.contains(&format!("program={program} "))), "{path:?}");
+    let plain = probe_as(&dir, "plain-program");
+    let agent = probe_as(&dir, AGENT);
+    let port = free_port();
+    let (connect, socketcall) =
+        (format!("int80=connect,127.0.0.1:{port}"), format!("int80=socketcall,127.0.0.1:{port}"));
+    // getpid 500 times: reported once. Each open and connect is reported.
+    let actions = [
+        "int80=nr,20,500",
+        "int80=open,/etc/localtime",
+        "int80=open,/etc/localtime",
+        connect.as_str(),
+        socketcall.as_str(),
+    ];
+    let untracked = run(&plain, &actions);
+    let pid = run(&agent, &actions);
+    let compat = |r: &Value| r["type"] == "compat_syscall" && r["process"]["pid"] == pid;
+    let opens = sensor.wait_n(2, "int $0x80 opens", |r| compat(r) && r["syscall"] == "open");
+    for r in &opens {
+        assert_eq!(r["abi"], "i386");
+        assert_eq!(r["number"], 5);
+        assert_eq!(r["path"], "/etc/localtime", "{r}");
+        assert_eq!(r["resolved_path"], "/etc/localtime");
+        assert_eq!(r["categories"], serde_json::json!(["timezone"]));
+        assert_eq!(r["reader"], "assistant");
+        // The kernel's view: the low 32 bits of the register, not the garbage above them.
+        assert!(r["args"][0].as_u64().unwrap() < 1 << 32, "{r}");
+    }
+    let address = format!("127.0.0.1:{port}");
+    let c = sensor.wait_for("int $0x80 connect", |r| compat(r) && r["syscall"] == "connect");
+    assert_eq!(c["address"], address.as_str(), "{c}");
+    let s = sensor.wait_for("socketcall connect", |r| compat(r) && r["syscall"] == "socketcall");
+    assert_eq!((&s["socketcall"], &s["address"]), (&Value::from("connect"), &Value::from(address)), "{s}");
+    // The getpid loop: one record, the rest counted.
+    let getpids = sensor.records().into_iter().filter(|r| compat(r) && r["number"] == 20).count();
+    assert_eq!(getpids, 1);
+    let end = deadline(Duration::from_secs(5));
+    let repeated = r#"aiwatch_kernel_events_total{outcome="compat_repeated"}"#;
+    while sensor.metric(repeated).unwrap_or(0.0) < 499.0 {
+        assert!(std::time::Instant::now() < end, "{repeated} = {:?}", sensor.metric(repeated));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let leaked: Vec<Value> =
+        sensor.records().into_iter().filter(|r| r["process"]["pid"] == untracked).collect();
+    assert!(leaked.is_empty(), "untracked process reported: {leaked:?}");
+    assert_eq!(
+        sensor
+            .metric(r#"aiwatch_compat_syscalls_total{abi="i386",assistant="test-agent",reader="assistant"}"#),
+        Some(5.0)
+    );
+}

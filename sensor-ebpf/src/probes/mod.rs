@@ -1,4 +1,5 @@
 pub mod alternatives;
+pub mod compat;
 pub mod env;
 pub mod files;
 pub mod host;

@@ -12,6 +12,10 @@ use serde::Serialize;
 pub use crate::config::rules::{RuleConfig, Severity};
 use crate::{config::CorrelationConfig, detect::classify::Reader};
 
+/// The evasion technique of a syscall through a 32-bit entry (`int $0x80`), as findings and
+/// the live view name it.
+pub const COMPAT_SYSCALL: &str = "compat_syscall";
+
 /// Signals kept per session (oldest dropped first).
 const MAX_SIGNALS: usize = 512;
 /// Signals listed in an annotation or finding at most.
@@ -66,6 +70,9 @@ pub struct Finding {
     pub evidence: Vec<Evidence>,
     /// Reads by the assistant's own process were among them.
     pub by_assistant: bool,
+    /// Evasion techniques the session was seen using (`compat_syscall`), at any time.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub evasion: Vec<String>,
 }
 
 /// Destination classes from config: class → host patterns (`*.example.com` for subdomains).
@@ -171,6 +178,8 @@ struct SessionState {
     kinds: HashMap<String, [usize; 2]>,
     base_urls: BaseUrls,
     fired: HashSet<String>,
+    /// Evasion techniques seen (a fixed, small set).
+    evasion: std::collections::BTreeSet<&'static str>,
 }
 
 fn reader_index(r: Reader) -> usize {
@@ -289,6 +298,11 @@ impl Correlator {
         self.sessions.entry(root).or_default().base_urls.learn(url);
     }
 
+    /// The session used an evasion technique: its findings say so.
+    pub fn note_evasion(&mut self, root: u32, technique: &'static str) {
+        self.sessions.entry(root).or_default().evasion.insert(technique);
+    }
+
     pub fn end_session(&mut self, root: u32) {
         self.sessions.remove(&root);
     }
@@ -360,6 +374,7 @@ impl Correlator {
                     categories,
                     evidence,
                     by_assistant,
+                    evasion: st.evasion.iter().map(|t| t.to_string()).collect(),
                 }),
             ));
         }
@@ -436,6 +451,24 @@ mod tests {
         // The next connection of the same session: de-duplicated.
         let (_, out) = c.on_egress(1, Some("api.anthropic.com"), None, 13_000_000_000);
         assert!(matches!(out[0].1, Outcome::Duplicate));
+    }
+
+    #[test]
+    fn a_sessions_findings_name_the_evasion_it_used() {
+        let mut c = correlator(&Config::default());
+        for root in [7, 8] {
+            c.add_signal(root, sig("timezone", "/etc/localtime", true, 10));
+            c.add_signal(root, sig("host_identity", "/etc/machine-id", true, 10));
+        }
+        c.note_evasion(7, COMPAT_SYSCALL);
+        c.note_evasion(7, COMPAT_SYSCALL);
+        assert_eq!(
+            emitted(&c.on_egress(7, Some("api.anthropic.com"), None, 11_000_000_000).1)[0].evasion,
+            [COMPAT_SYSCALL]
+        );
+        assert!(emitted(&c.on_egress(8, Some("api.anthropic.com"), None, 11_000_000_000).1)[0]
+            .evasion
+            .is_empty());
     }
 
     #[test]

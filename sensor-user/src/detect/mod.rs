@@ -4,6 +4,7 @@
 pub mod classify;
 pub mod correlate;
 pub mod egress;
+pub mod i386;
 pub mod parsers;
 pub mod redact;
 pub mod variables;

@@ -4,9 +4,9 @@
 use std::mem::size_of;
 
 use sensor_common::{
-    CloseEvent, ConnectEvent, DataEvent, Direction, EnvReadEvent, EventHeader, EventKind, ExecEnvEvent,
-    ExecEvent, ExitEvent, FileEvent, ForkEvent, IoctlEvent, RawSockAddr, StateEvent, Syscall, TrackState,
-    UnameEvent, UnixConnectEvent, ARGV_LEN, ARG_LEN, PATH_LEN,
+    CloseEvent, CompatAbi, CompatData, CompatEvent, ConnectEvent, DataEvent, Direction, EnvReadEvent,
+    EventHeader, EventKind, ExecEnvEvent, ExecEvent, ExitEvent, FileEvent, ForkEvent, IoctlEvent,
+    RawSockAddr, StateEvent, Syscall, TrackState, UnameEvent, UnixConnectEvent, ARGV_LEN, ARG_LEN, PATH_LEN,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +109,21 @@ pub enum KernelEvent {
         local: RawSockAddr,
         remote: RawSockAddr,
     },
+    /// A syscall through a 32-bit entry (`int $0x80`), seen at its entry.
+    Compat(CompatRecord),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompatRecord {
+    pub hdr: Header,
+    pub abi: CompatAbi,
+    /// In the ABI's numbering.
+    pub nr: u32,
+    pub args: [u64; 6],
+    /// The path argument, as read from user memory.
+    pub path: Option<String>,
+    /// The sockaddr of a connect, raw.
+    pub sockaddr: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,6 +154,7 @@ impl KernelEvent {
             | Self::UnixConnect { hdr, .. }
             | Self::ExecEnv { hdr, .. } => hdr,
             Self::File(f) => &f.hdr,
+            Self::Compat(c) => &c.hdr,
         }
     }
 
@@ -159,6 +175,7 @@ impl KernelEvent {
             Self::Uname { .. } => "uname",
             Self::UnixConnect { .. } => "unix_connect",
             Self::ExecEnv { .. } => "exec_env",
+            Self::Compat(_) => "compat_syscall",
         }
     }
 }
@@ -173,6 +190,8 @@ pub enum DecodeError {
     Syscall(u32),
     #[error("unknown data direction {0}")]
     Direction(u32),
+    #[error("unknown compat ABI or data kind {0}")]
+    Compat(u32),
     #[error("{field} length {len} exceeds its {max}-byte buffer")]
     Length { field: &'static str, len: u32, max: usize },
 }
@@ -185,6 +204,7 @@ impl DecodeError {
             Self::Kind(_) => "kind",
             Self::Syscall(_) => "syscall",
             Self::Direction(_) => "direction",
+            Self::Compat(_) => "compat",
             Self::Length { .. } => "length",
         }
     }
@@ -283,6 +303,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
             let ev: ExecEnvEvent = read(bytes, "exec environment event")?;
             KernelEvent::ExecEnv { hdr, entries: strings(sized(&ev.data, ev.len, "environment")?, ev.count) }
         }
+        EventKind::Compat => compat(bytes, hdr)?,
         EventKind::State => {
             let ev: StateEvent = read(bytes, "state event")?;
             KernelEvent::State {
@@ -322,6 +343,19 @@ fn file(bytes: &[u8], hdr: Header) -> Result<KernelEvent, DecodeError> {
         ret: ev.ret,
         path,
     }))
+}
+
+fn compat(bytes: &[u8], hdr: Header) -> Result<KernelEvent, DecodeError> {
+    let ev: CompatEvent = read(bytes, "compat syscall event")?;
+    let abi = CompatAbi::try_from(ev.abi).map_err(DecodeError::Compat)?;
+    let kind = CompatData::try_from(ev.data_kind).map_err(DecodeError::Compat)?;
+    let data = sized(&ev.data, ev.data_len, "compat data")?;
+    let (path, sockaddr) = match kind {
+        CompatData::None => (None, None),
+        CompatData::Path => (Some(cstr(data)), None),
+        CompatData::SockAddr => (None, Some(data.to_vec())),
+    };
+    Ok(KernelEvent::Compat(CompatRecord { hdr, abi, nr: ev.nr, args: ev.args, path, sockaddr }))
 }
 
 fn data(bytes: &[u8], hdr: Header) -> Result<KernelEvent, DecodeError> {
@@ -384,6 +418,21 @@ pub mod raw {
             path_len: path.len() as u32,
             _pad: 0,
             path: p,
+        })
+    }
+
+    /// An i386 syscall `nr` with a path or sockaddr in `data` (`kind`).
+    pub fn compat(pid: u32, nr: u32, args: [u64; 6], kind: CompatData, data: &[u8]) -> Vec<u8> {
+        let mut d = [0u8; sensor_common::COMPAT_DATA_LEN];
+        d[..data.len()].copy_from_slice(data);
+        bytes(&CompatEvent {
+            hdr: header(EventKind::Compat, pid),
+            nr,
+            abi: CompatAbi::I386 as u32,
+            args,
+            data_kind: kind as u32,
+            data_len: data.len() as u32,
+            data: d,
         })
     }
 
@@ -460,6 +509,28 @@ mod tests {
         let KernelEvent::Exec { filename, argv, .. } = ev else { panic!("not exec") };
         assert_eq!(filename, "/usr/bin/node");
         assert_eq!(argv, vec!["node", "cli.js", ""]);
+    }
+
+    #[test]
+    fn decodes_compat_syscalls_and_rejects_bad_ones() {
+        let b = raw::compat(7, 5, [0x1000, 0, 0, 0, 0, 0], CompatData::Path, b"/etc/localtime");
+        let KernelEvent::Compat(c) = decode(&b).unwrap() else { panic!("not compat") };
+        assert_eq!(
+            (c.nr, c.abi, c.path.as_deref(), c.sockaddr),
+            (5, CompatAbi::I386, Some("/etc/localtime"), None)
+        );
+        assert_eq!(c.args[0], 0x1000);
+        let b = raw::compat(7, 362, [3, 0, 16, 0, 0, 0], CompatData::SockAddr, &[2, 0, 1, 187, 10, 0, 0, 1]);
+        let KernelEvent::Compat(c) = decode(&b).unwrap() else { panic!("not compat") };
+        assert_eq!(c.sockaddr.as_deref(), Some(&[2, 0, 1, 187, 10, 0, 0, 1][..]));
+        let off = size_of::<EventHeader>();
+        let mut bad = b.clone();
+        bad[off + 4..off + 8].copy_from_slice(&9u32.to_ne_bytes());
+        assert_eq!(decode(&bad), Err(DecodeError::Compat(9)));
+        let mut bad = b.clone();
+        bad[off + 60..off + 64].copy_from_slice(&999u32.to_ne_bytes());
+        assert!(matches!(decode(&bad), Err(DecodeError::Length { field: "compat data", .. })));
+        assert!(matches!(decode(&b[..200]), Err(DecodeError::Short { .. })));
     }
 
     #[test]

@@ -50,6 +50,8 @@ struct Live {
     /// Destinations contacted (at most 64), with connection counts.
     egress: std::collections::BTreeMap<String, u64>,
     findings: u64,
+    /// Evasion techniques, with counts.
+    evasion: std::collections::BTreeMap<String, u64>,
 }
 
 pub struct Emitter {
@@ -173,6 +175,11 @@ impl Emitter {
                 self.live.entry(f.session.root_pid).or_default().findings += 1;
             }
             Body::DnsLookup { session, .. } => m.dns_lookups.with_label_values(&[&session.assistant]).inc(),
+            Body::CompatSyscall(c) => {
+                m.compat_syscalls.with_label_values(&[&c.session.assistant, c.abi, c.reader.label()]).inc();
+                let live = self.live.entry(c.session.root_pid).or_default();
+                *live.evasion.entry(crate::detect::correlate::COMPAT_SYSCALL.to_string()).or_default() += 1;
+            }
         }
     }
 
@@ -234,6 +241,7 @@ impl Emitter {
                     signals: live.map(|l| l.signals.clone()).unwrap_or_default(),
                     egress: live.map(|l| l.egress.clone()).unwrap_or_default(),
                     findings: live.map_or(0, |l| l.findings),
+                    evasion: live.map(|l| l.evasion.clone()).unwrap_or_default(),
                 }
             })
             .collect();

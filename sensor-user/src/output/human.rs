@@ -90,14 +90,19 @@ impl Record {
                 if *result == 0 { String::new() } else { format!(" (error {})", -result) }
             ),
             Body::Finding(f) => format!(
-                "{time} FINDING {:<6} {}[{}] {}: {} then {} ({})",
+                "{time} FINDING {:<6} {}[{}] {}: {} then {} ({}){}",
                 f.finding.severity.label(),
                 f.session.assistant,
                 f.session.root_pid,
                 f.finding.rule,
                 f.finding.categories.join("+"),
                 f.destination.host.as_deref().unwrap_or(&f.destination.addr),
-                f.finding.destination_class
+                f.finding.destination_class,
+                if f.finding.evasion.is_empty() {
+                    String::new()
+                } else {
+                    format!(" evasion: {}", f.finding.evasion.join(", "))
+                }
             ),
             Body::DnsLookup { session, process, dns, .. } => format!(
                 "{time} dns            {}[{}] {} {}: {} -> {}",
@@ -107,6 +112,22 @@ impl Record {
                 process.pid,
                 dns.name,
                 dns.answers.join(", ")
+            ),
+            Body::CompatSyscall(c) => format!(
+                "{time} compat_syscall {}[{}] {} {}: {} {}{}{}{}",
+                c.session.assistant,
+                c.session.root_pid,
+                c.process.comm,
+                c.process.pid,
+                c.abi,
+                c.syscall,
+                c.socketcall.as_deref().map(|s| format!(" {s}")).unwrap_or_default(),
+                c.path.as_deref().or(c.address.as_deref()).map(|p| format!(" {p}")).unwrap_or_default(),
+                if c.categories.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", c.categories.join(", "))
+                },
             ),
             Body::FingerprintRead(r) => {
                 let who = match r.reader {

@@ -32,6 +32,7 @@ pub struct Metrics {
     pub env_reads: IntCounterVec,
     pub exec_env_vars: IntCounterVec,
     pub interface_queries: IntCounterVec,
+    pub compat_syscalls: IntCounterVec,
     pub getenv_attach_seconds: Histogram,
     pub getenv_attach_errors: IntCounter,
     pub kernel_map_entries: IntGaugeVec,
@@ -212,6 +213,12 @@ impl Metrics {
                 "aiwatch_interface_queries_total",
                 "Network interface enumeration by sessions (netlink dumps, ioctls), by assistant, method and reader.",
                 &["assistant", "method", "reader"],
+            )?,
+            compat_syscalls: counter_vec(
+                &r,
+                "aiwatch_compat_syscalls_total",
+                "Syscalls of sessions through a 32-bit entry (int $0x80) reported, by assistant, ABI and reader.",
+                &["assistant", "abi", "reader"],
             )?,
             getenv_attach_seconds: {
                 let h = Histogram::with_opts(

@@ -181,6 +181,25 @@ pub fn to_ocsf(r: &Record) -> Value {
                 json!({ "type": "unix_connect", "reader": reader, "fd": fd, "path": path, "result": result }),
             );
         }
+        Body::CompatSyscall(c) => {
+            // Low, not informational: a 64-bit process rarely has a reason to use int $0x80.
+            m = base(r, &PROCESS, 99, "32-bit Syscall", 2);
+            m.insert("process".into(), process(&c.process));
+            m.insert("actor".into(), actor(&c.process, &c.session));
+            if let Some(p) = &c.resolved_path {
+                m.insert(
+                    "file".into(),
+                    json!({ "path": p, "name": p.rsplit('/').next().unwrap_or(""), "type_id": 1 }),
+                );
+            }
+            unmapped(
+                &mut m,
+                json!({ "type": "compat_syscall", "reader": c.reader, "abi": c.abi, "number": c.number,
+                        "syscall": c.syscall, "socketcall": c.socketcall, "args": c.args, "path": c.path,
+                        "absolute_path": c.absolute_path, "categories": c.categories, "address": c.address,
+                        "read_failed": c.read_failed }),
+            );
+        }
         Body::ConnectionOpen(c) | Body::ConnectionClose(c) => m = connection(r, c),
         Body::DnsLookup { session, process: p, reader, dns } => {
             m = base(r, &DNS, 2, "Response", 1);
@@ -285,6 +304,7 @@ fn finding(r: &Record, f: &FindingRecord) -> Map<String, Value> {
         &mut m,
         json!({ "type": "finding", "reader": f.reader, "destination_class": f.finding.destination_class,
                 "groups": f.finding.groups, "categories": f.finding.categories, "connection_id": f.connection_id,
+                "evasion": f.finding.evasion,
                 "by_assistant": f.finding.by_assistant }),
     );
     m

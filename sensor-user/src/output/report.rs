@@ -108,6 +108,9 @@ pub enum Body {
     ConnectionClose(Box<ConnectionRecord>),
     /// A rule matched: the session fingerprinted the host, then talked to an LLM API.
     Finding(Box<FindingRecord>),
+    /// A session's process made a syscall through a 32-bit entry (`int $0x80`), which the
+    /// 64-bit syscall tracepoints do not see.
+    CompatSyscall(Box<CompatSyscall>),
     /// A DNS answer a session received.
     DnsLookup {
         session: SessionRef,
@@ -178,6 +181,43 @@ pub struct FingerprintRead {
     /// The path filled the kernel's buffer and may be cut.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,
+}
+
+/// A syscall through a 32-bit entry, as seen at its entry (the result is not known).
+#[derive(Debug, Clone, Serialize)]
+pub struct CompatSyscall {
+    pub session: SessionRef,
+    pub process: ProcessRef,
+    pub reader: Reader,
+    /// `i386` (`int $0x80`, `sysenter`, a 32-bit binary) or `x32`.
+    pub abi: &'static str,
+    /// The syscall number in the ABI's numbering.
+    pub number: u32,
+    /// The i386 name (`open`, `socketcall`, …), or `<abi>#<number>`.
+    pub syscall: String,
+    /// `socketcall`'s call (`connect`, `socket`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socketcall: Option<String>,
+    /// The raw arguments (i386: the low 32 bits the kernel uses).
+    pub args: [u64; 6],
+    /// The path argument as passed, for syscalls that take one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub absolute_path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolved_path: Option<String>,
+    /// Fingerprint categories the path matches.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub categories: Vec<String>,
+    /// The address of a `connect` (`ip:port`, `unix:/path`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+    /// The path or address could not be read at the syscall's entry.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub read_failed: bool,
 }
 
 fn is_zero(v: &u32) -> bool {

@@ -45,6 +45,9 @@ pub struct SessionStatus {
     /// Destinations contacted: host (or address), with the number of connections.
     pub egress: BTreeMap<String, u64>,
     pub findings: u64,
+    /// Evasion techniques seen (`compat_syscall`), with counts.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub evasion: BTreeMap<String, u64>,
 }
 
 /// Shared between the pipeline (writer) and the HTTP endpoint (reader).
@@ -91,6 +94,9 @@ pub fn render(s: &Status) -> String {
             join(&x.egress),
             x.findings
         );
+        if !x.evasion.is_empty() {
+            out += &format!("  evasion:  {}\n", join(&x.evasion));
+        }
     }
     out
 }
@@ -116,6 +122,7 @@ mod tests {
             signals: [("timezone".to_string(), 2)].into_iter().collect(),
             egress: [("api.anthropic.com".to_string(), 1)].into_iter().collect(),
             findings: 1,
+            evasion: [("compat_syscall".to_string(), 4)].into_iter().collect(),
             ..Default::default()
         });
         let r = render(&s);
@@ -124,6 +131,7 @@ mod tests {
             r.contains("signals:  timezone ×2")
                 && r.contains("egress:   api.anthropic.com ×1")
                 && r.contains("findings: 1")
+                && r.contains("evasion:  compat_syscall ×4")
         );
     }
 }

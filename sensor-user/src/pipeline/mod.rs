@@ -4,6 +4,7 @@
 //! (`state.rs`), asks the kernel for what changes there ([`Tracker`]), and returns its outputs;
 //! the one [`Emitter`] counts, logs and writes them.
 
+mod compat;
 mod env;
 mod file;
 mod host;
@@ -118,6 +119,7 @@ fn dispatch(st: &mut State, ev: KernelEvent, kernel: &mut dyn Tracker) -> Vec<Ou
         KernelEvent::Fork { hdr, child } => process::fork(st, &hdr, child, kernel),
         KernelEvent::Exit { hdr } => process::exit(st, hdr.pid, hdr.ts_ns, kernel),
         KernelEvent::File(rec) => file::file(st, &rec),
+        KernelEvent::Compat(rec) => compat::compat(st, &rec),
         KernelEvent::ExecEnv { hdr, entries } => env::exec_env(st, &hdr, &entries),
         KernelEvent::EnvRead { hdr, secure, set, name } => env::read(st, &hdr, secure, set, name),
         KernelEvent::Data { hdr, family, data, .. } if family == sensor_common::AF_NETLINK => {

@@ -25,6 +25,7 @@
 //!   tcp=HOST:PORT[,DATA]   connect (resolving HOST with getaddrinfo), send DATA (`@FILE` for a
 //!                          file's bytes), read until EOF or 2 s, close
 //!   sock=WHAT,...      socket fd reuse and closing tricks (see `integration_tests::sockets`)
+//!   int80=WHAT,...     syscalls through the 32-bit entry (see `integration_tests::int80`)
 //! `child=` runs this program again with the `;`-separated actions and waits for it; inside
 //! those, `|` stands for `;` one level down (`child=a;child=b|c` nests a grandchild).
 //! Arguments starting with `-`, without `=`, or a URL before their first `=` are not actions:
@@ -120,6 +121,7 @@ fn act(action: &str) -> Result<(), String> {
             "uname" => integration_tests::host::uname(),
             "ethtool" => integration_tests::host::ethtool(arg),
             "unix_connect" => integration_tests::host::unix_connect(arg),
+            "int80" => integration_tests::int80::act(arg)?,
             "comm" => libc::prctl(libc::PR_SET_NAME, c(arg).as_ptr(), 0, 0, 0) as i64,
             "thread" => {
                 let a = arg.replace('|', ";");

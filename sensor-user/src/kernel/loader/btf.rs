@@ -134,10 +134,38 @@ impl GroupOffsets {
 
     /// From the running kernel's BTF.
     pub fn from_sys_fs() -> anyhow::Result<Self> {
-        const PATH: &str = "/sys/kernel/btf/vmlinux";
-        let data = std::fs::read(PATH).with_context(|| format!("reading {PATH}"))?;
-        Self::find(&Btf::parse(&data).with_context(|| format!("parsing {PATH}"))?)
+        with_sys_fs(Self::find)
     }
+}
+
+/// Where `current->thread_info.status` is (see `compat_enter_syscall`): `thread_info` is the
+/// first member of `task_struct` on x86 (`CONFIG_THREAD_INFO_IN_TASK`), but the offset is taken
+/// from BTF all the same; `status` is at 8 on 5.10 and at 16 once `syscall_work` came (5.11).
+pub fn task_status_offset(btf: &Btf<'_>) -> anyhow::Result<u32> {
+    let info = btf.member_offset("task_struct", "thread_info")?;
+    let status = btf.member_offset("thread_info", "status")?;
+    info.checked_add(status).context("task_struct.thread_info.status offset overflows")
+}
+
+/// The group offsets and the status offset from one read of the running kernel's BTF, each
+/// with why it is unknown.
+pub fn kernel_offsets() -> (Result<GroupOffsets, String>, Result<u32, String>) {
+    let both = with_sys_fs(|btf| Ok((GroupOffsets::find(btf), task_status_offset(btf))));
+    let text = |e: anyhow::Error| format!("{e:#}");
+    match both {
+        Ok((group, status)) => (group.map_err(text), status.map_err(text)),
+        Err(e) => {
+            let e = text(e);
+            (Err(e.clone()), Err(e))
+        }
+    }
+}
+
+/// Runs `f` on the running kernel's BTF.
+pub fn with_sys_fs<T>(f: impl FnOnce(&Btf<'_>) -> anyhow::Result<T>) -> anyhow::Result<T> {
+    const PATH: &str = "/sys/kernel/btf/vmlinux";
+    let data = std::fs::read(PATH).with_context(|| format!("reading {PATH}"))?;
+    f(&Btf::parse(&data).with_context(|| format!("parsing {PATH}"))?)
 }
 
 #[cfg(test)]
@@ -201,5 +229,8 @@ mod tests {
         // Every kernel this sensor supports has BTF; the offsets vary by build.
         let o = GroupOffsets::from_sys_fs().unwrap();
         assert!(o.task_signal > 0 && o.signal_live > 0, "{o:?}");
+        // x86: thread_info first, then flags (and syscall_work from 5.11) before status.
+        let status = with_sys_fs(task_status_offset).unwrap();
+        assert!(status == 8 || status == 16, "{status}");
     }
 }

@@ -7,7 +7,7 @@ pub mod tracefs;
 
 use anyhow::{bail, Context as _};
 use aya::{
-    programs::{trace_point::TracePointLinkId, FEntry, Lsm, TracePoint},
+    programs::{trace_point::TracePointLinkId, FEntry, Lsm, RawTracePoint, TracePoint},
     Btf, Ebpf, EbpfLoader,
 };
 use sensor_common::tracepoints::kernel_offsets;
@@ -95,6 +95,8 @@ pub struct Object {
     pub ebpf: Ebpf,
     /// Struct offsets written into the object for the programs that need them, or why none.
     pub offsets: Result<btf::GroupOffsets, String>,
+    /// `task_struct.thread_info.status`, for the compat-syscall program, or why unknown.
+    pub status_offset: Result<u32, String>,
     /// Where tracefs is mounted.
     pub tracefs: &'static str,
 }
@@ -109,8 +111,9 @@ pub fn open(cfg: &Config) -> anyhow::Result<Object> {
     }
     let tracefs = ensure_tracefs()?;
     let memlock = raise_memlock();
-    let offsets = btf::GroupOffsets::from_sys_fs().map_err(|e| format!("{e:#}"));
+    let (offsets, status_offset) = btf::kernel_offsets();
     let (signal, live) = offsets.as_ref().map_or((0, 0), |o| (o.task_signal, o.signal_live));
+    let status = *status_offset.as_ref().unwrap_or(&0);
     let level = cfg.log.kernel_level.ebpf_level();
     #[allow(deprecated)] // the replacements are not in every 0.14 patch release
     let ebpf = EbpfLoader::new()
@@ -120,12 +123,13 @@ pub fn open(cfg: &Config) -> anyhow::Result<Object> {
         .set_global("AYA_LOG_LEVEL", &level, false)
         .set_global(kernel_offsets::TASK_SIGNAL, &signal, true)
         .set_global(kernel_offsets::SIGNAL_LIVE, &live, true)
+        .set_global(kernel_offsets::TASK_STATUS, &status, true)
         .load(EBPF_OBJECT)
         .with_context(|| match memlock_hint(memlock.as_ref()) {
             Some(hint) => format!("loading the eBPF object: {hint}"),
             None => "loading the eBPF object (are you root, or do you have CAP_BPF and CAP_PERFMON?)".into(),
         })?;
-    Ok(Object { ebpf, offsets, tracefs })
+    Ok(Object { ebpf, offsets, status_offset, tracefs })
 }
 
 /// Why this kernel cannot run `spec`, before loading it: a tracepoint missing or laid out other
@@ -134,6 +138,11 @@ fn unmet_needs(obj: &Object, spec: &ProgramSpec) -> Option<String> {
     if spec.needs_btf_offsets {
         if let Err(e) = &obj.offsets {
             return Some(format!("no struct offsets: {e}"));
+        }
+    }
+    if spec.needs_status_offset {
+        if let Err(e) = &obj.status_offset {
+            return Some(format!("no thread_info.status offset: {e}"));
         }
     }
     let mut problems = Vec::new();
@@ -157,6 +166,10 @@ fn load_program(ebpf: &mut Ebpf, spec: &ProgramSpec, btf: Option<&Btf>) -> anyho
     match spec.hooks.first() {
         Some(Hook::Tracepoint { .. }) | None => {
             let p: &mut TracePoint = prog.try_into()?;
+            p.load()?;
+        }
+        Some(Hook::RawTracepoint(_)) => {
+            let p: &mut RawTracePoint = prog.try_into()?;
             p.load()?;
         }
         Some(Hook::FEntry(func)) => {
@@ -190,11 +203,15 @@ fn attach_tracepoint(
     Ok(())
 }
 
-/// fentry and LSM programs, which only `check` attaches: the link stays with the program and
-/// goes when the object is dropped.
-fn attach_check_only(ebpf: &mut Ebpf, spec: &ProgramSpec, hook: &Hook) -> anyhow::Result<()> {
+/// Raw tracepoint, fentry and LSM programs: the link stays with the program and goes when the
+/// object is dropped (fentry and LSM only `check` attaches).
+fn attach_owned(ebpf: &mut Ebpf, spec: &ProgramSpec, hook: &Hook) -> anyhow::Result<()> {
     let prog = ebpf.program_mut(spec.name).context("program missing")?;
     match hook {
+        Hook::RawTracepoint(name) => {
+            let p: &mut RawTracePoint = prog.try_into()?;
+            p.attach(name)?;
+        }
         Hook::FEntry(_) => {
             let p: &mut FEntry = prog.try_into()?;
             p.attach()?;
@@ -344,7 +361,9 @@ fn attach_hooks(obj: &mut Object, spec: &ProgramSpec, links: &mut Links) -> Vec<
         let r = match hook {
             _ if injected_failure(spec.name).is_err() => injected_failure(spec.name),
             Hook::Tracepoint { category, name } => attach_tracepoint(obj, spec, category, name, links),
-            Hook::FEntry(_) | Hook::Lsm(_) => attach_check_only(&mut obj.ebpf, spec, hook),
+            Hook::RawTracepoint(_) | Hook::FEntry(_) | Hook::Lsm(_) => {
+                attach_owned(&mut obj.ebpf, spec, hook)
+            }
             // Attached per session by uprobes::EnvProbes (and by `check` through it).
             Hook::Uprobe(_) => Ok(()),
         };
@@ -362,6 +381,9 @@ fn job_how(obj: &Object, spec: &ProgramSpec, job: &Job) -> String {
                 job.how, o.task_signal, o.signal_live
             )
         }
-        _ => job.how.to_string(),
+        _ => match (&obj.status_offset, spec.needs_status_offset) {
+            (Ok(at), true) => format!("{} (task_struct.thread_info.status at {at})", job.how),
+            _ => job.how.to_string(),
+        },
     }
 }

@@ -3,7 +3,8 @@
 
 use sensor_common::{
     tracepoints::{
-        inet_sock_set_state, sched_process_exec, sched_process_exit, sys, task_newtask, Field, SYS_EXIT_RET,
+        inet_sock_set_state, raw_sys_enter, sched_process_exec, sched_process_exit, sys, task_newtask, Field,
+        SYS_EXIT_RET,
     },
     Syscall,
 };
@@ -15,6 +16,8 @@ pub enum Hook {
         category: &'static str,
         name: String,
     },
+    /// A raw tracepoint (`BPF_RAW_TRACEPOINT_OPEN`): the tracepoint's arguments, no record.
+    RawTracepoint(&'static str),
     FEntry(&'static str),
     Lsm(&'static str),
     /// A libc function, attached per session by `uprobes::EnvProbes`.
@@ -25,6 +28,7 @@ impl std::fmt::Display for Hook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Tracepoint { category, name } => write!(f, "tracepoint/{category}/{name}"),
+            Self::RawTracepoint(name) => write!(f, "raw_tracepoint/{name}"),
             Self::FEntry(func) => write!(f, "fentry/{func}"),
             Self::Lsm(hook) => write!(f, "lsm/{hook}"),
             Self::Uprobe(func) => write!(f, "uprobe/libc:{func}"),
@@ -36,7 +40,7 @@ impl Hook {
     /// The kernel feature the hook needs, as `aiwatch check` names it.
     pub fn feature(&self) -> &'static str {
         match self {
-            Self::Tracepoint { .. } => "tracepoints",
+            Self::Tracepoint { .. } | Self::RawTracepoint(_) => "tracepoints",
             Self::FEntry(_) => "fentry",
             Self::Lsm(_) => "bpf_lsm",
             Self::Uprobe(_) => "uprobes",
@@ -79,6 +83,8 @@ pub struct ProgramSpec {
     pub job: Option<Job>,
     /// Reads kernel structs at offsets found in the kernel's BTF ([`btf::GroupOffsets`]).
     pub needs_btf_offsets: bool,
+    /// Reads `current->thread_info.status` at the offset found in the kernel's BTF.
+    pub needs_status_offset: bool,
 }
 
 fn tp(category: &'static str, name: impl Into<String>) -> Hook {
@@ -86,7 +92,16 @@ fn tp(category: &'static str, name: impl Into<String>) -> Hook {
 }
 
 fn spec(name: &'static str, hooks: Vec<Hook>, usage: Usage, purpose: &'static str) -> ProgramSpec {
-    ProgramSpec { name, hooks, usage, purpose, fields: Vec::new(), job: None, needs_btf_offsets: false }
+    ProgramSpec {
+        name,
+        hooks,
+        usage,
+        purpose,
+        fields: Vec::new(),
+        job: None,
+        needs_btf_offsets: false,
+        needs_status_offset: false,
+    }
 }
 
 impl ProgramSpec {
@@ -122,10 +137,11 @@ const NET_ENTER: [(&str, &str, &str); 17] = [
     ("net_enter_ioctl", "ioctl", "interface enumeration (SIOCGIFCONF, SIOCGIFHWADDR, SIOCETHTOOL, …)"),
 ];
 
+const EXIT: &str = "thread-group exit";
+
 /// Every program in the eBPF object, with its hooks.
 pub fn programs() -> Vec<ProgramSpec> {
     use Usage::*;
-    const EXIT: &str = "thread-group exit";
     let mut v = vec![
         // First: attached before anything writes the entries it removes.
         spec(
@@ -244,6 +260,23 @@ pub fn programs() -> Vec<ProgramSpec> {
         )
         .reads(inet_sock_set_state::READ),
     );
+    const COMPAT: &str = "32-bit syscalls";
+    const COMPAT_PURPOSE: &str =
+        "syscalls of tracked processes through a 32-bit entry (int $0x80), which skip syscalls:*";
+    v.push(ProgramSpec {
+        needs_status_offset: true,
+        ..spec("compat_enter_raw_syscall", vec![Hook::RawTracepoint("sys_enter")], Optional, COMPAT_PURPOSE)
+            .job(
+                COMPAT,
+                "raw tracepoint sys_enter (no record built per syscall; thread_info.status from BTF)",
+            )
+    });
+    v.push(ProgramSpec {
+        needs_status_offset: true,
+        ..spec("compat_enter_syscall", vec![tp("raw_syscalls", "sys_enter")], Optional, COMPAT_PURPOSE)
+            .reads(raw_sys_enter::READ)
+            .job(COMPAT, "tracepoint raw_syscalls/sys_enter (thread_info.status from BTF)")
+    });
     v.push(spec("env_enter_getenv", vec![Hook::Uprobe("getenv")], Optional, "environment-variable reads"));
     v.push(spec(
         "env_enter_secure_getenv",
@@ -306,7 +339,7 @@ mod tests {
         for p in &progs {
             let mut parts = p.name.splitn(3, '_');
             let (area, phase) = (parts.next().unwrap(), parts.next().unwrap());
-            assert!(["process", "files", "net", "env", "host"].contains(&area), "{}", p.name);
+            assert!(["process", "files", "net", "env", "host", "compat"].contains(&area), "{}", p.name);
             assert!(["enter", "exit"].contains(&phase), "{}", p.name);
             assert!(!p.hooks.is_empty());
         }
@@ -322,6 +355,7 @@ mod tests {
     fn every_tracepoint_program_declares_the_fields_it_reads() {
         for p in programs() {
             let tracepoint = matches!(p.hooks[0], Hook::Tracepoint { .. });
+            // A raw tracepoint has no record: it reads the tracepoint's arguments.
             // The live-count exit program reads no record field, only kernel memory; the thread
             // exit program and uname only need to know the hook fired.
             let reads_none = ["process_enter_sched_exit_live", "process_enter_sched_exit_thread"];
@@ -333,11 +367,17 @@ mod tests {
             assert_eq!(files_enter_name(sc), format!("files_enter_{}", sc.name()));
         }
         // Jobs: each has a program that needs nothing special, tried last.
-        let exits: Vec<_> = programs().into_iter().filter(|p| p.job.is_some()).collect();
+        let exits: Vec<_> =
+            programs().into_iter().filter(|p| p.job.is_some_and(|j| j.name == EXIT)).collect();
         assert_eq!(
             exits.iter().map(|p| p.name).collect::<Vec<_>>(),
             ["process_enter_sched_exit", "process_enter_sched_exit_live"]
         );
+        let compat: Vec<_> = programs().into_iter().filter(|p| p.name.starts_with("compat_")).collect();
+        assert!(compat
+            .iter()
+            .all(|p| p.job.is_some_and(|j| j.name == "32-bit syscalls") && p.needs_status_offset));
+        assert_eq!(compat[0].hooks, [Hook::RawTracepoint("sys_enter")], "the raw tracepoint is tried first");
         assert!(exits[1].needs_btf_offsets && !exits[0].needs_btf_offsets);
     }
 }
