@@ -86,6 +86,7 @@ pub fn ensure(steps: &[Step]) -> anyhow::Result<()> {
     }
     let names: Vec<&str> = steps.iter().map(|s| s.name()).collect();
     eprintln!("xtask: setup: steps: {}", names.join(", "));
+    warn_if_disk_is_short();
     steps.into_iter().try_for_each(Step::run)
 }
 
@@ -95,6 +96,29 @@ const TEST_PACKAGES: [&str; 1] = ["prometheus"];
 /// The peers `cargo xtask bench` measures aiwatch against.
 const BENCH_PACKAGES: [&str; 2] = ["bpftrace", "auditd"];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+
+/// What a fresh `cargo xtask test` writes: about 4 GB of builds, assistants and kernels, and
+/// about 1 GB of packages.
+const DISK_NEEDED: u64 = 6 << 30;
+
+/// Says up front when the disk is short: a full disk shows up later only as a linker's bus error.
+fn warn_if_disk_is_short() {
+    let Some(free) = free_bytes(Path::new(".")) else { return };
+    if free < DISK_NEEDED {
+        eprintln!(
+            "xtask: setup: warning: {:.1} GB free here; a fresh build and test run needs about {} GB",
+            free as f64 / (1u64 << 30) as f64,
+            DISK_NEEDED >> 30
+        );
+    }
+}
+
+fn free_bytes(dir: &Path) -> Option<u64> {
+    let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated and `st` is a valid statvfs to fill.
+    (unsafe { libc::statvfs(path.as_ptr(), &mut st) } == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
+}
 
 fn ok(cmd: &mut Command) -> bool {
     cmd.output().is_ok_and(|o| o.status.success())
