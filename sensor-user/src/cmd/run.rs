@@ -177,6 +177,11 @@ pub async fn run(started: Started) -> anyhow::Result<()> {
     let sink_control = sink.clone();
     let (host, prefix) = host_identity(&cfg);
     let mut pipeline = Pipeline::new(&cfg, metrics.clone(), sink, host, &prefix, Box::new(ProcFs));
+    // A bad signature file at start-up stops the daemon, as a bad config does.
+    let signatures = pipeline.load_signatures(&cfg).map_err(|e| anyhow::anyhow!(e))?;
+    if cfg.detection.signatures.is_some() {
+        tracing::info!(signatures, "signature file loaded");
+    }
     initial_scan(&mut pipeline, &mut maps, started);
 
     let mut term = signal(SignalKind::terminate())?;
@@ -393,12 +398,22 @@ fn reload(path: &std::path::Path, running: &Config, pipeline: &mut Pipeline, ker
         return;
     }
     pipeline.reconfigure(&new);
+    match pipeline.load_signatures(&new) {
+        Ok(n) if new.detection.signatures.is_some() => {
+            tracing::info!(signatures = n, "signature file reloaded")
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "signature file reload failed; keeping the signatures in force")
+        }
+    }
     let needs_restart: Vec<&str> = [
         ("sensor", running.sensor != new.sensor),
         ("output", running.output != new.output),
         ("metrics", running.metrics != new.metrics),
         ("log", running.log != new.log),
         ("variables.getenv_probes", running.variables.getenv_probes != new.variables.getenv_probes),
+        ("detection.state_dir", running.detection.state_dir != new.detection.state_dir),
     ]
     .into_iter()
     .filter_map(|(k, changed)| changed.then_some(k))

@@ -176,29 +176,31 @@ pub fn variables() -> BTreeMap<String, Vec<crate::config::VarName>> {
     .collect()
 }
 
-/// The built-in finding rule.
+/// The built-in finding rule: relay detection. The ordinary pattern (the timezone and the
+/// environment read, then a call to the assistant's own API) is what every assistant does, so it
+/// is no finding; only a read of the host's identity or network configuration by the assistant's
+/// own process shortly before it calls the base URL it was *given* is: the pattern of a relay
+/// that fingerprints the host for whoever runs it.
 pub fn rules() -> Vec<RuleConfig> {
     let g = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     vec![RuleConfig {
-        name: "fingerprint_then_llm_egress".into(),
-        description: "Read two or more kinds of host fingerprint (timezone, proxy or API base URL, network \
-                      configuration, host identity, locale), then connected to an LLM API or to the base-URL \
-                      host it was given"
+        name: RELAY_RULE.into(),
+        description: "The assistant's own process read the host's identity or network configuration, then \
+                      connected to the API base URL it was given (*_BASE_URL): a relay may be collecting \
+                      the host's fingerprint"
             .into(),
         severity: Severity::High,
-        descendant_severity: Severity::Medium,
-        groups: vec![
-            g(&["timezone"]),
-            g(&["proxy", "proxy_config", "base_url", "environment"]),
-            g(&["network_config"]),
-            g(&["host_identity"]),
-            g(&["locale"]),
-        ],
-        min_groups: 2,
-        destinations: g(&["llm_api", "base_url"]),
-        window_seconds: 300,
+        descendant_severity: Severity::High,
+        groups: vec![g(&["host_identity", "network_config"])],
+        min_groups: 1,
+        destinations: g(&["base_url"]),
+        window_seconds: 60,
+        readers: crate::config::rules::Readers::Assistant,
     }]
 }
+
+/// The name of the built-in relay-detection rule.
+pub const RELAY_RULE: &str = "relay_identity_then_base_url";
 
 /// Built-in destination classes: class → host patterns.
 pub fn destinations() -> BTreeMap<String, Vec<String>> {

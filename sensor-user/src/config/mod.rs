@@ -5,6 +5,7 @@
 //! built-in list; an `[[assistants]]` entry replaces the built-in rule of the same name or adds one.
 
 pub mod defaults;
+pub mod detection;
 pub mod glob;
 pub mod rules;
 
@@ -38,6 +39,8 @@ pub struct Config {
     pub destinations: BTreeMap<String, Vec<String>>,
     /// Finding rules; an entry replaces the built-in rule of the same name or adds one.
     pub rules: Vec<rules::RuleConfig>,
+    /// The learned baseline and the signature file.
+    pub detection: detection::DetectionConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -287,6 +290,7 @@ impl Default for Config {
             correlation: CorrelationConfig::default(),
             destinations: defaults::destinations(),
             rules: defaults::rules(),
+            detection: detection::DetectionConfig::default(),
         }
     }
 }
@@ -364,6 +368,7 @@ struct ConfigFile {
     correlation: CorrelationConfig,
     destinations: BTreeMap<String, Vec<String>>,
     rules: Vec<rules::RuleConfig>,
+    detection: detection::DetectionConfig,
 }
 
 /// `[variables]` as written: `watch` is merged per category into the defaults.
@@ -396,8 +401,12 @@ impl Config {
             log: file.log,
             builtin_assistants: file.builtin_assistants.unwrap_or(true),
             correlation: file.correlation,
+            detection: file.detection,
             ..Config::default()
         };
+        if !(1..=65536).contains(&cfg.detection.baseline_max_entries) {
+            return Err(semantic(origin, "detection.baseline_max_entries", "must be 1 to 65536"));
+        }
         if let Some(runtimes) = file.runtimes {
             cfg.runtimes = runtimes;
         }

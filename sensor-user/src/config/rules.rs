@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
+    /// Informational: worth recording (a rule of the user's own), not worth an alert.
+    Info,
     Low,
     Medium,
     High,
@@ -15,6 +17,7 @@ pub enum Severity {
 impl Severity {
     pub fn label(self) -> &'static str {
         match self {
+            Self::Info => "info",
             Self::Low => "low",
             Self::Medium => "medium",
             Self::High => "high",
@@ -25,6 +28,7 @@ impl Severity {
     /// OCSF `severity_id`.
     pub fn ocsf_id(self) -> u8 {
         match self {
+            Self::Info => 1,
             Self::Low => 2,
             Self::Medium => 3,
             Self::High => 4,
@@ -53,4 +57,17 @@ pub struct RuleConfig {
     pub destinations: Vec<String>,
     /// Reads count for this long before the connection.
     pub window_seconds: u64,
+    /// Whose reads count: `any` process of the session (the default), or only the `assistant`'s
+    /// own process (what a relay asking for the host's identity does, not a tool it runs).
+    #[serde(default)]
+    pub readers: Readers,
+}
+
+/// Whose reads a rule counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Readers {
+    #[default]
+    Any,
+    Assistant,
 }

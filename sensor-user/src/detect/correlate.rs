@@ -3,14 +3,26 @@
 //! "read the host's fingerprint, then talked to an LLM API" into findings.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet, VecDeque},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque},
     net::{IpAddr, SocketAddr},
 };
 
 use serde::Serialize;
 
 pub use crate::config::rules::{RuleConfig, Severity};
-use crate::{config::CorrelationConfig, detect::classify::Reader};
+use crate::{
+    config::{rules::Readers, Config},
+    detect::{
+        baseline::Baseline,
+        classify::Reader,
+        signatures::{SessionFacts, Signature},
+    },
+};
+
+/// The rule name of a signature's finding (the signature's id is in `signature`).
+pub const SIGNATURE_RULE: &str = "signature";
+/// The rule name of the baseline's finding.
+pub const BASELINE_RULE: &str = "baseline_new_category";
 
 /// The evasion technique of a syscall through a 32-bit entry (`int $0x80`), as findings and
 /// the live view name it.
@@ -73,6 +85,15 @@ pub struct Finding {
     /// Evasion techniques the session was seen using (`compat_syscall`), at any time.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub evasion: Vec<String>,
+    /// The signature that matched (rule `signature`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+    /// The assistant's version, when its installation says (`detect::version`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assistant_version: Option<String>,
+    /// Categories its assistant and version do not usually read (rule `baseline_new_category`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub new_categories: Vec<String>,
 }
 
 /// Destination classes from config: class → host patterns (`*.example.com` for subdomains).
@@ -179,8 +200,18 @@ struct SessionState {
     base_urls: BaseUrls,
     fired: HashSet<String>,
     /// Evasion techniques seen (a fixed, small set).
-    evasion: std::collections::BTreeSet<&'static str>,
+    evasion: BTreeSet<&'static str>,
+    /// The assistant and its version (set when the session starts).
+    assistant: String,
+    version: Option<String>,
+    /// Every category read in the session (bounded): what the baseline learns and signatures ask.
+    read: BTreeSet<String>,
+    /// Watched variables set in the session's exec environments (bounded).
+    env: BTreeSet<String>,
 }
+
+/// Distinct categories and variable names a session keeps.
+const MAX_SESSION_NAMES: usize = 64;
 
 fn reader_index(r: Reader) -> usize {
     match r {
@@ -237,6 +268,12 @@ pub struct Correlator {
     /// Findings allowed per minute (all sessions), and the current minute's count.
     per_minute: u32,
     minute: (u64, u32),
+    /// Known behaviours per assistant and version (the signature file).
+    pub signatures: Vec<Signature>,
+    /// Failures to load the signature file so far.
+    pub signature_errors: u64,
+    /// What each assistant and version usually reads on this host.
+    pub baseline: Baseline,
 }
 
 /// What became of a finding that matched.
@@ -248,36 +285,51 @@ pub enum Outcome {
     RateLimited,
 }
 
+/// A finding that matched, and the key that de-duplicates it within its session.
+struct Candidate {
+    key: String,
+    finding: Finding,
+}
+
 impl Correlator {
-    /// From the config's `rules`, `correlation` and `destinations` sections.
-    pub fn new(
-        rules: &[RuleConfig],
-        correlation: &CorrelationConfig,
-        destinations: &BTreeMap<String, Vec<String>>,
-    ) -> Self {
-        let max_rule_window = rules.iter().map(|r| r.window_seconds).max().unwrap_or(0);
-        Self {
-            rules: rules.to_vec(),
-            destinations: Destinations::new(destinations),
-            window_ns: correlation.window_seconds.max(max_rule_window) * 1_000_000_000,
+    /// From the config's `rules`, `correlation`, `destinations` and `detection` sections (the
+    /// baseline is read from its state directory; signatures are set apart).
+    pub fn new(cfg: &Config) -> Self {
+        let mut c = Self {
+            rules: Vec::new(),
+            destinations: Destinations::new(&cfg.destinations),
+            window_ns: 0,
             sessions: HashMap::new(),
-            per_minute: correlation.max_findings_per_minute,
+            per_minute: 0,
             minute: (0, 0),
-        }
+            signatures: Vec::new(),
+            signature_errors: 0,
+            baseline: Baseline::load(
+                cfg.detection.state_dir.clone(),
+                cfg.detection.baseline_learning_sessions,
+                cfg.detection.baseline_max_entries as usize,
+            ),
+        };
+        c.reconfigure(cfg);
+        c
     }
 
-    /// New rules and destinations (SIGHUP); sessions' signals are kept.
-    pub fn reconfigure(
-        &mut self,
-        rules: &[RuleConfig],
-        correlation: &CorrelationConfig,
-        destinations: &BTreeMap<String, Vec<String>>,
-    ) {
-        let fresh = Self::new(rules, correlation, destinations);
-        self.rules = fresh.rules;
-        self.destinations = fresh.destinations;
-        self.window_ns = fresh.window_ns;
-        self.per_minute = fresh.per_minute;
+    /// New rules, destinations and baseline settings (SIGHUP); sessions' signals are kept.
+    pub fn reconfigure(&mut self, cfg: &Config) {
+        let max_rule_window = cfg.rules.iter().map(|r| r.window_seconds).max().unwrap_or(0);
+        self.rules = cfg.rules.clone();
+        self.destinations = Destinations::new(&cfg.destinations);
+        self.window_ns = cfg.correlation.window_seconds.max(max_rule_window) * 1_000_000_000;
+        self.per_minute = cfg.correlation.max_findings_per_minute;
+        self.baseline.learning_sessions = cfg.detection.baseline_learning_sessions;
+        self.baseline.max_entries = cfg.detection.baseline_max_entries as usize;
+    }
+
+    /// A session of `assistant` (at `version`, when known) started.
+    pub fn start_session(&mut self, root: u32, assistant: &str, version: Option<String>) {
+        let st = self.sessions.entry(root).or_default();
+        st.assistant = assistant.to_string();
+        st.version = version;
     }
 
     pub fn add_signal(&mut self, root: u32, s: Signal) {
@@ -289,6 +341,9 @@ impl Correlator {
         if st.signals.len() >= MAX_SIGNALS {
             st.evict_one();
         }
+        if st.read.len() < MAX_SESSION_NAMES {
+            st.read.insert(s.category.clone());
+        }
         st.push(s);
     }
 
@@ -298,17 +353,28 @@ impl Correlator {
         self.sessions.entry(root).or_default().base_urls.learn(url);
     }
 
+    /// A watched variable set in an exec environment of the session (signatures' `when.env`).
+    pub fn note_env(&mut self, root: u32, name: &str) {
+        let st = self.sessions.entry(root).or_default();
+        if st.env.len() < MAX_SESSION_NAMES {
+            st.env.insert(name.to_string());
+        }
+    }
+
     /// The session used an evasion technique: its findings say so.
     pub fn note_evasion(&mut self, root: u32, technique: &'static str) {
         self.sessions.entry(root).or_default().evasion.insert(technique);
     }
 
+    /// The session ended: what it read is learned for its assistant and version.
     pub fn end_session(&mut self, root: u32) {
-        self.sessions.remove(&root);
+        if let Some(st) = self.sessions.remove(&root).filter(|s| !s.assistant.is_empty()) {
+            self.baseline.learn(&st.assistant, st.version.as_deref(), &st.read);
+        }
     }
 
     /// An egress to `host` (its name, when known) at `peer` at `ts_ns`: its annotation, and the
-    /// findings it completes.
+    /// findings it completes (rules, signatures, the baseline).
     pub fn on_egress(
         &mut self,
         root: u32,
@@ -318,83 +384,177 @@ impl Correlator {
     ) -> (Annotation, Vec<(String, Outcome)>) {
         let st = self.sessions.entry(root).or_default();
         let class = self.destinations.class(host, peer, &st.base_urls);
-        let window =
-            |w_ns: u64| st.signals.iter().filter(move |s| s.ts_ns <= ts_ns && ts_ns - s.ts_ns <= w_ns);
-        let ann = annotation(window(self.window_ns), class.clone(), self.window_ns, ts_ns);
-
+        let in_window: Vec<&Signal> =
+            st.signals.iter().filter(|s| s.ts_ns <= ts_ns && ts_ns - s.ts_ns <= self.window_ns).collect();
+        let ann = annotation(&in_window, class.clone(), self.window_ns, ts_ns);
+        let mut found: Vec<Candidate> =
+            self.rules.iter().filter_map(|r| rule_finding(r, st, &class, ts_ns)).collect();
+        found.extend(signature_findings(&self.signatures, st, &class, &in_window, ts_ns));
+        found.extend(baseline_finding(&self.baseline, st, &class, &in_window, ts_ns));
         let mut outcomes = Vec::new();
-        for rule in &self.rules {
-            if !rule.destinations.contains(&class) {
-                continue;
-            }
-            let w_ns = rule.window_seconds * 1_000_000_000;
-            let hits: Vec<&Signal> =
-                window(w_ns).filter(|s| rule.groups.iter().any(|g| g.contains(&s.category))).collect();
-            let mut groups: Vec<String> = Vec::new();
-            for g in &rule.groups {
-                if hits.iter().any(|s| g.contains(&s.category)) {
-                    groups.push(g[0].clone());
-                }
-            }
-            if groups.len() < rule.min_groups.max(1) {
-                continue;
-            }
-            if st.fired.contains(&rule.name) {
-                outcomes.push((rule.name.clone(), Outcome::Duplicate));
-                continue;
-            }
-            let minute = ts_ns / 60_000_000_000;
-            if self.minute.0 != minute {
-                self.minute = (minute, 0);
-            }
-            if self.minute.1 >= self.per_minute {
-                outcomes.push((rule.name.clone(), Outcome::RateLimited));
-                continue;
-            }
-            self.minute.1 += 1;
-            st.fired.insert(rule.name.clone());
-            let by_assistant = hits.iter().any(|s| s.reader == Reader::Assistant);
-            let mut categories: Vec<String> = hits.iter().map(|s| s.category.clone()).collect();
-            categories.sort();
-            categories.dedup();
-            let evidence = hits
-                .iter()
-                .rev()
-                .take(MAX_LISTED)
-                .map(|s| Evidence { signal: (*s).clone(), ms_before_egress: (ts_ns - s.ts_ns) / 1_000_000 })
-                .collect();
-            outcomes.push((
-                rule.name.clone(),
-                Outcome::Emit(Finding {
-                    rule: rule.name.clone(),
-                    severity: if by_assistant { rule.severity } else { rule.descendant_severity },
-                    description: rule.description.clone(),
-                    destination_class: class.clone(),
-                    groups,
-                    categories,
-                    evidence,
-                    by_assistant,
-                    evasion: st.evasion.iter().map(|t| t.to_string()).collect(),
-                }),
-            ));
+        for c in found {
+            let outcome = if st.fired.contains(&c.key) {
+                Outcome::Duplicate
+            } else if !admit(&mut self.minute, self.per_minute, ts_ns) {
+                Outcome::RateLimited
+            } else {
+                st.fired.insert(c.key.clone());
+                // Each new category is reported once per session.
+                st.fired.extend(c.finding.new_categories.iter().map(|n| format!("{BASELINE_RULE}:{n}")));
+                Outcome::Emit(c.finding)
+            };
+            outcomes.push((c.key, outcome));
         }
         (ann, outcomes)
     }
 }
 
+/// Whether the per-minute limit lets one more finding through (and counts it).
+fn admit(minute: &mut (u64, u32), per_minute: u32, ts_ns: u64) -> bool {
+    let now = ts_ns / 60_000_000_000;
+    if minute.0 != now {
+        *minute = (now, 0);
+    }
+    if minute.1 >= per_minute {
+        return false;
+    }
+    minute.1 += 1;
+    true
+}
+
+/// The signals listed as a finding's evidence, most recent first.
+fn evidence<'a>(hits: impl DoubleEndedIterator<Item = &'a Signal>, ts_ns: u64) -> Vec<Evidence> {
+    hits.rev()
+        .take(MAX_LISTED)
+        .map(|s| Evidence { signal: s.clone(), ms_before_egress: ts_ns.saturating_sub(s.ts_ns) / 1_000_000 })
+        .collect()
+}
+
+/// A finding as a tier names it, with what the session says of itself.
+fn finding(st: &SessionState, rule: &str, severity: Severity, description: String, class: &str) -> Finding {
+    Finding {
+        rule: rule.to_string(),
+        severity,
+        description,
+        destination_class: class.to_string(),
+        groups: Vec::new(),
+        categories: Vec::new(),
+        evidence: Vec::new(),
+        by_assistant: false,
+        evasion: st.evasion.iter().map(|t| t.to_string()).collect(),
+        signature: None,
+        assistant_version: st.version.clone(),
+        new_categories: Vec::new(),
+    }
+}
+
+/// A `[[rules]]` rule: enough groups read (by whom it counts) in its window, then a connection
+/// of one of its destination classes.
+fn rule_finding(rule: &RuleConfig, st: &SessionState, class: &str, ts_ns: u64) -> Option<Candidate> {
+    if !rule.destinations.iter().any(|d| d == class) {
+        return None;
+    }
+    let w_ns = rule.window_seconds * 1_000_000_000;
+    let hits: Vec<&Signal> = st
+        .signals
+        .iter()
+        .filter(|s| s.ts_ns <= ts_ns && ts_ns - s.ts_ns <= w_ns)
+        .filter(|s| rule.readers == Readers::Any || s.reader == Reader::Assistant)
+        .filter(|s| rule.groups.iter().any(|g| g.contains(&s.category)))
+        .collect();
+    let groups: Vec<String> = rule
+        .groups
+        .iter()
+        .filter(|g| hits.iter().any(|s| g.contains(&s.category)))
+        .map(|g| g[0].clone())
+        .collect();
+    if groups.len() < rule.min_groups.max(1) {
+        return None;
+    }
+    let by_assistant = hits.iter().any(|s| s.reader == Reader::Assistant);
+    let severity = if by_assistant { rule.severity } else { rule.descendant_severity };
+    let mut f = finding(st, &rule.name, severity, rule.description.clone(), class);
+    f.categories = hits.iter().map(|s| s.category.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+    f.groups = groups;
+    f.evidence = evidence(hits.into_iter(), ts_ns);
+    f.by_assistant = by_assistant;
+    Some(Candidate { key: rule.name.clone(), finding: f })
+}
+
+/// Signatures whose assistant, version range and conditions the session meets.
+fn signature_findings(
+    signatures: &[Signature],
+    st: &SessionState,
+    class: &str,
+    in_window: &[&Signal],
+    ts_ns: u64,
+) -> Vec<Candidate> {
+    let facts = SessionFacts {
+        assistant: &st.assistant,
+        version: st.version.as_deref(),
+        categories: &st.read,
+        destination_class: class,
+        base_url_given: !st.base_urls.hosts.is_empty(),
+        env: &st.env,
+    };
+    signatures
+        .iter()
+        .filter(|sig| sig.matches(&facts))
+        .map(|sig| {
+            let hits = in_window.iter().copied().filter(|s| sig.when.categories.contains(&s.category));
+            let mut f = finding(st, SIGNATURE_RULE, sig.severity, sig.description.clone(), class);
+            f.signature = Some(sig.id.clone());
+            f.categories = sig.when.categories.clone();
+            f.by_assistant = hits.clone().any(|s| s.reader == Reader::Assistant);
+            f.evidence = evidence(hits, ts_ns);
+            Candidate { key: format!("{SIGNATURE_RULE}:{}", sig.id), finding: f }
+        })
+        .collect()
+}
+
+/// Categories the session read that its assistant and version do not usually read (once the
+/// baseline has learned them), not yet reported in this session.
+fn baseline_finding(
+    baseline: &Baseline,
+    st: &SessionState,
+    class: &str,
+    in_window: &[&Signal],
+    ts_ns: u64,
+) -> Option<Candidate> {
+    if st.assistant.is_empty() {
+        return None;
+    }
+    let new: Vec<String> = baseline
+        .unusual(&st.assistant, st.version.as_deref(), &st.read)
+        .into_iter()
+        .filter(|c| !st.fired.contains(&format!("{BASELINE_RULE}:{c}")))
+        .collect();
+    if new.is_empty() {
+        return None;
+    }
+    let description = format!(
+        "Read categories that sessions of {} {} do not usually read on this host: {}",
+        st.assistant,
+        st.version.as_deref().unwrap_or("(version unknown)"),
+        new.join(", ")
+    );
+    let hits = in_window.iter().copied().filter(|s| new.contains(&s.category));
+    let mut f = finding(st, BASELINE_RULE, Severity::Medium, description, class);
+    f.categories = new.clone();
+    f.by_assistant = hits.clone().any(|s| s.reader == Reader::Assistant);
+    f.evidence = evidence(hits, ts_ns);
+    f.new_categories = new.clone();
+    Some(Candidate { key: format!("{BASELINE_RULE}:{}", new.join("+")), finding: f })
+}
+
 /// What a connection at `ts_ns` is annotated with: the signals in the window before it, most
 /// recent first.
-fn annotation<'a>(
-    in_window: impl Iterator<Item = &'a Signal> + Clone,
-    destination_class: String,
-    window_ns: u64,
-    ts_ns: u64,
-) -> Annotation {
+fn annotation(in_window: &[&Signal], destination_class: String, window_ns: u64, ts_ns: u64) -> Annotation {
     let mut ann =
         Annotation { destination_class, window_seconds: window_ns / 1_000_000_000, ..Default::default() };
     let mut cats: Vec<String> = Vec::new();
     let mut arts: Vec<String> = Vec::new();
-    for s in in_window.clone().collect::<Vec<_>>().iter().rev() {
+    for s in in_window.iter().rev() {
         ann.signals += 1;
         if !cats.contains(&s.category) {
             cats.push(s.category.clone());
@@ -403,7 +563,7 @@ fn annotation<'a>(
             arts.push(s.artifact.clone());
         }
     }
-    ann.last_read_ms_before = in_window.map(|s| (ts_ns - s.ts_ns) / 1_000_000).min();
+    ann.last_read_ms_before = in_window.iter().map(|s| (ts_ns - s.ts_ns) / 1_000_000).min();
     cats.sort();
     ann.categories = cats;
     ann.artifacts = arts;
@@ -411,176 +571,4 @@ fn annotation<'a>(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::Config;
-
-    fn sig(cat: &str, art: &str, by_assistant: bool, ts_s: u64) -> Signal {
-        Signal {
-            kind: "file",
-            category: cat.into(),
-            artifact: art.into(),
-            reader: if by_assistant { Reader::Assistant } else { Reader::Descendant },
-            pid: 1,
-            ts_ns: ts_s * 1_000_000_000,
-        }
-    }
-
-    fn correlator(cfg: &Config) -> Correlator {
-        Correlator::new(&cfg.rules, &cfg.correlation, &cfg.destinations)
-    }
-
-    fn emitted(out: &[(String, Outcome)]) -> Vec<&Finding> {
-        out.iter().filter_map(|(_, o)| if let Outcome::Emit(f) = o { Some(f) } else { None }).collect()
-    }
-
-    #[test]
-    fn fingerprint_then_llm_api_is_one_high_finding_per_session() {
-        let mut c = correlator(&Config::default());
-        c.add_signal(1, sig("timezone", "/etc/localtime", true, 10));
-        c.add_signal(1, sig("proxy", "HTTPS_PROXY", true, 11));
-        let (ann, out) = c.on_egress(1, Some("api.anthropic.com"), None, 12_500_000_000);
-        assert_eq!(ann.destination_class, "llm_api");
-        assert_eq!(ann.categories, vec!["proxy", "timezone"]);
-        assert_eq!(ann.last_read_ms_before, Some(1500));
-        let f = emitted(&out);
-        assert_eq!(f.len(), 1);
-        assert_eq!((f[0].severity, f[0].by_assistant), (Severity::High, true));
-        assert_eq!(f[0].groups, vec!["timezone", "proxy"]);
-        assert_eq!(f[0].evidence.len(), 2);
-        // The next connection of the same session: de-duplicated.
-        let (_, out) = c.on_egress(1, Some("api.anthropic.com"), None, 13_000_000_000);
-        assert!(matches!(out[0].1, Outcome::Duplicate));
-    }
-
-    #[test]
-    fn a_sessions_findings_name_the_evasion_it_used() {
-        let mut c = correlator(&Config::default());
-        for root in [7, 8] {
-            c.add_signal(root, sig("timezone", "/etc/localtime", true, 10));
-            c.add_signal(root, sig("host_identity", "/etc/machine-id", true, 10));
-        }
-        c.note_evasion(7, COMPAT_SYSCALL);
-        c.note_evasion(7, COMPAT_SYSCALL);
-        assert_eq!(
-            emitted(&c.on_egress(7, Some("api.anthropic.com"), None, 11_000_000_000).1)[0].evasion,
-            [COMPAT_SYSCALL]
-        );
-        assert!(emitted(&c.on_egress(8, Some("api.anthropic.com"), None, 11_000_000_000).1)[0]
-            .evasion
-            .is_empty());
-    }
-
-    #[test]
-    fn no_finding_without_reads_other_destinations_or_outside_the_window() {
-        let mut c = correlator(&Config::default());
-        assert!(emitted(&c.on_egress(1, Some("api.openai.com"), None, 1).1).is_empty());
-        c.add_signal(2, sig("timezone", "/etc/localtime", true, 10));
-        c.add_signal(2, sig("locale", "LANG", true, 10));
-        assert!(emitted(&c.on_egress(2, Some("example.com"), None, 11_000_000_000).1).is_empty());
-        assert!(
-            emitted(&c.on_egress(2, Some("api.openai.com"), None, 1_000_000_000_000).1).is_empty(),
-            "too late"
-        );
-        c.add_signal(3, sig("timezone", "/etc/localtime", true, 10));
-        c.add_signal(3, sig("timezone", "TZ", true, 10));
-        assert!(
-            emitted(&c.on_egress(3, Some("api.openai.com"), None, 11_000_000_000).1).is_empty(),
-            "one group only"
-        );
-    }
-
-    #[test]
-    fn descendant_only_reads_and_base_url_hosts() {
-        let mut c = correlator(&Config::default());
-        c.learn_base_url(4, "https://user:pw@relay.example.net:8443/v1");
-        c.add_signal(4, sig("host_identity", "/etc/machine-id", false, 10));
-        c.add_signal(4, sig("network_config", "/etc/resolv.conf", false, 10));
-        let (ann, out) = c.on_egress(4, Some("relay.example.net"), None, 11_000_000_000);
-        assert_eq!(ann.destination_class, "base_url");
-        assert_eq!(emitted(&out)[0].severity, Severity::Medium);
-    }
-
-    /// An IP-literal base URL (IPv4, IPv6, with or without a port) names its destination by
-    /// address and port, whatever name the connection has (none, here); v4-mapped peers match.
-    #[test]
-    fn ip_literal_base_urls_match_by_address_and_port() {
-        let peer = |s: &str| Some(s.parse::<SocketAddr>().unwrap());
-        let cases = [
-            ("http://127.0.0.1:18181", "127.0.0.1:18181", "[::ffff:127.0.0.1]:18181", "127.0.0.1:18182"),
-            ("https://10.1.2.3/v1", "10.1.2.3:443", "10.1.2.3:443", "10.1.2.3:80"),
-            ("http://u:p@[fd00::1]:4000/x", "[fd00::1]:4000", "[fd00::1]:4000", "[fd00::2]:4000"),
-            ("HTTP://10.9.9.9", "10.9.9.9:80", "[::ffff:10.9.9.9]:80", "10.9.9.9:8080"),
-        ];
-        for (i, (url, same, mapped, other)) in cases.into_iter().enumerate() {
-            let root = 100 + i as u32;
-            let mut c = correlator(&Config::default());
-            c.learn_base_url(root, url);
-            c.add_signal(root, sig("timezone", "/etc/localtime", true, 10));
-            c.add_signal(root, sig("host_identity", "/etc/machine-id", true, 10));
-            let (ann, out) = c.on_egress(root, None, peer(other), 11_000_000_000);
-            assert_eq!(ann.destination_class, "other", "{url} vs {other}");
-            assert!(emitted(&out).is_empty());
-            assert_eq!(c.on_egress(root, None, peer(mapped), 11_000_000_000).0.destination_class, "base_url");
-            let (ann, out) = c.on_egress(root, None, peer(same), 11_000_000_000);
-            assert_eq!(ann.destination_class, "base_url", "{url} vs {same}");
-            assert!(matches!(out[0].1, Outcome::Duplicate), "{url}: fired at the first match");
-        }
-    }
-
-    #[test]
-    fn rate_limit_and_bounded_signals() {
-        let mut cfg = Config::default();
-        cfg.correlation.max_findings_per_minute = 1;
-        let mut c = correlator(&cfg);
-        for root in [5, 6] {
-            c.add_signal(root, sig("timezone", "a", true, 10));
-            c.add_signal(root, sig("locale", "b", true, 10));
-        }
-        assert_eq!(emitted(&c.on_egress(5, Some("api.x.ai"), None, 11_000_000_000).1).len(), 1);
-        assert!(matches!(
-            c.on_egress(6, Some("api.x.ai"), None, 11_000_000_000).1[0].1,
-            Outcome::RateLimited
-        ));
-        for i in 0..5000 {
-            c.add_signal(7, sig("timezone", &format!("/x/{i}"), true, 10));
-        }
-        assert_eq!(c.sessions[&7].signals.len(), MAX_SIGNALS);
-        let (ann, _) = c.on_egress(7, None, None, 10_000_000_000);
-        assert_eq!(ann.artifacts.len(), MAX_LISTED);
-        assert_eq!(ann.destination_class, "other");
-    }
-
-    #[test]
-    fn repetition_does_not_push_a_category_out() {
-        let mut c = correlator(&Config::default());
-        c.add_signal(8, sig("timezone", "/etc/localtime", true, 10));
-        c.add_signal(8, sig("host_identity", "/etc/machine-id", true, 10));
-        for _ in 0..5000 {
-            c.add_signal(8, sig("network_config", "/etc/hosts", true, 11));
-        }
-        assert_eq!(c.sessions[&8].signals.len(), MAX_SIGNALS);
-        let (ann, out) = c.on_egress(8, Some("api.anthropic.com"), None, 12_000_000_000);
-        assert_eq!(ann.categories, vec!["host_identity", "network_config", "timezone"]);
-        let f = emitted(&out);
-        assert_eq!(f.len(), 1);
-        assert_eq!(f[0].categories, vec!["host_identity", "network_config", "timezone"]);
-        // The latest of each kind stays: an assistant's read is not evicted by its children's.
-        let mut c = correlator(&Config::default());
-        c.add_signal(9, sig("timezone", "/etc/localtime", true, 10));
-        for _ in 0..1000 {
-            c.add_signal(9, sig("timezone", "/etc/localtime", false, 11));
-        }
-        let (_, out) = c.on_egress(9, Some("api.anthropic.com"), None, 12_000_000_000);
-        assert!(emitted(&out).is_empty(), "one group only");
-        assert!(c.sessions[&9].signals.iter().any(|s| s.reader == Reader::Assistant));
-    }
-
-    #[test]
-    fn host_patterns() {
-        assert!(host_matches("*.anthropic.com", "api.anthropic.com"));
-        assert!(!host_matches("*.anthropic.com", "anthropic.com"));
-        assert!(!host_matches("*.anthropic.com", "evilanthropic.com"));
-        assert!(host_matches("api.openai.com", "api.openai.com"));
-    }
-}
+mod tests;

@@ -225,6 +225,12 @@ impl Emitter {
         self.metrics.set_evictions("env_processes", processes);
     }
 
+    /// Failures so far to load the signature file and to read or write the baseline.
+    pub fn detection_errors(&self, signatures: u64, baseline: u64) {
+        self.metrics.set_detection_errors("signatures", signatures);
+        self.metrics.set_detection_errors("baseline", baseline);
+    }
+
     /// The live view of `sessions`.
     pub fn status<'a>(&self, sessions: impl Iterator<Item = &'a Session>) -> Status {
         let mut sessions: Vec<SessionStatus> = sessions
@@ -259,14 +265,14 @@ impl Emitter {
 /// Every finding series exists from the start, at 0, so an alert on increase() sees the first
 /// finding.
 fn init_findings(metrics: &Metrics, assistants: &[AssistantRule], rules: &[RuleConfig]) {
+    use crate::detect::correlate::{Severity, BASELINE_RULE, SIGNATURE_RULE};
+    let tiers = [(BASELINE_RULE, Severity::Medium), (SIGNATURE_RULE, Severity::High)];
     for a in assistants {
-        for r in rules {
-            for sev in [r.severity, r.descendant_severity] {
-                metrics
-                    .findings
-                    .with_label_values(&[a.name.as_str(), r.name.as_str(), sev.label()])
-                    .inc_by(0);
-            }
+        let of_rules = rules
+            .iter()
+            .flat_map(|r| [(r.name.as_str(), r.severity), (r.name.as_str(), r.descendant_severity)]);
+        for (rule, sev) in of_rules.chain(tiers) {
+            metrics.findings.with_label_values(&[a.name.as_str(), rule, sev.label()]).inc_by(0);
         }
     }
 }

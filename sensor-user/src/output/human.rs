@@ -94,7 +94,7 @@ impl Record {
                 f.finding.severity.label(),
                 f.session.assistant,
                 f.session.root_pid,
-                f.finding.rule,
+                f.finding.signature.as_deref().unwrap_or(&f.finding.rule),
                 f.finding.categories.join("+"),
                 f.destination.host.as_deref().unwrap_or(&f.destination.addr),
                 f.finding.destination_class,

@@ -42,6 +42,7 @@ pub struct Metrics {
     pub sink_errors: IntCounter,
     pub endpoint: EndpointMetrics,
     pub state_evictions: IntCounterVec,
+    pub detection_state_errors: IntCounterVec,
     pub reconcile_passes: IntCounter,
     pub reconcile_repairs: IntCounterVec,
     kernel_seen: std::sync::Mutex<[u64; Stat::COUNT as usize]>,
@@ -251,6 +252,12 @@ impl Metrics {
             sink_dropped: counter(&r, "aiwatch_sink_dropped_total", "Records dropped because the sink queue was full.")?,
             sink_errors: counter(&r, "aiwatch_sink_write_errors_total", "Failed writes to the output sink.")?,
             endpoint: EndpointMetrics::register(&r)?,
+            detection_state_errors: counter_vec(
+                &r,
+                "aiwatch_detection_state_errors_total",
+                "Failures to load the signature file (at start-up or SIGHUP; the signatures in force stay) or to read or write the baseline state file, by file (signatures, baseline).",
+                &["file"],
+            )?,
             state_evictions: counter_vec(
                 &r,
                 "aiwatch_state_evictions_total",
@@ -298,6 +305,12 @@ impl Metrics {
     /// its own cumulative count).
     pub fn set_evictions(&self, structure: &str, total: u64) {
         let c = self.state_evictions.with_label_values(&[structure]);
+        c.inc_by(total.saturating_sub(c.get()));
+    }
+
+    /// Brings `aiwatch_detection_state_errors_total{file}` up to `total`.
+    pub fn set_detection_errors(&self, file: &str, total: u64) {
+        let c = self.detection_state_errors.with_label_values(&[file]);
         c.inc_by(total.saturating_sub(c.get()));
     }
 

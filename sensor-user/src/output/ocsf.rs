@@ -283,10 +283,19 @@ fn connection(r: &Record, c: &ConnectionRecord) -> Map<String, Value> {
 
 fn finding(r: &Record, f: &FindingRecord) -> Map<String, Value> {
     let mut m = base(r, &FINDING, 1, "Create", f.finding.severity.ocsf_id());
+    // A signature's finding is named by the signature's id; the rest by their rule.
+    let (name, analytic_type) = match &f.finding.signature {
+        Some(id) => (id.as_str(), json!({ "type_id": 3, "type": "Fingerprint" })),
+        None => (f.finding.rule.as_str(), json!({ "type_id": 1, "type": "Rule" })),
+    };
+    let mut analytic = json!({ "name": name, "uid": name });
+    if let (Some(a), Some(t)) = (analytic.as_object_mut(), analytic_type.as_object()) {
+        a.extend(t.clone());
+    }
     m.insert(
         "finding_info".into(),
-        json!({ "uid": f.id, "title": f.finding.rule, "desc": f.finding.description,
-                "types": ["Host Fingerprinting"], "analytic": { "name": f.finding.rule, "type_id": 1, "type": "Rule" } }),
+        json!({ "uid": f.id, "title": name, "desc": f.finding.description,
+                "types": ["Host Fingerprinting", f.finding.rule], "analytic": analytic }),
     );
     let mut evidences: Vec<Value> = f
         .finding
@@ -304,7 +313,8 @@ fn finding(r: &Record, f: &FindingRecord) -> Map<String, Value> {
         &mut m,
         json!({ "type": "finding", "reader": f.reader, "destination_class": f.finding.destination_class,
                 "groups": f.finding.groups, "categories": f.finding.categories, "connection_id": f.connection_id,
-                "evasion": f.finding.evasion,
+                "evasion": f.finding.evasion, "rule": f.finding.rule, "signature": f.finding.signature,
+                "assistant_version": f.finding.assistant_version, "new_categories": f.finding.new_categories,
                 "by_assistant": f.finding.by_assistant }),
     );
     m

@@ -157,7 +157,6 @@ mod tests {
 
     use super::*;
     use crate::{
-        config::Config,
         detect::parsers::{sockaddr::tests::v4, tls::build_client_hello},
         kernel::{events::raw, tracker::Tracker},
         output::metrics::Metrics,
@@ -185,7 +184,8 @@ mod tests {
         let out = crate::config::OutputConfig { path: Some(path.clone()), ..Default::default() };
         let (sink, writer) = crate::output::sinks::spawn(&out, metrics.clone()).unwrap();
         let gone = Box::new(crate::model::procs::procfs::Gone);
-        let mut p = Pipeline::new(&Config::default(), metrics.clone(), sink, "h".into(), "t", gone);
+        let cfg = crate::pipeline::tests::with_ordinary_rule();
+        let mut p = Pipeline::new(&cfg, metrics.clone(), sink, "h".into(), "t", gone);
         let mut k = NoKernel;
         p.handle(&raw::exec(100, "/usr/local/bin/claude", &["claude"]), &mut k);
         let args = [0x1000, 0, 0, 0, 0, 0];

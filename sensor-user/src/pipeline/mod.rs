@@ -107,6 +107,28 @@ impl Pipeline {
         self.emitter.gauges(&self.state.table, self.state.egress.len());
         let (names, processes) = self.state.env_seen.evictions();
         self.emitter.env_evictions(names, processes);
+        let c = &self.state.correlator;
+        self.emitter.detection_errors(c.signature_errors, c.baseline.errors);
+    }
+
+    /// Loads the signature file `cfg` names (none: no signatures); how many it holds. On an
+    /// error (named, counted) the signatures in force stay.
+    pub fn load_signatures(&mut self, cfg: &Config) -> Result<usize, String> {
+        let c = &mut self.state.correlator;
+        let loaded = match &cfg.detection.signatures {
+            Some(path) => crate::detect::signatures::load(path),
+            None => Ok(Vec::new()),
+        };
+        match loaded {
+            Ok(list) => {
+                c.signatures = list;
+                Ok(c.signatures.len())
+            }
+            Err(e) => {
+                c.signature_errors += 1;
+                Err(e)
+            }
+        }
     }
 }
 
@@ -188,6 +210,15 @@ mod tests {
         }
     }
 
+    /// The ordinary pattern as a user's own rule (no longer built in), for tests of the
+    /// correlation plumbing.
+    pub(crate) fn with_ordinary_rule() -> Config {
+        let rule = "[[rules]]\nname = \"fingerprint_then_llm_egress\"\nseverity = \"high\"\n\
+                    descendant_severity = \"medium\"\ngroups = [[\"timezone\"], [\"host_identity\"]]\n\
+                    min_groups = 2\ndestinations = [\"llm_api\"]\nwindow_seconds = 300\n";
+        Config::parse(rule, "test").expect("test rule")
+    }
+
     fn series(m: &Metrics, name: &str) -> usize {
         m.registry.gather().iter().filter(|f| f.name() == name).map(|f| f.get_metric().len()).sum()
     }
@@ -201,7 +232,7 @@ mod tests {
         };
         let (sink, writer) = crate::output::sinks::spawn(&out, metrics.clone()).unwrap();
         let mut p = Pipeline::new(
-            &Config::default(),
+            &with_ordinary_rule(),
             metrics.clone(),
             sink,
             "h".into(),

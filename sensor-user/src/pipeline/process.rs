@@ -7,7 +7,7 @@ use sensor_common::{TrackState, Tracked};
 
 use super::{net, state::State};
 use crate::{
-    detect::{correlate::Correlator, variables::Variable},
+    detect::{correlate::Correlator, variables::Variable, version},
     kernel::{events::Header, tracker::Tracker},
     model::procs::{scan, Session, Update, Who},
     output::{
@@ -34,7 +34,7 @@ pub(super) fn scan(st: &mut State, kernel: &mut dyn Tracker, ignore: &[u32]) -> 
         members.entry(s.proc.session).or_default().push(pid);
         st.table.insert_scanned(s.proc, s.assistant.as_deref(), s.start_ns);
         if let Some(who) = st.table.who(pid).filter(|_| is_root) {
-            out.push(session_started(&who, Clock::now_boot_ns(), "scan", Vec::new()));
+            out.push(session_started(&mut st.correlator, &who, Clock::now_boot_ns(), "scan", Vec::new()));
         }
     }
     for (root, pids) in members {
@@ -75,7 +75,7 @@ fn exec_record(
     learn_base_urls(&mut st.correlator, who.root(), &environment);
     if started {
         // A new session's root is the process that exec'd.
-        return vec![session_started(&who, hdr.ts_ns, "exec", environment)];
+        return vec![session_started(&mut st.correlator, &who, hdr.ts_ns, "exec", environment)];
     }
     if !in_session {
         return Vec::new();
@@ -138,22 +138,28 @@ fn apply(update: Update, kernel: &mut dyn Tracker) {
     }
 }
 
-/// API base URLs a session's processes were given name its `base_url` destinations.
+/// API base URLs a session's processes were given name its `base_url` destinations; every
+/// watched variable set is a fact signatures may ask for.
 fn learn_base_urls(correlator: &mut Correlator, root: u32, vars: &[Variable]) {
-    for v in vars.iter().filter(|v| v.category == "base_url") {
-        if let Some(url) = &v.value {
+    for v in vars {
+        correlator.note_env(root, &v.name);
+        if let (Some(url), "base_url") = (&v.value, v.category.as_str()) {
             correlator.learn_base_url(root, url);
         }
     }
 }
 
-/// `who` is the session's root.
+/// `who` is the session's root; the correlator learns its assistant and version (read from
+/// the installation, see `detect::version`).
 pub(super) fn session_started(
+    correlator: &mut Correlator,
     who: &Who<'_>,
     boot_ns: u64,
     found_by: &'static str,
     environment: Vec<Variable>,
 ) -> Out {
+    let version = version::assistant_version(&who.session.exe, &who.session.argv);
+    correlator.start_session(who.root(), &who.session.assistant, version);
     let process = ProcessRef::of(who.proc, who.proc.pid, &who.proc.comm);
     Out::record(
         boot_ns,

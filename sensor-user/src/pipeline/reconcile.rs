@@ -106,7 +106,7 @@ fn apply(
                 ticks_to_ns(start_ticks),
             );
             if let Some(who) = st.table.who(pid) {
-                out.push(process::session_started(&who, ts, "reconcile", Vec::new()));
+                out.push(process::session_started(&mut st.correlator, &who, ts, "reconcile", Vec::new()));
             }
             started.entry(pid).or_default().push(pid);
         }

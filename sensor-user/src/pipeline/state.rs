@@ -40,7 +40,7 @@ impl State {
         Self {
             table: ProcTable::new(id_prefix),
             egress: Egress::default(),
-            correlator: Correlator::new(&cfg.rules, &cfg.correlation, &cfg.destinations),
+            correlator: Correlator::new(cfg),
             watch: Watch::new(&cfg.variables),
             classifier: AssistantClassifier::new(&cfg.assistants, &cfg.runtimes),
             matcher: CategoryMatcher::new(&cfg.categories, &home_dirs()),
@@ -57,7 +57,7 @@ impl State {
         self.classifier = AssistantClassifier::new(&cfg.assistants, &cfg.runtimes);
         self.matcher = CategoryMatcher::new(&cfg.categories, &home_dirs());
         self.watch = Watch::new(&cfg.variables);
-        self.correlator.reconfigure(&cfg.rules, &cfg.correlation, &cfg.destinations);
+        self.correlator.reconfigure(cfg);
     }
 }
 
