@@ -231,6 +231,17 @@ impl Sensor {
     ) -> Self {
         let dir = TempDir::new("sensor");
         let cfg = dir.path("config.toml");
+        // The learned baseline in the daemon's own directory, never the host's, and (unless the
+        // test is about it) learning for ever: the daemons of one test binary follow every
+        // test's agents, whose sessions would otherwise teach it a baseline mid-test.
+        let config = if config.contains("[detection]") {
+            config.to_string()
+        } else {
+            format!(
+                "{config}\n[detection]\nstate_dir = \"{}\"\nbaseline_learning_sessions = 1000000\n",
+                dir.path("state").display()
+            )
+        };
         std::fs::write(&cfg, config).expect("write config");
         // A free port, unless the test chooses the address (`--metrics-listen ADDR` in `extra`).
         let chosen = extra.iter().position(|a| *a == "--metrics-listen").and_then(|i| extra.get(i + 1));

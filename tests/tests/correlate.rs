@@ -23,31 +23,58 @@ fn api_call(dir: &TempDir, addr: std::net::SocketAddr) -> String {
     format!("tcp={addr},@{}", req.display())
 }
 
+/// A call to a gateway the session was given as its base URL: the request names a host that is
+/// no LLM API's, so only the base URL makes it `base_url`.
+fn gateway_call(dir: &TempDir, addr: std::net::SocketAddr) -> String {
+    let req = dir.path("gateway.http");
+    std::fs::write(&req, "POST /v1/messages HTTP/1.1\r\nHost: gateway.test\r\nContent-Length: 2\r\n\r\n{}")
+        .unwrap();
+    format!("tcp={addr},@{}", req.display())
+}
+
+/// Runs `agent` with `actions`, given `ANTHROPIC_BASE_URL=http://BASE`; returns its pid.
+fn run_given(agent: &Path, base: std::net::SocketAddr, actions: &[&str]) -> u32 {
+    let mut cmd = Command::new(agent);
+    cmd.args(actions)
+        .env("ANTHROPIC_BASE_URL", format!("http://{base}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut g = spawn_cmd(&mut cmd);
+    assert!(g.wait(Duration::from_secs(60)).expect("test program finished").success());
+    g.pid()
+}
+
+const RELAY: &str = "relay_identity_then_base_url";
+
 fn findings(records: &[Value], root: u32) -> Vec<Value> {
     records.iter().filter(|r| r["type"] == "finding" && r["session"]["root_pid"] == root).cloned().collect()
 }
 
+/// The incident's pattern: the assistant itself reads the host name, then calls the gateway it
+/// was given as its base URL. One high finding of the relay rule, in both formats.
 #[test]
-fn fingerprint_then_api_call_is_exactly_one_finding_in_both_formats() {
+fn identity_read_then_the_given_base_url_is_exactly_one_relay_finding_in_both_formats() {
     let native = Sensor::start(AGENT_CONFIG);
     let ocsf = Sensor::start_with(AGENT_CONFIG, &["--schema", "ocsf"]);
     let dir = TempDir::new("finding");
     let api = http_server(None, "127.0.0.1:0");
     let agent = probe_as(&dir, AGENT);
-    let call = api_call(&dir, api.addr);
-    let root = run(&agent, &["openat=/etc/localtime", "access=/etc/environment", &call, &call]);
+    let call = gateway_call(&dir, api.addr);
+    let actions = ["openat=/etc/localtime", "access=/etc/environment", "openat=/etc/hostname", &call, &call];
+    let root = run_given(&agent, api.addr, &actions);
 
     let f = native.wait_for("finding", |r| r["type"] == "finding" && r["session"]["root_pid"] == root);
     // The second call of the same session is the same finding: wait for its connection, then count.
     native.wait_n(2, "both calls", |r| r["type"] == "connection_close" && r["session"]["root_pid"] == root);
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(findings(&native.records(), root).len(), 1, "exactly one finding");
-    assert_eq!(f["finding"]["rule"], "fingerprint_then_llm_egress");
+    assert_eq!(f["finding"]["rule"], RELAY);
     assert_eq!(f["finding"]["severity"], "high");
     assert_eq!(f["finding"]["by_assistant"], true);
-    assert_eq!(f["finding"]["destination_class"], "llm_api");
-    assert_eq!(f["finding"]["categories"], serde_json::json!(["proxy_config", "timezone"]));
-    assert_eq!(f["destination"]["host"], "api.anthropic.com");
+    assert_eq!(f["finding"]["destination_class"], "base_url");
+    // Only the identity read is the relay's evidence; the zone and the environment are ordinary.
+    assert_eq!(f["finding"]["categories"], serde_json::json!(["host_identity"]));
     assert_eq!(f["destination"]["port"], api.addr.port());
     assert_eq!(f["reader"], "assistant");
     assert_eq!(f["session"]["assistant"], "test-agent");
@@ -57,14 +84,17 @@ fn fingerprint_then_api_call_is_exactly_one_finding_in_both_formats() {
         .iter()
         .map(|e| e["artifact"].as_str().unwrap())
         .collect();
-    assert!(evidence.contains(&"/etc/localtime") && evidence.contains(&"/etc/environment"), "{evidence:?}");
+    assert_eq!(evidence, ["/etc/hostname"]);
     assert!(f["finding"]["evidence"][0]["ms_before_egress"].is_u64());
     // The connection is annotated with the reads before it.
     let open = native.wait_for("annotated connection", |r| {
         r["type"] == "connection_open" && r["session"]["root_pid"] == root
     });
-    assert_eq!(open["fingerprint"]["destination_class"], "llm_api");
-    assert_eq!(open["fingerprint"]["categories"], serde_json::json!(["proxy_config", "timezone"]));
+    assert_eq!(open["fingerprint"]["destination_class"], "base_url");
+    assert_eq!(
+        open["fingerprint"]["categories"],
+        serde_json::json!(["host_identity", "proxy_config", "timezone"])
+    );
 
     // OCSF: one Detection Finding, and the activity classes for the rest.
     let of = ocsf.wait_for("OCSF finding", |r| {
@@ -83,22 +113,22 @@ fn fingerprint_then_api_call_is_exactly_one_finding_in_both_formats() {
     );
     assert_eq!(of["type_uid"], 200401);
     assert_eq!(of["severity_id"], 4);
-    assert_eq!(of["finding_info"]["title"], "fingerprint_then_llm_egress");
+    assert_eq!(of["finding_info"]["title"], RELAY);
+    assert_eq!(of["finding_info"]["analytic"]["uid"], RELAY);
+    assert_eq!(of["unmapped"]["rule"], RELAY, "{of}");
     assert_eq!(of["metadata"]["version"], "1.3.0");
     assert!(of["evidences"]
         .as_array()
         .unwrap()
         .iter()
-        .any(|e| e["dst_endpoint"]["hostname"] == "api.anthropic.com"));
+        .any(|e| e["dst_endpoint"]["hostname"] == "gateway.test"));
     assert!(all
         .iter()
         .any(|r| r["class_uid"] == 1001 && r["file"]["path"] == "/etc/localtime" && r["activity_id"] == 14));
     assert!(all
         .iter()
         .any(|r| r["class_uid"] == 1007 && r["activity_id"] == 1 && r["process"]["pid"] == root));
-    assert!(all
-        .iter()
-        .any(|r| r["class_uid"] == 4001 && r["dst_endpoint"]["hostname"] == "api.anthropic.com"));
+    assert!(all.iter().any(|r| r["class_uid"] == 4001 && r["dst_endpoint"]["hostname"] == "gateway.test"));
     for r in &all {
         assert!(r["time"].as_u64().is_some_and(|t| t > 1_700_000_000_000), "{r}");
         assert_eq!(
@@ -110,23 +140,20 @@ fn fingerprint_then_api_call_is_exactly_one_finding_in_both_formats() {
 
 #[test]
 fn repeated_reads_of_one_file_do_not_hide_the_other_categories() {
-    // The timezone and the machine id, then 600 stats of /etc/hosts (more than the session keeps
-    // signals for), then the API call: every category is still in the finding.
+    // The machine id, then 600 stats of /etc/hosts (more than the session keeps signals for),
+    // then the call to the given gateway: both categories are still in the relay finding.
     let sensor = Sensor::start(AGENT_CONFIG);
     let dir = TempDir::new("repeat");
     let api = http_server(None, "127.0.0.1:0");
     let agent = probe_as(&dir, AGENT);
-    let call = api_call(&dir, api.addr);
+    let call = gateway_call(&dir, api.addr);
     let mut actions = vec!["openat=/etc/localtime", "openat=/etc/machine-id"];
     actions.extend(std::iter::repeat_n("stat=/etc/hosts", 600));
     actions.push(&call);
-    let root = run(&agent, &actions);
+    let root = run_given(&agent, api.addr, &actions);
     let f = sensor.wait_for("finding", |r| r["type"] == "finding" && r["session"]["root_pid"] == root);
-    assert_eq!(
-        f["finding"]["categories"],
-        serde_json::json!(["host_identity", "network_config", "timezone"]),
-        "{f}"
-    );
+    assert_eq!(f["finding"]["rule"], RELAY);
+    assert_eq!(f["finding"]["categories"], serde_json::json!(["host_identity", "network_config"]), "{f}");
 }
 
 #[test]
@@ -143,17 +170,24 @@ fn a_session_that_only_connects_has_no_finding() {
     assert!(findings(&sensor.records(), root).is_empty());
 }
 
+/// Identity reads by a tool the assistant ran (its child), then the given gateway: no relay
+/// finding; the same reads by the assistant itself are the high one.
 #[test]
-fn reads_by_descendants_only_give_the_lower_severity() {
+fn reads_by_descendants_only_are_no_relay() {
     let (sensor, dir) = (Sensor::start(AGENT_CONFIG), TempDir::new("descendant"));
     let api = http_server(None, "127.0.0.1:0");
     let agent = probe_as(&dir, AGENT);
-    let root =
-        run(&agent, &["child=openat=/etc/machine-id;openat=/etc/resolv.conf", &api_call(&dir, api.addr)]);
-    let f = sensor.wait_for("finding", |r| r["type"] == "finding" && r["session"]["root_pid"] == root);
-    assert_eq!(f["finding"]["severity"], "medium");
-    assert_eq!(f["finding"]["by_assistant"], false);
-    assert_eq!(f["finding"]["groups"], serde_json::json!(["network_config", "host_identity"]));
+    let call = gateway_call(&dir, api.addr);
+    let child = run_given(&agent, api.addr, &["child=openat=/etc/machine-id;openat=/etc/resolv.conf", &call]);
+    let own = run_given(&agent, api.addr, &["openat=/etc/machine-id", "openat=/etc/resolv.conf", &call]);
+    let f = sensor.wait_for("finding", |r| r["type"] == "finding" && r["session"]["root_pid"] == own);
+    assert_eq!((&f["finding"]["rule"], &f["finding"]["severity"]), (&RELAY.into(), &"high".into()));
+    assert_eq!(f["finding"]["groups"], serde_json::json!(["host_identity"]));
+    let open = sensor
+        .wait_for("connection", |r| r["type"] == "connection_open" && r["session"]["root_pid"] == child);
+    assert_eq!(open["fingerprint"]["categories"], serde_json::json!(["host_identity", "network_config"]));
+    sensor.wait_for("session end", |r| r["type"] == "session_end" && r["session"]["root_pid"] == child);
+    assert!(findings(&sensor.records(), child).is_empty());
 }
 
 /// A session given an IP-literal base URL (`http://127.0.0.1:PORT`, as for a local gateway)
@@ -185,6 +219,7 @@ fn an_ip_literal_base_url_is_matched_by_address_and_port() {
 
     let f = sensor.wait_for("finding", |r| r["type"] == "finding" && r["session"]["root_pid"] == root);
     assert_eq!(f["finding"]["destination_class"], "base_url", "{f}");
+    assert_eq!((&f["finding"]["rule"], &f["finding"]["severity"]), (&RELAY.into(), &"high".into()));
     assert_eq!(f["destination"]["port"], gateway.addr.port(), "{f}");
     let opens = sensor.wait_n(2, "both connections", |r| {
         r["type"] == "connection_open" && r["session"]["root_pid"] == root
@@ -224,6 +259,7 @@ fn a_name_only_base_url_is_matched_once_the_request_names_it() {
 
     let f = sensor.wait_for("finding", |r| r["type"] == "finding" && r["session"]["root_pid"] == root);
     assert_eq!(f["finding"]["destination_class"], "base_url", "{f}");
+    assert_eq!((&f["finding"]["rule"], &f["finding"]["severity"]), (&RELAY.into(), &"high".into()));
     assert_eq!(f["destination"]["host"], "gateway.test", "{f}");
     let open =
         sensor.wait_for("connection", |r| r["type"] == "connection_open" && r["session"]["root_pid"] == root);
@@ -335,7 +371,7 @@ fn real_prometheus_fires_the_finding_alert() {
     });
     let api = http_server(None, "127.0.0.1:0");
     let agent = probe_as(&dir, AGENT);
-    let root = run(&agent, &["openat=/etc/localtime", "openat=/etc/resolv.conf", &api_call(&dir, api.addr)]);
+    let root = run_given(&agent, api.addr, &["openat=/etc/resolv.conf", &gateway_call(&dir, api.addr)]);
     sensor.wait_for("finding", |r| r["type"] == "finding" && r["session"]["root_pid"] == root);
     wait("AiwatchFingerprintFinding firing", &|| {
         let body = http_get(prom, "/api/v1/alerts");
@@ -345,6 +381,7 @@ fn real_prometheus_fires_the_finding_alert() {
                 x["labels"]["alertname"] == "AiwatchFingerprintFinding"
                     && x["labels"]["assistant"] == "test-agent"
                     && x["labels"]["severity"] == "high"
+                    && x["labels"]["rule"] == RELAY
                     && x["state"] == "firing"
             })
         })

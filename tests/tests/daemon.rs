@@ -448,14 +448,24 @@ fn overload_is_counted_bounded_and_recovered_from() {
     // 50 of them despite the full ring), so the map's return to baseline means something.
     let storm_forks = forks() - forks_before;
     assert!(storm_forks >= 50.0, "{storm_forks} forks seen from the storm of pid {storm}");
-    // Findings work again once the storm is over.
+    // Findings work again once the storm is over (the relay rule: the host's identity, then
+    // the base URL the session was given).
     let api = http_server(None, "127.0.0.1:0");
     let req = dir.path("req.http");
-    std::fs::write(&req, "GET / HTTP/1.1\r\nHost: api.openai.com\r\n\r\n").unwrap();
-    let root = run(
-        &agent,
-        &["openat=/etc/localtime", "openat=/etc/machine-id", &format!("tcp={},@{}", api.addr, req.display())],
-    );
+    std::fs::write(&req, "GET / HTTP/1.1\r\nHost: gateway.test\r\n\r\n").unwrap();
+    let mut cmd = Command::new(&agent);
+    cmd.args([
+        "openat=/etc/localtime",
+        "openat=/etc/machine-id",
+        &format!("tcp={},@{}", api.addr, req.display()),
+    ])
+    .env("ANTHROPIC_BASE_URL", format!("http://{}", api.addr))
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null());
+    let mut g = spawn_cmd(&mut cmd);
+    assert!(g.wait(Duration::from_secs(60)).expect("finding session finished").success());
+    let root = g.pid();
     let want = format!("\"root_pid\":{root},");
     let end = deadline(Duration::from_secs(30));
     loop {

@@ -10,8 +10,8 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/aiwatch";
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DetectionConfig {
-    /// Where the learned baseline (`baseline.json`) is kept across restarts; none keeps it in
-    /// memory only.
+    /// Where the learned baseline (`baseline.json`) is kept across restarts; none or `""` keeps
+    /// it in memory only.
     pub state_dir: Option<PathBuf>,
     /// Sessions of an assistant and version learned before a category they do not read is a
     /// finding.

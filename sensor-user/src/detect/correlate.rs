@@ -305,7 +305,8 @@ impl Correlator {
             signatures: Vec::new(),
             signature_errors: 0,
             baseline: Baseline::load(
-                cfg.detection.state_dir.clone(),
+                // `state_dir = ""`: in memory only.
+                cfg.detection.state_dir.clone().filter(|d| !d.as_os_str().is_empty()),
                 cfg.detection.baseline_learning_sessions,
                 cfg.detection.baseline_max_entries as usize,
             ),

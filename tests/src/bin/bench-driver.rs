@@ -6,7 +6,8 @@
 //!   closes a watched file at RATE per second for MILLIS ms (paced against the clock), then prints
 //!   `OPS ELAPSED_NS`. Idle between lines, so a reader of counters sees only the step's events.
 //! - `bench-driver finding HOST PORT`: reads timezone and host identity, then sends an HTTP request
-//!   naming HOST to 127.0.0.1:PORT — what the default rule reports, once per run.
+//!   naming HOST to 127.0.0.1:PORT — with that address as its `ANTHROPIC_BASE_URL`, what the
+//!   built-in relay rule reports, once per run.
 //! - `bench-driver hold N`: forks N children that wait until stdin closes; prints `ready`.
 
 use std::{
@@ -136,7 +137,7 @@ fn generate() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// One session that the default rule reports: two fingerprint kinds, then LLM egress.
+/// One session that the relay rule reports (given the base URL): host identity, then its egress.
 fn finding(host: &str, port: u16) -> ExitCode {
     let _ = std::fs::read("/etc/localtime");
     let _ = std::fs::read("/etc/machine-id");

@@ -343,11 +343,13 @@ impl Api {
         Ok(Self { addr, stop, thread: Some(thread) })
     }
 
-    /// Runs one session (`driver finding`) that reads two fingerprint kinds and calls this API
-    /// naming api.anthropic.com: what the default rule reports.
+    /// Runs one session (`driver finding`) that reads the timezone and the host's identity and
+    /// calls this API as the base URL it was given (`ANTHROPIC_BASE_URL`): what the built-in
+    /// relay rule reports.
     fn finding(&self, driver: &Path) -> anyhow::Result<()> {
         Command::new(driver)
-            .args(["finding", "api.anthropic.com", &self.addr.port().to_string()])
+            .args(["finding", "gateway.bench.test", &self.addr.port().to_string()])
+            .env("ANTHROPIC_BASE_URL", format!("http://127.0.0.1:{}", self.addr.port()))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
