@@ -265,6 +265,13 @@ impl Sensor {
             .arg("run")
             // JSON on stdout unless the test chooses a format.
             .args(if extra.contains(&"--format") { &[][..] } else { &["--format", "json"][..] })
+            // Every record unless the test chooses a level: tests look for particular records
+            // (`output.detail` = summary, the default, sends an artifact's first read only).
+            .args(if extra.contains(&"--detail") || config.contains("detail") {
+                &[][..]
+            } else {
+                &["--detail", "all"][..]
+            })
             .arg("--config")
             .arg(&cfg)
             .args(&listen)

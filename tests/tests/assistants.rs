@@ -117,3 +117,47 @@ fn gemini_cli_end_to_end() {
             && r["variable"] == "GOOGLE_GEMINI_BASE_URL"
     });
 }
+
+/// Records of one session of `bin` at `detail`: (sent, summarized per the final rollup).
+fn session_volume(bin: &str, detail: &str, env: &[(&str, String)]) -> (usize, u64) {
+    let sensor = Sensor::start_with("", &["--detail", detail]);
+    let (root, _) = run_assistant(&assistant_bin(bin), env);
+    let end =
+        sensor.wait_for("session end", |r| r["type"] == "session_end" && r["session"]["root_pid"] == root);
+    let id = end["session"]["id"].clone();
+    let records: Vec<Value> = sensor.records().into_iter().filter(|r| r["session"]["id"] == id).collect();
+    let rollup = records
+        .iter()
+        .find(|r| r["type"] == "session_rollup" && r["final"] == true)
+        .expect("final rollup")
+        .clone();
+    (records.len(), rollup["records_summarized"].as_u64().unwrap_or(0))
+}
+
+/// `output.detail`: records per session of each pinned assistant, every record (`all`) and
+/// the default `summary` (figures in docs/events.md, Volume).
+#[test]
+fn summary_sends_a_fraction_of_the_records_of_real_assistants() {
+    let base = format!("http://{MOCK_HOST}:8080");
+    let runs: [(&str, Vec<(&str, String)>); 2] = [
+        (
+            "claude",
+            vec![("ANTHROPIC_API_KEY", PLANTED_KEY.to_string()), ("ANTHROPIC_BASE_URL", base.clone())],
+        ),
+        (
+            "gemini",
+            vec![
+                ("GEMINI_API_KEY", PLANTED_KEY.to_string()),
+                ("GOOGLE_GEMINI_BASE_URL", base.clone()),
+                ("GEMINI_CLI_TRUST_WORKSPACE", "true".to_string()),
+            ],
+        ),
+    ];
+    for (bin, env) in runs {
+        let (all, _) = session_volume(bin, "all", &env);
+        let (summary, summarized) = session_volume(bin, "summary", &env);
+        eprintln!("{bin}: all {all} records, summary {summary} ({summarized} summarized)");
+        assert!(summary * 2 <= all, "{bin}: summary {summary} of all {all}");
+        assert!(summarized > 0, "{bin}");
+    }
+}

@@ -60,6 +60,9 @@ pub struct RunArgs {
     /// Event schema: native (aiwatch.v1) or ocsf.
     #[arg(long, value_name = "SCHEMA")]
     pub schema: Option<crate::config::OutputSchema>,
+    /// What is sent: summary (session rollups and first reads), reads, or all.
+    #[arg(long, value_name = "DETAIL")]
+    pub detail: Option<crate::config::OutputDetail>,
     /// Write events to this file (reopened on SIGHUP) instead of stdout.
     #[arg(long, value_name = "FILE")]
     pub output: Option<std::path::PathBuf>,
@@ -87,6 +90,9 @@ impl RunArgs {
         }
         if let Some(s) = self.schema {
             cfg.output.schema = s;
+        }
+        if let Some(d) = self.detail {
+            cfg.output.detail = d;
         }
         if let Some(p) = &self.output {
             cfg.output.path = Some(p.clone());

@@ -229,6 +229,8 @@ pub async fn run(started: Started) -> anyhow::Result<()> {
         last_records(obj.ebpf, links, events.get_mut(), &mut pipeline, &mut maps, &metrics);
     drop(maps);
     let probes = stopping.elapsed();
+    // Sessions still running have counted records no rollup has shown yet.
+    pipeline.flush();
     drop(pipeline);
     drop(sink_control);
     let _ = writer.await;

@@ -112,6 +112,11 @@ pub struct OutputConfig {
     pub schema: OutputSchema,
     /// Write events to this file (appending; reopened on SIGHUP) instead of stdout.
     pub path: Option<std::path::PathBuf>,
+    /// What is sent: `summary` (session start/end, findings, the first read of each artifact
+    /// per session, session rollups), `reads`, or `all` (see docs/config.md).
+    pub detail: OutputDetail,
+    /// Seconds between the session rollups of a long session (one more at its end).
+    pub rollup_interval: RollupInterval,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -176,6 +181,7 @@ macro_rules! string_enum {
 
 string_enum!(OutputFormat { Auto = "auto", Json = "json", Human = "human", None = "none" });
 string_enum!(OutputSchema { Native = "native", Ocsf = "ocsf" });
+string_enum!(OutputDetail { Summary = "summary", Reads = "reads", All = "all" });
 string_enum!(GetenvProbes { Session = "session", System = "system", Off = "off" });
 string_enum!(LogFormat { Text = "text", Json = "json" });
 string_enum!(LogLevel { Error = "error", Warn = "warn", Info = "info", Debug = "debug", Trace = "trace" });
@@ -214,6 +220,11 @@ validated!(
     /// A map or queue size: 1 to 1,048,576.
     MapSize(u32, "u32"),
     |v| if (1..=1 << 20).contains(&v) { Ok(()) } else { Err(format!("{v} is out of range 1..=1048576")) }
+);
+validated!(
+    /// Seconds between a long session's rollups: 10 to 86,400.
+    RollupInterval(u64, "u64"),
+    |v| if (10..=86_400).contains(&v) { Ok(()) } else { Err(format!("{v} is out of range 10..=86400 (seconds)")) }
 );
 validated!(
     /// Concurrent connections to the metrics endpoint: 1 to 4096.
@@ -319,7 +330,14 @@ impl Default for SensorConfig {
 
 impl Default for OutputConfig {
     fn default() -> Self {
-        Self { format: OutputFormat::Auto, queue: MapSize(8192), schema: OutputSchema::Native, path: None }
+        Self {
+            format: OutputFormat::Auto,
+            queue: MapSize(8192),
+            schema: OutputSchema::Native,
+            path: None,
+            detail: OutputDetail::Summary,
+            rollup_interval: RollupInterval(300),
+        }
     }
 }
 

@@ -126,3 +126,15 @@ fn missing_file_is_named() {
     let e = Config::load(Path::new("/nonexistent/aiwatch.toml")).unwrap_err().to_string();
     assert!(e.starts_with("cannot read config file /nonexistent/aiwatch.toml:"), "{e}");
 }
+
+#[test]
+fn output_detail_and_rollup_interval_are_validated() {
+    assert_eq!(Config::default().output.detail, OutputDetail::Summary);
+    let cfg = Config::parse("[output]\ndetail = \"reads\"\nrollup_interval = 60\n", "x").unwrap();
+    assert_eq!((cfg.output.detail, cfg.output.rollup_interval.0), (OutputDetail::Reads, 60));
+    let e = err("[output]\ndetail = \"verbose\"\n");
+    assert!(e.starts_with("test.toml:2:10: output.detail:"), "{e}");
+    assert!(e.contains("unknown variant `verbose`, expected one of `summary`, `reads`, `all`"), "{e}");
+    let e = err("[output]\nrollup_interval = 1\n");
+    assert!(e.starts_with("test.toml:2:19: output.rollup_interval:") && e.contains("10..=86400"), "{e}");
+}

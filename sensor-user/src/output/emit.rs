@@ -13,6 +13,7 @@ use crate::{
     output::{
         metrics::Metrics,
         report::{self, Body, Record},
+        rollup::{key::kind, Rollup},
         sinks::SinkHandle,
         status::{SessionStatus, Status},
     },
@@ -61,17 +62,34 @@ pub struct Emitter {
     clock: Clock,
     /// By session root.
     live: HashMap<u32, Live>,
+    /// What `output.detail` sends, and the session rollups.
+    rollup: Rollup,
 }
 
 impl Emitter {
     pub fn new(cfg: &Config, metrics: Arc<Metrics>, sink: SinkHandle, host: String) -> Self {
         init_findings(&metrics, &cfg.assistants, &cfg.rules);
-        Self { metrics, sink, host, clock: Clock::new(), live: HashMap::new() }
+        let rollup = Rollup::new(&cfg.output);
+        Self { metrics, sink, host, clock: Clock::new(), live: HashMap::new(), rollup }
     }
 
     /// A reloaded config: its assistants' and rules' finding series exist from now on.
     pub fn reconfigure(&mut self, cfg: &Config) {
         init_findings(&self.metrics, &cfg.assistants, &cfg.rules);
+    }
+
+    /// Periodic rollups of long sessions.
+    pub fn tick(&mut self, now_ns: u64) {
+        for (ns, body) in self.rollup.due(now_ns, &self.clock) {
+            self.write(ns, body);
+        }
+    }
+
+    /// The rollups of the sessions still running, as the daemon stops.
+    pub fn flush(&mut self) {
+        for (ns, body) in self.rollup.flush(Clock::now_boot_ns(), &self.clock) {
+            self.write(ns, body);
+        }
     }
 
     /// A kernel record arrived (`kind` as [`crate::kernel::events::KernelEvent::kind`]).
@@ -90,7 +108,15 @@ impl Emitter {
             match out {
                 Out::Record { boot_ns, body } => {
                     self.observe(boot_ns, &body);
-                    self.write(boot_ns, body);
+                    let fed = self.rollup.feed(boot_ns, &body, &self.clock);
+                    if let Some((ns, rollup)) = fed.before {
+                        self.write(ns, rollup);
+                    }
+                    if fed.send {
+                        self.write(boot_ns, body);
+                    } else {
+                        self.metrics.records_summarized.with_label_values(&[kind(&body)]).inc();
+                    }
                 }
                 Out::Signal { root, category } => {
                     *self.live.entry(root).or_default().signals.entry(category).or_default() += 1;
@@ -125,7 +151,7 @@ impl Emitter {
                     "assistant session ended");
             }
             Body::ProcessExec { session, environment, .. } => self.count_env(&session.assistant, environment),
-            Body::EnvRead { .. } => {}
+            Body::EnvRead { .. } | Body::SessionRollup(_) => {}
             Body::InterfaceQuery { session, method, reader, .. } => {
                 m.interface_queries
                     .with_label_values(&[session.assistant.as_str(), method, reader.label()])

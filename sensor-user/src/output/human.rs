@@ -29,6 +29,23 @@ impl Record {
                     session.assistant, session.root_pid, duration_ms
                 )
             }
+            Body::SessionRollup(r) => {
+                let reads: u64 = r.artifacts.iter().map(|a| a.count).sum();
+                let egress: Vec<String> = r
+                    .egress
+                    .iter()
+                    .map(|e| format!("{}:{} x{} {}B out", e.destination, e.port, e.connections, e.bytes_sent))
+                    .collect();
+                format!(
+                    "{time} rollup{}  {} pid {}: {} artifacts, {reads} reads, {} summarized; egress: {}",
+                    if r.is_final { " (end)" } else { "      " },
+                    r.session.assistant,
+                    r.session.root_pid,
+                    r.artifacts.len(),
+                    r.records_summarized,
+                    if egress.is_empty() { "none".to_string() } else { egress.join(", ") }
+                )
+            }
             Body::ProcessExec { session, process, .. } => format!(
                 "{time} exec           {}[{}] {} {}: {}",
                 session.assistant,

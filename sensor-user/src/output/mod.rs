@@ -7,6 +7,7 @@ pub mod human;
 pub mod metrics;
 pub mod ocsf;
 pub mod report;
+pub mod rollup;
 pub mod server;
 pub mod sinks;
 pub mod status;

@@ -4,8 +4,9 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::output::report::{
-    Body, ConnectionRecord, FindingRecord, FingerprintRead, ProcessRef, Record, SessionRef,
+use crate::output::{
+    report::{Body, ConnectionRecord, FindingRecord, FingerprintRead, ProcessRef, Record, SessionRef},
+    rollup::session::SessionRollup,
 };
 
 pub const VERSION: &str = "1.3.0";
@@ -126,6 +127,7 @@ pub fn to_ocsf(r: &Record) -> Value {
             );
             unmapped(&mut m, json!({ "type": "session_end", "duration_ms": duration_ms }));
         }
+        Body::SessionRollup(rollup) => m = session_rollup(r, rollup),
         Body::ProcessExec { session, process: p, reader, environment } => {
             m = base(r, &PROCESS, 1, "Launch", 1);
             m.insert("process".into(), process(p));
@@ -216,6 +218,44 @@ pub fn to_ocsf(r: &Record) -> Value {
         Body::Finding(f) => m = finding(r, f),
     }
     Value::Object(m)
+}
+
+/// A session's profile: an aggregate of Process Activity, as OCSF aggregates events (`count`,
+/// `start_time`, `end_time`), the artifacts and destinations as `observables` (file names,
+/// hostnames) and in full under `unmapped`.
+fn session_rollup(r: &Record, s: &SessionRollup) -> Map<String, Value> {
+    let mut m = base(r, &PROCESS, 99, "Session Rollup", 1);
+    let ms = |t: &str| {
+        humantime::parse_rfc3339(t)
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_millis() as u64)
+    };
+    m.insert("start_time".into(), json!(ms(&s.first)));
+    m.insert("end_time".into(), json!(ms(&s.last)));
+    m.insert("count".into(), json!(s.records_sent + s.records_summarized));
+    m.insert(
+        "process".into(),
+        json!({ "pid": s.session.root_pid, "user": { "uid": s.session.uid.to_string() } }),
+    );
+    m.insert("actor".into(), json!({ "session": { "uid": s.session.id }, "app_name": s.session.assistant }));
+    let files = s
+        .artifacts
+        .iter()
+        .filter(|a| a.kind == "file")
+        .map(|a| json!({ "name": "file.path", "type_id": 7, "value": a.artifact }));
+    let hosts = s
+        .egress
+        .iter()
+        .map(|e| json!({ "name": "dst_endpoint.hostname", "type_id": 1, "value": e.destination }));
+    m.insert("observables".into(), Value::Array(files.chain(hosts).collect()));
+    unmapped(
+        &mut m,
+        json!({ "type": "session_rollup", "final": s.is_final, "records_sent": s.records_sent,
+                "records_summarized": s.records_summarized, "artifacts": s.artifacts, "egress": s.egress,
+                "overflow": s.overflow }),
+    );
+    m
 }
 
 fn fingerprint_read(r: &Record, f: &FingerprintRead) -> Map<String, Value> {

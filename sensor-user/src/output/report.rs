@@ -37,6 +37,9 @@ pub enum Body {
     },
     /// The last process of a session exited.
     SessionEnd { session: SessionRef, duration_ms: u64 },
+    /// A session's profile: what it read (artifacts counted, with readers), where it connected
+    /// (with bytes); at its end and every `output.rollup_interval` while it runs.
+    SessionRollup(Box<crate::output::rollup::session::SessionRollup>),
     /// A process of a session exec'd a program.
     ProcessExec {
         session: SessionRef,

@@ -83,6 +83,12 @@ impl Pipeline {
         let out = self.state.egress.tick(now);
         let outs = net::report(&mut self.state, out, now);
         self.emitter.emit(outs);
+        self.emitter.tick(now);
+    }
+
+    /// The daemon stops: the rollups of the sessions still running are sent.
+    pub fn flush(&mut self) {
+        self.emitter.flush();
     }
 
     /// Compares the table with the kernel's map and `/proc` when a pass is due (see
