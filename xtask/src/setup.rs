@@ -91,8 +91,9 @@ pub fn ensure(steps: &[Step]) -> anyhow::Result<()> {
 }
 
 const LLVM_PACKAGES: [&str; 2] = ["llvm-22-dev", "libpolly-22-dev"];
-/// What the tests run besides the sensor: Prometheus and promtool for the alerting tests.
-const TEST_PACKAGES: [&str; 1] = ["prometheus"];
+/// What the tests run besides the sensor: Prometheus and promtool, Alertmanager and amtool for the
+/// alerting tests.
+const TEST_PACKAGES: [&str; 2] = ["prometheus", "prometheus-alertmanager"];
 /// The peers `cargo xtask bench` measures aiwatch against.
 const BENCH_PACKAGES: [&str; 2] = ["bpftrace", "auditd"];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
