@@ -128,6 +128,7 @@ pub struct CachedFs {
     ttl: Duration,
     max: usize,
     per_process: bool,
+    roots: super::rooted::Roots,
     seen: RefCell<HashMap<CacheKey, (Instant, Option<String>)>>,
 }
 
@@ -136,7 +137,8 @@ type CacheKey = (u32, String);
 
 impl CachedFs {
     pub fn new(ttl: Duration, max: usize) -> Self {
-        Self { ttl, max, per_process: false, seen: RefCell::new(HashMap::new()) }
+        let roots = super::rooted::Roots::new(ttl, max.min(256));
+        Self { ttl, max, per_process: false, roots, seen: RefCell::new(HashMap::new()) }
     }
 
     /// Resolves through each process's root (`true`) or the daemon's own (`false`, the default).
@@ -152,16 +154,16 @@ impl Canonicalize for CachedFs {
     }
 
     fn canonicalize_as(&self, pid: u32, path: &str) -> io::Result<String> {
+        // Looked up by (pid, path) only when the answer depends on the pid: its root is not ours.
+        let root = if self.per_process && pid != 0 { self.roots.prefix(pid) } else { None };
         let now = Instant::now();
         let mut seen = self.seen.borrow_mut();
-        // Looked up by (pid, path) only when the answer depends on the pid.
-        let key = (if self.per_process { pid } else { 0 }, path.to_string());
+        let key = (if root.is_some() { pid } else { 0 }, path.to_string());
         let answer = match seen.get(&key) {
             Some((at, answer)) if now.duration_since(*at) < self.ttl => answer.clone(),
             _ => {
-                let answer = if self.per_process && pid != 0 {
-                    let root = super::rooted::proc_root(pid);
-                    super::rooted::canonicalize_in(&root, path, &super::rooted::RealLinks).ok()
+                let answer = if let Some(root) = &root {
+                    super::rooted::canonicalize_in(root, path, &super::rooted::RealLinks).ok()
                 } else {
                     HostFs.canonicalize(path).ok()
                 };
@@ -451,10 +453,15 @@ mod tests {
             libc::kill(child, libc::SIGKILL);
             libc::waitpid(child, std::ptr::null_mut(), 0);
         }
+        // Gone before its read was resolved: the root held since stands in.
+        let after = rooted.canonicalize_as(pid, "/etc/localtime").ok();
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(got.as_deref(), Some("/zone/Paris"));
         assert_eq!(r.unwrap().target.as_deref(), Some("/zone/Paris"));
         assert_ne!(shared.as_deref(), Some("/zone/Paris"), "the daemon's own view differs");
+        assert_eq!(after.as_deref(), Some("/zone/Paris"));
+        // A process sharing the daemon's root holds nothing and shares the cache.
+        assert_eq!(rooted.roots.prefix(std::process::id()), None);
     }
 
     #[test]

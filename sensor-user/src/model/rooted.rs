@@ -7,7 +7,17 @@
 //! the walk is done here, one component at a time, with absolute targets restarted at the
 //! process's root.
 
-use std::io;
+use std::{
+    cell::RefCell,
+    collections::HashMap,
+    io,
+    os::{
+        fd::{AsRawFd as _, OwnedFd},
+        unix::fs::{MetadataExt as _, OpenOptionsExt as _},
+    },
+    path::Path,
+    time::{Duration, Instant},
+};
 
 /// Symlinks the walk follows (as the kernel's `MAXSYMLINKS`).
 const MAX_LINKS: usize = 40;
@@ -68,16 +78,63 @@ pub fn canonicalize_in(root: &str, path: &str, fs: &dyn Links) -> io::Result<Str
     Ok(format!("/{}", done.join("/")))
 }
 
-/// Whether the daemon's `/` is the root of the host's init (pid 1 in its PID namespace): then
-/// its own view of paths is the processes' view, and the plain realpath(3) is right. In a
-/// container with the host's PID namespace it is not. Unknown (no access to pid 1): shared.
-pub fn shares_init_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let id = |p: &str| std::fs::metadata(p).map(|m| (m.dev(), m.ino()));
-    match (id("/"), id(&proc_root(1))) {
-        (Ok(own), Ok(init)) => own == init,
-        _ => true,
+/// Each process's root directory, held open while it is in use: a read is often resolved after
+/// its process exited (or became a zombie, whose `/proc/<pid>/root` is gone), and the held fd
+/// still leads to the root it had. Processes whose root is the daemon's hold nothing.
+pub struct Roots {
+    own: Option<(u64, u64)>,
+    ttl: Duration,
+    max: usize,
+    held: RefCell<HashMap<u32, (Instant, Option<OwnedFd>)>>,
+}
+
+impl Roots {
+    /// At most `max` processes held (the map is cleared when full); each looked at again after `ttl`.
+    pub fn new(ttl: Duration, max: usize) -> Self {
+        Self { own: identity(Path::new("/")), ttl, max, held: RefCell::new(HashMap::new()) }
     }
+
+    /// The prefix through which `pid`'s root is walked (`/proc/self/fd/N`), or `None` when it is
+    /// the daemon's own root (or unknown: then the daemon's view is the best there is).
+    pub fn prefix(&self, pid: u32) -> Option<String> {
+        let now = Instant::now();
+        let mut held = self.held.borrow_mut();
+        let fresh = held.get(&pid).is_some_and(|(at, _)| now.duration_since(*at) < self.ttl);
+        if !fresh {
+            match self.open(pid) {
+                Some(root) => {
+                    if held.len() >= self.max {
+                        held.clear();
+                    }
+                    held.insert(pid, (now, root));
+                }
+                // Gone: what was held (if anything) stays the answer.
+                None => {
+                    if let Some(e) = held.get_mut(&pid) {
+                        e.0 = now;
+                    }
+                }
+            }
+        }
+        let fd = held.get(&pid)?.1.as_ref()?;
+        Some(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+    }
+
+    /// `Some(None)`: the daemon's root; `Some(Some(fd))`: another, held; `None`: unreachable.
+    fn open(&self, pid: u32) -> Option<Option<OwnedFd>> {
+        let path = proc_root(pid);
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+            .open(&path)
+            .ok()?;
+        let md = f.metadata().ok()?;
+        Some(((Some((md.dev(), md.ino()))) != self.own).then(|| f.into()))
+    }
+}
+
+fn identity(p: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()))
 }
 
 #[cfg(test)]

@@ -47,10 +47,9 @@ impl State {
             pending_env: PendingEnv::default(),
             env_seen: EnvSeen::default(),
             src,
-            // In a container with the host's PID namespace, paths are resolved as the host's
-            // processes see them, not through the image.
-            fs: CachedFs::new(std::time::Duration::from_secs(1), 4096)
-                .per_process(!crate::model::rooted::shares_init_root()),
+            // Paths are resolved as each process sees them (in a container with the host's PID
+            // namespace, the host's processes: not through the image).
+            fs: CachedFs::new(std::time::Duration::from_secs(1), 4096).per_process(true),
             reconciler: Reconciler::new(std::time::Instant::now()),
         }
     }
