@@ -18,6 +18,7 @@ use serde_json::Value;
 
 pub mod host;
 pub mod int80;
+pub mod kube;
 pub mod net;
 pub mod observe;
 pub mod sockets;
@@ -261,8 +262,7 @@ impl Sensor {
             }
             None => Command::new(bin),
         };
-        let mut child = cmd
-            .arg("run")
+        cmd.arg("run")
             // JSON on stdout unless the test chooses a format.
             .args(if extra.contains(&"--format") { &[][..] } else { &["--format", "json"][..] })
             // Every record unless the test chooses a level: tests look for particular records
@@ -276,12 +276,19 @@ impl Sensor {
             .arg(&cfg)
             .args(&listen)
             .args(extra)
-            .envs(env.iter().copied())
+            .envs(env.iter().copied());
+        Self::launch(cmd, metrics, dir)
+    }
+
+    /// Starts the daemon with `cmd` (complete: `run`, its config and its metrics address
+    /// `metrics`, e.g. in a container), keeping `dir` while it runs; waits until it watches.
+    pub fn launch(mut cmd: Command, metrics: SocketAddr, dir: TempDir) -> Self {
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+            .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", cmd.get_program()));
         let (records, bad_output, log) = read_output(&mut child);
         let s = Self { proc: Some(Guard(child)), records, bad_output, log, metrics, _dir: dir };
         let end = deadline(Duration::from_secs(30));

@@ -215,3 +215,31 @@ fn every_xtask_command_in_the_docs_exists() {
     }
     assert!(checked >= 4, "only {checked} xtask commands found");
 }
+
+/// The DaemonSet's endpoint (`/metrics` and `/status`) is on the pod's IP, not every interface,
+/// with a NetworkPolicy admitting only the monitoring namespace; its arguments parse with the
+/// real CLI.
+#[test]
+fn daemonset_endpoint_is_on_the_pod_ip_behind_a_network_policy() {
+    let ds = integration_tests::kube::daemonset();
+    let at = ds.args.iter().position(|a| a == "--metrics-listen").expect("--metrics-listen in args");
+    assert_eq!(ds.args[at + 1], "$(POD_IP):9464");
+    assert!(ds.text.contains("- name: POD_IP") && ds.text.contains("fieldPath: status.podIP"));
+    assert!(!ds.text.contains("0.0.0.0") && !ds.text.contains("[::]"), "listens on every interface");
+    let argv: Vec<String> = ["aiwatch".to_string()]
+        .into_iter()
+        .chain(ds.args.iter().map(|a| a.replace("$(POD_IP)", "10.1.2.3")))
+        .collect();
+    aiwatch::cmd::Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+    let policy = &ds.text[ds.text.find("kind: NetworkPolicy").expect("a NetworkPolicy")..];
+    for want in [
+        "matchLabels: { app.kubernetes.io/name: aiwatch }",
+        "kubernetes.io/metadata.name: monitoring",
+        "{ protocol: TCP, port: 9464 }",
+        "\"Ingress\"",
+    ] {
+        assert!(policy.contains(want), "NetworkPolicy lacks {want}");
+    }
+    assert!(ds.host_pid && !ds.privileged);
+    assert!(ds.host_mounts.iter().any(|(h, _, _)| h == "/sys/kernel/tracing"), "{:?}", ds.host_mounts);
+}

@@ -1,9 +1,10 @@
-//! `cargo xtask setup | build | run | test | lint | install | bench | fuzz | vmtest`: everything
+//! `cargo xtask setup | build | run | test | lint | install | image | bench | fuzz | vmtest`: everything
 //! a fresh machine needs, in one place. Each command first installs what it needs and is missing
 //! (its [`setup::Step`]s, see [`Cmd::steps`]); `setup` installs everything.
 
 mod bench;
 mod fuzz;
+mod image;
 mod install;
 mod setup;
 mod vmtest;
@@ -60,6 +61,9 @@ enum Cmd {
         #[arg(long)]
         destdir: Option<PathBuf>,
     },
+    /// Build the container image (podman) from a Debian root filesystem made with debootstrap
+    /// from this host's Debian mirror (cached under target/image) and the release binary.
+    Image(image::Args),
     /// Measure what the sensor costs, against no sensor and against bpftrace and auditd
     /// (installed if missing), and its throughput, memory, scan time and detection latency;
     /// writes BENCHMARKS.md, bench/results.json and bench/overhead.svg.
@@ -163,6 +167,9 @@ impl Cmd {
             // eBPF build under clippy) and the eBPF crate as a host stub, with the default
             // toolchain: neither nightly nor bpf-linker.
             Cmd::Lint => &[],
+            // debootstrap and podman are test packages (the container test builds the image).
+            Cmd::Image(image::Args { binary: Some(_), .. }) => &[TestPackages],
+            Cmd::Image(_) => &[Toolchain, BpfLinker, TestPackages],
             // Without a filter the test command also boots other kernels and fuzzes.
             Cmd::Test { filter: None } => {
                 &[Toolchain, BpfLinker, TestPackages, Assistants, CargoFuzz, VmPackages]
@@ -195,6 +202,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             require_root("cargo xtask bench")?;
             bench::run(pairs, soak_seconds)
         }
+        Cmd::Image(args) => image::run(args),
         Cmd::Fuzz { seconds, target } => fuzz::run(seconds, target.as_deref()),
         Cmd::Vmtest(args) => vmtest::run(args),
         Cmd::Test { filter } => test(filter),

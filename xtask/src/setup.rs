@@ -21,7 +21,8 @@ pub enum Step {
     Toolchain,
     /// Debian's LLVM 22 dev packages and bpf-linker built against them: links the eBPF programs.
     BpfLinker,
-    /// Debian's prometheus (with promtool): the alerting tests.
+    /// Debian's prometheus (with promtool): the alerting tests; debootstrap and podman: the
+    /// container image and its test.
     TestPackages,
     /// The pinned assistants from the npm registry, into target/assistants: the end-to-end tests.
     Assistants,
@@ -92,8 +93,9 @@ pub fn ensure(steps: &[Step]) -> anyhow::Result<()> {
 
 const LLVM_PACKAGES: [&str; 2] = ["llvm-22-dev", "libpolly-22-dev"];
 /// What the tests run besides the sensor: Prometheus and promtool, Alertmanager and amtool for the
-/// alerting tests.
-const TEST_PACKAGES: [&str; 2] = ["prometheus", "prometheus-alertmanager"];
+/// alerting tests; debootstrap and podman for the container image and its test (runc: crun refuses
+/// hybrid cgroups, as on the development machines).
+const TEST_PACKAGES: [&str; 5] = ["prometheus", "prometheus-alertmanager", "debootstrap", "podman", "runc"];
 /// The peers `cargo xtask bench` measures aiwatch against.
 const BENCH_PACKAGES: [&str; 2] = ["bpftrace", "auditd"];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";

@@ -4,3 +4,4 @@
 pub mod bounded;
 pub mod paths;
 pub mod procs;
+pub mod rooted;

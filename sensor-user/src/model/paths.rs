@@ -62,6 +62,8 @@ pub fn resolve(raw: &str, caller: &Caller<'_>, fs: &dyn Canonicalize) -> Option<
             format!("{}/{raw}", base.trim_end_matches('/'))
         }
     };
+    // Symlinks are followed as the caller sees them (its root may not be the daemon's).
+    let fs = &As { fs, pid: caller.pid };
     let mut joined = joined;
     let mut absolute = proc_magic(&normalize(&joined), caller);
     // An fd's magic link, followed through the reader's fd (a few levels at most: the link
@@ -86,6 +88,22 @@ pub fn resolve(raw: &str, caller: &Caller<'_>, fs: &dyn Canonicalize) -> Option<
 /// Canonicalization of the final path, so tests can give a fake filesystem.
 pub trait Canonicalize {
     fn canonicalize(&self, path: &str) -> io::Result<String>;
+    /// As process `pid` would resolve it; the daemon's view unless the filesystem knows better.
+    fn canonicalize_as(&self, _pid: u32, path: &str) -> io::Result<String> {
+        self.canonicalize(path)
+    }
+}
+
+/// A filesystem seen as one process sees it.
+struct As<'a> {
+    fs: &'a dyn Canonicalize,
+    pid: u32,
+}
+
+impl Canonicalize for As<'_> {
+    fn canonicalize(&self, path: &str) -> io::Result<String> {
+        self.fs.canonicalize_as(self.pid, path)
+    }
 }
 
 /// The real filesystem, seen from the daemon.
@@ -102,30 +120,57 @@ impl Canonicalize for HostFs {
 /// (`/etc/localtime` at 100,000 reads/s). Resolution already happens after the syscall, so an
 /// answer up to `ttl` old changes what a symlink swapped meanwhile is reported as, not whether the
 /// read is seen. Bounded: the map is cleared when full.
+///
+/// When the daemon's root is not the processes' (a container with the host's PID namespace),
+/// paths are resolved inside each process's `/proc/<pid>/root` instead (see
+/// [`super::rooted`]), remembered per process.
 pub struct CachedFs {
     ttl: Duration,
     max: usize,
-    seen: RefCell<HashMap<String, (Instant, Option<String>)>>,
+    per_process: bool,
+    roots: super::rooted::Roots,
+    seen: RefCell<HashMap<CacheKey, (Instant, Option<String>)>>,
 }
+
+/// (pid, or 0 when the answer is the same for every process; path).
+type CacheKey = (u32, String);
 
 impl CachedFs {
     pub fn new(ttl: Duration, max: usize) -> Self {
-        Self { ttl, max, seen: RefCell::new(HashMap::new()) }
+        let roots = super::rooted::Roots::new(ttl, max.min(256));
+        Self { ttl, max, per_process: false, roots, seen: RefCell::new(HashMap::new()) }
+    }
+
+    /// Resolves through each process's root (`true`) or the daemon's own (`false`, the default).
+    pub fn per_process(mut self, yes: bool) -> Self {
+        self.per_process = yes;
+        self
     }
 }
 
 impl Canonicalize for CachedFs {
     fn canonicalize(&self, path: &str) -> io::Result<String> {
+        self.canonicalize_as(0, path)
+    }
+
+    fn canonicalize_as(&self, pid: u32, path: &str) -> io::Result<String> {
+        // Looked up by (pid, path) only when the answer depends on the pid: its root is not ours.
+        let root = if self.per_process && pid != 0 { self.roots.prefix(pid) } else { None };
         let now = Instant::now();
         let mut seen = self.seen.borrow_mut();
-        let answer = match seen.get(path) {
+        let key = (if root.is_some() { pid } else { 0 }, path.to_string());
+        let answer = match seen.get(&key) {
             Some((at, answer)) if now.duration_since(*at) < self.ttl => answer.clone(),
             _ => {
-                let answer = HostFs.canonicalize(path).ok();
+                let answer = if let Some(root) = &root {
+                    super::rooted::canonicalize_in(root, path, &super::rooted::RealLinks).ok()
+                } else {
+                    HostFs.canonicalize(path).ok()
+                };
                 if seen.len() >= self.max {
                     seen.clear();
                 }
-                seen.insert(path.to_string(), (now, answer.clone()));
+                seen.insert(key, (now, answer.clone()));
                 answer
             }
         };
@@ -363,6 +408,60 @@ mod tests {
         let _ = fs.canonicalize(dir.to_str().unwrap());
         assert!(fs.seen.borrow().len() <= 2);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A process under another root (as host processes are to a daemon in a container): its
+    /// symlinks resolve inside that root, absolute targets included.
+    #[test]
+    fn per_process_resolution_follows_the_callers_root() {
+        if unsafe { libc::geteuid() } != 0 {
+            return; // chroot needs root
+        }
+        let dir = std::env::temp_dir().join(format!("aiwatch-rootfs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("etc")).unwrap();
+        std::fs::create_dir_all(dir.join("zone")).unwrap();
+        std::fs::write(dir.join("zone/Paris"), "").unwrap();
+        std::os::unix::fs::symlink("/zone/Paris", dir.join("etc/localtime")).unwrap();
+        let root = std::ffi::CString::new(dir.to_str().unwrap()).unwrap();
+        // SAFETY: the child only calls async-signal-safe functions, then waits to be killed.
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            unsafe {
+                libc::chroot(root.as_ptr());
+                loop {
+                    libc::pause();
+                }
+            }
+        }
+        assert!(child > 0);
+        let pid = child as u32;
+        // Until the child has chrooted, its root is ours.
+        let rooted = CachedFs::new(Duration::ZERO, 16).per_process(true);
+        let mut got = None;
+        for _ in 0..200 {
+            got = rooted.canonicalize_as(pid, "/etc/localtime").ok();
+            if got.as_deref() == Some("/zone/Paris") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let c = Caller { pid, tid: pid, cwd: Some("/"), dirfd_path: None, fds: None };
+        let r = resolve("/etc/localtime", &c, &rooted);
+        let shared = CachedFs::new(Duration::ZERO, 16).canonicalize_as(pid, "/etc/localtime").ok();
+        unsafe {
+            libc::kill(child, libc::SIGKILL);
+            libc::waitpid(child, std::ptr::null_mut(), 0);
+        }
+        // Gone before its read was resolved: the root held since stands in.
+        let after = rooted.canonicalize_as(pid, "/etc/localtime").ok();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(got.as_deref(), Some("/zone/Paris"));
+        assert_eq!(r.unwrap().target.as_deref(), Some("/zone/Paris"));
+        assert_ne!(shared.as_deref(), Some("/zone/Paris"), "the daemon's own view differs");
+        assert_eq!(after.as_deref(), Some("/zone/Paris"));
+        // A process sharing the daemon's root holds nothing and shares the cache.
+        assert_eq!(rooted.roots.prefix(std::process::id()), None);
     }
 
     #[test]

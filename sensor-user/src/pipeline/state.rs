@@ -47,7 +47,9 @@ impl State {
             pending_env: PendingEnv::default(),
             env_seen: EnvSeen::default(),
             src,
-            fs: CachedFs::new(std::time::Duration::from_secs(1), 4096),
+            // Paths are resolved as each process sees them (in a container with the host's PID
+            // namespace, the host's processes: not through the image).
+            fs: CachedFs::new(std::time::Duration::from_secs(1), 4096).per_process(true),
             reconciler: Reconciler::new(std::time::Instant::now()),
         }
     }

@@ -11,6 +11,7 @@
 //! Opening a perf event on a uprobe walks every mapping of the library (tens of milliseconds on
 //! a busy host), so sessions are attached on a worker thread, never in the event loop.
 
+mod define;
 mod events;
 mod perf;
 mod queue;
@@ -18,15 +19,15 @@ mod targets;
 
 use std::{
     collections::HashMap,
-    os::fd::{AsFd as _, AsRawFd, OwnedFd},
-    path::{Path, PathBuf},
-    time::{Duration, Instant},
+    os::fd::{AsFd as _, OwnedFd},
+    path::Path,
+    time::Instant,
 };
 
 use anyhow::{bail, Context as _};
 use aya::{programs::UProbe, Ebpf};
 
-use self::{events::*, perf::*, targets::*};
+use self::{define::Definer, events::*, perf::*, targets::*};
 use crate::{config::GetenvProbes, kernel::loader::ProbeStatus, model::bounded::Recent};
 
 /// What the probes count: handles into the daemon's metrics (`aiwatch_getenv_attach_*`).
@@ -78,7 +79,7 @@ enum Request {
 }
 
 /// Loads the getenv programs (the loader's table may have loaded them already); their fds.
-fn load(ebpf: &mut Ebpf) -> anyhow::Result<HashMap<&'static str, i32>> {
+fn load(ebpf: &mut Ebpf) -> anyhow::Result<HashMap<&'static str, OwnedFd>> {
     let mut prog_fds = HashMap::new();
     for name in PROGRAMS {
         let p: &mut UProbe =
@@ -86,7 +87,8 @@ fn load(ebpf: &mut Ebpf) -> anyhow::Result<HashMap<&'static str, i32>> {
         if p.fd().is_err() {
             p.load().with_context(|| format!("loading {name}"))?;
         }
-        prog_fds.insert(name, p.fd()?.as_fd().as_raw_fd());
+        let fd = p.fd()?.as_fd().try_clone_to_owned().with_context(|| format!("duplicating {name}'s fd"))?;
+        prog_fds.insert(name, fd);
     }
     Ok(prog_fds)
 }
@@ -97,10 +99,9 @@ pub struct EnvProbes {
     /// What the worker needs, until [`EnvProbes::start_worker`]: the daemon starts its threads
     /// only once it has dropped the capabilities it does not keep (they are per thread).
     pending: Option<(queue::Receiver, Vec<u64>, AttachMetrics)>,
-    worker: Option<std::thread::JoinHandle<()>>,
-    _carriers: Vec<OwnedFd>,
-    uprobe_events: PathBuf,
-    defined: Vec<String>,
+    /// Defines events and holds them; the worker's while it runs (it returns it at the end).
+    definer: Option<Definer>,
+    worker: Option<std::thread::JoinHandle<Definer>>,
 }
 
 impl EnvProbes {
@@ -113,122 +114,38 @@ impl EnvProbes {
         tracefs: &str,
         metrics: AttachMetrics,
     ) -> anyhow::Result<(Self, Vec<ProbeStatus>)> {
-        let uprobe_events = Path::new(tracefs).join("uprobe_events");
-        let mut me = Self {
-            tx: None,
-            pending: None,
-            worker: None,
-            _carriers: Vec::new(),
-            uprobe_events: uprobe_events.clone(),
-            defined: Vec::new(),
-        };
+        let mut me = Self { tx: None, pending: None, definer: None, worker: None };
         let mut statuses = Vec::new();
         if mode == GetenvProbes::Off {
             return Ok((me, statuses));
         }
+        let uprobe_events = Path::new(tracefs).join("uprobe_events");
         let prog_fds = load(ebpf)?;
         remove_stale(&uprobe_events);
-        let group = format!("aiwatch_{}", std::process::id());
-        let events = me.define_events(&group, extra_libc, tracefs, &mut statuses);
-        if events.is_empty() {
+        let mut definer = Definer::new(uprobe_events, tracefs, mode, prog_fds);
+        let ids = definer.add(libc_files(extra_libc), &mut statuses);
+        let none = definer.defined.is_empty();
+        me.definer = Some(definer);
+        if none {
             bail!("no libc with getenv found to probe");
-        }
-        for ev in &events {
-            statuses.push(me.attach_carrier(ev, mode, &prog_fds));
         }
         if mode == GetenvProbes::Session {
             for structure in ["getenv_queue", "getenv_coverage", "getenv_perf_fds"] {
                 metrics.evictions.with_label_values(&[structure]).inc_by(0);
             }
             let (tx, rx) = queue::channel(QUEUE_LEN, metrics.evictions.with_label_values(&["getenv_queue"]));
-            let ids: Vec<u64> = events.iter().map(|e| e.id).collect();
             me.pending = Some((rx, ids, metrics));
             me.tx = Some(tx);
         }
         Ok((me, statuses))
     }
 
-    /// Defines an entry and a return event per getenv-like function of each libc found.
-    fn define_events(
-        &mut self,
-        group: &str,
-        extra_libc: &[String],
-        tracefs: &str,
-        statuses: &mut Vec<ProbeStatus>,
-    ) -> Vec<TraceEvent> {
-        let mut events = Vec::new();
-        for (i, libc) in libc_files(extra_libc).iter().enumerate() {
-            let offs = match offsets(libc) {
-                Ok(o) => o,
-                Err(e) => {
-                    tracing::warn!(libc = %libc.display(), error = %e, "cannot read libc symbols");
-                    continue;
-                }
-            };
-            for (func, prog, off) in offs {
-                for (ret, program) in [(false, prog), (true, "env_exit_getenv")] {
-                    let event = format!("{}{i}_{func}", if ret { "r" } else { "e" });
-                    let name = format!("{group}/{event}");
-                    let hook =
-                        format!("uprobe/{}:{func}{}", libc.display(), if ret { " (return)" } else { "" });
-                    match define(&self.uprobe_events, tracefs, &name, libc, off, ret) {
-                        Ok(id) => {
-                            self.defined.push(name.clone());
-                            events.push(TraceEvent { name, id, program });
-                        }
-                        Err(e) => statuses.push(ProbeStatus::failed(program, hook, e)),
-                    }
-                }
-            }
-        }
-        events
-    }
-
-    /// Carriers: the BPF program goes on one perf event per trace event (per CPU when
-    /// system-wide; on this process, for children to inherit, per session).
-    fn attach_carrier(
-        &mut self,
-        ev: &TraceEvent,
-        mode: GetenvProbes,
-        prog_fds: &HashMap<&str, i32>,
-    ) -> ProbeStatus {
-        let (carrier_pid, cpus): (i32, Vec<i32>) = match mode {
-            GetenvProbes::System => (-1, (0..num_cpus()).collect()),
-            _ => (std::process::id() as i32, vec![-1]),
-        };
-        let hook = format!(
-            "{} ({})",
-            ev.name,
-            if mode == GetenvProbes::System { "every process" } else { "per session" }
-        );
-        let r = (|| -> anyhow::Result<()> {
-            for (n, cpu) in cpus.iter().enumerate() {
-                let fd = perf_open(ev.id, carrier_pid, *cpu, false, true).context("perf_event_open")?;
-                if n == 0 {
-                    ioctl(&fd, PERF_EVENT_IOC_SET_BPF, prog_fds[ev.program] as libc::c_ulong)
-                        .context("attaching BPF")?;
-                }
-                ioctl(&fd, PERF_EVENT_IOC_ENABLE, 0).context("enabling")?;
-                self._carriers.push(fd);
-            }
-            Ok(())
-        })();
-        match r {
-            Ok(()) => ProbeStatus::ok(ev.program, hook),
-            Err(e) => ProbeStatus::failed(
-                ev.program,
-                hook,
-                crate::sys::privileges::explain_perf_error(format!("{e:#}")),
-            ),
-        }
-    }
-
     /// Starts the attach worker (per-session mode); requests sent before wait for it.
     pub fn start_worker(&mut self) -> anyhow::Result<()> {
-        if let Some((rx, ids, metrics)) = self.pending.take() {
+        if let (Some((rx, ids, metrics)), Some(definer)) = (self.pending.take(), self.definer.take()) {
             let thread = std::thread::Builder::new().name("aiwatch-uprobes".into());
-            self.worker =
-                Some(thread.spawn(move || worker(rx, ids, metrics)).context("starting the getenv worker")?);
+            let run = move || worker(rx, ids, metrics, definer);
+            self.worker = Some(thread.spawn(run).context("starting the getenv worker")?);
         }
         Ok(())
     }
@@ -305,7 +222,12 @@ fn attach_pid(ids: &[u64], pid: u32, fds: &mut Vec<OwnedFd>, metrics: &AttachMet
     true
 }
 
-fn worker(mut rx: queue::Receiver, ids: Vec<u64>, metrics: AttachMetrics) {
+fn worker(
+    mut rx: queue::Receiver,
+    mut ids: Vec<u64>,
+    metrics: AttachMetrics,
+    mut definer: Definer,
+) -> Definer {
     let mut sessions: HashMap<u32, Session> = HashMap::new();
     while let Some((gone, req)) = rx.next() {
         for root in gone {
@@ -315,6 +237,16 @@ fn worker(mut rx: queue::Receiver, ids: Vec<u64>, metrics: AttachMetrics) {
         match req {
             Request::Attach { root, pids } => {
                 let start = Instant::now();
+                // libc files of roots other than those seen so far (a host process, seen from a
+                // daemon in a container) get their events first.
+                let mut statuses = Vec::new();
+                for pid in &pids {
+                    ids.extend(definer.add(libcs_of(*pid), &mut statuses));
+                }
+                for st in statuses.iter().filter(|s| !s.ok) {
+                    metrics.errors.inc();
+                    tracing::warn!(hook = %st.hook, error = ?st.error, "cannot probe a session's libc");
+                }
                 let s = sessions.entry(root).or_default();
                 for pid in &pids {
                     if attach_pid(&ids, *pid, &mut s.fds, &metrics) {
@@ -346,23 +278,19 @@ fn worker(mut rx: queue::Receiver, ids: Vec<u64>, metrics: AttachMetrics) {
             Request::Detach => {}
         }
     }
+    definer
 }
 
 impl Drop for EnvProbes {
     fn drop(&mut self) {
         drop(self.tx.take());
         if let Some(w) = self.worker.take() {
-            let _ = w.join();
-        }
-        self._carriers.clear();
-        // Events can be removed once no perf event uses them; retry briefly while fds close.
-        for name in std::mem::take(&mut self.defined) {
-            for _ in 0..20 {
-                if append(&self.uprobe_events, &format!("-:{name}")).is_ok() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
+            if let Ok(d) = w.join() {
+                self.definer = Some(d);
             }
+        }
+        if let Some(mut d) = self.definer.take() {
+            d.remove_all();
         }
     }
 }
@@ -375,7 +303,7 @@ mod tests {
     fn finds_getenv_in_this_hosts_libc() {
         let libcs = libc_files(&[]);
         assert!(!libcs.is_empty(), "no libc found");
-        let offs = offsets(&libcs[0]).unwrap();
+        let offs = offsets(&libcs[0].path).unwrap();
         assert!(offs.iter().any(|(f, _, off)| *f == "getenv" && *off > 0), "{offs:?}");
         assert_eq!(std::mem::size_of::<PerfEventAttr>(), 136);
     }
