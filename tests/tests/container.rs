@@ -62,6 +62,14 @@ fn podman_run(cidfile: &std::path::Path, etc: &std::path::Path, addr: &str) -> C
         cmd.arg(format!("--cap-add=CAP_{cap}"));
     }
     for (host, at, ro) in &ds.host_mounts {
+        // The learned baseline's state directory is the test's own, not this host's.
+        let host = if host == "/var/lib/aiwatch" {
+            let state = etc.with_file_name("state");
+            std::fs::create_dir_all(&state).expect("state dir");
+            state.display().to_string()
+        } else {
+            host.clone()
+        };
         cmd.arg("-v").arg(format!("{host}:{at}{}", if *ro { ":ro" } else { "" }));
     }
     cmd.arg("-v").arg(format!("{}:/etc/aiwatch:ro", etc.display()));
