@@ -217,3 +217,32 @@ fn long_sessions_roll_up_periodically_and_ended_ones_are_forgotten() {
     assert!(r.feed(45 * sec, &getenv("s1", 3, "sh", "TZ"), &clock).send);
     assert!(r.flush(50 * sec, &clock).is_empty());
 }
+
+#[test]
+fn the_rollup_is_an_ocsf_aggregate_of_process_activity() {
+    let mut r = rollup(OutputDetail::Summary);
+    let (_, last) = run(&mut r, ps_loop(2, 3));
+    let record = crate::output::report::Record {
+        schema: crate::output::report::SCHEMA,
+        time: "2026-11-30T16:40:12.191227417Z".into(),
+        boot_ns: 2_000,
+        host: "h".into(),
+        body: Body::SessionRollup(Box::new(last.expect("final rollup"))),
+    };
+    let native = serde_json::to_value(&record).expect("json");
+    assert_eq!(native["type"], "session_rollup");
+    assert_eq!(native["final"], true);
+    let o = crate::output::ocsf::to_ocsf(&record);
+    assert_eq!((o["class_uid"].as_u64(), o["activity_id"].as_u64()), (Some(1007), Some(99)));
+    assert_eq!(o["type_uid"], 100799);
+    assert_eq!(o["activity_name"], "Session Rollup");
+    assert_eq!(o["count"], 2 * (3 + 6) + 1);
+    assert_eq!(o["actor"]["session"]["uid"], "s1");
+    assert!(o["observables"]
+        .as_array()
+        .expect("observables")
+        .iter()
+        .any(|v| v["value"] == "/proc/*/environ"));
+    assert_eq!(o["unmapped"]["aiwatch"]["type"], "session_rollup");
+    assert!(record.human().contains("rollup (end)"), "{}", record.human());
+}
