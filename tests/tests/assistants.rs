@@ -131,6 +131,11 @@ fn session_volume(bin: &str, detail: &str, env: &[(&str, String)]) -> (usize, u6
         .find(|r| r["type"] == "session_rollup" && r["final"] == true)
         .expect("final rollup")
         .clone();
+    let mut kinds = std::collections::BTreeMap::<String, usize>::new();
+    for r in &records {
+        *kinds.entry(r["type"].as_str().unwrap_or("?").to_string()).or_default() += 1;
+    }
+    eprintln!("{bin} at {detail}: {kinds:?}");
     (records.len(), rollup["records_summarized"].as_u64().unwrap_or(0))
 }
 

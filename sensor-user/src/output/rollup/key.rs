@@ -12,7 +12,8 @@ pub struct Artifact<'a> {
     /// `file`, `variable`, `interface`, `host_query`, `unix_socket`, `dns`, `exec`,
     /// `compat_syscall`.
     pub kind: &'static str,
-    /// The artifact with every all-digit path segment replaced by `*`.
+    /// The artifact with every all-digit path segment replaced by `*`; `LC_*` for a locale
+    /// variable.
     pub pattern: String,
     /// The artifact as read, when the pattern collapsed it (counted as a distinct value).
     pub value: Option<String>,
@@ -104,7 +105,12 @@ pub fn seen(body: &Body) -> Seen<'_> {
             read("file", &r.resolved_path, r.categories.clone(), r.success, r.reader, &r.process)
         }
         Body::EnvRead { process, reader, variable, category, set, .. } => {
-            read("variable", variable, vec![category.clone()], *set, *reader, process)
+            let mut a = artifact_of("variable", variable, vec![category.clone()], *set, *reader, process);
+            // setlocale() asks for every LC_* variable in every child: one pattern.
+            if variable.starts_with("LC_") {
+                (a.pattern, a.value) = ("LC_*".to_string(), Some(variable.clone()));
+            }
+            Seen::Read(a)
         }
         Body::InterfaceQuery { process, reader, method, request, interface, result, categories, .. } => {
             let artifact = match interface {

@@ -119,8 +119,8 @@ fn numbers_collapse_into_one_pattern() {
 fn summary_sends_first_reads_and_counts_the_rest() {
     let mut r = rollup(OutputDetail::Summary);
     let (sent, last) = run(&mut r, ps_loop(150, 70));
-    // Three variables, two patterns, and the end.
-    assert_eq!(sent.len(), 6, "{sent:#?}");
+    // LANG, the LC_* pattern, two path patterns, and the end.
+    assert_eq!(sent.len(), 5, "{sent:#?}");
     let last = last.expect("final rollup");
     assert!(last.is_final);
     let environ = last.artifacts.iter().find(|a| a.artifact == "/proc/*/environ").expect("pattern listed");
@@ -129,10 +129,12 @@ fn summary_sends_first_reads_and_counts_the_rest() {
     assert_eq!(environ.readers.len(), 1);
     assert_eq!(environ.readers[0].comm, "ps");
     assert!(last.artifacts.iter().any(|a| a.artifact == "/proc/*/task/*/cmdline"));
-    let lc = last.artifacts.iter().find(|a| a.artifact == "LC_ALL").expect("variable listed");
-    assert_eq!((lc.count, lc.distinct, lc.success), (150, None, false));
-    assert_eq!(last.records_sent, 6);
-    assert_eq!(last.records_summarized, 150 * (3 + 140) - 5);
+    let lc = last.artifacts.iter().find(|a| a.artifact == "LC_*").expect("locale pattern listed");
+    assert_eq!((lc.count, lc.distinct, lc.success), (300, Some(2), false));
+    let lang = last.artifacts.iter().find(|a| a.artifact == "LANG").expect("variable listed");
+    assert_eq!((lang.count, lang.distinct), (150, None));
+    assert_eq!(last.records_sent, 5);
+    assert_eq!(last.records_summarized, 150 * (3 + 140) - 4);
 }
 
 #[test]
@@ -143,7 +145,7 @@ fn reads_sends_each_programs_first_read() {
     v.insert(v.len() - 1, read("s1", 42, "top", "/proc/7/environ"));
     v.insert(v.len() - 1, read("s1", 43, "ps", "/proc/8/environ"));
     let (sent, _) = run(&mut r, v);
-    assert_eq!(sent.len(), 3 + 2 + 1 + 1, "{sent:#?}");
+    assert_eq!(sent.len(), 2 + 2 + 1 + 1, "{sent:#?}");
 }
 
 #[test]
@@ -214,4 +216,33 @@ fn long_sessions_roll_up_periodically_and_ended_ones_are_forgotten() {
     // A late record of an ended session is sent, and starts nothing.
     assert!(r.feed(45 * sec, &getenv("s1", 3, "sh", "TZ"), &clock).send);
     assert!(r.flush(50 * sec, &clock).is_empty());
+}
+
+#[test]
+fn the_rollup_is_an_ocsf_aggregate_of_process_activity() {
+    let mut r = rollup(OutputDetail::Summary);
+    let (_, last) = run(&mut r, ps_loop(2, 3));
+    let record = crate::output::report::Record {
+        schema: crate::output::report::SCHEMA,
+        time: "2026-11-30T16:40:12.191227417Z".into(),
+        boot_ns: 2_000,
+        host: "h".into(),
+        body: Body::SessionRollup(Box::new(last.expect("final rollup"))),
+    };
+    let native = serde_json::to_value(&record).expect("json");
+    assert_eq!(native["type"], "session_rollup");
+    assert_eq!(native["final"], true);
+    let o = crate::output::ocsf::to_ocsf(&record);
+    assert_eq!((o["class_uid"].as_u64(), o["activity_id"].as_u64()), (Some(1007), Some(99)));
+    assert_eq!(o["type_uid"], 100799);
+    assert_eq!(o["activity_name"], "Session Rollup");
+    assert_eq!(o["count"], 2 * (3 + 6) + 1);
+    assert_eq!(o["actor"]["session"]["uid"], "s1");
+    assert!(o["observables"]
+        .as_array()
+        .expect("observables")
+        .iter()
+        .any(|v| v["value"] == "/proc/*/environ"));
+    assert_eq!(o["unmapped"]["aiwatch"]["type"], "session_rollup");
+    assert!(record.human().contains("rollup (end)"), "{}", record.human());
 }
