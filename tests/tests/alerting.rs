@@ -171,7 +171,10 @@ fn alertmanager_config(hook: SocketAddr) -> String {
 /// within the test.
 fn short_rules() -> String {
     let shipped = std::fs::read_to_string(deploy("prometheus/aiwatch-rules.yml")).expect("shipped rules");
-    assert!(shipped.contains("increase(aiwatch_findings_total{severity!=\"info\"}[5m])"), "the finding rule's range changed");
+    assert!(
+        shipped.contains("increase(aiwatch_findings_total{severity!=\"info\"}[5m])"),
+        "the finding rule's range changed"
+    );
     shipped.replace("[5m]", "[15s]")
 }
 

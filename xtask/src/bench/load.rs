@@ -236,7 +236,9 @@ pub fn throughput(env: &Env, output: Output) -> anyhow::Result<Throughput> {
     let mut args = vec!["--metrics-listen", &listen];
     match output {
         Output::Counted => args.extend(["--format", "none"]),
-        Output::JsonFile => args.extend(["--format", "json", "--output", &json_s]),
+        // Every record: what is measured is the cost of writing each one (the default, summary,
+        // would write only each artifact's first read).
+        Output::JsonFile => args.extend(["--format", "json", "--detail", "all", "--output", &json_s]),
     }
     let (daemon, _) = start_aiwatch(&env.bin, &env.cfg, &env.work.join("throughput.log"), &args, None)?;
     let mut gen = Generator::start(&env.tracked)?;
@@ -411,7 +413,7 @@ pub fn soak(env: &Env, rate: u64, seconds: u64) -> anyhow::Result<Soak> {
     let addr = free_addr().context("finding a free loopback port")?;
     let listen = addr.to_string();
     let log = env.work.join("soak.log");
-    let args = ["--format", "json", "--output", "/dev/null", "--metrics-listen", &listen];
+    let args = ["--format", "json", "--detail", "all", "--output", "/dev/null", "--metrics-listen", &listen];
     let (daemon, _) = start_aiwatch(&env.bin, &env.cfg, &log, &args, None)?;
     let api = Api::start()?;
     // File events of one finding session (loader, reads, stats), to tell them from the load.

@@ -128,7 +128,7 @@ impl Overhead {
     fn start(&mut self, env: &Env, cond: &str) -> anyhow::Result<Active> {
         Ok(match cond {
             "aiwatch_untracked" | "aiwatch_tracked" => {
-                let args = ["--format", "json", "--output", "/dev/null", "--no-metrics"];
+                let args = ["--format", "json", "--detail", "all", "--output", "/dev/null", "--no-metrics"];
                 let (s, ms) = start_aiwatch(
                     &env.bin,
                     &env.cfg,

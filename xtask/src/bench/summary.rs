@@ -169,7 +169,7 @@ fn throughput_section(t: &Throughput) -> String {
         "### {}\n\n| rate/s | generated | achieved/s | received | kernel drops | sink drops | accounted exactly | lossless | daemon CPU µs/event |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
         match t.output {
             Output::Counted => "Events only counted (`--format none`)",
-            Output::JsonFile => "JSON to a file (`--format json --output FILE`)",
+            Output::JsonFile => "JSON to a file, every record (`--format json --detail all --output FILE`)",
         }
     );
     for s in &t.steps {
