@@ -61,7 +61,8 @@ fn identity_read_then_the_given_base_url_is_exactly_one_relay_finding_in_both_fo
     let api = http_server(None, "127.0.0.1:0");
     let agent = probe_as(&dir, AGENT);
     let call = gateway_call(&dir, api.addr);
-    let actions = ["openat=/etc/localtime", "access=/etc/environment", "openat=/etc/hostname", &call, &call];
+    let actions: [&str; 5] =
+        ["openat=/etc/localtime", "access=/etc/environment", "openat=/etc/hostname", &call, &call];
     let root = run_given(&agent, api.addr, &actions);
 
     let f = native.wait_for("finding", |r| r["type"] == "finding" && r["session"]["root_pid"] == root);
@@ -115,7 +116,7 @@ fn identity_read_then_the_given_base_url_is_exactly_one_relay_finding_in_both_fo
     assert_eq!(of["severity_id"], 4);
     assert_eq!(of["finding_info"]["title"], RELAY);
     assert_eq!(of["finding_info"]["analytic"]["uid"], RELAY);
-    assert_eq!(of["unmapped"]["rule"], RELAY, "{of}");
+    assert_eq!(of["unmapped"]["aiwatch"]["rule"], RELAY, "{of}");
     assert_eq!(of["metadata"]["version"], "1.3.0");
     assert!(of["evidences"]
         .as_array()

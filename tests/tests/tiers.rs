@@ -34,6 +34,10 @@ fn findings_at_end(sensor: &Sensor, root: u32) -> Vec<Value> {
     findings(&sensor.records(), root)
 }
 
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
 /// Runs `agent` with `actions`, given `ANTHROPIC_BASE_URL=url`.
 fn run_given(agent: &Path, url: &str, actions: &[&str]) -> u32 {
     let mut cmd = Command::new(agent);
@@ -64,9 +68,13 @@ fn two_assistants_behaving_normally_yield_no_finding() {
         "getenv=LANG",
         "access=/etc/environment",
     ];
-    let a = run(&probe_as(&dir, "aiwatch-tier-na"), &[&ordinary[..], &[&call]].concat());
+    // The ordinary reads, then `last`.
+    let then =
+        |last: &str| ordinary.iter().map(|s| s.to_string()).chain([last.to_string()]).collect::<Vec<_>>();
+    let (to_api, bare) = (then(&call), then(&format!("tcp={}", api.addr)));
+    let a = run(&probe_as(&dir, "aiwatch-tier-na"), &strs(&to_api));
     let gateway = format!("http://{}", api.addr);
-    let b = run_given(&probe_as(&dir, "aiwatch-tier-nb"), &gateway, &[&ordinary[..], &[&call]].concat());
+    let b = run_given(&probe_as(&dir, "aiwatch-tier-nb"), &gateway, &strs(&to_api));
     for (root, class) in [(a, "llm_api"), (b, "llm_api")] {
         let open = sensor
             .wait_for("connection", |r| r["type"] == "connection_open" && r["session"]["root_pid"] == root);
@@ -75,13 +83,9 @@ fn two_assistants_behaving_normally_yield_no_finding() {
         assert!(cats.contains(&"timezone".into()) && cats.contains(&"proxy_config".into()), "{open}");
         assert_eq!(findings_at_end(&sensor, root), Vec::<Value>::new(), "session {root}");
     }
-    // The gateway by address (the request names the API): the session reads nothing of the
-    // host's identity, so the relay rule has nothing to say either.
-    let c = run_given(
-        &probe_as(&dir, "aiwatch-tier-nb"),
-        &gateway,
-        &[&ordinary[..], &[&format!("tcp={}", api.addr)]].concat(),
-    );
+    // A bare connection to the gateway it was given (its address, no request): `base_url`, but
+    // the session read nothing of the host's identity, so the relay rule has nothing to say.
+    let c = run_given(&probe_as(&dir, "aiwatch-tier-nb"), &gateway, &strs(&bare));
     let open =
         sensor.wait_for("connection", |r| r["type"] == "connection_open" && r["session"]["root_pid"] == c);
     assert_eq!(open["fingerprint"]["destination_class"], "base_url", "{open}");
@@ -147,7 +151,12 @@ fn a_signature_of_the_running_version_is_a_high_finding_and_reloads_on_sighup() 
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(sensor.log().contains("signature[0]") && sensor.log().contains("versions"), "{}", sensor.log());
-    assert_eq!(sensor.metric(r#"aiwatch_detection_state_errors_total{file="signatures"}"#), Some(1.0));
+    // The counter follows within a second (the gauges' tick).
+    let end = deadline(Duration::from_secs(10));
+    while sensor.metric(r#"aiwatch_detection_state_errors_total{file="signatures"}"#) != Some(1.0) {
+        assert!(std::time::Instant::now() < end, "reload error not counted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let root = session(&old);
     sensor.wait_for("finding with the old file", |r| {
         r["type"] == "finding" && r["session"]["root_pid"] == root

@@ -278,7 +278,7 @@ pub struct Correlator {
 
 /// What became of a finding that matched.
 pub enum Outcome {
-    Emit(Finding),
+    Emit(Box<Finding>),
     /// Already reported for this session and rule.
     Duplicate,
     /// Over the per-minute limit.
@@ -402,7 +402,7 @@ impl Correlator {
                 st.fired.insert(c.key.clone());
                 // Each new category is reported once per session.
                 st.fired.extend(c.finding.new_categories.iter().map(|n| format!("{BASELINE_RULE}:{n}")));
-                Outcome::Emit(c.finding)
+                Outcome::Emit(Box::new(c.finding))
             };
             outcomes.push((c.key, outcome));
         }

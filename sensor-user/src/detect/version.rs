@@ -1,7 +1,8 @@
 //! An assistant's version, and version ranges (`>=1.0.30, <1.0.40`) for the signature file.
 //!
 //! Nothing in the exec says which version runs, so it is read from the installation: the
-//! `package.json` of the npm package the script (or the binary) is part of, found next to it or
+//! `package.json` of the npm package the script an interpreter runs (its first argument that
+//! is not an option, if absolute) or else the binary is part of, found next to it or
 //! up to three directories above (not past a `node_modules` directory), or else a version-like
 //! file or directory name (`…/claude/versions/2.0.1`). Paths are resolved through symlinks
 //! (`/usr/local/bin/claude` → `…/@anthropic-ai/claude-code/cli.js`), as this host sees them.
@@ -18,7 +19,14 @@ const MAX_PACKAGE_JSON: u64 = 1 << 20;
 /// The version of the assistant run as `exe` with `argv`, if the installation says.
 pub fn assistant_version(exe: &str, argv: &[String]) -> Option<String> {
     // The script an interpreter runs comes first: the interpreter's own version is not it.
-    let candidates = argv.iter().skip(1).filter(|a| a.starts_with('/')).map(String::as_str).chain([exe]);
+    // Only an interpreter's: another program's arguments are the user's files (a project
+    // directory has a package.json of its own).
+    let name = Path::new(exe).file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let script = match crate::config::defaults::RUNTIMES.contains(&name) {
+        true => argv.iter().skip(1).find(|a| !a.starts_with('-')).filter(|a| a.starts_with('/')),
+        false => None,
+    };
+    let candidates = script.map(String::as_str).into_iter().chain([exe]);
     for path in candidates {
         let resolved = std::fs::canonicalize(path).unwrap_or_else(|_| PathBuf::from(path));
         if let Some(v) = from_path_name(&resolved).or_else(|| from_package_json(&resolved)) {
@@ -177,6 +185,9 @@ mod tests {
             assistant_version("/root/.local/share/claude/versions/2.0.1", &["claude".into()]).as_deref(),
             Some("2.0.1")
         );
+        // A native binary's arguments are the user's files, not its installation.
+        let project = pkg.join("dist").display().to_string();
+        assert_eq!(assistant_version("/usr/bin/true", &["true".into(), project]), None);
         let _ = std::fs::remove_dir_all(&dir);
         assert!(!looks_like_version("1"));
         assert!(!looks_like_version("a.b"));

@@ -125,7 +125,7 @@ pub(super) fn report(st: &mut State, outs: Vec<egress::Out>, boot_ns: u64) -> Ve
                                 session: session.clone(),
                                 process: process.clone(),
                                 reader,
-                                finding,
+                                finding: *finding,
                                 destination: conn.destination(),
                                 connection_id: conn.id.clone(),
                             };

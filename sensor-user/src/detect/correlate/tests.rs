@@ -22,7 +22,7 @@ fn correlator(cfg: &Config) -> Correlator {
 }
 
 fn emitted(out: &[(String, Outcome)]) -> Vec<&Finding> {
-    out.iter().filter_map(|(_, o)| if let Outcome::Emit(f) = o { Some(f) } else { None }).collect()
+    out.iter().filter_map(|(_, o)| if let Outcome::Emit(f) = o { Some(&**f) } else { None }).collect()
 }
 
 /// The old built-in rule, as a user may keep it: the ordinary pattern, informational.
