@@ -21,7 +21,8 @@ pub enum Step {
     Toolchain,
     /// Debian's LLVM 22 dev packages and bpf-linker built against them: links the eBPF programs.
     BpfLinker,
-    /// Debian's prometheus (with promtool): the alerting tests.
+    /// Debian's prometheus (with promtool): the alerting tests; rsyslog (and its GnuTLS driver):
+    /// the syslog output's tests.
     TestPackages,
     /// The pinned assistants from the npm registry, into target/assistants: the end-to-end tests.
     Assistants,
@@ -91,8 +92,9 @@ pub fn ensure(steps: &[Step]) -> anyhow::Result<()> {
 }
 
 const LLVM_PACKAGES: [&str; 2] = ["llvm-22-dev", "libpolly-22-dev"];
-/// What the tests run besides the sensor: Prometheus and promtool for the alerting tests.
-const TEST_PACKAGES: [&str; 1] = ["prometheus"];
+/// What the tests run besides the sensor: Prometheus and promtool for the alerting tests,
+/// rsyslogd (with the gtls stream driver for TLS) as the syslog output's receiver.
+const TEST_PACKAGES: [&str; 3] = ["prometheus", "rsyslog", "rsyslog-gnutls"];
 /// The peers `cargo xtask bench` measures aiwatch against.
 const BENCH_PACKAGES: [&str; 2] = ["bpftrace", "auditd"];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";

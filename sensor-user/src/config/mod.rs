@@ -109,6 +109,9 @@ pub struct OutputConfig {
     pub schema: OutputSchema,
     /// Write events to this file (appending; reopened on SIGHUP) instead of stdout.
     pub path: Option<std::path::PathBuf>,
+    /// `[output.syslog]`: also send every record to a syslog receiver (a SIEM).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub syslog: Option<syslog::SyslogConfig>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -272,6 +275,9 @@ validated!(
     }
 );
 
+// After the macros it uses.
+pub mod syslog;
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -315,7 +321,13 @@ impl Default for SensorConfig {
 
 impl Default for OutputConfig {
     fn default() -> Self {
-        Self { format: OutputFormat::Auto, queue: MapSize(8192), schema: OutputSchema::Native, path: None }
+        Self {
+            format: OutputFormat::Auto,
+            queue: MapSize(8192),
+            schema: OutputSchema::Native,
+            path: None,
+            syslog: None,
+        }
     }
 }
 
@@ -408,6 +420,9 @@ impl Config {
         cfg.merge_destinations(file.destinations, origin)?;
         cfg.merge_rules(file.rules, origin)?;
         cfg.merge_variables(file.variables, origin)?;
+        if let Some(s) = &cfg.output.syslog {
+            s.check().map_err(|(field, why)| semantic(origin, &format!("output.syslog.{field}"), &why))?;
+        }
         for (name, patterns) in file.categories {
             check_category_name(origin, &format!("categories.{name}"), &name)?;
             cfg.categories.insert(name, patterns);

@@ -10,3 +10,4 @@ pub mod report;
 pub mod server;
 pub mod sinks;
 pub mod status;
+pub mod syslog;
