@@ -405,6 +405,12 @@ fn check_restart(transport: Transport) {
         missing.first().map(|v| v.to_string()).unwrap_or_default(),
         sensor.log()
     );
+    eprintln!(
+        "restart: {} records, {} received, {dropped} dropped, {} resent",
+        produced.len(),
+        produced.iter().filter(|r| received.contains(&r.to_string())).count(),
+        metric(&sensor, "aiwatch_syslog_resent_total")
+    );
     // Records produced while rsyslog was down reached the restarted one.
     assert!(
         produced[down_at..].iter().any(|r| received.contains(&r.to_string())),
