@@ -137,11 +137,11 @@ if $inputname == "imtcp" or $inputname == "imudp" then {{
         }
     }
 
-    /// SIGTERM by PID, and wait for the exit.
-    fn stop(&mut self) {
+    /// `signal` by PID, and wait for the exit.
+    fn stop(&mut self, signal: i32) {
         let mut g = self.proc.take().expect("rsyslogd running");
         // SAFETY: signalling our own child by PID.
-        unsafe { libc::kill(g.pid() as i32, libc::SIGTERM) };
+        unsafe { libc::kill(g.pid() as i32, signal) };
         assert!(g.wait(Duration::from_secs(10)).is_some(), "rsyslogd did not stop");
     }
 
@@ -354,9 +354,10 @@ fn metric(sensor: &Sensor, series: &str) -> f64 {
     sensor.metric(series).unwrap_or_else(|| panic!("no {series} in /metrics"))
 }
 
-/// rsyslog restarted (by PID) while sessions run: the daemon reconnects, and every record is
-/// received or counted as dropped.
-fn check_restart(transport: Transport) {
+/// rsyslog stopped with `signal` and started again (by PID) while sessions run: the daemon
+/// reconnects, and every record is received or counted as dropped. A SIGKILLed rsyslogd loses
+/// what it had not read from its socket: what the daemon sends again covers it.
+fn check_restart(transport: Transport, signal: i32) {
     let mut rsyslog = Rsyslog::start(transport, free_port());
     let sensor = Sensor::start(&config(&rsyslog, "native", ""));
     let dir = TempDir::new("syslog-restart");
@@ -364,7 +365,7 @@ fn check_restart(transport: Transport) {
     let stop = Arc::new(AtomicBool::new(false));
     let sessions = producer(&dir.0, stop.clone());
     std::thread::sleep(Duration::from_secs(2));
-    rsyslog.stop();
+    rsyslog.stop(signal);
     let down_at = sensor.records().len();
     std::thread::sleep(Duration::from_secs(1));
     rsyslog.run();
@@ -422,12 +423,17 @@ fn check_restart(transport: Transport) {
 
 #[test]
 fn tcp_receiver_restart_loses_nothing_silently() {
-    check_restart(Transport::Tcp);
+    check_restart(Transport::Tcp, libc::SIGTERM);
+}
+
+#[test]
+fn tcp_receiver_killed_loses_nothing_silently() {
+    check_restart(Transport::Tcp, libc::SIGKILL);
 }
 
 #[test]
 fn tls_receiver_restart_loses_nothing_silently() {
-    check_restart(Transport::Tls);
+    check_restart(Transport::Tls, libc::SIGTERM);
 }
 
 #[test]
