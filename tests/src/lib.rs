@@ -243,7 +243,7 @@ impl Sensor {
                 dir.path("state").display()
             )
         };
-        std::fs::write(&cfg, config).expect("write config");
+        std::fs::write(&cfg, &config).expect("write config");
         // A free port, unless the test chooses the address (`--metrics-listen ADDR` in `extra`).
         let chosen = extra.iter().position(|a| *a == "--metrics-listen").and_then(|i| extra.get(i + 1));
         let metrics: SocketAddr = match chosen {

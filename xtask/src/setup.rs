@@ -21,8 +21,9 @@ pub enum Step {
     Toolchain,
     /// Debian's LLVM 22 dev packages and bpf-linker built against them: links the eBPF programs.
     BpfLinker,
-    /// Debian's prometheus (with promtool): the alerting tests; debootstrap and podman: the
-    /// container image and its test.
+    /// Debian's prometheus (with promtool) and Alertmanager: the alerting tests; debootstrap and
+    /// podman: the container image and its test; rsyslog (and its GnuTLS driver): the syslog
+    /// output's tests.
     TestPackages,
     /// The pinned assistants from the npm registry, into target/assistants: the end-to-end tests.
     Assistants,
@@ -94,8 +95,10 @@ pub fn ensure(steps: &[Step]) -> anyhow::Result<()> {
 const LLVM_PACKAGES: [&str; 2] = ["llvm-22-dev", "libpolly-22-dev"];
 /// What the tests run besides the sensor: Prometheus and promtool, Alertmanager and amtool for the
 /// alerting tests; debootstrap and podman for the container image and its test (runc: crun refuses
-/// hybrid cgroups, as on the development machines).
-const TEST_PACKAGES: [&str; 5] = ["prometheus", "prometheus-alertmanager", "debootstrap", "podman", "runc"];
+/// hybrid cgroups, as on the development machines); rsyslogd (with the gtls stream driver for TLS)
+/// as the syslog output's receiver.
+const TEST_PACKAGES: [&str; 7] =
+    ["prometheus", "prometheus-alertmanager", "debootstrap", "podman", "runc", "rsyslog", "rsyslog-gnutls"];
 /// The peers `cargo xtask bench` measures aiwatch against.
 const BENCH_PACKAGES: [&str; 2] = ["bpftrace", "auditd"];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";

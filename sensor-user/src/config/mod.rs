@@ -117,6 +117,9 @@ pub struct OutputConfig {
     pub detail: OutputDetail,
     /// Seconds between the session rollups of a long session (one more at its end).
     pub rollup_interval: RollupInterval,
+    /// `[output.syslog]`: also send every record to a syslog receiver (a SIEM).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub syslog: Option<syslog::SyslogConfig>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -286,6 +289,9 @@ validated!(
     }
 );
 
+// After the macros it uses.
+pub mod syslog;
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -337,6 +343,7 @@ impl Default for OutputConfig {
             path: None,
             detail: OutputDetail::Summary,
             rollup_interval: RollupInterval(300),
+            syslog: None,
         }
     }
 }
@@ -435,6 +442,9 @@ impl Config {
         cfg.merge_destinations(file.destinations, origin)?;
         cfg.merge_rules(file.rules, origin)?;
         cfg.merge_variables(file.variables, origin)?;
+        if let Some(s) = &cfg.output.syslog {
+            s.check().map_err(|(field, why)| semantic(origin, &format!("output.syslog.{field}"), &why))?;
+        }
         for (name, patterns) in file.categories {
             check_category_name(origin, &format!("categories.{name}"), &name)?;
             cfg.categories.insert(name, patterns);

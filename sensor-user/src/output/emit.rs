@@ -13,7 +13,7 @@ use crate::{
     output::{
         metrics::Metrics,
         report::{self, Body, Record},
-        rollup::{key::kind, Rollup},
+        rollup::Rollup,
         sinks::SinkHandle,
         status::{SessionStatus, Status},
     },
@@ -115,7 +115,7 @@ impl Emitter {
                     if fed.send {
                         self.write(boot_ns, body);
                     } else {
-                        self.metrics.records_summarized.with_label_values(&[kind(&body)]).inc();
+                        self.metrics.records_summarized.with_label_values(&[body.kind()]).inc();
                     }
                 }
                 Out::Signal { root, category } => {

@@ -11,3 +11,4 @@ pub mod rollup;
 pub mod server;
 pub mod sinks;
 pub mod status;
+pub mod syslog;

@@ -268,3 +268,25 @@ impl ProcessRef {
         }
     }
 }
+
+impl Body {
+    /// The record's `type` (also a bounded metric label and the syslog MSGID).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::SessionStart { .. } => "session_start",
+            Self::SessionEnd { .. } => "session_end",
+            Self::SessionRollup(_) => "session_rollup",
+            Self::ProcessExec { .. } => "process_exec",
+            Self::EnvRead { .. } => "env_read",
+            Self::InterfaceQuery { .. } => "interface_query",
+            Self::HostQuery { .. } => "host_query",
+            Self::UnixConnect { .. } => "unix_connect",
+            Self::FingerprintRead(_) => "fingerprint_read",
+            Self::ConnectionOpen(_) => "connection_open",
+            Self::ConnectionClose(_) => "connection_close",
+            Self::Finding(_) => "finding",
+            Self::CompatSyscall(_) => "compat_syscall",
+            Self::DnsLookup { .. } => "dns_lookup",
+        }
+    }
+}

@@ -18,13 +18,19 @@ use tokio::{sync::mpsc, task::JoinHandle};
 
 use crate::{
     config::{OutputConfig, OutputFormat, OutputSchema},
-    output::{metrics::Metrics, report::Record},
+    output::{
+        metrics::Metrics,
+        report::Record,
+        syslog::{SyslogHandle, SyslogTask},
+    },
 };
 
 #[derive(Clone)]
 pub struct SinkHandle {
     /// None with format `none`.
     tx: Option<mpsc::Sender<Arc<Record>>>,
+    /// `[output.syslog]`, whatever the format.
+    syslog: Option<SyslogHandle>,
     metrics: Arc<Metrics>,
     reopen: Arc<AtomicBool>,
 }
@@ -33,8 +39,15 @@ impl SinkHandle {
     /// Counts a record and queues it; never blocks. With format `none` the record is not built.
     pub fn emit(&self, record: impl FnOnce() -> Record) {
         self.metrics.records_produced.inc();
+        if self.tx.is_none() && self.syslog.is_none() {
+            return;
+        }
+        let rec = Arc::new(record());
+        if let Some(s) = &self.syslog {
+            s.send(rec.clone());
+        }
         if let Some(tx) = &self.tx {
-            if tx.try_send(Arc::new(record())).is_err() {
+            if tx.try_send(rec).is_err() {
                 self.metrics.sink_dropped.inc();
             }
         }
@@ -71,14 +84,43 @@ fn open(path: &PathBuf) -> std::io::Result<Box<dyn Write + Send>> {
     Ok(Box::new(std::io::BufWriter::with_capacity(64 * 1024, f)))
 }
 
-/// Starts the writer. Dropping every [`SinkHandle`] ends it after it has written and flushed
-/// what was queued. A file that cannot be opened fails start-up.
+/// Starts the writers (and the syslog output, if configured). Dropping every [`SinkHandle`] ends
+/// the returned task after what was queued is written and flushed (and sent, or counted, by the
+/// syslog output). A file that cannot be opened, or a syslog CA file, fails start-up.
 pub fn spawn(cfg: &OutputConfig, metrics: Arc<Metrics>) -> anyhow::Result<(SinkHandle, JoinHandle<()>)> {
+    let (syslog, syslog_task) = match &cfg.syslog {
+        Some(s) => {
+            let (h, t) =
+                crate::output::syslog::spawn(s, &metrics.registry).context("starting the syslog output")?;
+            (Some(h), Some(t))
+        }
+        None => (None, None),
+    };
+    let (handle, task) = spawn_writer(cfg, metrics, syslog)?;
+    Ok((handle, both(task, syslog_task)))
+}
+
+/// One task that ends when the writer and the syslog output have.
+fn both(writer: JoinHandle<()>, syslog: Option<SyslogTask>) -> JoinHandle<()> {
+    match syslog {
+        None => writer,
+        Some(s) => tokio::task::spawn(async move {
+            let _ = writer.await;
+            s.finish().await;
+        }),
+    }
+}
+
+fn spawn_writer(
+    cfg: &OutputConfig,
+    metrics: Arc<Metrics>,
+    syslog: Option<SyslogHandle>,
+) -> anyhow::Result<(SinkHandle, JoinHandle<()>)> {
     let format = effective_format(cfg.format, cfg.path.is_some());
     let reopen = Arc::new(AtomicBool::new(false));
     if format == OutputFormat::None {
         let task = tokio::task::spawn(async {});
-        return Ok((SinkHandle { tx: None, metrics, reopen }, task));
+        return Ok((SinkHandle { tx: None, syslog, metrics, reopen }, task));
     }
     let (tx, mut rx) = mpsc::channel::<Arc<Record>>(cfg.queue.0 as usize);
     let schema = cfg.schema;
@@ -121,5 +163,5 @@ pub fn spawn(cfg: &OutputConfig, metrics: Arc<Metrics>) -> anyhow::Result<(SinkH
         }
         let _ = out.flush();
     });
-    Ok((SinkHandle { tx: Some(tx), metrics, reopen }, task))
+    Ok((SinkHandle { tx: Some(tx), syslog, metrics, reopen }, task))
 }

@@ -56,26 +56,6 @@ pub struct Destination {
     pub addr: String,
 }
 
-/// The record's `type` (a bounded metric label).
-pub fn kind(body: &Body) -> &'static str {
-    match body {
-        Body::SessionStart { .. } => "session_start",
-        Body::SessionEnd { .. } => "session_end",
-        Body::SessionRollup(_) => "session_rollup",
-        Body::ProcessExec { .. } => "process_exec",
-        Body::EnvRead { .. } => "env_read",
-        Body::InterfaceQuery { .. } => "interface_query",
-        Body::HostQuery { .. } => "host_query",
-        Body::UnixConnect { .. } => "unix_connect",
-        Body::FingerprintRead(_) => "fingerprint_read",
-        Body::ConnectionOpen(_) => "connection_open",
-        Body::ConnectionClose(_) => "connection_close",
-        Body::Finding(_) => "finding",
-        Body::CompatSyscall(_) => "compat_syscall",
-        Body::DnsLookup { .. } => "dns_lookup",
-    }
-}
-
 /// The session id a record belongs to, if any.
 pub fn session_of(body: &Body) -> Option<&crate::output::report::SessionRef> {
     Some(match body {
