@@ -97,7 +97,15 @@ fn image_run_as_the_daemonset_sees_host_processes() {
     let dir = TempDir::new("container");
     let etc = dir.path("etc");
     std::fs::create_dir_all(&etc).unwrap();
-    std::fs::write(etc.join("config.toml"), AGENT_CONFIG).unwrap();
+    // The ConfigMap's setting that makes paths resolve in each process's root, and the test's agent.
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/daemonset.yaml");
+    let shipped = std::fs::read_to_string(file).expect("daemonset.yaml");
+    assert!(
+        shipped.contains("    [sensor]\n") && shipped.contains("    process_roots = true\n"),
+        "the ConfigMap's [sensor]"
+    );
+    std::fs::write(etc.join("config.toml"), format!("[sensor]\nprocess_roots = true\n{AGENT_CONFIG}"))
+        .unwrap();
     let addr = format!("127.0.0.1:{}", free_port());
     let cidfile = dir.path("cid");
     let _container = Container(cidfile.clone());

@@ -53,9 +53,10 @@ fn run_given(agent: &Path, url: &str, actions: &[&str]) -> u32 {
 
 /// Two assistants read the timezone and their environment (the zone file, `TZ`, the proxy and
 /// locale variables, `/etc/environment`), then call their API, one of them through the gateway
-/// it was given: what every assistant does. No finding of any tier.
+/// it was given: what every assistant does. No finding of any tier; their profiles (the final
+/// `session_rollup`) hold what they read and called.
 #[test]
-fn two_assistants_behaving_normally_yield_no_finding() {
+fn two_assistants_behaving_normally_yield_profiles_and_no_finding() {
     let config = "[[assistants]]\nname = \"tier-normal-a\"\nexe = [\"aiwatch-tier-na\"]\n\
                   [[assistants]]\nname = \"tier-normal-b\"\nexe = [\"aiwatch-tier-nb\"]\n";
     let (sensor, dir) = (Sensor::start(config), TempDir::new("tier-normal"));
@@ -82,6 +83,19 @@ fn two_assistants_behaving_normally_yield_no_finding() {
         let cats = open["fingerprint"]["categories"].as_array().unwrap().clone();
         assert!(cats.contains(&"timezone".into()) && cats.contains(&"proxy_config".into()), "{open}");
         assert_eq!(findings_at_end(&sensor, root), Vec::<Value>::new(), "session {root}");
+        // What they did is in their profile instead: the final rollup names the reads and the API.
+        let profile = sensor.wait_for("profile", |r| {
+            r["type"] == "session_rollup" && r["final"] == true && r["session"]["root_pid"] == root
+        });
+        let read = |cat: &str| {
+            profile["artifacts"].as_array().unwrap().iter().any(|a| {
+                a["categories"].as_array().is_some_and(|c| c.contains(&cat.into()))
+                    && a["readers"][0]["reader"] == "assistant"
+            })
+        };
+        assert!(read("timezone") && read("proxy_config"), "{profile}");
+        let egress = profile["egress"].as_array().unwrap();
+        assert!(egress.iter().any(|e| e["class"] == class && e["connections"] == 1), "{profile}");
     }
     // A bare connection to the gateway it was given (its address, no request): `base_url`, but
     // the session read nothing of the host's identity, so the relay rule has nothing to say.

@@ -49,7 +49,7 @@ impl State {
             src,
             // Paths are resolved as each process sees them (in a container with the host's PID
             // namespace, the host's processes: not through the image).
-            fs: CachedFs::new(std::time::Duration::from_secs(1), 4096).per_process(true),
+            fs: CachedFs::new(std::time::Duration::from_secs(1), 4096).per_process(cfg.sensor.process_roots),
             reconciler: Reconciler::new(std::time::Instant::now()),
         }
     }
