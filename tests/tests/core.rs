@@ -344,7 +344,12 @@ fn int80_syscalls_are_reported_through_the_classic_tracepoint_too() {
 }
 
 fn int80_reported_by(program: &str, env: &[(&str, &str)]) {
-    let sensor = Sensor::start_env(AGENT_CONFIG, &[], &aiwatch_bin(), &[], env);
+    // An assistant of each test's own: both tests run at once, and each daemon would count the
+    // other's agent too.
+    let name = format!("int80-{}", program.trim_start_matches("compat_enter_"));
+    let exe = format!("aiwatch-{name}");
+    let config = format!("[[assistants]]\nname = \"{name}\"\nexe = [\"{exe}\"]\n");
+    let sensor = Sensor::start_env(&config, &[], &aiwatch_bin(), &[], env);
     let dir = TempDir::new("int80");
     let path = sensor
         .log()
@@ -353,7 +358,7 @@ fn int80_reported_by(program: &str, env: &[(&str, &str)]) {
         .map(str::to_string);
     assert!(path.as_deref().is_some_and(|l| l.contains(&format!("program={program} "))), "{path:?}");
     let plain = probe_as(&dir, "plain-program");
-    let agent = probe_as(&dir, AGENT);
+    let agent = probe_as(&dir, &exe);
     let port = free_port();
     let (connect, socketcall) =
         (format!("int80=connect,127.0.0.1:{port}"), format!("int80=socketcall,127.0.0.1:{port}"));
@@ -397,8 +402,9 @@ fn int80_reported_by(program: &str, env: &[(&str, &str)]) {
         sensor.records().into_iter().filter(|r| r["process"]["pid"] == untracked).collect();
     assert!(leaked.is_empty(), "untracked process reported: {leaked:?}");
     assert_eq!(
-        sensor
-            .metric(r#"aiwatch_compat_syscalls_total{abi="i386",assistant="test-agent",reader="assistant"}"#),
+        sensor.metric(&format!(
+            r#"aiwatch_compat_syscalls_total{{abi="i386",assistant="{name}",reader="assistant"}}"#
+        )),
         Some(5.0)
     );
 }
