@@ -228,7 +228,14 @@ fn write_certs(dir: &TempDir) {
     std::fs::write(dir.path("server.key"), key.serialize_pem()).expect("server.key");
 }
 
-/// The daemon's config: the test agent, and the syslog output to `rsyslog` in `format`.
+/// A finding rule of the test's own (the built-in one needs a relay): the workload's timezone
+/// read, then the API, is a high finding.
+const RULE: &str = "[[rules]]\nname = \"syslog_tz_then_api\"\nseverity = \"high\"\n\
+    descendant_severity = \"high\"\ngroups = [[\"timezone\"]]\nmin_groups = 1\n\
+    destinations = [\"llm_api\"]\nwindow_seconds = 60\n";
+
+/// The daemon's config: the test agent, a finding rule, and the syslog output to `rsyslog` in
+/// `format`.
 fn config(rsyslog: &Rsyslog, format: &str, extra: &str) -> String {
     let tls = match rsyslog.transport {
         Transport::Tls => {
@@ -237,7 +244,7 @@ fn config(rsyslog: &Rsyslog, format: &str, extra: &str) -> String {
         _ => String::new(),
     };
     format!(
-        "{AGENT_CONFIG}\n[output.syslog]\naddress = \"127.0.0.1:{}\"\ntransport = \"{}\"\nformat = \"{format}\"\n{tls}{extra}",
+        "{AGENT_CONFIG}{RULE}\n[output.syslog]\naddress = \"127.0.0.1:{}\"\ntransport = \"{}\"\nformat = \"{format}\"\n{tls}{extra}",
         rsyslog.port,
         rsyslog.transport.name()
     )
