@@ -273,22 +273,22 @@ fn file_sink_is_reopened_on_sighup() {
     let out = dir.path("events.jsonl");
     let sensor = Sensor::start_with(AGENT_CONFIG, &["--output", out.to_str().unwrap()]);
     let agent = probe_as(&dir, AGENT);
-    let wait_file = |path: &Path, pid: u32| {
+    let wait_file = |path: &Path, pid: u32, kind: &str| {
         let end = deadline(Duration::from_secs(15));
         loop {
             let text = std::fs::read_to_string(path).unwrap_or_default();
-            if text
-                .lines()
-                .any(|l| l.contains(&format!("\"root_pid\":{pid}")) && l.contains("fingerprint_read"))
-            {
+            if text.lines().any(|l| {
+                l.contains(&format!("\"root_pid\":{pid}")) && l.contains(&format!("\"type\":\"{kind}\""))
+            }) {
                 return text;
             }
-            assert!(Instant::now() < end, "no read of {pid} in {}", path.display());
+            assert!(Instant::now() < end, "no {kind} of {pid} in {}", path.display());
             std::thread::sleep(Duration::from_millis(20));
         }
     };
     let first = run(&agent, &["openat=/etc/localtime"]);
-    wait_file(&out, first);
+    // The whole first session (its end comes after its reads, late on a slow kernel) before the rotation.
+    wait_file(&out, first, "session_end");
     // logrotate: move the file away, SIGHUP, and the next events go to a new file.
     let rotated = dir.path("events.jsonl.1");
     std::fs::rename(&out, &rotated).unwrap();
@@ -296,7 +296,7 @@ fn file_sink_is_reopened_on_sighup() {
     unsafe { libc::kill(sensor.pid() as i32, libc::SIGHUP) };
     std::thread::sleep(Duration::from_millis(300));
     let second = run(&agent, &["openat=/etc/hostname"]);
-    let text = wait_file(&out, second);
+    let text = wait_file(&out, second, "fingerprint_read");
     assert!(!text.contains(&format!("\"root_pid\":{first},")), "old session's events in the new file");
     assert!(std::fs::read_to_string(&rotated)
         .unwrap()
