@@ -53,6 +53,11 @@ u32_enum! {
         /// 32-bit-entry syscalls of tracked processes not reported because the process had
         /// already made one with the same number (only those without a path or address).
         CompatRepeated = 9 => "compat_repeated",
+        /// Batched events (path syscalls, variable reads, interface and host queries, 32-bit
+        /// syscalls) not sent because the
+        /// ring buffer was more than three quarters full: the last quarter is kept for process
+        /// and connection events, so a flood of reads cannot cost a session its exec or exit.
+        RingbufShed = 10 => "ringbuf_shed",
     }
 }
 

@@ -1,9 +1,9 @@
 //! Sending events: every record goes through [`emit`] or [`send`], which write its header,
 //! submit it with the caller's wake-up policy and count it (`Emitted`, or `RingbufFull` when
-//! it is lost).
+//! it is lost). Batched records leave the ring's last quarter to urgent ones (`RingbufShed`).
 
 use aya_ebpf::{
-    bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
     helpers::{bpf_get_current_comm, bpf_get_current_uid_gid},
 };
 use sensor_common::{Event, EventHeader, EventKind, Stat, Tracked};
@@ -33,6 +33,9 @@ pub fn urgent() -> u64 {
 /// every field of `T` past the header (a byte array only as far as its length says).
 #[inline(always)]
 pub fn emit<T: Event + 'static>(t: &Tracked, ts_ns: u64, wake: u64, body: impl FnOnce(&mut T)) {
+    if shed::<T>(wake) {
+        return;
+    }
     let Some(mut entry) = EVENTS.reserve::<T>(0) else {
         bump(Stat::RingbufFull);
         return;
@@ -50,12 +53,32 @@ pub fn emit<T: Event + 'static>(t: &Tracked, ts_ns: u64, wake: u64, body: impl F
 /// flags set while it was built, and the kernel copies it into the ring buffer.
 #[inline(always)]
 pub fn send<T: Event>(ev: &mut T, t: &Tracked, ts_ns: u64, wake: u64) {
+    if shed::<T>(wake) {
+        return;
+    }
     let flags = ev.header_mut().flags;
     fill_header(ev.header_mut(), T::KIND, t, ts_ns, flags);
     match EVENTS.output::<T>(&*ev, wake) {
         Ok(()) => bump(Stat::Emitted),
         Err(_) => bump(Stat::RingbufFull),
     }
+}
+
+/// Whether a batched `T` is left out, and counted, because it would leave less than a quarter
+/// of the ring free: a process spinning on `openat` fills the ring with reads, and the exec,
+/// fork and exit records (urgent, never shed) must still find room, or sessions are lost.
+#[inline(always)]
+fn shed<T>(wake: u64) -> bool {
+    if wake != batched() {
+        return false;
+    }
+    let used = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    let size = EVENTS.query(BPF_RB_RING_SIZE as u64);
+    if used + core::mem::size_of::<T>() as u64 <= size - size / 4 {
+        return false;
+    }
+    bump(Stat::RingbufShed);
+    true
 }
 
 #[inline(always)]

@@ -164,7 +164,9 @@ fn a_flood_does_not_starve_the_tick_or_sigterm() {
     };
     let reads = || sum(&sensor.scrape(), "aiwatch_fingerprint_reads_total");
     let end = deadline(Duration::from_secs(15));
-    while reads() < 1.0 || kernel("ringbuf_full") == 0.0 {
+    // The flood's reads are shed once the ring is three quarters full (the rest is kept for
+    // process and connection records).
+    while reads() < 1.0 || kernel("ringbuf_shed") == 0.0 {
         assert!(Instant::now() < end, "no loss counted (no tick?) or no read seen:\n{}", sensor.scrape());
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -179,4 +181,41 @@ fn a_flood_does_not_starve_the_tick_or_sigterm() {
     // 2 s on the host (stretched under emulation, like every deadline of these tests).
     assert!(took < patience(Duration::from_secs(2)), "SIGTERM took {took:?} to stop the daemon:\n{log}");
     assert!(log.contains("SIGTERM: stopping"), "{log}");
+}
+
+/// A flood of reads fills the ring, but the last quarter is kept for process records: sessions
+/// that start and end during the flood each get their start and end (before, the flood's reads
+/// took the room of their exec and exit records, and such sessions were never seen).
+#[test]
+fn a_flood_of_reads_costs_no_session_its_start_or_end() {
+    const SESSIONS: usize = 50;
+    let dir = TempDir::new("flood-sessions");
+    let config = "[[assistants]]\nname = \"flooder\"\nexe = [\"aiwatch-flooder\"]\n\
+                  [[assistants]]\nname = \"brief\"\nexe = [\"aiwatch-brief-agent\"]\n\
+                  [sensor]\nring_buffer_bytes = 1048576\n";
+    // `summary`: the flood's reads of one file are counted, not each written for the test to parse.
+    let sensor = Sensor::start_with(config, &["--detail", "summary"]);
+    let (flooder, brief) = (probe_as(&dir, "aiwatch-flooder"), probe_as(&dir, "aiwatch-brief-agent"));
+    let kernel = |outcome: &str| {
+        sensor.metric(&format!("aiwatch_kernel_events_total{{outcome=\"{outcome}\"}}")).unwrap_or(0.0)
+    };
+    let _flood = spawn(&flooder, &["threads=4,spin=60000,/etc/machine-id"]);
+    let end = deadline(Duration::from_secs(15));
+    while kernel("ringbuf_shed") + kernel("ringbuf_full") == 0.0 {
+        assert!(Instant::now() < end, "the flood never filled the ring:\n{}", sensor.scrape());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Short sessions, each reading a file, while the flood goes on.
+    let script = format!("for i in $(seq {SESSIONS}); do {} openat=/etc/hostname; done", brief.display());
+    let mut g = spawn_cmd(std::process::Command::new("/bin/sh").args(["-c", &script]));
+    assert!(g.wait(Duration::from_secs(120)).is_some_and(|s| s.success()));
+    let is = |r: &serde_json::Value, kind: &str| r["type"] == kind && r["session"]["assistant"] == "brief";
+    let count = |kind: &str| sensor.records().iter().filter(|r| is(r, kind)).count();
+    let end = deadline(Duration::from_secs(15));
+    while (count("session_start"), count("session_end")) != (SESSIONS, SESSIONS) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (starts, ends) = (count("session_start"), count("session_end"));
+    assert_eq!((starts, ends), (SESSIONS, SESSIONS), "sessions started, ended:\n{}", sensor.scrape());
+    assert!(kernel("ringbuf_shed") > 0.0, "reads shed, not lost:\n{}", sensor.scrape());
 }

@@ -98,10 +98,9 @@ pub struct SensorConfig {
     pub max_sockets: MapSize,
     /// Bytes of the kernel-to-daemon ring buffer (a power of two, at least 64 KiB).
     pub ring_buffer_bytes: RingBufferSize,
-    /// Resolve each process's paths inside its own root (`/proc/<pid>/root`): for a daemon in a
-    /// container watching the host's processes (the DaemonSet sets it). Off by default: on the
-    /// host, under a storm of short-lived processes, it lost a few sessions in the tests (not
-    /// yet explained).
+    /// Resolve each process's paths inside its own root (`/proc/<pid>/root`), as that process
+    /// would: an assistant in a container on the host, or the host's processes seen by a daemon
+    /// in a container (the DaemonSet). On by default; off resolves through the daemon's root.
     pub process_roots: bool,
 }
 
@@ -335,7 +334,7 @@ impl Default for SensorConfig {
             max_tracked: MapSize(16384),
             max_sockets: MapSize(16384),
             ring_buffer_bytes: RingBufferSize(8 << 20),
-            process_roots: false,
+            process_roots: true,
         }
     }
 }

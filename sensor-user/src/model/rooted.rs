@@ -108,12 +108,18 @@ impl Roots {
                     }
                     held.insert(pid, (now, root));
                 }
-                // Gone: what was held (if anything) stays the answer.
-                None => {
-                    if let Some(e) = held.get_mut(&pid) {
-                        e.0 = now;
+                // Gone: what was held (if anything) stays the answer; if nothing was, the
+                // daemon's root, remembered too, so a gone process's many records (a storm of
+                // short processes) do not each try `/proc/<pid>/root` again.
+                None => match held.get_mut(&pid) {
+                    Some(e) => e.0 = now,
+                    None => {
+                        if held.len() >= self.max {
+                            held.clear();
+                        }
+                        held.insert(pid, (now, None));
                     }
-                }
+                },
             }
         }
         let fd = held.get(&pid)?.1.as_ref()?;

@@ -145,7 +145,7 @@ impl Metrics {
             kernel: counter_vec(
                 &r,
                 "aiwatch_kernel_events_total",
-                "Kernel-side counters: emitted events, and events lost or cut (ringbuf_full, tracked_map_full, stash_full, path_truncated, argv_truncated, read_failed).",
+                "Kernel-side counters: emitted events, and events lost or cut (ringbuf_full, ringbuf_shed, tracked_map_full, stash_full, path_truncated, argv_truncated, read_failed).",
                 &["outcome"],
             )?,
             probe_attached: gauge_vec(
