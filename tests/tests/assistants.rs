@@ -30,12 +30,14 @@ fn run_assistant(bin: &std::path::Path, env: &[(&str, String)]) -> (u32, String)
     )
     .unwrap();
     let out = home.path("stdout");
+    let work = workspace(&home);
     let mut cmd = ns.command(bin, &["-p", "say ok"]);
     cmd.env_clear()
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
         .env("HOME", &home.0)
+        .env("LANG", "C.UTF-8")
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .current_dir(&home.0)
+        .current_dir(&work)
         .stdin(std::process::Stdio::null())
         .stdout(std::fs::File::create(&out).unwrap())
         .stderr(std::process::Stdio::null());
@@ -46,7 +48,24 @@ fn run_assistant(bin: &std::path::Path, env: &[(&str, String)]) -> (u32, String)
     (pid, std::fs::read_to_string(out).unwrap_or_default())
 }
 
-fn check_session(sensor: &Sensor, root: u32, assistant: &str, base_url_var: &str) {
+/// Where a developer runs an assistant: a git repository with a commit (assistants look at
+/// its state at start, through `git` children).
+fn workspace(home: &TempDir) -> std::path::PathBuf {
+    let work = home.path("project");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(work.join("README.md"), "# project\n").unwrap();
+    for args in [
+        &["init", "-q", "-b", "main"][..],
+        &["-c", "user.name=dev", "-c", "user.email=dev@example.invalid", "add", "README.md"],
+        &["-c", "user.name=dev", "-c", "user.email=dev@example.invalid", "commit", "-q", "-m", "start"],
+    ] {
+        let ok = std::process::Command::new("git").args(args).current_dir(&work).status();
+        assert!(ok.is_ok_and(|s| s.success()), "git {args:?}");
+    }
+    work
+}
+
+fn check_session(sensor: &Sensor, root: u32, assistant: &str, base_url_var: &str, relay_evidence: &[&str]) {
     let start = sensor
         .wait_for("session start", |r| r["type"] == "session_start" && r["session"]["root_pid"] == root);
     assert_eq!(start["session"]["assistant"], assistant, "{start}");
@@ -81,6 +100,20 @@ fn check_session(sensor: &Sensor, root: u32, assistant: &str, base_url_var: &str
     for r in sensor.records() {
         assert!(!r.to_string().contains("PLANTEDkey"), "API key in a record: {r}");
     }
+    // Resolving the base URL and naming itself with uname (what every assistant does before each
+    // API call) are no relay evidence; what remains is what the assistant itself read of the
+    // host's identity: `relay_evidence`, the whole session's findings above informational.
+    sensor.wait_for("session end", |r| r["type"] == "session_end" && r["session"]["root_pid"] == root);
+    let evidence: Vec<String> = sensor
+        .records()
+        .into_iter()
+        .filter(|r| r["type"] == "finding" && r["session"]["root_pid"] == root)
+        .filter(|r| r["finding"]["severity"] != "info")
+        .inspect(|r| assert_eq!(r["finding"]["rule"], "relay_identity_then_base_url", "{r}"))
+        .flat_map(|r| r["finding"]["evidence"].as_array().cloned().unwrap_or_default())
+        .map(|e| e["artifact"].as_str().unwrap_or("?").to_string())
+        .collect();
+    assert_eq!(evidence, relay_evidence, "{assistant}'s relay evidence");
 }
 
 #[test]
@@ -94,7 +127,9 @@ fn claude_code_native_binary_end_to_end() {
         ],
     );
     assert!(out.contains("ok"), "claude answered {out:?}");
-    check_session(&sensor, root, "claude-code", "ANTHROPIC_BASE_URL");
+    // Claude Code reads /etc/machine-id in every session, under a second before its first API
+    // call: with a base URL given, that is the relay pattern (docs/runbook.md).
+    check_session(&sensor, root, "claude-code", "ANTHROPIC_BASE_URL", &["/etc/machine-id"]);
 }
 
 #[test]
@@ -109,7 +144,7 @@ fn gemini_cli_end_to_end() {
         ],
     );
     assert!(out.contains("ok"), "gemini answered {out:?}");
-    check_session(&sensor, root, "gemini-cli", "GOOGLE_GEMINI_BASE_URL");
+    check_session(&sensor, root, "gemini-cli", "GOOGLE_GEMINI_BASE_URL", &[]);
     // Node reads variables through getenv: the base URL read itself is reported.
     sensor.wait_for("getenv of the base URL", |r| {
         r["type"] == "env_read"
@@ -136,6 +171,12 @@ fn session_volume(bin: &str, detail: &str, env: &[(&str, String)]) -> (usize, u6
         *kinds.entry(r["type"].as_str().unwrap_or("?").to_string()).or_default() += 1;
     }
     eprintln!("{bin} at {detail}: {kinds:?}");
+    for r in records
+        .iter()
+        .filter(|r| r["type"] == "finding" || r["type"] == "host_query" || r["type"] == "interface_query")
+    {
+        eprintln!("DEBUG {r}");
+    }
     (records.len(), rollup["records_summarized"].as_u64().unwrap_or(0))
 }
 

@@ -196,8 +196,26 @@ pub fn rules() -> Vec<RuleConfig> {
         destinations: g(&["base_url"]),
         window_seconds: 60,
         readers: crate::config::rules::Readers::Assistant,
+        ignore: g(RESOLVER_AND_RUNTIME),
     }]
 }
+
+/// What the relay rule does not count: the files name resolution reads (glibc's getaddrinfo, and
+/// the runtimes on top of it), the interface-address dump it makes for `AI_ADDRCONFIG` (netlink
+/// `RTM_GETADDR`), and `uname`, which Node and Bun call to name themselves. Real assistants do
+/// all of these right before every API call: counted, the rule fired for every session of Claude
+/// Code and Gemini CLI. They stay in the records and the session profile.
+const RESOLVER_AND_RUNTIME: &[&str] = &[
+    "/etc/hosts",
+    "/etc/resolv.conf",
+    "/etc/nsswitch.conf",
+    "/etc/gai.conf",
+    "/etc/host.conf",
+    "/run/systemd/resolve/**",
+    "/etc/resolvconf/**",
+    "RTM_GETADDR",
+    "uname",
+];
 
 /// The name of the built-in relay-detection rule.
 pub const RELAY_RULE: &str = "relay_identity_then_base_url";

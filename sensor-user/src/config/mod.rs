@@ -508,6 +508,15 @@ impl Config {
             {
                 return Err(semantic(origin, &field, "needs non-empty groups and destinations"));
             }
+            if let Some((j, e)) = rule
+                .ignore
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.starts_with('/'))
+                .find_map(|(j, p)| Some((j, glob::Glob::new(p).err()?)))
+            {
+                return Err(semantic(origin, &format!("{field}.ignore[{j}]"), &e));
+            }
             if rule.min_groups == 0 || rule.min_groups > rule.groups.len() {
                 return Err(semantic(
                     origin,

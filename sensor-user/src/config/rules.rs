@@ -61,6 +61,22 @@ pub struct RuleConfig {
     /// own process (what a relay asking for the host's identity does, not a tool it runs).
     #[serde(default)]
     pub readers: Readers,
+    /// Artifacts whose reads do not count: a path glob (`/run/systemd/resolve/**`) or an exact
+    /// artifact name (`uname`, `RTM_GETADDR`). The relay rule leaves out what every runtime
+    /// reads to resolve a name and to name itself, or it would fire for every assistant.
+    #[serde(default)]
+    pub ignore: Vec<String>,
+}
+
+impl RuleConfig {
+    /// Whether a read of `artifact` is left out by [`RuleConfig::ignore`].
+    pub fn ignores(&self, artifact: &str) -> bool {
+        self.ignore.iter().any(|p| {
+            p == artifact
+                || (p.starts_with('/')
+                    && crate::config::glob::Glob::new(p).is_ok_and(|g| g.matches(artifact)))
+        })
+    }
 }
 
 /// Whose reads a rule counts.

@@ -462,6 +462,7 @@ fn rule_finding(rule: &RuleConfig, st: &SessionState, class: &str, ts_ns: u64) -
         .filter(|s| s.ts_ns <= ts_ns && ts_ns - s.ts_ns <= w_ns)
         .filter(|s| rule.readers == Readers::Any || s.reader == Reader::Assistant)
         .filter(|s| rule.groups.iter().any(|g| g.contains(&s.category)))
+        .filter(|s| !rule.ignores(&s.artifact))
         .collect();
     let groups: Vec<String> = rule
         .groups

@@ -44,6 +44,7 @@ fn ordinary_rule() -> RuleConfig {
         destinations: g(&["llm_api", "base_url"]),
         window_seconds: 300,
         readers: Readers::Any,
+        ignore: Vec::new(),
     }
 }
 
@@ -94,6 +95,33 @@ fn identity_read_by_the_assistant_then_its_given_base_url_is_one_high_relay_find
     // The API itself after the same reads: no relay.
     c.add_signal(2, sig("host_identity", "/etc/hostname", true, 11));
     assert!(c.on_egress(2, Some("api.anthropic.com"), None, 12_000_000_000).1.is_empty());
+}
+
+/// What Claude Code (Bun) and Gemini CLI (Node) do right before each API call, measured: resolve
+/// the name (`/etc/hosts`, `/etc/resolv.conf`, `/etc/nsswitch.conf`, the netlink address dump of
+/// `AI_ADDRCONFIG`) and call `uname`. None of it is a relay's collecting; a MAC or
+/// `/etc/machine-id` read is.
+#[test]
+fn resolving_the_base_url_and_uname_are_no_relay() {
+    let mut c = correlator(&Config::default());
+    c.start_session(1, "claude-code", None);
+    c.learn_base_url(1, "http://api.mock-llm.test:8080");
+    for (cat, art) in [
+        ("network_config", "/etc/hosts"),
+        ("network_config", "/etc/resolv.conf"),
+        ("network_config", "/etc/nsswitch.conf"),
+        ("network_config", "/run/systemd/resolve/stub-resolv.conf"),
+        ("network_config", "RTM_GETADDR"),
+        ("host_identity", "uname"),
+    ] {
+        c.add_signal(1, sig(cat, art, true, 11));
+    }
+    assert!(emitted(&c.on_egress(1, Some("api.mock-llm.test"), None, 12_000_000_000).1).is_empty());
+    c.add_signal(1, sig("host_identity", "/etc/machine-id", true, 12));
+    let (_, out) = c.on_egress(1, Some("api.mock-llm.test"), None, 12_500_000_000);
+    let f = emitted(&out);
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].evidence.len(), 1, "only the machine-id read is evidence");
 }
 
 #[test]
@@ -155,7 +183,7 @@ fn descendant_only_reads_are_no_relay() {
     let (ann, out) = c.on_egress(4, Some("relay.example.net"), None, 11_000_000_000);
     assert_eq!(ann.destination_class, "base_url");
     assert!(out.is_empty(), "a tool the assistant ran read them");
-    c.add_signal(4, sig("network_config", "/etc/resolv.conf", true, 11));
+    c.add_signal(4, sig("network_config", "/proc/net/route", true, 11));
     let (_, out) = c.on_egress(4, Some("relay.example.net"), None, 12_000_000_000);
     assert_eq!(emitted(&out)[0].severity, Severity::High);
 }
