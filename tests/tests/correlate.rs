@@ -141,7 +141,7 @@ fn identity_read_then_the_given_base_url_is_exactly_one_relay_finding_in_both_fo
 
 #[test]
 fn repeated_reads_of_one_file_do_not_hide_the_other_categories() {
-    // The machine id, then 600 stats of /etc/hosts (more than the session keeps signals for),
+    // The machine id, then 600 stats of the routing table (more than the session keeps signals for),
     // then the call to the given gateway: both categories are still in the relay finding.
     let sensor = Sensor::start(AGENT_CONFIG);
     let dir = TempDir::new("repeat");
@@ -149,7 +149,7 @@ fn repeated_reads_of_one_file_do_not_hide_the_other_categories() {
     let agent = probe_as(&dir, AGENT);
     let call = gateway_call(&dir, api.addr);
     let mut actions = vec!["openat=/etc/localtime", "openat=/etc/machine-id"];
-    actions.extend(std::iter::repeat_n("stat=/etc/hosts", 600));
+    actions.extend(std::iter::repeat_n("stat=/proc/net/route", 600));
     actions.push(&call);
     let root = run_given(&agent, api.addr, &actions);
     let f = sensor.wait_for("finding", |r| r["type"] == "finding" && r["session"]["root_pid"] == root);
@@ -372,7 +372,7 @@ fn real_prometheus_fires_the_finding_alert() {
     });
     let api = http_server(None, "127.0.0.1:0");
     let agent = probe_as(&dir, AGENT);
-    let root = run_given(&agent, api.addr, &["openat=/etc/resolv.conf", &gateway_call(&dir, api.addr)]);
+    let root = run_given(&agent, api.addr, &["openat=/proc/net/route", &gateway_call(&dir, api.addr)]);
     sensor.wait_for("finding", |r| r["type"] == "finding" && r["session"]["root_pid"] == root);
     wait("AiwatchFingerprintFinding firing", &|| {
         let body = http_get(prom, "/api/v1/alerts");
