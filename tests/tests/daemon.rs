@@ -439,8 +439,10 @@ fn overload_is_counted_bounded_and_recovered_from() {
         peak_rss = peak_rss.max(rss_kib(small.pid()));
     }
     std::thread::sleep(Duration::from_millis(2500));
-    let lost = small.metric(r#"aiwatch_kernel_events_total{outcome="ringbuf_full"}"#).unwrap();
-    assert!(lost > 0.0, "a 64 KiB ring buffer must overflow under this load");
+    // The reads past three quarters of the ring are left out and counted (the rest of the ring
+    // is for the storm's process records).
+    let shed = small.metric(r#"aiwatch_kernel_events_total{outcome="ringbuf_shed"}"#).unwrap();
+    assert!(shed > 0.0, "a 64 KiB ring buffer must shed reads under this load");
     assert!(peak_rss < 64 * 1024, "daemon RSS peaked at {peak_rss} KiB");
     let entries = small.metric(r#"aiwatch_kernel_map_entries{map="tracked"}"#).unwrap();
     assert!(entries <= baseline, "tracked map back to {entries}, baseline {baseline}");
