@@ -40,6 +40,8 @@ pub struct Baseline {
     pub max_entries: usize,
     /// Failures to read or write the state file so far.
     pub errors: u64,
+    /// Learned since the file was last written.
+    dirty: bool,
 }
 
 /// The version key of a session.
@@ -51,7 +53,14 @@ impl Baseline {
     /// The baseline in `dir` (none: in memory only). A file that cannot be read is logged and
     /// counted, never fatal.
     pub fn load(dir: Option<PathBuf>, learning_sessions: u32, max_entries: usize) -> Self {
-        let mut b = Self { state: StateFile::default(), dir, learning_sessions, max_entries, errors: 0 };
+        let mut b = Self {
+            state: StateFile::default(),
+            dir,
+            learning_sessions,
+            max_entries,
+            errors: 0,
+            dirty: false,
+        };
         let Some(path) = b.path() else { return b };
         match std::fs::read(&path) {
             Ok(bytes) => match serde_json::from_slice::<StateFile>(&bytes) {
@@ -93,7 +102,9 @@ impl Baseline {
         }
     }
 
-    /// A session of `assistant` `version` ended having read `read`: learned, and saved.
+    /// A session of `assistant` `version` ended having read `read`: learned; written by the next
+    /// [`Baseline::save_if_learned`] (each second, and at stop), not per session, which a storm of
+    /// short sessions would turn into a file write each on the event loop.
     pub fn learn(&mut self, assistant: &str, version: Option<&str>, read: &BTreeSet<String>) {
         self.state.clock += 1;
         let clock = self.state.clock;
@@ -114,7 +125,14 @@ impl Baseline {
             }
         }
         self.trim();
-        self.save();
+        self.dirty = true;
+    }
+
+    /// Writes the state file if something was learned since it was last written.
+    pub fn save_if_learned(&mut self) {
+        if std::mem::take(&mut self.dirty) {
+            self.save();
+        }
     }
 
     fn len(&self) -> usize {
@@ -181,6 +199,8 @@ mod tests {
         b.learn("a", Some("1.0"), &usual);
         assert_eq!(b.unusual("a", Some("1.0"), &odd), ["host_identity"]);
         assert!(b.unusual("a", Some("2.0"), &odd).is_empty(), "another version learns on its own");
+        assert!(!dir.join(FILE).exists(), "written each second, not per session");
+        b.save_if_learned();
         // A restart keeps it.
         let b = Baseline::load(Some(dir.clone()), 2, 16);
         assert_eq!(b.unusual("a", Some("1.0"), &odd), ["host_identity"]);

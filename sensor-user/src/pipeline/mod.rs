@@ -77,8 +77,10 @@ impl Pipeline {
         self.emitter.emit(outs);
     }
 
-    /// Periodic work: connections open a while without sending are reported.
+    /// Periodic work: connections open a while without sending are reported; what the baseline
+    /// learned is written.
     pub fn tick(&mut self) {
+        self.state.correlator.baseline.save_if_learned();
         let now = Clock::now_boot_ns();
         let out = self.state.egress.tick(now);
         let outs = net::report(&mut self.state, out, now);
@@ -86,8 +88,9 @@ impl Pipeline {
         self.emitter.tick(now);
     }
 
-    /// The daemon stops: the rollups of the sessions still running are sent.
+    /// The daemon stops: the rollups of the sessions still running are sent, the baseline written.
     pub fn flush(&mut self) {
+        self.state.correlator.baseline.save_if_learned();
         self.emitter.flush();
     }
 
