@@ -969,8 +969,10 @@ pub struct Flat {
 fn id_like(seg: &str) -> bool {
     let digits = seg.chars().filter(char::is_ascii_digit).count();
     let alnum = seg.chars().filter(char::is_ascii_alphanumeric).count();
+    // Lower-case words between separators are a name (`gemini-3.5-flash`), not an id.
+    let wordy = seg.contains(['-', '.']) && !seg.chars().any(|c| c.is_ascii_uppercase());
     (digits >= 4 && digits == seg.len())
-        || (seg.len() >= 16 && digits > 0 && alnum * 10 >= seg.len() * 7)
+        || (seg.len() >= 16 && digits > 0 && !wordy && alnum * 10 >= seg.len() * 7)
         || (seg.len() >= 8 && digits > 0 && seg.chars().all(|c| c.is_ascii_hexdigit() || c == '-'))
 }
 

@@ -147,3 +147,64 @@ pub async fn handle(
     resp.headers_mut().insert("x-aiwatch-audit", hyper::header::HeaderValue::from_static("mock"));
     Ok(resp)
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+
+    /// One request over an in-memory connection, as a client sends it; the raw answer.
+    async fn exchange(rec: &Arc<Recorder>, method: &str, path: &str, body: &str) -> String {
+        let (mut client, server) = tokio::io::duplex(1 << 20);
+        let meta = Meta { listener: "https:443".into(), tls_sni: Some("api.example".into()), proxy: None };
+        let task = tokio::spawn(serve_http(server, meta, rec.clone()));
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nhost: api.example\r\ncontent-type: application/json\r\n\
+             x-api-key: k\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        client.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        client.read_to_string(&mut out).await.unwrap();
+        task.await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn every_api_is_answered_and_every_request_recorded() {
+        let rec = Recorder::new();
+        let cases = [
+            (
+                "/v1/messages",
+                r#"{"model":"m","stream":true,"messages":[]}"#,
+                "text/event-stream",
+                "content_block_delta",
+            ),
+            ("/v1/messages", r#"{"model":"m","messages":[]}"#, "application/json", r#""type":"message""#),
+            ("/v1/chat/completions", r#"{"model":"m","stream":true}"#, "text/event-stream", "data: [DONE]"),
+            ("/v1/chat/completions", r#"{"model":"m"}"#, "application/json", "chat.completion"),
+            ("/v1/responses", r#"{"model":"m","stream":true}"#, "text/event-stream", "response.completed"),
+            ("/v1beta/models/g:generateContent", r#"{"contents":[]}"#, "application/json", "candidates"),
+            ("/v1beta/models/g:streamGenerateContent?alt=sse", "{}", "text/event-stream", "data: {"),
+        ];
+        for (path, body, ctype, needle) in cases {
+            let out = exchange(&rec, "POST", path, body).await;
+            assert!(out.starts_with("HTTP/1.1 200"), "{path}: {out}");
+            assert!(out.contains(&format!("content-type: {ctype}")), "{path}: {out}");
+            assert!(out.contains(needle), "{path} {body}: {out}");
+        }
+        let out = exchange(&rec, "GET", "/nothing/here", "").await;
+        assert!(out.starts_with("HTTP/1.1 404"), "{out}");
+        let got = rec.take();
+        assert_eq!(got.len(), cases.len() + 1);
+        assert!(got.iter().take(cases.len()).all(|r| r.llm_call && r.status == 200), "{got:?}");
+        let first = &got[0];
+        assert_eq!((first.seq, first.method.as_str(), first.path.as_str()), (0, "POST", "/v1/messages"));
+        assert_eq!(first.body, cases[0].1);
+        assert!(first.headers.contains(&("x-api-key".into(), "k".into())));
+        assert_eq!((first.listener.as_str(), first.tls_sni.as_deref()), ("https:443", Some("api.example")));
+        assert_eq!(got[5].api, "gemini.generate");
+        assert!(!got[cases.len()].llm_call);
+    }
+}

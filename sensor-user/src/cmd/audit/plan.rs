@@ -189,11 +189,12 @@ impl Plan {
                 return Err(invalid(&format!("baseline.env.{k}"), "not a valid variable name".into()));
             }
         }
-        let mut files = bb.files.unwrap_or_default();
-        files.extend(ob.files.unwrap_or_default());
-        for (i, f) in files.iter().enumerate() {
+        // Checked apart so that an error's index is the one in the file that has the entry.
+        let (mut files, extra) = (bb.files.unwrap_or_default(), ob.files.unwrap_or_default());
+        for (i, f) in extra.iter().enumerate() {
             check_file_path(&f.path).map_err(|m| invalid(&format!("baseline.files[{i}].path"), m))?;
         }
+        files.extend(extra);
         let baseline = Baseline {
             timezone: ob.timezone.or(bb.timezone).unwrap_or_else(|| "Etc/UTC".into()),
             hostname: ob.hostname.or(bb.hostname).unwrap_or_else(|| "workstation".into()),
