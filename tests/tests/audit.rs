@@ -4,8 +4,8 @@
 //! `no effect` everywhere, twice; bad input must be refused or reported inconclusive.
 //!
 //! The audit runs without its sensor (`--no-sensor`): nothing here loads eBPF. The assistants
-//! are read from the source tree (the runs' /tmp is a fresh tmpfs), so it must be readable by
-//! `nobody`, the user the runs take when the audit runs as root.
+//! run from the source tree, which must be readable by `nobody`, the user the runs take when the
+//! audit runs as root.
 
 use std::{
     path::{Path, PathBuf},
