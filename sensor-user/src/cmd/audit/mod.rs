@@ -173,31 +173,75 @@ fn audit(args: AuditArgs) -> anyhow::Result<u8> {
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
     }
-    let result =
-        run_audit(&args, plan, command, resolved, user, jobs, &dir, keep_dirs, started, started_wall);
+    let setup = Setup { command, resolved, user, jobs, dir: dir.clone(), keep_dirs, started, started_wall };
+    let result = run_audit(&args, plan, setup);
     if !keep_dirs {
         let _ = std::fs::remove_dir_all(&dir);
     }
     result
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_audit(
-    args: &AuditArgs,
-    plan: plan::Plan,
+/// What `audit` settled before the runs: the command, who runs it, where its files go.
+struct Setup {
     command: Vec<String>,
     resolved: PathBuf,
     user: isolate::RunUser,
     jobs: usize,
-    dir: &Path,
+    dir: PathBuf,
     keep_dirs: bool,
     started: Instant,
     started_wall: std::time::SystemTime,
-) -> anyhow::Result<u8> {
+}
+
+fn run_audit(args: &AuditArgs, plan: plan::Plan, setup: Setup) -> anyhow::Result<u8> {
+    let runner = make_runner(&plan, &setup)?;
+    let sensor_dir = setup.dir.join("sensor");
+    std::fs::create_dir_all(&sensor_dir)?;
+    // Started before the first run.
+    let (sensor, sensor_state) = start_sensor(args, &sensor_dir, &setup.command);
+    let outcomes = match execute(&runner, &plan, setup.jobs, args.quiet) {
+        Ok(o) => o,
+        Err(e) => {
+            if let Some(s) = sensor {
+                let _ = s.stop();
+            }
+            return Err(e);
+        }
+    };
+    let looked = sensor.map(|s| sensor_looked(s, &outcomes)).unwrap_or_default();
+    let eval = verdict::evaluate(&plan, &outcomes, &looked);
+    let code = match eval.verdict() {
+        verdict::Verdict::NoEffect => exit::NO_EFFECT,
+        verdict::Verdict::HostDependentContent => exit::HOST_DEPENDENT,
+        verdict::Verdict::Inconclusive => exit::INCONCLUSIVE,
+    };
+    let result = report::AuditResult::new(report::Inputs {
+        command: &args.command,
+        resolved: &setup.resolved,
+        user: &setup.user,
+        plan: &plan,
+        jobs: setup.jobs,
+        started_wall: setup.started_wall,
+        duration: setup.started.elapsed(),
+        sensor: sensor_state,
+        eval,
+        outcomes: &outcomes,
+        looked: &looked,
+        code,
+    });
+    print!("{}", report::terminal(&result));
+    write_outputs(args, &result)?;
+    Ok(code)
+}
+
+/// The runner: the audit's CA, the runs' PATH (the command's directory first) and the paths
+/// under /home and /tmp the command needs bound into the runs.
+fn make_runner(plan: &plan::Plan, setup: &Setup) -> anyhow::Result<Arc<runner::Runner>> {
     let ca = tls::Ca::new()?;
     let tls = tokio_rustls::TlsAcceptor::from(ca.server_config()?);
     let invoking_path = std::env::var("PATH")
         .unwrap_or_else(|_| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    let resolved = &setup.resolved;
     let cmd_dir = resolved.parent().map(|p| p.display().to_string()).unwrap_or_default();
     let path = if invoking_path.split(':').any(|p| p == cmd_dir) {
         invoking_path.clone()
@@ -208,142 +252,111 @@ fn run_audit(
     keep_paths.extend(resolved.canonicalize().ok());
     keep_paths.extend(std::env::split_paths(&path));
     // An interpreter's script (`node /tmp/x/agent.js`).
-    if let Some(a) = command.get(1).filter(|a| a.contains('/')) {
+    if let Some(a) = setup.command.get(1).filter(|a| a.contains('/')) {
         if let Ok(p) = std::path::absolute(a) {
             keep_paths.extend(p.canonicalize().ok());
             keep_paths.push(p);
         }
     }
-    let keeps = isolate::keeps_for(&keep_paths);
-    let common = spec::Common { user: user.name.clone(), path, ca_pem: ca.pem() };
-
-    // The sensor, started before the first run.
-    let sensor_dir = dir.join("sensor");
-    std::fs::create_dir_all(&sensor_dir)?;
-    let (sensor, sensor_state) = if args.no_sensor {
-        (None, "off (--no-sensor)".to_string())
-    } else {
-        match sensor::Sensor::start(&sensor_dir, &command, &args.sensor_getenv) {
-            Ok(s) => (Some(s), format!("aiwatch run (getenv probes: {})", args.sensor_getenv)),
-            Err(e) => {
-                eprintln!("aiwatch audit: warning: the sensor did not start, the report lacks what the assistant read: {e:#}");
-                (None, format!("unavailable: {}", format!("{e:#}").lines().next().unwrap_or("")))
-            }
-        }
-    };
-
-    let runner = Arc::new(runner::Runner {
-        user: user.clone(),
-        command: command.clone(),
-        common: common.clone(),
+    Ok(Arc::new(runner::Runner {
+        user: setup.user.clone(),
+        command: setup.command.clone(),
+        common: spec::Common { user: setup.user.name.clone(), path, ca_pem: ca.pem() },
         tls,
-        dir: dir.to_path_buf(),
-        keeps,
+        dir: setup.dir.clone(),
+        keeps: isolate::keeps_for(&keep_paths),
         timeout: plan.timeout,
-        keep_dirs,
-    });
-    let mut specs: Vec<Arc<spec::RunSpec>> =
-        (1..=plan.baseline_runs).map(|n| Arc::new(spec::RunSpec::baseline(&plan, &common, n))).collect();
-    let n_baseline = specs.len();
-    specs.extend(plan.variants().iter().map(|v| Arc::new(spec::RunSpec::variant(&plan, &common, v))));
+        keep_dirs: setup.keep_dirs,
+    }))
+}
 
+/// aiwatch's sensor alongside the runs, and how the report describes it.
+fn start_sensor(args: &AuditArgs, dir: &Path, command: &[String]) -> (Option<sensor::Sensor>, String) {
+    if args.no_sensor {
+        return (None, "off (--no-sensor)".to_string());
+    }
+    match sensor::Sensor::start(dir, command, &args.sensor_getenv) {
+        Ok(s) => (Some(s), format!("aiwatch run (getenv probes: {})", args.sensor_getenv)),
+        Err(e) => {
+            eprintln!("aiwatch audit: warning: the sensor did not start, the report lacks what the assistant read: {e:#}");
+            (None, format!("unavailable: {}", format!("{e:#}").lines().next().unwrap_or("")))
+        }
+    }
+}
+
+/// The baseline runs; the variants if at least two baseline runs called the API (else they
+/// cannot be compared and are not run); one more baseline run if a variant differs.
+fn execute(
+    runner: &Arc<runner::Runner>,
+    plan: &plan::Plan,
+    jobs: usize,
+    quiet: bool,
+) -> anyhow::Result<Vec<runner::Outcome>> {
+    let common = &runner.common;
+    let mut specs: Vec<Arc<spec::RunSpec>> =
+        (1..=plan.baseline_runs).map(|n| Arc::new(spec::RunSpec::baseline(plan, common, n))).collect();
+    let n_baseline = specs.len();
+    specs.extend(plan.variants().iter().map(|v| Arc::new(spec::RunSpec::variant(plan, common, v))));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let pb = progress(specs.len() as u64, args.quiet);
-    let active = Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
-    let mut outcomes = rt.block_on(async {
-        let _ = &active;
-        let base: Vec<(usize, Arc<spec::RunSpec>)> =
-            specs[..n_baseline].iter().cloned().enumerate().collect();
-        let mut out = run_many(&runner, base, jobs, &pb).await;
-        let usable = out.iter().filter(|o| o.llm_calls() > 0).count();
-        if usable >= 2 {
-            let rest: Vec<(usize, Arc<spec::RunSpec>)> =
-                specs.iter().cloned().enumerate().skip(n_baseline).collect();
-            out.extend(run_many(&runner, rest, jobs, &pb).await);
-        } else {
-            pb.set_length(n_baseline as u64);
-            // The variants cannot be compared: they are reported as such, not run.
-            if let Some(p) = out.iter().find_map(|o| o.status.not_started().map(str::to_string)) {
-                return Err(anyhow::anyhow!("{p}"));
-            }
-        }
-        Ok::<_, anyhow::Error>(out)
-    });
-    if let Err(e) = &outcomes {
+    let pb = progress(specs.len() as u64, quiet);
+    let base: Vec<(usize, Arc<spec::RunSpec>)> = specs[..n_baseline].iter().cloned().enumerate().collect();
+    let mut outcomes = rt.block_on(run_many(runner, base, jobs, &pb));
+    if outcomes.iter().filter(|o| o.llm_calls() > 0).count() < 2 {
         pb.finish_and_clear();
-        if let Some(s) = sensor {
-            let _ = s.stop();
+        if let Some(p) = outcomes.iter().find_map(|o| o.status.not_started().map(str::to_string)) {
+            bail!("the command could not be started: {p}");
         }
-        bail!("the command could not be started: {e:#}");
+        return Ok(outcomes);
     }
-    let mut outcomes = outcomes.as_mut().map(std::mem::take).unwrap_or_default();
-    // One more baseline run when something differs: noise is learned better before judging.
-    let mut eval = verdict::evaluate(&plan, &outcomes, &BTreeMap::new());
+    let rest: Vec<(usize, Arc<spec::RunSpec>)> = specs.iter().cloned().enumerate().skip(n_baseline).collect();
+    outcomes.extend(rt.block_on(run_many(runner, rest, jobs, &pb)));
+    // Noise is learned better before judging.
+    let eval = verdict::evaluate(plan, &outcomes, &BTreeMap::new());
     if plan.extra_baseline_on_difference && eval.baseline_problem.is_none() && eval.any_difference() {
         pb.inc_length(1);
-        let n = plan.baseline_runs + 1;
-        let extra = Arc::new(spec::RunSpec::baseline(&plan, &common, n));
+        let extra = Arc::new(spec::RunSpec::baseline(plan, common, plan.baseline_runs + 1));
         let idx = outcomes.len();
-        let more = rt.block_on(run_many(&runner, vec![(idx, extra)], jobs, &pb));
-        outcomes.extend(more);
+        outcomes.extend(rt.block_on(run_many(runner, vec![(idx, extra)], jobs, &pb)));
     }
     pb.finish_and_clear();
-    drop(rt);
+    Ok(outcomes)
+}
 
-    // What the sensor saw, per run.
+/// What the sensor saw each run's processes read, by run index.
+fn sensor_looked(s: sensor::Sensor, outcomes: &[runner::Outcome]) -> BTreeMap<usize, sensor::Looked> {
     let mut looked = BTreeMap::new();
-    if let Some(s) = sensor {
-        match s.stop() {
-            Ok(records) => {
-                let roots: Vec<u32> = outcomes.iter().filter_map(|o| o.root_pid).collect();
-                let by_root = sensor::summarize(&records, &roots);
-                for o in &outcomes {
-                    if let Some(l) = o.root_pid.and_then(|p| by_root.get(&p)) {
-                        looked.insert(o.index, l.clone());
-                    }
+    match s.stop() {
+        Ok(records) => {
+            let roots: Vec<u32> = outcomes.iter().filter_map(|o| o.root_pid).collect();
+            let by_root = sensor::summarize(&records, &roots);
+            for o in outcomes {
+                if let Some(l) = o.root_pid.and_then(|p| by_root.get(&p)) {
+                    looked.insert(o.index, l.clone());
                 }
             }
-            Err(e) => eprintln!("aiwatch audit: warning: reading the sensor's records: {e:#}"),
         }
+        Err(e) => eprintln!("aiwatch audit: warning: reading the sensor's records: {e:#}"),
     }
-    eval = verdict::evaluate(&plan, &outcomes, &looked);
-    let verdict = eval.verdict();
-    let code = match verdict {
-        verdict::Verdict::NoEffect => exit::NO_EFFECT,
-        verdict::Verdict::HostDependentContent => exit::HOST_DEPENDENT,
-        verdict::Verdict::Inconclusive => exit::INCONCLUSIVE,
-    };
-    let result = report::AuditResult::new(report::Inputs {
-        command: &args.command,
-        resolved: &resolved,
-        user: &user,
-        plan: &plan,
-        jobs,
-        started_wall,
-        duration: started.elapsed(),
-        sensor: sensor_state,
-        eval,
-        outcomes: &outcomes,
-        looked: &looked,
-        code,
-    });
-    print!("{}", report::terminal(&result));
+    looked
+}
+
+fn write_outputs(args: &AuditArgs, result: &report::AuditResult) -> anyhow::Result<()> {
     if let Some(p) = &args.report {
-        std::fs::write(p, report::markdown(&result)).with_context(|| format!("writing {}", p.display()))?;
+        std::fs::write(p, report::markdown(result)).with_context(|| format!("writing {}", p.display()))?;
     }
     if let Some(p) = &args.json {
-        std::fs::write(p, serde_json::to_string_pretty(&result)? + "\n")
+        std::fs::write(p, serde_json::to_string_pretty(result)? + "\n")
             .with_context(|| format!("writing {}", p.display()))?;
     }
     if let Some(p) = &args.ocsf {
-        let lines: String = report::ocsf(&result).iter().map(|v| format!("{v}\n")).collect();
+        let lines: String = report::ocsf(result).iter().map(|v| format!("{v}\n")).collect();
         std::fs::write(p, lines).with_context(|| format!("writing {}", p.display()))?;
     }
-    Ok(code)
+    Ok(())
 }
 
 fn progress(total: u64, quiet: bool) -> indicatif::ProgressBar {
