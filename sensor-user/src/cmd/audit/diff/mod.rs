@@ -151,6 +151,116 @@ fn contains_token(hay: &str, t: &str) -> bool {
     false
 }
 
+/// The baseline's tokens (of `b1`, the first run's text) that differ in another baseline run,
+/// and the gaps between tokens where another run has more: volatile, noise.
+struct Volatile {
+    tokens: Vec<bool>,
+    gaps: Vec<bool>,
+}
+
+fn diff_deadline() -> Option<std::time::Instant> {
+    Some(std::time::Instant::now() + std::time::Duration::from_secs(2))
+}
+
+fn learn_volatile(bt: &[Token<'_>], b1: &str, others: &[&str]) -> Volatile {
+    let btexts: Vec<&str> = bt.iter().map(|t| t.text).collect();
+    let mut v = Volatile { tokens: vec![false; bt.len()], gaps: vec![false; bt.len() + 1] };
+    for other in others.iter().filter(|o| **o != b1) {
+        let ot = tokenize(other);
+        let otexts: Vec<&str> = ot.iter().map(|t| t.text).collect();
+        let ops = similar::capture_diff_slices_deadline(Algorithm::Myers, &btexts, &otexts, diff_deadline());
+        for (o, _) in merge(&ops) {
+            if o.is_empty() {
+                v.gaps[o.start] = true;
+            }
+            for i in o {
+                v.tokens[i] = true;
+            }
+        }
+    }
+    v
+}
+
+/// Whether the baseline tokens `o` (`ot`) replaced by `nt` are noise: volatile tokens replaced by
+/// tokens of the same shape, an insertion where the baseline runs differ too, or dates and times
+/// of the same format that are current somewhere (the clock or the zone).
+fn is_noise(
+    o: &std::ops::Range<usize>,
+    ot: &[Token<'_>],
+    nt: &[Token<'_>],
+    vol: &Volatile,
+    window: DayWindow,
+) -> bool {
+    let pairwise = ot.len() == nt.len();
+    let all_volatile = if o.is_empty() { vol.gaps[o.start] } else { o.clone().all(|i| vol.tokens[i]) };
+    if all_volatile
+        && ((o.is_empty() && nt.iter().all(|t| !matches!(t.class, Class::Invisible)))
+            || (pairwise
+                && ot.iter().zip(nt).all(|(a, b)| a.text == b.text || same_shape(&a.class, &b.class))))
+    {
+        return true;
+    }
+    pairwise
+        && ot.iter().zip(nt).all(|(a, b)| {
+            a.text == b.text
+                || matches!((&a.class, &b.class), (Class::Date(x), Class::Date(y)) if x.compatible(y) && window.current(y))
+        })
+}
+
+/// The kind of a hunk that is not noise, and a note saying why.
+fn classify(
+    ot: &[Token<'_>],
+    nt: &[Token<'_>],
+    (removed, inserted): (&str, &str),
+    chars: &[CharChange],
+    disclosed: &[String],
+) -> (Kind, Option<String>) {
+    let pairwise = ot.len() == nt.len();
+    let date_pairs: Vec<(&DateTok, &DateTok)> = if pairwise {
+        ot.iter()
+            .zip(nt)
+            .filter_map(|(a, b)| match (&a.class, &b.class) {
+                (Class::Date(x), Class::Date(y)) if a.text != b.text => Some((x, y)),
+                _ => None,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let only_dates = !date_pairs.is_empty()
+        && ot.iter().zip(nt).all(|(a, b)| {
+            a.text == b.text || matches!((&a.class, &b.class), (Class::Date(_), Class::Date(_)))
+        });
+    if disclosed.iter().any(|t| contains_token(inserted, t)) {
+        return (Kind::Disclosure, None);
+    }
+    if only_dates {
+        return match date_pairs.iter().find(|(x, y)| !x.compatible(y)) {
+            Some((x, y)) => (Kind::Encoding, Some(format!("date format {} → {}", x.format(), y.format()))),
+            None => (Kind::Content, Some("date changed to one that is not current anywhere".to_string())),
+        };
+    }
+    let changed: Vec<char> = chars
+        .iter()
+        .flat_map(|c| c.removed.iter().chain(&c.inserted))
+        .filter_map(|cp| u32::from_str_radix(&cp.code[2..], 16).ok().and_then(char::from_u32))
+        .collect();
+    let sk = |s: &str| s.chars().map(skeleton).collect::<String>();
+    let look_alike = removed != inserted && sk(removed) == sk(inserted);
+    if look_alike {
+        (Kind::Encoding, Some("look-alike characters".into()))
+    } else if !changed.is_empty() && changed.iter().all(|c| !c.is_alphanumeric()) {
+        let note = if changed.iter().any(|c| is_invisible(*c)) {
+            "invisible characters"
+        } else {
+            "punctuation or spacing"
+        };
+        (Kind::Encoding, Some(note.into()))
+    } else {
+        (Kind::Content, None)
+    }
+}
+
 /// Compares one text field of the variant with the same field of the baseline runs; None when
 /// nothing but noise differs.
 pub fn compare_text(
@@ -170,52 +280,15 @@ pub fn compare_text(
         return None;
     }
     let bt = tokenize(b1);
-    let btexts: Vec<&str> = bt.iter().map(|t| t.text).collect();
-    let mut volatile = vec![false; bt.len()];
-    let mut vgap = vec![false; bt.len() + 1];
-    let deadline = || Some(std::time::Instant::now() + std::time::Duration::from_secs(2));
-    for other in &baselines[1..] {
-        if *other == b1 {
-            continue;
-        }
-        let ot = tokenize(other);
-        let otexts: Vec<&str> = ot.iter().map(|t| t.text).collect();
-        for (o, _) in
-            merge(&similar::capture_diff_slices_deadline(Algorithm::Myers, &btexts, &otexts, deadline()))
-        {
-            if o.is_empty() {
-                vgap[o.start] = true;
-            }
-            for i in o {
-                volatile[i] = true;
-            }
-        }
-    }
+    let vol = learn_volatile(&bt, b1, &baselines[1..]);
     let vt = tokenize(v);
+    let btexts: Vec<&str> = bt.iter().map(|t| t.text).collect();
     let vtexts: Vec<&str> = vt.iter().map(|t| t.text).collect();
     let mut hunks = Vec::new();
-    for (o, n) in
-        merge(&similar::capture_diff_slices_deadline(Algorithm::Myers, &btexts, &vtexts, deadline()))
-    {
+    let ops = similar::capture_diff_slices_deadline(Algorithm::Myers, &btexts, &vtexts, diff_deadline());
+    for (o, n) in merge(&ops) {
         let (ot, nt) = (&bt[o.clone()], &vt[n.clone()]);
-        let pairwise = ot.len() == nt.len();
-        // Volatile tokens replaced by tokens of the same shape, or an insertion where the
-        // baseline runs differ too.
-        let all_volatile = if o.is_empty() { vgap[o.start] } else { o.clone().all(|i| volatile[i]) };
-        if all_volatile
-            && ((o.is_empty() && nt.iter().all(|t| !matches!(t.class, Class::Invisible)))
-                || (pairwise
-                    && ot.iter().zip(nt).all(|(a, b)| a.text == b.text || same_shape(&a.class, &b.class))))
-        {
-            continue;
-        }
-        // Dates and times of the same format that are current somewhere: the clock or the zone.
-        if pairwise
-            && ot.iter().zip(nt).all(|(a, b)| {
-                a.text == b.text
-                    || matches!((&a.class, &b.class), (Class::Date(x), Class::Date(y)) if x.compatible(y) && window.current(y))
-            })
-        {
+        if is_noise(&o, ot, nt, &vol, window) {
             continue;
         }
         let removed: String = ot.iter().map(|t| t.text).collect();
@@ -223,55 +296,7 @@ pub fn compare_text(
         let before: String = vt[..n.start].iter().map(|t| t.text).collect();
         let after: String = vt[n.end..].iter().map(|t| t.text).collect();
         let chars = char_changes(&removed, &inserted);
-        let mut note = None;
-        let date_pairs: Vec<(&DateTok, &DateTok)> = if pairwise {
-            ot.iter()
-                .zip(nt)
-                .filter_map(|(a, b)| match (&a.class, &b.class) {
-                    (Class::Date(x), Class::Date(y)) if a.text != b.text => Some((x, y)),
-                    _ => None,
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let only_dates = pairwise
-            && !date_pairs.is_empty()
-            && ot.iter().zip(nt).all(|(a, b)| {
-                a.text == b.text || matches!((&a.class, &b.class), (Class::Date(_), Class::Date(_)))
-            });
-        let kind = if disclosed.iter().any(|t| contains_token(&inserted, t)) {
-            Kind::Disclosure
-        } else if only_dates && date_pairs.iter().any(|(x, y)| !x.compatible(y)) {
-            let (x, y) = date_pairs.iter().find(|(x, y)| !x.compatible(y)).copied().unwrap_or(date_pairs[0]);
-            note = Some(format!("date format {} → {}", x.format(), y.format()));
-            Kind::Encoding
-        } else if only_dates {
-            note = Some("date changed to one that is not current anywhere".to_string());
-            Kind::Content
-        } else {
-            let changed: Vec<char> = chars
-                .iter()
-                .flat_map(|c| c.removed.iter().chain(&c.inserted))
-                .filter_map(|cp| u32::from_str_radix(&cp.code[2..], 16).ok().and_then(char::from_u32))
-                .collect();
-            let look_alike = {
-                let sk = |s: &str| s.chars().map(skeleton).collect::<String>();
-                removed != inserted && sk(&removed) == sk(&inserted)
-            };
-            if look_alike || (!changed.is_empty() && changed.iter().all(|c| !c.is_alphanumeric())) {
-                if look_alike {
-                    note = Some("look-alike characters".into());
-                } else if changed.iter().any(|c| is_invisible(*c)) {
-                    note = Some("invisible characters".into());
-                } else {
-                    note = Some("punctuation or spacing".into());
-                }
-                Kind::Encoding
-            } else {
-                Kind::Content
-            }
-        };
+        let (kind, note) = classify(ot, nt, (&removed, &inserted), &chars, &disclosed);
         hunks.push(Hunk {
             kind,
             removed: cut(&removed, 200),
