@@ -295,55 +295,41 @@ fn names(s: &BTreeMap<String, FactorSection>) -> String {
 
 fn build_factor(name: &str, s: &FactorSection) -> Result<Factor, (String, String)> {
     let values = s.values.clone().unwrap_or_default();
-    let not_for = |key: &str| (key.to_string(), format!("not a key of the {name} factor"));
-    let kind = match name {
-        "timezone" | "hostname" => {
-            if s.templates.is_some() {
-                return Err(not_for("templates"));
-            }
-            if s.variables.is_some() {
-                return Err(not_for("variables"));
-            }
-            if s.variable.is_some() {
-                return Err(not_for("variable"));
-            }
-            if s.file.is_some() {
-                return Err(not_for("file"));
-            }
-            if name == "timezone" {
-                FactorKind::Timezone
-            } else {
-                FactorKind::Hostname
-            }
+    let kind = factor_kind(name, s, !values.is_empty())?;
+    check_values(&kind, &values)?;
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, v) in values.iter().enumerate() {
+        if !seen.insert(v) {
+            return Err((format!("values[{i}]"), format!("{v:?} is listed twice")));
         }
-        "base_url" => {
-            if s.variables.is_some() || s.variable.is_some() || s.file.is_some() {
-                return Err(not_for(if s.variables.is_some() { "variables" } else { "variable" }));
-            }
-            let templates = s.templates.clone().unwrap_or_default();
-            if templates.is_empty() && !values.is_empty() {
-                return Err(("templates".into(), "needs at least one VARIABLE = \"https://{host}\"".into()));
-            }
-            for (k, t) in &templates {
-                if !valid_var(k) {
-                    return Err((format!("templates.{k}"), "not a valid variable name".into()));
-                }
-                let probe = t.replace("{host}", "example.com");
-                if !t.contains("{host}") || parse_url(&probe).is_none() {
-                    return Err((
-                        format!("templates.{k}"),
-                        format!("{t:?}: must be an http:// or https:// URL containing {{host}}"),
-                    ));
-                }
-            }
-            FactorKind::BaseUrl { templates }
-        }
+    }
+    Ok(Factor { name: name.to_string(), kind, values })
+}
+
+/// What a factor does, from its name and keys; an error names the key.
+fn factor_kind(name: &str, s: &FactorSection, has_values: bool) -> Result<FactorKind, (String, String)> {
+    let allowed: &[&str] = match name {
+        "timezone" | "hostname" => &[],
+        "base_url" => &["templates"],
+        "proxy" | "locale" => &["variables"],
+        _ => &["variable", "file"],
+    };
+    let set = [
+        ("templates", s.templates.is_some()),
+        ("variables", s.variables.is_some()),
+        ("variable", s.variable.is_some()),
+        ("file", s.file.is_some()),
+    ];
+    if let Some((key, _)) = set.iter().find(|(k, is_set)| *is_set && !allowed.contains(k)) {
+        return Err((key.to_string(), format!("not a key of the {name} factor")));
+    }
+    Ok(match name {
+        "timezone" => FactorKind::Timezone,
+        "hostname" => FactorKind::Hostname,
+        "base_url" => FactorKind::BaseUrl { templates: url_templates(s, has_values)? },
         "proxy" | "locale" => {
-            if s.templates.is_some() || s.variable.is_some() || s.file.is_some() {
-                return Err(not_for(if s.templates.is_some() { "templates" } else { "variable" }));
-            }
             let variables = s.variables.clone().unwrap_or_default();
-            if variables.is_empty() && !values.is_empty() {
+            if variables.is_empty() && has_values {
                 return Err(("variables".into(), "needs at least one variable".into()));
             }
             for (i, v) in variables.iter().enumerate() {
@@ -357,31 +343,54 @@ fn build_factor(name: &str, s: &FactorSection) -> Result<Factor, (String, String
                 FactorKind::Locale { variables }
             }
         }
-        _ => {
-            if s.templates.is_some() || s.variables.is_some() {
-                return Err(not_for(if s.templates.is_some() { "templates" } else { "variables" }));
-            }
-            if s.variable.is_none() && s.file.is_none() {
-                return Err((
-                    "variable".into(),
-                    "a custom factor needs `variable` (set to each value) and/or `file` (written with each value)"
-                        .into(),
-                ));
-            }
-            if let Some(v) = &s.variable {
-                if !valid_var(v) {
-                    return Err(("variable".into(), format!("{v:?}: not a valid variable name")));
-                }
-            }
-            if let Some(f) = &s.file {
-                check_file_path(f).map_err(|m| ("file".to_string(), m))?;
-            }
-            FactorKind::Custom { variable: s.variable.clone(), file: s.file.clone() }
+        _ => custom_kind(s)?,
+    })
+}
+
+fn url_templates(s: &FactorSection, has_values: bool) -> Result<BTreeMap<String, String>, (String, String)> {
+    let templates = s.templates.clone().unwrap_or_default();
+    if templates.is_empty() && has_values {
+        return Err(("templates".into(), "needs at least one VARIABLE = \"https://{host}\"".into()));
+    }
+    for (k, t) in &templates {
+        if !valid_var(k) {
+            return Err((format!("templates.{k}"), "not a valid variable name".into()));
         }
-    };
+        let probe = t.replace("{host}", "example.com");
+        if !t.contains("{host}") || parse_url(&probe).is_none() {
+            return Err((
+                format!("templates.{k}"),
+                format!("{t:?}: must be an http:// or https:// URL containing {{host}}"),
+            ));
+        }
+    }
+    Ok(templates)
+}
+
+fn custom_kind(s: &FactorSection) -> Result<FactorKind, (String, String)> {
+    if s.variable.is_none() && s.file.is_none() {
+        return Err((
+            "variable".into(),
+            "a custom factor needs `variable` (set to each value) and/or `file` (written with each value)"
+                .into(),
+        ));
+    }
+    if let Some(v) = &s.variable {
+        if !valid_var(v) {
+            return Err(("variable".into(), format!("{v:?}: not a valid variable name")));
+        }
+    }
+    if let Some(f) = &s.file {
+        check_file_path(f).map_err(|m| ("file".to_string(), m))?;
+    }
+    Ok(FactorKind::Custom { variable: s.variable.clone(), file: s.file.clone() })
+}
+
+/// Each value makes sense for the factor: a known zone, a host name, an http:// proxy URL.
+fn check_values(kind: &FactorKind, values: &[String]) -> Result<(), (String, String)> {
     for (i, v) in values.iter().enumerate() {
         let key = format!("values[{i}]");
-        match &kind {
+        match kind {
             FactorKind::Timezone => check_zone(v).map_err(|m| (key.clone(), m))?,
             FactorKind::Hostname => check_hostname(v).map_err(|m| (key.clone(), m))?,
             FactorKind::BaseUrl { .. } => check_dns_name(v).map_err(|m| (key.clone(), m))?,
@@ -406,13 +415,7 @@ fn build_factor(name: &str, s: &FactorSection) -> Result<Factor, (String, String
             }
         }
     }
-    let mut seen = std::collections::BTreeSet::new();
-    for (i, v) in values.iter().enumerate() {
-        if !seen.insert(v) {
-            return Err((format!("values[{i}]"), format!("{v:?} is listed twice")));
-        }
-    }
-    Ok(Factor { name: name.to_string(), kind, values })
+    Ok(())
 }
 
 fn valid_var(k: &str) -> bool {
@@ -573,6 +576,8 @@ mod tests {
         assert!(m.contains("baseline.files[0].path"), "{m}");
         let m = e("[audit]\nfactors = [\"tz\"]\n");
         assert!(m.contains("audit.factors[0]: no factor named \"tz\""), "{m}");
+        let m = e("[factors.timezone]\nvariables = [\"TZ\"]\n");
+        assert!(m.contains("factors.timezone.variables: not a key of the timezone factor"), "{m}");
         let m = e("[factors.proxy]\nvalues = [\"http://10.1.2.3:3128\"]\n");
         assert!(m.contains("use a host name"), "{m}");
     }
