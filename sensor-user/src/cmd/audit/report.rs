@@ -259,6 +259,31 @@ fn md_request(out: &mut String, d: &RequestDiff) {
 /// The Markdown report.
 pub fn markdown(r: &AuditResult) -> String {
     let mut s = String::new();
+    md_header(&mut s, r);
+    for f in &r.factors {
+        md_factor(&mut s, f);
+    }
+    let _ = writeln!(
+        s,
+        "## Runs\n\n| # | run | status | API calls | requests | time |\n|---|---|---|---|---|---|"
+    );
+    for run in &r.runs {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} |",
+            run.index,
+            run.label,
+            run.status.describe(),
+            run.api_calls,
+            run.requests.len(),
+            secs(run.duration_ms)
+        );
+    }
+    s
+}
+
+/// The title, the verdict, what ran how, and the table of factors.
+fn md_header(s: &mut String, r: &AuditResult) {
     let _ = writeln!(s, "# aiwatch audit: {}\n", md_code(&r.command_line()));
     let _ = writeln!(s, "**Verdict: {}** (exit status {})\n", r.verdict.text(), r.exit_code);
     let _ = writeln!(s, "| | |\n|---|---|");
@@ -296,70 +321,53 @@ pub fn markdown(r: &AuditResult) -> String {
             if read.is_empty() { "—".into() } else { read.join(", ") }
         );
     }
-    for f in &r.factors {
-        let _ = writeln!(s, "\n## {}: {}\n", f.name, f.verdict.text());
-        let _ = writeln!(s, "{}\n", f.summary);
-        for g in &f.groups {
-            let _ = writeln!(
-                s,
-                "### Under {} ({})\n\n{}",
-                g.values.iter().map(|v| md_code(v)).collect::<Vec<_>>().join(", "),
-                kinds(&g.kinds),
-                headline(g)
-            );
-            for d in g.findings.iter().take(10) {
-                md_request(&mut s, d);
-            }
-            if g.findings.len() > 10 {
-                let _ = writeln!(s, "\n… {} more requests differ", g.findings.len() - 10);
-            }
-            let _ = writeln!(s);
-        }
-        if !f.inconclusive.is_empty() {
-            let _ = writeln!(s, "Could not be judged:\n");
-            for (v, why) in &f.inconclusive {
-                let _ = writeln!(s, "- {}: {}", md_code(v), why.replace('\n', " "));
-            }
-            let _ = writeln!(s);
-        }
-        if !f.no_effect.is_empty() {
-            let _ = writeln!(
-                s,
-                "No difference from the baseline under: {}\n",
-                f.no_effect.iter().map(|v| md_code(v)).collect::<Vec<_>>().join(", ")
-            );
-        }
-        let missing: Vec<String> = f
-            .variants
-            .iter()
-            .filter(|v| !v.missing.is_empty())
-            .map(|v| format!("{}: {}", md_code(&v.value), v.missing.join("; ")))
-            .collect();
-        if !missing.is_empty() {
-            let _ = writeln!(s, "Requests sent less often than in the baseline (not findings):\n");
-            for m in missing.iter().take(8) {
-                let _ = writeln!(s, "- {m}");
-            }
-            let _ = writeln!(s);
-        }
-    }
-    let _ = writeln!(
-        s,
-        "## Runs\n\n| # | run | status | API calls | requests | time |\n|---|---|---|---|---|---|"
-    );
-    for run in &r.runs {
+}
+
+/// One factor: each group of values with its findings, what could not be judged, what did not
+/// change, requests sent less often.
+fn md_factor(s: &mut String, f: &FactorResult) {
+    let _ = writeln!(s, "\n## {}: {}\n", f.name, f.verdict.text());
+    let _ = writeln!(s, "{}\n", f.summary);
+    for g in &f.groups {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} |",
-            run.index,
-            run.label,
-            run.status.describe(),
-            run.api_calls,
-            run.requests.len(),
-            secs(run.duration_ms)
+            "### Under {} ({})\n\n{}",
+            g.values.iter().map(|v| md_code(v)).collect::<Vec<_>>().join(", "),
+            kinds(&g.kinds),
+            headline(g)
         );
+        for d in g.findings.iter().take(10) {
+            md_request(s, d);
+        }
+        if g.findings.len() > 10 {
+            let _ = writeln!(s, "\n… {} more requests differ", g.findings.len() - 10);
+        }
+        let _ = writeln!(s);
     }
-    s
+    if !f.inconclusive.is_empty() {
+        let _ = writeln!(s, "Could not be judged:\n");
+        for (v, why) in &f.inconclusive {
+            let _ = writeln!(s, "- {}: {}", md_code(v), why.replace('\n', " "));
+        }
+        let _ = writeln!(s);
+    }
+    if !f.no_effect.is_empty() {
+        let values: Vec<String> = f.no_effect.iter().map(|v| md_code(v)).collect();
+        let _ = writeln!(s, "No difference from the baseline under: {}\n", values.join(", "));
+    }
+    let missing: Vec<String> = f
+        .variants
+        .iter()
+        .filter(|v| !v.missing.is_empty())
+        .map(|v| format!("{}: {}", md_code(&v.value), v.missing.join("; ")))
+        .collect();
+    if !missing.is_empty() {
+        let _ = writeln!(s, "Requests sent less often than in the baseline (not findings):\n");
+        for m in missing.iter().take(8) {
+            let _ = writeln!(s, "- {m}");
+        }
+        let _ = writeln!(s);
+    }
 }
 
 /// OCSF 1.3 Detection Findings (2004), one per factor with host-dependent content.

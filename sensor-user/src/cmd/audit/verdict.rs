@@ -213,7 +213,7 @@ pub fn evaluate(plan: &Plan, outcomes: &[Outcome], looked: &BTreeMap<usize, Look
             }
             variants.push(r);
         }
-        let mut result = judge(f.name.clone(), &f.kind, variants, plan, outcomes, looked);
+        let mut result = judge(f.name.clone(), &f.kind, variants, outcomes, looked);
         // No variant was run or judged: nothing was shown, so never `no effect`.
         if result.verdict == Verdict::NoEffect && result.no_effect.is_empty() {
             result.verdict = Verdict::Inconclusive;
@@ -231,7 +231,6 @@ fn judge(
     name: String,
     kind: &FactorKind,
     variants: Vec<VariantResult>,
-    plan: &Plan,
     outcomes: &[Outcome],
     looked: &BTreeMap<usize, Looked>,
 ) -> FactorResult {
@@ -275,7 +274,42 @@ fn judge(
     } else {
         Verdict::NoEffect
     };
-    // What the sensor saw the assistant read for this factor, in any run of the audit.
+    let (reads_variables, reads_files) = factor_reads(kind, looked);
+    let summary = summarize(
+        &name,
+        verdict,
+        &reads_variables,
+        &reads_files,
+        &groups,
+        &no_effect,
+        &inconclusive,
+        looked.is_empty(),
+    );
+    FactorResult {
+        name,
+        verdict,
+        kinds,
+        summary,
+        groups,
+        no_effect,
+        inconclusive,
+        reads_variables,
+        reads_files,
+        variants,
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        "value"
+    } else {
+        "values"
+    }
+}
+
+/// What the sensor saw the assistant read for this factor, in any run of the audit: variable
+/// names and files.
+fn factor_reads(kind: &FactorKind, looked: &BTreeMap<usize, Looked>) -> (Vec<String>, Vec<String>) {
     let kind_name = match kind {
         FactorKind::Timezone => "timezone",
         FactorKind::BaseUrl { .. } => "base_url",
@@ -307,39 +341,9 @@ fn judge(
         vars.extend(v.into_iter().map(|s: String| s.split(" (").next().unwrap_or(&s).to_string()));
         files.extend(f);
     }
-    let _ = plan;
     let reads_variables: Vec<String> = vars.into_iter().collect();
     let reads_files: Vec<String> = files.into_iter().take(12).collect();
-    let summary = summarize(
-        &name,
-        verdict,
-        &reads_variables,
-        &reads_files,
-        &groups,
-        &no_effect,
-        &inconclusive,
-        looked.is_empty(),
-    );
-    FactorResult {
-        name,
-        verdict,
-        kinds,
-        summary,
-        groups,
-        no_effect,
-        inconclusive,
-        reads_variables,
-        reads_files,
-        variants,
-    }
-}
-
-fn plural(n: usize) -> &'static str {
-    if n == 1 {
-        "value"
-    } else {
-        "values"
-    }
+    (reads_variables, reads_files)
 }
 
 /// The first finding of a group, said in a few words.
