@@ -209,45 +209,7 @@ impl Plan {
             check_dns_name(h).map_err(|m| invalid(&format!("baseline.hosts[{i}]"), m))?;
         }
 
-        let mut sections = base.factors.unwrap_or_default();
-        for (name, o) in over.factors.unwrap_or_default() {
-            let s = sections.entry(name).or_default();
-            s.values = o.values.or(s.values.take());
-            s.templates = o.templates.or(s.templates.take());
-            s.variables = o.variables.or(s.variables.take());
-            s.variable = o.variable.or(s.variable.take());
-            s.file = o.file.or(s.file.take());
-        }
-        let order: Vec<String> = match oa.factors.or(ba.factors) {
-            Some(list) => {
-                for (i, n) in list.iter().enumerate() {
-                    if !sections.contains_key(n) {
-                        return Err(invalid(
-                            &format!("audit.factors[{i}]"),
-                            format!("no factor named {n:?} (factors: {})", names(&sections)),
-                        ));
-                    }
-                }
-                list
-            }
-            None => {
-                let mut v: Vec<String> = BUILTIN_ORDER
-                    .iter()
-                    .filter(|n| sections.contains_key(**n))
-                    .map(|n| n.to_string())
-                    .collect();
-                v.extend(sections.keys().filter(|k| !BUILTIN_ORDER.contains(&k.as_str())).cloned());
-                v
-            }
-        };
-        let mut factors = Vec::new();
-        for name in order {
-            let s = &sections[&name];
-            let f = build_factor(&name, s).map_err(|(k, m)| invalid(&format!("factors.{name}.{k}"), m))?;
-            if !f.values.is_empty() {
-                factors.push(f);
-            }
-        }
+        let factors = merge_factors(base.factors, over.factors, oa.factors.or(ba.factors), origin)?;
         Ok(Plan {
             baseline_runs,
             extra_baseline_on_difference: oa
@@ -291,6 +253,59 @@ impl Plan {
 
 fn names(s: &BTreeMap<String, FactorSection>) -> String {
     s.keys().cloned().collect::<Vec<_>>().join(", ")
+}
+
+/// The factors of the built-in plan with the plan file's laid over them, in the order that
+/// `[audit] factors` gives (else the built-in factors, then the file's new ones by name);
+/// factors with no values are off.
+fn merge_factors(
+    base: Option<BTreeMap<String, FactorSection>>,
+    over: Option<BTreeMap<String, FactorSection>>,
+    order: Option<Vec<String>>,
+    origin: &str,
+) -> Result<Vec<Factor>, PlanError> {
+    let invalid = |key: &str, message: String| PlanError::Invalid {
+        path: origin.to_string(),
+        key: key.to_string(),
+        message,
+    };
+    let mut sections = base.unwrap_or_default();
+    for (name, o) in over.unwrap_or_default() {
+        let s = sections.entry(name).or_default();
+        s.values = o.values.or(s.values.take());
+        s.templates = o.templates.or(s.templates.take());
+        s.variables = o.variables.or(s.variables.take());
+        s.variable = o.variable.or(s.variable.take());
+        s.file = o.file.or(s.file.take());
+    }
+    let order: Vec<String> = match order {
+        Some(list) => {
+            for (i, n) in list.iter().enumerate() {
+                if !sections.contains_key(n) {
+                    return Err(invalid(
+                        &format!("audit.factors[{i}]"),
+                        format!("no factor named {n:?} (factors: {})", names(&sections)),
+                    ));
+                }
+            }
+            list
+        }
+        None => {
+            let mut v: Vec<String> =
+                BUILTIN_ORDER.iter().filter(|n| sections.contains_key(**n)).map(|n| n.to_string()).collect();
+            v.extend(sections.keys().filter(|k| !BUILTIN_ORDER.contains(&k.as_str())).cloned());
+            v
+        }
+    };
+    let mut factors = Vec::new();
+    for name in order {
+        let s = &sections[&name];
+        let f = build_factor(&name, s).map_err(|(k, m)| invalid(&format!("factors.{name}.{k}"), m))?;
+        if !f.values.is_empty() {
+            factors.push(f);
+        }
+    }
+    Ok(factors)
 }
 
 fn build_factor(name: &str, s: &FactorSection) -> Result<Factor, (String, String)> {
