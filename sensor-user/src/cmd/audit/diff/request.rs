@@ -152,6 +152,25 @@ pub(super) fn by_key(reqs: &[Flat]) -> BTreeMap<&str, Vec<&Flat>> {
     m
 }
 
+/// A request sent only under the variant: what it carries is all new; a disclosure if it
+/// carries the variant's value.
+fn added_request(v: &Flat, tokens: &[String]) -> Vec<FieldDiff> {
+    let disclosed: Vec<String> =
+        tokens.iter().filter(|t| v.fields.values().any(|f| contains_token(f, t))).cloned().collect();
+    if disclosed.is_empty() {
+        return Vec::new();
+    }
+    vec![FieldDiff {
+        field: "(request)".into(),
+        change: "added",
+        kinds: [Kind::Disclosure].into_iter().collect(),
+        disclosed,
+        hunks: Vec::new(),
+        baseline: None,
+        variant: None,
+    }]
+}
+
 /// Every difference between a variant's requests and the baseline runs'.
 pub fn compare_run(
     baselines: &[Vec<Flat>],
@@ -196,25 +215,7 @@ pub fn compare_run(
             }
         }
         if vs.len() > hi {
-            // Sent only under the variant: what it carries is all new.
             for (k, v) in vs.iter().enumerate().skip(hi) {
-                let disclosed: Vec<String> = tokens
-                    .iter()
-                    .filter(|t| v.fields.values().any(|f| contains_token(f, t)))
-                    .cloned()
-                    .collect();
-                let mut fields = Vec::new();
-                if !disclosed.is_empty() {
-                    fields.push(FieldDiff {
-                        field: "(request)".into(),
-                        change: "added",
-                        kinds: [Kind::Disclosure].into_iter().collect(),
-                        disclosed,
-                        hunks: Vec::new(),
-                        baseline: None,
-                        variant: None,
-                    });
-                }
                 out.push(RequestDiff {
                     request: format!("{key} #{}", k + 1),
                     llm_call: llm,
@@ -222,7 +223,7 @@ pub fn compare_run(
                         "extra: sent {} time(s), at most {hi} in the baseline runs",
                         vs.len()
                     )),
-                    fields,
+                    fields: added_request(v, tokens),
                 });
             }
         } else if vs.len() < lo {
