@@ -37,6 +37,13 @@ fn dates_and_times_are_single_tokens_with_a_format() {
         c.iter().any(|(t, k)| t == "Monday, November 30, 2026" && k == "date EEEE, MMMM DD, YYYY"),
         "{c:?}"
     );
+    let c = classes("due 1st Dec. 2026, or 30 November 2026");
+    let dates: Vec<&(String, String)> = c.iter().filter(|(_, k)| k.starts_with("date")).collect();
+    assert_eq!(
+        dates.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(),
+        ["1st Dec. 2026", "30 November 2026"],
+        "{c:?}"
+    );
     let c = classes("at 2026-11-28T07:44:06.123Z and 2026年11月28日");
     assert_eq!(c[2], ("2026-11-28T07:44:06.123Z".into(), "date YYYY-MM-DDTHH:mm:ss.SSSZ".into()));
     assert!(c.iter().any(|(t, _)| t == "2026年11月28日"));

@@ -346,83 +346,93 @@ pub(super) fn long_date_at(s: &str) -> Option<(DateTok, usize)> {
         i += sep.len();
     }
     let rest = &s[i..];
-    let bytes = rest.as_bytes();
-    let (month, day, year, len);
-    if let Some((d, dw)) = digits(bytes) {
-        // D Month YYYY
-        let mut j = dw;
-        let suffix = word(&rest[j..]);
-        let has_suffix = matches!(suffix, "st" | "nd" | "rd" | "th");
-        if has_suffix {
-            j += 2;
-        }
-        let sep1: String = rest[j..].chars().take_while(|c| *c == ' ' || *c == '.').collect();
-        if sep1.is_empty() {
-            return None;
-        }
-        j += sep1.len();
-        let mw = word(&rest[j..]);
-        let (m, abbr) = name_of(mw, &MONTHS)?;
-        let mut k = j + mw.len();
-        if rest[k..].starts_with('.') && abbr {
-            k += 1;
-        }
-        let sep2: String = rest[k..].chars().take_while(|c| *c == ',' || *c == ' ').collect();
-        if sep2.is_empty() {
-            return None;
-        }
-        let (y, yw) = digits(&bytes[k + sep2.len()..])?;
-        if yw != 4 {
-            return None;
-        }
-        parts.push(num('D', d, dw));
-        if has_suffix {
-            parts.push(Part::Lit("th".into()));
-        }
-        parts.push(Part::Lit(sep1));
-        parts.push(Part::Name { role: 'N', abbr, case: case_of(mw) });
-        parts.push(Part::Lit(sep2.clone()));
-        parts.push(num('Y', y, 4));
-        (month, day, year, len) = (m as i64 + 1, d, y, k + sep2.len() + yw);
+    let (month, day, year, len) = if digits(rest.as_bytes()).is_some() {
+        day_month_year(rest, &mut parts)?
     } else {
-        let mw = word(rest);
-        let (m, abbr) = name_of(mw, &MONTHS)?;
-        let mut j = mw.len();
-        if rest[j..].starts_with('.') && abbr {
-            j += 1;
-        }
-        let sep1: String = rest[j..].chars().take_while(|c| *c == ' ').collect();
-        if sep1.is_empty() {
-            return None;
-        }
-        j += sep1.len();
-        let (d, dw) = digits(&bytes[j..])?;
-        j += dw;
-        let suffix = word(&rest[j..]);
-        let has_suffix = matches!(suffix, "st" | "nd" | "rd" | "th");
-        if has_suffix {
-            j += 2;
-        }
-        let sep2: String = rest[j..].chars().take_while(|c| *c == ',' || *c == ' ').collect();
-        if sep2.is_empty() {
-            return None;
-        }
-        let (y, yw) = digits(&bytes[j + sep2.len()..])?;
-        if yw != 4 {
-            return None;
-        }
-        parts.push(Part::Name { role: 'N', abbr, case: case_of(mw) });
-        parts.push(Part::Lit(sep1));
-        parts.push(num('D', d, dw));
-        if has_suffix {
-            parts.push(Part::Lit("th".into()));
-        }
-        parts.push(Part::Lit(sep2.clone()));
-        parts.push(num('Y', y, 4));
-        (month, day, year, len) = (m as i64 + 1, d, y, j + sep2.len() + yw);
-    }
+        month_day_year(rest, &mut parts)?
+    };
     let z = valid_ymd(year, month, day)?;
     Some((DateTok { parts, days: vec![z] }, i + len))
+}
+
+/// `D Month YYYY` (`1st Dec. 2026`) at the start of `rest`: month, day, year, length.
+fn day_month_year(rest: &str, parts: &mut Vec<Part>) -> Option<(i64, i64, i64, usize)> {
+    let bytes = rest.as_bytes();
+    let (d, dw) = digits(bytes)?;
+    let mut j = dw;
+    let suffix = word(&rest[j..]);
+    let has_suffix = matches!(suffix, "st" | "nd" | "rd" | "th");
+    if has_suffix {
+        j += 2;
+    }
+    let sep1: String = rest[j..].chars().take_while(|c| *c == ' ' || *c == '.').collect();
+    if sep1.is_empty() {
+        return None;
+    }
+    j += sep1.len();
+    let mw = word(&rest[j..]);
+    let (m, abbr) = name_of(mw, &MONTHS)?;
+    let mut k = j + mw.len();
+    if rest[k..].starts_with('.') && abbr {
+        k += 1;
+    }
+    let sep2: String = rest[k..].chars().take_while(|c| *c == ',' || *c == ' ').collect();
+    if sep2.is_empty() {
+        return None;
+    }
+    let (y, yw) = digits(&bytes[k + sep2.len()..])?;
+    if yw != 4 {
+        return None;
+    }
+    parts.push(num('D', d, dw));
+    if has_suffix {
+        parts.push(Part::Lit("th".into()));
+    }
+    parts.push(Part::Lit(sep1));
+    parts.push(Part::Name { role: 'N', abbr, case: case_of(mw) });
+    parts.push(Part::Lit(sep2.clone()));
+    parts.push(num('Y', y, 4));
+    Some((m as i64 + 1, d, y, k + sep2.len() + yw))
+}
+
+/// `Month D, YYYY` (`December 1st, 2026`) at the start of `rest`: month, day, year, length.
+fn month_day_year(rest: &str, parts: &mut Vec<Part>) -> Option<(i64, i64, i64, usize)> {
+    let bytes = rest.as_bytes();
+    let mw = word(rest);
+    let (m, abbr) = name_of(mw, &MONTHS)?;
+    let mut j = mw.len();
+    if rest[j..].starts_with('.') && abbr {
+        j += 1;
+    }
+    let sep1: String = rest[j..].chars().take_while(|c| *c == ' ').collect();
+    if sep1.is_empty() {
+        return None;
+    }
+    j += sep1.len();
+    let (d, dw) = digits(&bytes[j..])?;
+    j += dw;
+    let suffix = word(&rest[j..]);
+    let has_suffix = matches!(suffix, "st" | "nd" | "rd" | "th");
+    if has_suffix {
+        j += 2;
+    }
+    let sep2: String = rest[j..].chars().take_while(|c| *c == ',' || *c == ' ').collect();
+    if sep2.is_empty() {
+        return None;
+    }
+    let (y, yw) = digits(&bytes[j + sep2.len()..])?;
+    if yw != 4 {
+        return None;
+    }
+    parts.push(Part::Name { role: 'N', abbr, case: case_of(mw) });
+    parts.push(Part::Lit(sep1));
+    parts.push(num('D', d, dw));
+    if has_suffix {
+        parts.push(Part::Lit("th".into()));
+    }
+    parts.push(Part::Lit(sep2.clone()));
+    parts.push(num('Y', y, 4));
+    Some((m as i64 + 1, d, y, j + sep2.len() + yw))
 }
 
 pub(super) fn is_invisible(c: char) -> bool {
@@ -442,7 +452,7 @@ pub(super) fn tokenize(s: &str) -> Vec<Token<'_>> {
         let prev_alnum = s[..i].chars().next_back().is_some_and(char::is_alphanumeric);
         if !prev_alnum {
             let date = if b[i].is_ascii_digit() {
-                numeric_date_at(&b[i..]).or_else(|| cjk_date_at(rest))
+                numeric_date_at(&b[i..]).or_else(|| cjk_date_at(rest)).or_else(|| long_date_at(rest))
             } else if b[i].is_ascii_alphabetic() {
                 long_date_at(rest)
             } else {
