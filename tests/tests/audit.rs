@@ -43,6 +43,8 @@ struct Audit {
     stderr: String,
     json: Value,
     markdown: String,
+    /// The OCSF Detection Findings, one per line.
+    ocsf: Vec<Value>,
 }
 
 /// `aiwatch audit --no-sensor --plan PLAN --json … --report … ARGS -- COMMAND`, under a guard
@@ -50,7 +52,7 @@ struct Audit {
 fn audit(tag: &str, plan: &str, args: &[&str], command: &[&str], limit: Duration) -> Audit {
     let dir = TempDir::new(tag);
     std::fs::write(dir.path("plan.toml"), plan).expect("write plan");
-    let (json, md) = (dir.path("audit.json"), dir.path("audit.md"));
+    let (json, md, ocsf) = (dir.path("audit.json"), dir.path("audit.md"), dir.path("audit.ocsf"));
     let mut cmd = Command::new(aiwatch_bin());
     cmd.args(["audit", "--no-sensor", "--quiet", "--plan"])
         .arg(dir.path("plan.toml"))
@@ -58,6 +60,8 @@ fn audit(tag: &str, plan: &str, args: &[&str], command: &[&str], limit: Duration
         .arg(&json)
         .arg("--report")
         .arg(&md)
+        .arg("--ocsf")
+        .arg(&ocsf)
         .args(args)
         .arg("--")
         .args(command)
@@ -80,7 +84,12 @@ fn audit(tag: &str, plan: &str, args: &[&str], command: &[&str], limit: Duration
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or(Value::Null);
     let markdown = std::fs::read_to_string(&md).unwrap_or_default();
-    Audit { code: status.code().unwrap_or(-1), stdout, stderr, json, markdown }
+    let ocsf = std::fs::read_to_string(&ocsf)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("an OCSF line is JSON"))
+        .collect();
+    Audit { code: status.code().unwrap_or(-1), stdout, stderr, json, markdown, ocsf }
 }
 
 fn factor<'a>(a: &'a Audit, name: &str) -> &'a Value {
@@ -170,6 +179,11 @@ fn covert_assistant_is_caught_on_each_factor_with_the_code_points_named() {
     let proxy = factor(&a, "proxy");
     assert_eq!(proxy["verdict"], "host_dependent_content", "{proxy}");
     assert_eq!(code_points(proxy), [(String::new(), "U+200B ZERO WIDTH SPACE".to_string())], "{proxy}");
+    // One Detection Finding per factor with host-dependent content, for the SOC.
+    let found: Vec<&str> =
+        a.ocsf.iter().filter_map(|f| f["unmapped"]["aiwatch"]["factor"].as_str()).collect();
+    assert_eq!(found, ["timezone", "base_url", "proxy"], "{:?}", a.ocsf);
+    assert!(a.ocsf.iter().all(|f| f["class_uid"] == 2004 && f["metadata"]["version"] == "1.3.0"));
     for text in [&a.stdout, &a.markdown] {
         assert!(text.contains("U+2019 RIGHT SINGLE QUOTATION MARK where U+0027 APOSTROPHE was"), "{text}");
         assert!(text.contains("U+200B ZERO WIDTH SPACE"), "{text}");
@@ -199,6 +213,7 @@ fn well_behaved_assistant_has_no_effect_on_any_factor_twice() {
             assert_eq!(first, r#"{"interfaces":["lo"],"routes":0,"dummyKey":true}"#, "{r}");
         }
         assert!(!a.markdown.contains(PLANTED) && !a.json.to_string().contains(PLANTED));
+        assert!(a.ocsf.is_empty(), "{:?}", a.ocsf);
     }
 }
 
