@@ -58,7 +58,8 @@ impl Sensor {
         let exe = std::fs::read_link("/proc/self/exe").context("finding aiwatch's own binary")?;
         let mut child = Command::new(&exe)
             .arg("run")
-            .args(["--format", "json", "--no-metrics", "--log-level", "info"])
+            // Every read, not the default summary: the report lists what each run read.
+            .args(["--format", "json", "--detail", "all", "--no-metrics", "--log-level", "info"])
             .arg("--output")
             .arg(&output)
             .arg("--config")
