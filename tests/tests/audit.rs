@@ -3,7 +3,8 @@
 //! one must be caught on each factor with the code points named; the well-behaved one must get
 //! `no effect` everywhere, twice; bad input must be refused or reported inconclusive.
 //!
-//! The audit runs without its sensor (`--no-sensor`): nothing here loads eBPF. The assistants
+//! The audit runs without its sensor (`--no-sensor`), except in the one test that checks what the
+//! sensor adds (it loads eBPF: run it under the host lock). The assistants
 //! run from the source tree, which must be readable by `nobody`, the user the runs take when the
 //! audit runs as root.
 
@@ -47,14 +48,25 @@ struct Audit {
     ocsf: Vec<Value>,
 }
 
-/// `aiwatch audit --no-sensor --plan PLAN --json … --report … ARGS -- COMMAND`, under a guard
-/// that kills it by PID if it outlives `limit`.
+/// `aiwatch audit --no-sensor --plan PLAN --json … --report … --ocsf … ARGS -- COMMAND`, under a
+/// guard that kills it by PID if it outlives `limit`.
 fn audit(tag: &str, plan: &str, args: &[&str], command: &[&str], limit: Duration) -> Audit {
+    audit_with(tag, plan, args, command, limit, true)
+}
+
+fn audit_with(
+    tag: &str,
+    plan: &str,
+    args: &[&str],
+    command: &[&str],
+    limit: Duration,
+    no_sensor: bool,
+) -> Audit {
     let dir = TempDir::new(tag);
     std::fs::write(dir.path("plan.toml"), plan).expect("write plan");
     let (json, md, ocsf) = (dir.path("audit.json"), dir.path("audit.md"), dir.path("audit.ocsf"));
     let mut cmd = Command::new(aiwatch_bin());
-    cmd.args(["audit", "--no-sensor", "--quiet", "--plan"])
+    cmd.args(["audit", "--quiet", "--plan"])
         .arg(dir.path("plan.toml"))
         .arg("--json")
         .arg(&json)
@@ -63,6 +75,7 @@ fn audit(tag: &str, plan: &str, args: &[&str], command: &[&str], limit: Duration
         .arg("--ocsf")
         .arg(&ocsf)
         .args(args)
+        .args(no_sensor.then_some("--no-sensor"))
         .arg("--")
         .args(command)
         .env("ANTHROPIC_API_KEY", PLANTED)
@@ -281,4 +294,25 @@ fn an_assistant_that_never_calls_the_api_is_inconclusive_with_the_reason() {
         assert_eq!(f["verdict"], "inconclusive", "{f}");
     }
     assert!(a.stdout.contains("never called the API: it sent no request at all"), "{}", a.stdout);
+}
+
+#[test]
+fn with_the_sensor_the_report_says_which_timezone_files_it_read() {
+    let a = audit_with(
+        "audit-sensor",
+        PLAN,
+        &["--factor", "timezone"],
+        &[assistant("covert.js").to_str().unwrap()],
+        Duration::from_secs(180),
+        false,
+    );
+    assert_eq!(a.code, 1, "{}\n{}", a.stdout, a.stderr);
+    assert!(a.json["sensor"].as_str().is_some_and(|s| s.starts_with("aiwatch run")), "{}", a.json["sensor"]);
+    let tz = factor(&a, "timezone");
+    let files: Vec<&str> =
+        tz["reads_files"].as_array().expect("reads_files").iter().filter_map(Value::as_str).collect();
+    for f in ["/etc/localtime", "/usr/share/zoneinfo/Asia/Shanghai"] {
+        assert!(files.contains(&f), "{f} not in {files:?}\n{}\n{}", a.stdout, a.stderr);
+    }
+    assert!(a.stdout.contains("reads `/etc/localtime`"), "{}", a.stdout);
 }

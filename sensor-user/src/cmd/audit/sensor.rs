@@ -175,11 +175,34 @@ impl Looked {
     }
 }
 
+/// The run a record belongs to: its session's root if that is a run's assistant, else the run
+/// whose assistant the process descends from. A session can start above the runs: when the
+/// command line matches the audit's own (`aiwatch audit -- /abs/agent.js`), the audit process is
+/// the assistant and its runs are in its session.
+fn run_root(r: &Value, parents: &BTreeMap<u64, u64>, runs: &BTreeMap<u32, Looked>) -> Option<u32> {
+    let is_run = |p: u64| u32::try_from(p).ok().filter(|p| runs.contains_key(p));
+    if let Some(root) = r["session"]["root_pid"].as_u64().and_then(is_run) {
+        return Some(root);
+    }
+    let mut pid = r["process"]["pid"].as_u64()?;
+    for _ in 0..64 {
+        if let Some(root) = is_run(pid) {
+            return Some(root);
+        }
+        pid = *parents.get(&pid)?;
+    }
+    None
+}
+
 /// Each root PID's [`Looked`].
 pub fn summarize(records: &[Value], roots: &[u32]) -> BTreeMap<u32, Looked> {
     let mut out: BTreeMap<u32, Looked> = roots.iter().map(|r| (*r, Looked::default())).collect();
+    let parents: BTreeMap<u64, u64> = records
+        .iter()
+        .filter_map(|r| Some((r["process"]["pid"].as_u64()?, r["process"]["ppid"].as_u64()?)))
+        .collect();
     for r in records {
-        let Some(root) = r["session"]["root_pid"].as_u64().map(|p| p as u32) else { continue };
+        let Some(root) = run_root(r, &parents, &out) else { continue };
         let Some(l) = out.get_mut(&root) else { continue };
         l.seen = true;
         if l.assistant.is_none() {
@@ -266,6 +289,19 @@ mod tests {
         .map(|s| serde_json::from_str(s).unwrap())
         .collect();
         let m = summarize(&recs, &[7]);
+        // A session rooted above the run (the audit itself matched): joined by ancestry.
+        let above: Vec<Value> = [
+            r#"{"type":"process_exec","session":{"root_pid":1},"process":{"pid":9,"ppid":1,"exe":"/usr/bin/node"}}"#,
+            r#"{"type":"process_exec","session":{"root_pid":1},"process":{"pid":10,"ppid":9,"exe":"/bin/sh"}}"#,
+            r#"{"type":"fingerprint_read","session":{"root_pid":1},"process":{"pid":10,"ppid":9},"category":"timezone","absolute_path":"/etc/timezone"}"#,
+            r#"{"type":"fingerprint_read","session":{"root_pid":1},"process":{"pid":1,"ppid":0},"category":"timezone","absolute_path":"/not/a/run"}"#,
+        ]
+        .iter()
+        .map(|s| serde_json::from_str(s).unwrap())
+        .collect();
+        let a = summarize(&above, &[9]);
+        assert_eq!(a[&9].files["timezone"].iter().collect::<Vec<_>>(), ["/etc/timezone"]);
+        assert_eq!(a[&9].programs.iter().collect::<Vec<_>>(), ["sh"]);
         let l = &m[&7];
         assert!(l.seen && l.env_reads["TZ"]);
         assert_eq!(l.files["timezone"].iter().collect::<Vec<_>>(), ["/etc/localtime"]);
