@@ -1,6 +1,7 @@
-//! Command line: `aiwatch run | check | config | status | completions | man`; `run.rs` and
-//! `check.rs` are what the first two run.
+//! Command line: `aiwatch run | check | config | status | completions | man | audit`; `run.rs`,
+//! `check.rs` and `audit/` are what `run`, `check` and `audit` run.
 
+pub mod audit;
 pub mod check;
 pub mod run;
 
@@ -50,6 +51,10 @@ pub enum Command {
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff).
     Man,
+    /// Run an assistant under controlled host variants and report whether what it sends to its
+    /// API depends on the host (`aiwatch audit [OPTIONS] -- COMMAND...`; exit 0 no effect, 1
+    /// host-dependent content, 2 error, 3 inconclusive).
+    Audit(audit::AuditArgs),
 }
 
 #[derive(Debug, clap::Args, Default)]
@@ -170,6 +175,10 @@ pub fn main(cli: Cli) -> ExitCode {
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    // The audit has its own exit statuses and no daemon configuration.
+    if let Command::Audit(args) = cli.command {
+        return Ok(audit::main(args));
+    }
     let mut cfg = load_config(cli.config.as_ref())?;
     match cli.command {
         Command::Config => {
@@ -213,6 +222,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(if report.ready { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
+        Command::Audit(_) => unreachable!("dispatched above"),
         Command::Run(args) => {
             args.apply(&mut cfg);
             init_logging(&cfg);
