@@ -34,8 +34,26 @@ values = ["http://proxy.corp.example:3128"]
 /// Planted in the invoking environment: must never reach the assistant or the report.
 const PLANTED: &str = "sk-ant-planted-credential-of-the-invoking-user";
 
-fn assistant(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("assistants/audit").join(name)
+/// A test assistant, copied where the run's user (`nobody`) can reach it: the checkout may be
+/// under a directory only root can enter (a fresh clone in `mktemp -d`, mode 0700).
+struct Staged(TempDir, PathBuf);
+
+impl Staged {
+    fn to_str(&self) -> Option<&str> {
+        self.1.to_str()
+    }
+}
+
+fn assistant(name: &str) -> Staged {
+    use std::os::unix::fs::PermissionsExt as _;
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("assistants/audit").join(name);
+    let dir = TempDir::new("audit-script");
+    let dst = dir.path(name);
+    std::fs::copy(&src, &dst).expect("copy the test assistant");
+    for (p, mode) in [(&dir.0, 0o755), (&dst, 0o755)] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+    Staged(dir, dst)
 }
 
 struct Audit {
