@@ -36,7 +36,8 @@ const PLANTED: &str = "sk-ant-planted-credential-of-the-invoking-user";
 
 /// A test assistant, copied where the run's user (`nobody`) can reach it: the checkout may be
 /// under a directory only root can enter (a fresh clone in `mktemp -d`, mode 0700).
-struct Staged(TempDir, PathBuf);
+/// (The directory is held only to be removed when the run is over.)
+struct Staged(#[allow(dead_code)] TempDir, PathBuf);
 
 impl Staged {
     fn to_str(&self) -> Option<&str> {
