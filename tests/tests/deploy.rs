@@ -141,7 +141,9 @@ fn every_aiwatch_command_in_the_docs_parses() {
                 if !in_span && !in_block {
                     continue;
                 }
-                let cmd = line[i..].split('`').next().unwrap_or("").split(" #").next().unwrap_or("").trim();
+                // A comment or an output redirection ends the command.
+                let cmd = line[i..].split('`').next().unwrap_or("");
+                let cmd = cmd.split(" #").next().unwrap_or("").split(" > ").next().unwrap_or("").trim();
                 // Synopsis lines with alternatives or placeholders are not commands.
                 if cmd.contains('[')
                     || cmd.contains('|')
@@ -152,7 +154,9 @@ fn every_aiwatch_command_in_the_docs_parses() {
                     continue;
                 }
                 let words: Vec<&str> = cmd.split_whitespace().collect();
-                if words.len() < 2 {
+                // Output shown in a block (`aiwatch audit: covert.js`, a report's header) is not a
+                // command.
+                if words.len() < 2 || words[1].ends_with(':') {
                     continue;
                 }
                 aiwatch::cmd::Cli::try_parse_from(&words)
@@ -189,7 +193,9 @@ fn every_xtask_command_in_the_docs_exists() {
     for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "md")) {
         for line in std::fs::read_to_string(f).unwrap().lines() {
             for (i, _) in line.match_indices("cargo xtask ") {
-                let cmd = line[i..].split('`').next().unwrap_or("").split(" #").next().unwrap_or("").trim();
+                // A comment or an output redirection ends the command.
+                let cmd = line[i..].split('`').next().unwrap_or("");
+                let cmd = cmd.split(" #").next().unwrap_or("").split(" > ").next().unwrap_or("").trim();
                 let words: Vec<&str> = cmd.split_whitespace().skip(2).collect();
                 let Some(task) = words.first() else { continue };
                 assert!(top.contains(&format!("  {task} ")), "{}: `{cmd}`: no task {task:?}", f.display());
