@@ -351,7 +351,16 @@ pub fn tls_server(dir: &TempDir) -> (Guard, SocketAddr) {
 /// Gemini API (`generateContent`, `streamGenerateContent`, `countTokens`) for the real CLIs to
 /// complete a one-shot prompt. Every answer says "ok".
 pub fn llm_server(netns: Option<&Netns>, bind: &str) -> Server {
-    spawn_server(netns, bind, false, |sock, stop| {
+    llm_server_with_work(netns, bind, &[])
+}
+
+/// [`llm_server`] that, to a request offering the assistant's shell tool (Claude Code's `Bash`,
+/// Gemini CLI's `run_shell_command`), answers with a call of that tool running `work[n]`, where
+/// `n` is the number of tool results the request already carries; "ok" once all have run. The
+/// assistant then works as in a real session: it runs commands, and calls the API again with
+/// each result.
+pub fn llm_server_with_work(netns: Option<&Netns>, bind: &str, work: &'static [&'static str]) -> Server {
+    spawn_server(netns, bind, false, move |sock, stop| {
         accept_loop(sock, stop, |mut s| {
             let mut buf = read_head(&mut s);
             let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n").map_or(buf.len(), |p| p + 4);
@@ -372,7 +381,7 @@ pub fn llm_server(netns: Option<&Netns>, bind: &str) -> Server {
             }
             let body = String::from_utf8_lossy(&buf[head_end.min(buf.len())..]).replace(' ', "");
             let first = head.lines().next().unwrap_or("");
-            let (ctype, answer) = llm_answer(first, &body);
+            let (ctype, answer) = llm_answer(first, &body, work);
             let _ = s.write_all(
                 format!(
                     "HTTP/1.1 {}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -388,15 +397,29 @@ pub fn llm_server(netns: Option<&Netns>, bind: &str) -> Server {
     })
 }
 
-fn llm_answer(request_line: &str, body: &str) -> (&'static str, String) {
+/// The next command of `work` for a request that offers the shell tool named `tool` and already
+/// carries `done` results (the request body without spaces).
+fn next_command(body: &str, tool: &str, done: &str, work: &[&'static str]) -> Option<&'static str> {
+    if !body.contains(&format!("\"name\":\"{tool}\"")) {
+        return None;
+    }
+    work.get(body.matches(done).count()).copied()
+}
+
+fn llm_answer(request_line: &str, body: &str, work: &[&'static str]) -> (&'static str, String) {
+    use serde_json::{json, Value};
     let path = request_line.split(' ').nth(1).unwrap_or("");
-    let candidate = |text: &str| {
-        serde_json::json!({"candidates":[{"content":{"parts":[{"text":text}],"role":"model"},"finishReason":"STOP","index":0}],
-                           "usageMetadata":{"promptTokenCount":1,"candidatesTokenCount":1,"totalTokenCount":2}})
+    let candidate = |part: Value| {
+        json!({"candidates":[{"content":{"parts":[part],"role":"model"},"finishReason":"STOP","index":0}],
+               "usageMetadata":{"promptTokenCount":1,"candidatesTokenCount":1,"totalTokenCount":2}})
         .to_string()
     };
     if path.contains(":streamGenerateContent") {
-        ("text/event-stream", format!("data: {}\r\n\r\n", candidate("ok")))
+        let part = match next_command(body, "run_shell_command", "\"functionResponse\"", work) {
+            Some(command) => json!({"functionCall":{"name":"run_shell_command","args":{"command":command}}}),
+            None => json!({"text":"ok"}),
+        };
+        ("text/event-stream", format!("data: {}\r\n\r\n", candidate(part)))
     } else if path.contains(":generateContent") {
         // Gemini CLI's model router asks for a JSON decision.
         let text = if body.contains("application/json") {
@@ -404,37 +427,54 @@ fn llm_answer(request_line: &str, body: &str) -> (&'static str, String) {
         } else {
             "ok"
         };
-        ("application/json", candidate(text))
+        ("application/json", candidate(json!({ "text": text })))
     } else if path.contains(":countTokens") {
         ("application/json", r#"{"totalTokens":1}"#.to_string())
     } else if path.starts_with("/v1/messages") && request_line.starts_with("POST") {
-        let msg = serde_json::json!({"id":"msg_1","type":"message","role":"assistant","model":"mock","content":[{"type":"text","text":"ok"}],
-                                     "stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":1,"output_tokens":1}});
-        if !body.contains("\"stream\":true") {
-            return ("application/json", msg.to_string());
-        }
-        let mut start = msg.clone();
-        start["content"] = serde_json::json!([]);
-        start["stop_reason"] = serde_json::Value::Null;
-        let events = [
-            ("message_start", serde_json::json!({"type":"message_start","message":start})),
-            (
-                "content_block_start",
-                serde_json::json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}),
+        let command = next_command(body, "Bash", "\"type\":\"tool_result\"", work);
+        let id = format!("toolu_mock_{}", body.matches("\"type\":\"tool_result\"").count());
+        let (block, stop) = match command {
+            Some(c) => (
+                json!({"type":"tool_use","id":id,"name":"Bash","input":{"command":c,"description":"Run a command"}}),
+                "tool_use",
             ),
-            (
-                "content_block_delta",
-                serde_json::json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"ok"}}),
-            ),
-            ("content_block_stop", serde_json::json!({"type":"content_block_stop","index":0})),
-            (
-                "message_delta",
-                serde_json::json!({"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":1}}),
-            ),
-            ("message_stop", serde_json::json!({"type":"message_stop"})),
-        ];
-        ("text/event-stream", events.iter().map(|(e, d)| format!("event: {e}\ndata: {d}\n\n")).collect())
+            None => (json!({"type":"text","text":"ok"}), "end_turn"),
+        };
+        anthropic_message(block, stop, body.contains("\"stream\":true"))
     } else {
         ("", r#"{"error":"not found"}"#.to_string())
     }
+}
+
+/// An Anthropic Messages answer of one content block: one JSON message, or its server-sent
+/// events (a tool call's input arrives as one `input_json_delta`).
+fn anthropic_message(block: serde_json::Value, stop: &str, stream: bool) -> (&'static str, String) {
+    use serde_json::json;
+    let msg = json!({"id":"msg_1","type":"message","role":"assistant","model":"mock","content":[block.clone()],
+                     "stop_reason":stop,"stop_sequence":null,"usage":{"input_tokens":1,"output_tokens":1}});
+    if !stream {
+        return ("application/json", msg.to_string());
+    }
+    let mut start = msg.clone();
+    start["content"] = json!([]);
+    start["stop_reason"] = serde_json::Value::Null;
+    let (empty, delta) = if block["type"] == "tool_use" {
+        let mut empty = block.clone();
+        empty["input"] = json!({});
+        (empty, json!({"type":"input_json_delta","partial_json":block["input"].to_string()}))
+    } else {
+        (json!({"type":"text","text":""}), json!({"type":"text_delta","text":block["text"]}))
+    };
+    let events = [
+        ("message_start", json!({"type":"message_start","message":start})),
+        ("content_block_start", json!({"type":"content_block_start","index":0,"content_block":empty})),
+        ("content_block_delta", json!({"type":"content_block_delta","index":0,"delta":delta})),
+        ("content_block_stop", json!({"type":"content_block_stop","index":0})),
+        (
+            "message_delta",
+            json!({"type":"message_delta","delta":{"stop_reason":stop,"stop_sequence":null},"usage":{"output_tokens":1}}),
+        ),
+        ("message_stop", json!({"type":"message_stop"})),
+    ];
+    ("text/event-stream", events.iter().map(|(e, d)| format!("event: {e}\ndata: {d}\n\n")).collect())
 }

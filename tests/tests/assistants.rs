@@ -20,8 +20,19 @@ fn assistant_bin(name: &str) -> PathBuf {
 
 /// Runs `bin -p "say ok"` in a fresh namespace against the mock; returns the root pid and stdout.
 fn run_assistant(bin: &std::path::Path, env: &[(&str, String)]) -> (u32, String) {
+    run_session(bin, &["-p", "say ok"], env, &[])
+}
+
+/// Runs `bin ARGS` in a fresh namespace against the mock, which has the assistant's shell tool
+/// run each of `work` in turn; returns the root pid and stdout.
+fn run_session(
+    bin: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, String)],
+    work: &'static [&'static str],
+) -> (u32, String) {
     let ns = Netns::with_hosts("llm", &[MOCK_HOST]);
-    let _api = llm_server(Some(&ns), "127.0.0.1:8080");
+    let _api = llm_server_with_work(Some(&ns), "127.0.0.1:8080", work);
     let home = TempDir::new("home");
     std::fs::create_dir_all(home.path(".gemini")).unwrap();
     std::fs::write(
@@ -31,7 +42,7 @@ fn run_assistant(bin: &std::path::Path, env: &[(&str, String)]) -> (u32, String)
     .unwrap();
     let out = home.path("stdout");
     let work = workspace(&home);
-    let mut cmd = ns.command(bin, &["-p", "say ok"]);
+    let mut cmd = ns.command(bin, args);
     cmd.env_clear()
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
         .env("HOME", &home.0)
@@ -43,7 +54,7 @@ fn run_assistant(bin: &std::path::Path, env: &[(&str, String)]) -> (u32, String)
         .stderr(std::process::Stdio::null());
     let mut g = spawn_cmd(&mut cmd);
     let pid = g.pid();
-    let status = g.wait(Duration::from_secs(90));
+    let status = g.wait(Duration::from_secs(120));
     assert!(status.is_some(), "{} did not finish (killed by pid on drop)", bin.display());
     (pid, std::fs::read_to_string(out).unwrap_or_default())
 }
@@ -153,10 +164,18 @@ fn gemini_cli_end_to_end() {
     });
 }
 
-/// Records of one session of `bin` at `detail`: (sent, summarized per the final rollup).
-fn session_volume(bin: &str, detail: &str, env: &[(&str, String)]) -> (usize, u64) {
+/// Records of one session of `bin ARGS` at `detail`, with the mock having it run `work`: the
+/// number sent, and the session's final rollup.
+fn session_volume(
+    bin: &str,
+    detail: &str,
+    args: &[&str],
+    env: &[(&str, String)],
+    work: &'static [&'static str],
+) -> (usize, Value) {
     let sensor = Sensor::start_with("", &["--detail", detail]);
-    let (root, _) = run_assistant(&assistant_bin(bin), env);
+    let (root, out) = run_session(&assistant_bin(bin), args, env, work);
+    assert!(out.contains("ok"), "{bin} answered {out:?}");
     let end =
         sensor.wait_for("session end", |r| r["type"] == "session_end" && r["session"]["root_pid"] == root);
     let id = end["session"]["id"].clone();
@@ -171,13 +190,7 @@ fn session_volume(bin: &str, detail: &str, env: &[(&str, String)]) -> (usize, u6
         *kinds.entry(r["type"].as_str().unwrap_or("?").to_string()).or_default() += 1;
     }
     eprintln!("{bin} at {detail}: {kinds:?}");
-    for r in records
-        .iter()
-        .filter(|r| r["type"] == "finding" || r["type"] == "host_query" || r["type"] == "interface_query")
-    {
-        eprintln!("DEBUG {r}");
-    }
-    (records.len(), rollup["records_summarized"].as_u64().unwrap_or(0))
+    (records.len(), rollup)
 }
 
 /// `output.detail`: records per session of each pinned assistant, every record (`all`) and
@@ -200,10 +213,62 @@ fn summary_sends_a_fraction_of_the_records_of_real_assistants() {
         ),
     ];
     for (bin, env) in runs {
-        let (all, _) = session_volume(bin, "all", &env);
-        let (summary, summarized) = session_volume(bin, "summary", &env);
+        let (all, _) = session_volume(bin, "all", &["-p", "say ok"], &env, &[]);
+        let (summary, rollup) = session_volume(bin, "summary", &["-p", "say ok"], &env, &[]);
+        let summarized = rollup["records_summarized"].as_u64().unwrap_or(0);
         eprintln!("{bin}: all {all} records, summary {summary} ({summarized} summarized)");
         assert!(summary * 2 <= all, "{bin}: summary {summary} of all {all}");
         assert!(summarized > 0, "{bin}");
+    }
+}
+
+/// What the mock has an assistant's shell tool run in a working session: look at the
+/// repository, the processes, search the tree (what assistants run most).
+const WORK: &[&str] = &[
+    "git status && git log --oneline -3",
+    "ps aux",
+    "grep -rn project . ; ls -la",
+    "git diff HEAD --stat && date",
+    "git log -p -1",
+    "ps aux | grep -c node",
+];
+
+/// A working session: the mock has each assistant run the commands of `WORK` through its shell
+/// tool, one per turn, as a developer's request would. `summary` sends at least 10× fewer
+/// records than `all` (the target; figures in docs/events.md, Volume), and its rollup
+/// shows the commands did run.
+#[test]
+fn summary_sends_a_tenth_of_the_records_of_a_working_session() {
+    let base = format!("http://{MOCK_HOST}:8080");
+    let runs: [(&str, &[&str], Vec<(&str, String)>); 2] = [
+        (
+            "claude",
+            &["-p", "look at this project", "--allowedTools", "Bash"],
+            vec![("ANTHROPIC_API_KEY", PLANTED_KEY.to_string()), ("ANTHROPIC_BASE_URL", base.clone())],
+        ),
+        (
+            "gemini",
+            &["-p", "look at this project", "--yolo"],
+            vec![
+                ("GEMINI_API_KEY", PLANTED_KEY.to_string()),
+                ("GOOGLE_GEMINI_BASE_URL", base.clone()),
+                ("GEMINI_CLI_TRUST_WORKSPACE", "true".to_string()),
+            ],
+        ),
+    ];
+    for (bin, args, env) in runs {
+        let (all, _) = session_volume(bin, "all", args, &env, WORK);
+        let (summary, rollup) = session_volume(bin, "summary", args, &env, WORK);
+        eprintln!("{bin}: all {all} records, summary {summary}");
+        // The tools ran: each command's programs are in the rollup, run by the session's
+        // descendants as often as `WORK` runs them.
+        for (program, runs) in [("/usr/bin/ps", 2), ("/usr/bin/date", 1)] {
+            let exec = rollup["artifacts"]
+                .as_array()
+                .and_then(|a| a.iter().find(|a| a["kind"] == "exec" && a["artifact"] == program))
+                .unwrap_or_else(|| panic!("{bin}: no exec of {program} in {rollup}"));
+            assert_eq!(exec["count"], runs, "{bin}: {exec}");
+        }
+        assert!(summary * 10 <= all, "{bin}: summary sent {summary} records, all {all}");
     }
 }
