@@ -130,13 +130,7 @@ fn check_session(sensor: &Sensor, root: u32, assistant: &str, base_url_var: &str
 #[test]
 fn claude_code_native_binary_end_to_end() {
     let sensor = Sensor::start("");
-    let (root, out) = run_assistant(
-        &assistant_bin("claude"),
-        &[
-            ("ANTHROPIC_API_KEY", PLANTED_KEY.to_string()),
-            ("ANTHROPIC_BASE_URL", format!("http://{MOCK_HOST}:8080")),
-        ],
-    );
+    let (root, out) = run_assistant(&assistant_bin("claude"), &mock_env("claude"));
     assert!(out.contains("ok"), "claude answered {out:?}");
     // Claude Code reads /etc/machine-id in every session, under a second before its first API
     // call: with a base URL given, that is the relay pattern (docs/runbook.md).
@@ -146,14 +140,7 @@ fn claude_code_native_binary_end_to_end() {
 #[test]
 fn gemini_cli_end_to_end() {
     let sensor = Sensor::start("");
-    let (root, out) = run_assistant(
-        &assistant_bin("gemini"),
-        &[
-            ("GEMINI_API_KEY", PLANTED_KEY.to_string()),
-            ("GOOGLE_GEMINI_BASE_URL", format!("http://{MOCK_HOST}:8080")),
-            ("GEMINI_CLI_TRUST_WORKSPACE", "true".to_string()),
-        ],
-    );
+    let (root, out) = run_assistant(&assistant_bin("gemini"), &mock_env("gemini"));
     assert!(out.contains("ok"), "gemini answered {out:?}");
     check_session(&sensor, root, "gemini-cli", "GOOGLE_GEMINI_BASE_URL", &[]);
     // Node reads variables through getenv: the base URL read itself is reported.
@@ -193,26 +180,25 @@ fn session_volume(
     (records.len(), rollup)
 }
 
+/// The variables that point `bin` (claude or gemini) at the mock, with the planted key.
+fn mock_env(bin: &str) -> Vec<(&'static str, String)> {
+    let base = format!("http://{MOCK_HOST}:8080");
+    match bin {
+        "claude" => vec![("ANTHROPIC_API_KEY", PLANTED_KEY.to_string()), ("ANTHROPIC_BASE_URL", base)],
+        _ => vec![
+            ("GEMINI_API_KEY", PLANTED_KEY.to_string()),
+            ("GOOGLE_GEMINI_BASE_URL", base),
+            ("GEMINI_CLI_TRUST_WORKSPACE", "true".to_string()),
+        ],
+    }
+}
+
 /// `output.detail`: records per session of each pinned assistant, every record (`all`) and
 /// the default `summary` (figures in docs/events.md, Volume).
 #[test]
 fn summary_sends_a_fraction_of_the_records_of_real_assistants() {
-    let base = format!("http://{MOCK_HOST}:8080");
-    let runs: [(&str, Vec<(&str, String)>); 2] = [
-        (
-            "claude",
-            vec![("ANTHROPIC_API_KEY", PLANTED_KEY.to_string()), ("ANTHROPIC_BASE_URL", base.clone())],
-        ),
-        (
-            "gemini",
-            vec![
-                ("GEMINI_API_KEY", PLANTED_KEY.to_string()),
-                ("GOOGLE_GEMINI_BASE_URL", base.clone()),
-                ("GEMINI_CLI_TRUST_WORKSPACE", "true".to_string()),
-            ],
-        ),
-    ];
-    for (bin, env) in runs {
+    for bin in ["claude", "gemini"] {
+        let env = mock_env(bin);
         let (all, _) = session_volume(bin, "all", &["-p", "say ok"], &env, &[]);
         let (summary, rollup) = session_volume(bin, "summary", &["-p", "say ok"], &env, &[]);
         let summarized = rollup["records_summarized"].as_u64().unwrap_or(0);
@@ -239,24 +225,12 @@ const WORK: &[&str] = &[
 /// shows the commands did run.
 #[test]
 fn summary_sends_a_tenth_of_the_records_of_a_working_session() {
-    let base = format!("http://{MOCK_HOST}:8080");
-    let runs: [(&str, &[&str], Vec<(&str, String)>); 2] = [
-        (
-            "claude",
-            &["-p", "look at this project", "--allowedTools", "Bash"],
-            vec![("ANTHROPIC_API_KEY", PLANTED_KEY.to_string()), ("ANTHROPIC_BASE_URL", base.clone())],
-        ),
-        (
-            "gemini",
-            &["-p", "look at this project", "--yolo"],
-            vec![
-                ("GEMINI_API_KEY", PLANTED_KEY.to_string()),
-                ("GOOGLE_GEMINI_BASE_URL", base.clone()),
-                ("GEMINI_CLI_TRUST_WORKSPACE", "true".to_string()),
-            ],
-        ),
+    let runs: [(&str, &[&str]); 2] = [
+        ("claude", &["-p", "look at this project", "--allowedTools", "Bash"]),
+        ("gemini", &["-p", "look at this project", "--yolo"]),
     ];
-    for (bin, args, env) in runs {
+    for (bin, args) in runs {
+        let env = mock_env(bin);
         let (all, _) = session_volume(bin, "all", args, &env, WORK);
         let (summary, rollup) = session_volume(bin, "summary", args, &env, WORK);
         eprintln!("{bin}: all {all} records, summary {summary}");
