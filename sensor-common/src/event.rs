@@ -38,6 +38,12 @@ pub mod flags {
     pub const EXEC_FD: u32 = 1 << 3;
     /// A close record covers a range of fds (`close_range`), not one socket.
     pub const FD_RANGE: u32 = 1 << 4;
+    /// A data record copied for the content scan of a plain-HTTP request (not for naming the
+    /// destination): one chunk of a send.
+    pub const CONTENT: u32 = 1 << 5;
+    /// With [`CONTENT`]: the first chunk of a send syscall (its `ret` is the syscall's byte
+    /// count, so the daemon sees what the chunks after it leave out).
+    pub const CONTENT_START: u32 = 1 << 6;
 }
 
 /// Common header of every event.

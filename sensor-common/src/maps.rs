@@ -84,6 +84,10 @@ pub struct SockInfo {
     /// A digest of the last peer a datagram was sent to without connect() (0: none yet): a
     /// datagram to another peer is copied whatever `captures` says.
     pub last_peer: u32,
+    /// Bytes of the current plain-HTTP request still copied for the content scan
+    /// ([`sock_flags::CONTENT`]).
+    pub content_left: u32,
+    pub _pad: u32,
 }
 
 /// Bits of [`SockInfo::flags`].
@@ -95,7 +99,22 @@ pub mod sock_flags {
     /// The first send was a proxy handshake (HTTP CONNECT, a SOCKS5 greeting): sends are
     /// copied until a TLS record is, or [`CAPTURE_PROXY`](super::CAPTURE_PROXY) of them.
     pub const PROXY: u32 = 1 << 2;
+    /// The first send was a TLS record: the content is not readable here, and later sends'
+    /// first bytes are not looked at.
+    pub const TLS: u32 = 1 << 3;
+    /// A plain-HTTP request with a body (`POST`, `PUT`) was sent: each such request is copied
+    /// whole, up to [`CONTENT_BUDGET`](super::CONTENT_BUDGET), for the prompt-marker scan.
+    pub const CONTENT: u32 = 1 << 4;
 }
+
+/// Bytes of one plain-HTTP request copied at most for the content scan (prompts are large;
+/// the daemon's `content.request_budget` can only lower it).
+pub const CONTENT_BUDGET: u32 = 1 << 20;
+/// Chunks of [`DATA_LEN`](super::DATA_LEN) bytes copied at most per send syscall (256 KiB);
+/// what a larger write carries beyond them is a gap the daemon sees and counts.
+pub const CONTENT_CHUNKS: u32 = 32;
+/// iovecs of a `writev`/`sendmsg` walked at most for the content copy.
+pub const CONTENT_IOVECS: u32 = 4;
 
 /// Sends per socket whose first bytes are copied (HTTP CONNECT, then the ClientHello behind it).
 pub const CAPTURE_SENDS: u32 = 3;
@@ -110,7 +129,7 @@ pub const AF_NETLINK: u16 = 16;
 
 const _: () = assert!(core::mem::size_of::<Tracked>() == 8);
 const _: () = assert!(core::mem::size_of::<SockKey>() == 8);
-const _: () = assert!(core::mem::size_of::<SockInfo>() == 32);
+const _: () = assert!(core::mem::size_of::<SockInfo>() == 40);
 
 #[cfg(feature = "user")]
 mod pod {

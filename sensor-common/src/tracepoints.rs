@@ -78,7 +78,7 @@ syscall_args! {
     read { FD = "fd" @ 0, BUF = "buf" @ 1, COUNT = "count" @ 2 }
     sendto { FD = "fd" @ 0, BUFF = "buff" @ 1, LEN = "len" @ 2, ADDR = "addr" @ 4 }
     recvfrom { FD = "fd" @ 0, UBUF = "ubuf" @ 1, SIZE = "size" @ 2, ADDR = "addr" @ 4 }
-    writev { FD = "fd" @ 0, VEC = "vec" @ 1 }
+    writev { FD = "fd" @ 0, VEC = "vec" @ 1, VLEN = "vlen" @ 2 }
     readv { FD = "fd" @ 0, VEC = "vec" @ 1 }
     sendmsg { FD = "fd" @ 0, MSG = "msg" @ 1 }
     recvmsg { FD = "fd" @ 0, MSG = "msg" @ 1 }
@@ -206,6 +206,8 @@ pub mod kernel_offsets {
     /// `struct task_struct` member `thread_info`, plus `struct thread_info` member `status`
     /// (x86: `TS_COMPAT` is set there while a 32-bit-entry syscall runs).
     pub const TASK_STATUS: &str = "AIWATCH_TASK_STATUS_OFFSET";
+    /// Not an offset: bytes of each plain-HTTP request copied for the content scan (0: none).
+    pub const CONTENT_BUDGET: &str = "AIWATCH_CONTENT_BUDGET";
 }
 
 const _: () = assert!(sys::execveat::FLAGS.offset == 48);

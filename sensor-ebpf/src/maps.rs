@@ -9,7 +9,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use sensor_common::{CandidateKey, ExecEnvEvent, ExecEvent, RawSockAddr, SockInfo, SockKey, Stat, Tracked};
 
@@ -106,10 +106,46 @@ pub struct NetArgs {
     pub sock_type: u32,
     /// ioctl(): the command.
     pub cmd: u32,
-    pub _pad: u32,
+    /// writev/sendmsg: iovecs in `iov` (0 for a plain buffer).
+    pub iovcnt: u32,
+    /// writev/sendmsg: the iovec array, for the content copy (which walks them all).
+    pub iov: u64,
     /// connect(): the address, read at enter.
     pub sa: RawSockAddr,
 }
+
+/// A plain-HTTP send whose bytes are copied for the content scan: what `net_exit_syscall`
+/// hands to `net_exit_content`, which it tail-calls, and which tail-calls itself once per
+/// iovec (a loop over chunks and iovecs together exceeds the verifier's budget).
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct ContentArgs {
+    pub fd: i32,
+    /// iovecs at `iov` (0: the plain buffer `buf`, `len`).
+    pub iovcnt: u32,
+    pub buf: u64,
+    pub len: u64,
+    pub iov: u64,
+    pub tracked: Tracked,
+    /// Bytes the syscall sent.
+    pub bytes: u64,
+    /// Bytes of the syscall still to copy (within the request's budget).
+    pub left: u64,
+    /// The iovec to copy next.
+    pub iov_i: u32,
+    /// [`sensor_common::flags::CONTENT_START`] until the send's first chunk is out.
+    pub start: u32,
+    pub sock_type: u16,
+    pub family: u16,
+    pub _pad: u32,
+}
+
+#[map]
+pub static CONTENT_ARGS: PerCpuArray<ContentArgs> = PerCpuArray::with_max_entries(1, 0);
+
+/// Slot 0: `net_exit_content`, put there by the loader.
+#[map]
+pub static CONTENT_PROG: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
 /// A `getenv`/`secure_getenv` call in flight: what its uprobe keeps for its return.
 #[derive(Clone, Copy)]
@@ -137,5 +173,5 @@ pub static ENV_CALLS: HashMap<u32, EnvCall> = HashMap::with_max_entries(4096, 0)
 // These go to map helpers from the stack, where the verifier refuses uninitialized bytes: no
 // implicit padding (explicit `_pad` fields; the sizes say there is none left).
 const _: () = assert!(core::mem::size_of::<FileArgs>() == 40);
-const _: () = assert!(core::mem::size_of::<NetArgs>() == 88);
+const _: () = assert!(core::mem::size_of::<NetArgs>() == 96);
 const _: () = assert!(core::mem::size_of::<EnvCall>() == 24);

@@ -5,5 +5,6 @@ pub mod files;
 pub mod host;
 pub mod net;
 pub mod net_close;
+pub mod net_content;
 pub mod process;
 pub mod thread_exit;

@@ -19,10 +19,10 @@ use sensor_common::{
     tracepoints::{inet_sock_set_state, sys, Field, SYS_EXIT_RET},
     ConnectEvent, DataEvent, Direction, InterfaceIoctl, IoctlEvent, RawSockAddr, SockInfo, SockKey, Stat,
     StateEvent, Tracked, UnixConnectEvent, AF_NETLINK, CAPTURE_NETLINK, CAPTURE_PROXY, CAPTURE_SENDS,
-    DATA_LEN, DNS_RECV_LEN, UNIX_PATH_LEN,
+    CONTENT_BUDGET, DATA_LEN, DNS_RECV_LEN, UNIX_PATH_LEN,
 };
 
-use super::net_close;
+use super::{net_close, net_content};
 use crate::{
     emit::{batched, emit, urgent},
     helpers::{arg, bump, current_ids, now, stash, take, tracked},
@@ -48,9 +48,10 @@ pub(super) const OP_DUP: u32 = 8;
 pub(super) const OP_CLOSE_RANGE: u32 = 9;
 const NETLINK_ROUTE: u32 = 0;
 
-/// `struct user_msghdr` offsets (64-bit): msg_name@0, msg_iov@16.
+/// `struct user_msghdr` offsets (64-bit): msg_name@0, msg_iov@16, msg_iovlen@24.
 const MSG_NAME: usize = 0;
 const MSG_IOV: usize = 16;
+const MSG_IOVLEN: usize = 24;
 /// `struct mmsghdr`: a user_msghdr (56 bytes), then msg_len.
 const MMSG_LEN: usize = 56;
 const MMSG_SIZE: usize = 64;
@@ -66,7 +67,8 @@ pub(super) fn empty_args(op: u32, fd: i32) -> NetArgs {
         family: 0,
         sock_type: 0,
         cmd: 0,
-        _pad: 0,
+        iovcnt: 0,
+        iov: 0,
         sa: RawSockAddr::default(),
     }
 }
@@ -87,7 +89,7 @@ pub(super) fn tracked_sock(tgid: u32, fd: i32) -> Option<SockKey> {
 }
 
 #[inline(always)]
-fn read_u64(addr: u64) -> u64 {
+pub(super) fn read_u64(addr: u64) -> u64 {
     // SAFETY: user pointer; the helper checks it.
     unsafe { bpf_probe_read_user(addr as *const u64) }.unwrap_or(0)
 }
@@ -195,6 +197,8 @@ fn enter_io(ctx: &TracePointContext, op: u32, layout: IoLayout) -> u32 {
             let iov = unsafe { arg::<u64>(ctx, sys::writev::VEC) };
             a.buf = read_u64(iov);
             a.len = read_u64(iov + 8);
+            a.iov = iov;
+            a.iovcnt = unsafe { arg::<u64>(ctx, sys::writev::VLEN) } as u32;
         }
         // sendmsg/recvmsg: msghdr; sendmmsg/recvmmsg: mmsghdr array.
         IoLayout::Msg { multi } => {
@@ -206,6 +210,10 @@ fn enter_io(ctx: &TracePointContext, op: u32, layout: IoLayout) -> u32 {
             let iov = read_u64(msg + MSG_IOV as u64);
             a.buf = read_u64(iov);
             a.len = read_u64(iov + 8);
+            if !multi {
+                a.iov = iov;
+                a.iovcnt = read_u64(msg + MSG_IOVLEN as u64) as u32;
+            }
         }
     }
     stash_args(tid, &a);
@@ -295,7 +303,11 @@ pub fn net_exit_syscall(ctx: TracePointContext) -> u32 {
         OP_CONNECT => exit_connect(&t, tgid, &a, ret),
         OP_DUP if ret >= 0 => net_close::close_sock(&t, tgid, a.fd),
         OP_CLOSE_RANGE if ret == 0 => net_close::exit_close_range(&t, &a),
-        OP_SEND | OP_SENDMMSG | OP_RECV | OP_RECVMMSG => exit_data(&t, tgid, &a, ret),
+        OP_SEND | OP_SENDMMSG | OP_RECV | OP_RECVMMSG => {
+            if let Some(c) = exit_data(&t, tgid, &a, ret) {
+                net_content::hand_over(&ctx, &t, &a, c);
+            }
+        }
         OP_IOCTL => exit_ioctl(&t, &a, ret),
         _ => {}
     }
@@ -384,12 +396,14 @@ fn exit_unix_connect(t: &Tracked, a: &NetArgs, ret: i64) {
     });
 }
 
-fn exit_data(t: &Tracked, tgid: u32, a: &NetArgs, ret: i64) {
+/// Counts and copies a send or receive; a plain-HTTP send whose bytes the content scan wants is
+/// returned, for the caller to hand over.
+fn exit_data(t: &Tracked, tgid: u32, a: &NetArgs, ret: i64) -> Option<net_content::Pending> {
     if ret <= 0 {
-        return;
+        return None;
     }
     let key = SockKey { tgid, fd: a.fd as u32 };
-    let Some(info) = SOCKS.get_ptr_mut(key) else { return };
+    let info = SOCKS.get_ptr_mut(key)?;
     // SAFETY: map value of this process's own socket.
     let info = unsafe { &mut *info };
     let multi = a.op == OP_SENDMMSG || a.op == OP_RECVMMSG;
@@ -414,11 +428,30 @@ fn exit_data(t: &Tracked, tgid: u32, a: &NetArgs, ret: i64) {
     let wanted = if send { info.sock_type != SOCK_STREAM } else { dns };
     let peer = if a.addr != 0 && wanted { read_sockaddr(a.addr, 28) } else { RawSockAddr::default() };
     let capture = send && capture_send(info, a, first, &peer);
-    let copy = if send { capture } else { dns };
-    if !copy {
-        return;
-    }
+    let content =
+        if send && !multi && info.sock_type == SOCK_STREAM { content_send(info, a, bytes) } else { None };
     let (sock_type, family) = (info.sock_type, info.family);
+    if if send { capture } else { dns } {
+        copy_first(t, a, send, bytes, first, peer, sock_type, family);
+    }
+    // After the copy that names the destination, so that the daemon knows the connection's
+    // class when the content arrives.
+    content.map(|budget| net_content::Pending { bytes, budget, sock_type, family })
+}
+
+/// The first bytes of a send (TLS ClientHello, HTTP head, DNS query) or a DNS answer.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn copy_first(
+    t: &Tracked,
+    a: &NetArgs,
+    send: bool,
+    bytes: u64,
+    first: u64,
+    peer: RawSockAddr,
+    sock_type: u16,
+    family: u16,
+) {
     let limit = if send { DATA_LEN as u64 } else { DNS_RECV_LEN as u64 };
     let mut n = if first < a.len { first } else { a.len };
     if n > limit {
@@ -443,6 +476,39 @@ fn exit_data(t: &Tracked, tgid: u32, a: &NetArgs, ret: i64) {
             ev.len = n as u32;
         }
     });
+}
+
+/// Bytes of each plain-HTTP request copied for the content scan (the daemon's
+/// `content.request_budget`, at most [`CONTENT_BUDGET`]; 0: none), written by the loader.
+#[unsafe(no_mangle)]
+static AIWATCH_CONTENT_BUDGET: u32 = 0;
+
+/// How many bytes of a stream send are copied for the content scan, if any: a plain-HTTP
+/// request with a body (a send that starts with `POST ` or `PUT `) opens a budget of
+/// [`CONTENT_BUDGET`] bytes, which it and the sends after it use up. A first send that is a
+/// TLS record marks the socket, whose later sends are not looked at.
+#[inline(always)]
+fn content_send(info: &mut SockInfo, a: &NetArgs, bytes: u64) -> Option<u32> {
+    if info.flags & sock_flags::TLS != 0 || a.len < 4 {
+        return None;
+    }
+    let head = read_u32(a.buf);
+    if info.flags & sock_flags::CONTENT == 0 && head & 0xff == 0x16 {
+        info.flags |= sock_flags::TLS;
+        return None;
+    }
+    if head == u32::from_le_bytes(*b"POST") || head == u32::from_le_bytes(*b"PUT ") {
+        info.flags |= sock_flags::CONTENT;
+        // SAFETY: a read-only global the loader writes before loading.
+        let budget = unsafe { core::ptr::read_volatile(&AIWATCH_CONTENT_BUDGET) };
+        info.content_left = if budget > CONTENT_BUDGET { CONTENT_BUDGET } else { budget };
+    }
+    if info.flags & sock_flags::CONTENT == 0 || info.content_left == 0 {
+        return None;
+    }
+    let budget = info.content_left;
+    info.content_left = if bytes >= budget as u64 { 0 } else { budget - bytes as u32 };
+    Some(budget)
 }
 
 /// Whether a send's bytes are copied: DNS always; otherwise the first [`CAPTURE_SENDS`], all

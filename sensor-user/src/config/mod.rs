@@ -4,6 +4,7 @@
 //! name the file, the line and the field. A user's `[categories]` entry replaces that category's
 //! built-in list; an `[[assistants]]` entry replaces the built-in rule of the same name or adds one.
 
+pub mod content;
 pub mod defaults;
 pub mod detection;
 pub mod glob;
@@ -41,6 +42,8 @@ pub struct Config {
     pub rules: Vec<rules::RuleConfig>,
     /// The learned baseline and the signature file.
     pub detection: detection::DetectionConfig,
+    /// The prompt-marker scan of requests to LLM APIs.
+    pub content: content::ContentConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -312,6 +315,7 @@ impl Default for Config {
             destinations: defaults::destinations(),
             rules: defaults::rules(),
             detection: detection::DetectionConfig::default(),
+            content: content::ContentConfig::default(),
         }
     }
 }
@@ -399,6 +403,7 @@ struct ConfigFile {
     destinations: BTreeMap<String, Vec<String>>,
     rules: Vec<rules::RuleConfig>,
     detection: detection::DetectionConfig,
+    content: content::ContentConfig,
 }
 
 /// `[variables]` as written: `watch` is merged per category into the defaults.
@@ -432,6 +437,7 @@ impl Config {
             builtin_assistants: file.builtin_assistants.unwrap_or(true),
             correlation: file.correlation,
             detection: file.detection,
+            content: file.content,
             ..Config::default()
         };
         if !(1..=65536).contains(&cfg.detection.baseline_max_entries) {
@@ -450,6 +456,10 @@ impl Config {
         if let Some(s) = &cfg.output.syslog {
             s.check().map_err(|(field, why)| semantic(origin, &format!("output.syslog.{field}"), &why))?;
         }
+        let classes: Vec<&str> = cfg.destinations.keys().map(String::as_str).collect();
+        cfg.content
+            .check(&classes)
+            .map_err(|(field, why)| semantic(origin, &format!("content.{field}"), &why))?;
         for (name, patterns) in file.categories {
             check_category_name(origin, &format!("categories.{name}"), &name)?;
             cfg.categories.insert(name, patterns);

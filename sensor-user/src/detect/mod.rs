@@ -3,9 +3,11 @@
 
 pub mod baseline;
 pub mod classify;
+pub mod content;
 pub mod correlate;
 pub mod egress;
 pub mod i386;
+pub mod markers;
 pub mod parsers;
 pub mod redact;
 pub mod signatures;

@@ -33,6 +33,8 @@ pub enum Out {
     EnvRead { assistant: String, category: String, reader: Reader },
     /// A finding that matched but is not reported: `duplicate` or `rate_limited`.
     Suppressed(&'static str),
+    /// A request to an LLM API seen in plaintext: `scanned`, or why not.
+    PromptRequest { assistant: String, outcome: &'static str },
     /// A relative path whose directory could not be known.
     UnresolvedPath { pid: u32, path: String, dirfd: i32 },
 }
@@ -127,6 +129,9 @@ impl Emitter {
                 Out::Suppressed(reason) => {
                     self.metrics.findings_suppressed.with_label_values(&[reason]).inc()
                 }
+                Out::PromptRequest { assistant, outcome } => {
+                    self.metrics.prompt_requests.with_label_values(&[&assistant, outcome]).inc()
+                }
                 Out::UnresolvedPath { pid, path, dirfd } => {
                     self.metrics.unresolved_paths.inc();
                     tracing::debug!(pid, path = %path, dirfd, "cannot resolve relative path");
@@ -201,6 +206,14 @@ impl Emitter {
                 self.live.entry(f.session.root_pid).or_default().findings += 1;
             }
             Body::DnsLookup { session, .. } => m.dns_lookups.with_label_values(&[&session.assistant]).inc(),
+            Body::PromptMarkers(p) => {
+                for marker in &p.found.markers {
+                    let kind = marker.kind.as_str();
+                    m.prompt_markers
+                        .with_label_values(&[&p.session.assistant, kind])
+                        .inc_by(u64::from(marker.count));
+                }
+            }
             Body::CompatSyscall(c) => {
                 m.compat_syscalls.with_label_values(&[&c.session.assistant, c.abi, c.reader.label()]).inc();
                 let live = self.live.entry(c.session.root_pid).or_default();

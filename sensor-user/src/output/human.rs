@@ -121,6 +121,27 @@ impl Record {
                     format!(" evasion: {}", f.finding.evasion.join(", "))
                 }
             ),
+            Body::PromptMarkers(p) => format!(
+                "{time} prompt         {}[{}] {} {}: {} {} {} markers {}{}",
+                p.session.assistant,
+                p.session.root_pid,
+                p.process.comm,
+                p.process.pid,
+                p.request.method,
+                p.destination.host.as_deref().unwrap_or(&p.destination.addr),
+                p.request.path,
+                if p.found.markers.is_empty() {
+                    "none".to_string()
+                } else {
+                    p.found
+                        .markers
+                        .iter()
+                        .map(|k| format!("{}×{}", k.code_point, k.count))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                },
+                p.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
+            ),
             Body::DnsLookup { session, process, dns, .. } => format!(
                 "{time} dns            {}[{}] {} {}: {} -> {}",
                 session.assistant,

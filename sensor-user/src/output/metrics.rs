@@ -27,6 +27,8 @@ pub struct Metrics {
     pub findings: IntCounterVec,
     pub findings_suppressed: IntCounterVec,
     pub egress: IntCounterVec,
+    pub prompt_requests: IntCounterVec,
+    pub prompt_markers: IntCounterVec,
     pub fingerprint_to_egress_seconds: Histogram,
     pub detection_latency_seconds: Histogram,
     pub env_reads: IntCounterVec,
@@ -179,6 +181,18 @@ impl Metrics {
                 "aiwatch_findings_suppressed_total",
                 "Findings not emitted, by reason (duplicate within a session, rate_limited).",
                 &["reason"],
+            )?,
+            prompt_requests: counter_vec(
+                &r,
+                "aiwatch_prompt_requests_total",
+                "Requests of sessions to LLM APIs seen in plaintext, by assistant and outcome (scanned, not_json, incomplete, not_llm, session_budget).",
+                &["assistant", "outcome"],
+            )?,
+            prompt_markers: counter_vec(
+                &r,
+                "aiwatch_prompt_markers_total",
+                "Covert-marker code points in sessions' requests to LLM APIs, by assistant and marker kind.",
+                &["assistant", "marker"],
             )?,
             egress: counter_vec(
                 &r,

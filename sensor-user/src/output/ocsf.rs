@@ -38,6 +38,12 @@ const NETWORK: Class = Class {
 };
 const DNS: Class =
     Class { category_uid: 4, category_name: "Network Activity", class_uid: 4003, class_name: "DNS Activity" };
+const HTTP: Class = Class {
+    category_uid: 4,
+    category_name: "Network Activity",
+    class_uid: 4002,
+    class_name: "HTTP Activity",
+};
 const FINDING: Class =
     Class { category_uid: 2, category_name: "Findings", class_uid: 2004, class_name: "Detection Finding" };
 
@@ -216,8 +222,37 @@ pub fn to_ocsf(r: &Record) -> Value {
             unmapped(&mut m, json!({ "type": "dns_lookup", "reader": reader, "protocol": dns.protocol }));
         }
         Body::Finding(f) => m = finding(r, f),
+        Body::PromptMarkers(p) => m = prompt_markers(r, p),
     }
     Value::Object(m)
+}
+
+/// A request to an LLM API: HTTP Activity (`Post`, `Put`, or `Other`), the destination and
+/// path; the markers (never the text) under `unmapped`.
+fn prompt_markers(r: &Record, p: &crate::output::report::PromptMarkersRecord) -> Map<String, Value> {
+    let (id, name) = match p.request.method.as_str() {
+        "POST" => (6, "Post"),
+        "PUT" => (7, "Put"),
+        _ => (99, "Other"),
+    };
+    let mut m = base(r, &HTTP, id, name, 1);
+    let mut dst = json!({ "ip": p.destination.addr, "port": p.destination.port });
+    if let Some(h) = &p.destination.host {
+        dst["hostname"] = json!(h);
+    }
+    m.insert("dst_endpoint".into(), dst);
+    m.insert(
+        "http_request".into(),
+        json!({ "http_method": p.request.method, "url": { "path": p.request.path, "hostname": p.destination.host } }),
+    );
+    m.insert("actor".into(), actor(&p.process, &p.session));
+    unmapped(
+        &mut m,
+        json!({ "type": "prompt_markers", "reader": p.reader, "connection_id": p.connection_id,
+                "destination_class": p.destination_class, "request": p.request, "markers": p.found.markers,
+                "dates": p.found.dates, "shape": p.found.shape, "error": p.error }),
+    );
+    m
 }
 
 /// A session's profile: an aggregate of Process Activity, as OCSF aggregates events (`count`,

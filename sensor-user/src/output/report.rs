@@ -114,6 +114,9 @@ pub enum Body {
     /// A session's process made a syscall through a 32-bit entry (`int $0x80`), which the
     /// 64-bit syscall tracepoints do not see.
     CompatSyscall(Box<CompatSyscall>),
+    /// What a session's request to an LLM API carried: covert-marker code points, date
+    /// formats, its shape; never its text.
+    PromptMarkers(Box<PromptMarkersRecord>),
     /// A DNS answer a session received.
     DnsLookup {
         session: SessionRef,
@@ -132,6 +135,22 @@ pub struct ConnectionRecord {
     /// The session's fingerprint reads shortly before (on `connection_open`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<crate::detect::correlate::Annotation>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PromptMarkersRecord {
+    pub session: SessionRef,
+    pub process: ProcessRef,
+    pub reader: Reader,
+    pub connection_id: String,
+    pub destination: crate::detect::egress::Destination,
+    pub destination_class: String,
+    pub request: crate::detect::content::RequestInfo,
+    #[serde(flatten)]
+    pub found: crate::detect::markers::RequestMarkers,
+    /// Why the body was not scanned (not JSON, incomplete), if so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -287,6 +306,7 @@ impl Body {
             Self::Finding(_) => "finding",
             Self::CompatSyscall(_) => "compat_syscall",
             Self::DnsLookup { .. } => "dns_lookup",
+            Self::PromptMarkers(_) => "prompt_markers",
         }
     }
 }

@@ -5,6 +5,7 @@
 //! the one [`Emitter`] counts, logs and writes them.
 
 mod compat;
+mod content;
 mod env;
 mod file;
 mod host;
@@ -20,7 +21,7 @@ use crate::{
     config::Config,
     detect::correlate::{Correlator, Signal},
     kernel::{
-        events::{self, KernelEvent},
+        events::{self, has, KernelEvent},
         tracker::Tracker,
     },
     model::procs::{procfs::ProcSource, Who},
@@ -161,6 +162,9 @@ fn dispatch(st: &mut State, ev: KernelEvent, kernel: &mut dyn Tracker) -> Vec<Ou
         KernelEvent::UnixConnect { hdr, fd, ret, path } => host::unix_connect(st, &hdr, fd, ret, &path),
         KernelEvent::Connect { hdr, fd, sock_type, ret, addr } => {
             net::connect(st, &hdr, fd, sock_type, ret, &addr)
+        }
+        KernelEvent::Data { hdr, fd, bytes, data, .. } if has(&hdr, sensor_common::flags::CONTENT) => {
+            content::chunk(st, &hdr, fd, bytes, &data)
         }
         KernelEvent::Data { hdr, fd, direction, sock_type, peer, data, .. } => {
             net::data(st, &hdr, fd, direction, sock_type, &peer, &data)

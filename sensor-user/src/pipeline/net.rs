@@ -7,6 +7,7 @@ use sensor_common::{Direction, RawSockAddr};
 use super::state::State;
 use crate::{
     detect::{
+        content::ConnInfo,
         correlate::Outcome,
         egress::{self, Origin},
     },
@@ -42,7 +43,11 @@ pub(super) fn data(
 ) -> Vec<Out> {
     let Some(origin) = origin(st, hdr, fd) else { return Vec::new() };
     let out = st.egress.on_data(origin, fd, direction, sock_type, peer, data);
-    report(st, out, hdr.ts_ns)
+    let mut records = report(st, out, hdr.ts_ns);
+    if direction == Direction::Send {
+        records.extend(super::content::head(st, hdr, fd, data));
+    }
+    records
 }
 
 pub(super) fn close(st: &mut State, hdr: &Header, fd: i32, sent: u64, received: u64) -> Vec<Out> {
@@ -135,6 +140,14 @@ pub(super) fn report(st: &mut State, outs: Vec<egress::Out>, boot_ns: u64) -> Ve
                         Outcome::RateLimited => records.push(Out::Suppressed("rate_limited")),
                     }
                 }
+                st.content.opened(
+                    (pid, conn.fd),
+                    ConnInfo {
+                        id: conn.id.clone(),
+                        class: ann.destination_class.clone(),
+                        destination: conn.destination(),
+                    },
+                );
                 let fingerprint = Some(ann);
                 Body::ConnectionOpen(Box::new(ConnectionRecord {
                     session,
@@ -144,13 +157,18 @@ pub(super) fn report(st: &mut State, outs: Vec<egress::Out>, boot_ns: u64) -> Ve
                     fingerprint,
                 }))
             }
-            egress::Out::Close { conn, .. } => Body::ConnectionClose(Box::new(ConnectionRecord {
-                session,
-                process,
-                reader,
-                connection: conn,
-                fingerprint: None,
-            })),
+            egress::Out::Close { conn, .. } => {
+                if let Some(s) = st.content.closed((pid, conn.fd)) {
+                    records.extend(super::content::report(st, s, boot_ns));
+                }
+                Body::ConnectionClose(Box::new(ConnectionRecord {
+                    session,
+                    process,
+                    reader,
+                    connection: conn,
+                    fingerprint: None,
+                }))
+            }
             egress::Out::Dns { lookup, .. } => Body::DnsLookup { session, process, reader, dns: lookup },
         };
         records.push(Out::record(boot_ns, body));

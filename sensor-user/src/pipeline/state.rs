@@ -10,6 +10,7 @@ use crate::{
             assistant::AssistantClassifier,
             files::{home_dirs, CategoryMatcher},
         },
+        content::Content,
         correlate::Correlator,
         egress::Egress,
         variables::{Variable, Watch},
@@ -24,6 +25,7 @@ use crate::{
 pub(super) struct State {
     pub table: ProcTable,
     pub egress: Egress,
+    pub content: Content,
     pub correlator: Correlator,
     pub watch: Watch,
     pub classifier: AssistantClassifier,
@@ -40,6 +42,7 @@ impl State {
         Self {
             table: ProcTable::new(id_prefix),
             egress: Egress::default(),
+            content: Content::new(&cfg.content),
             correlator: Correlator::new(cfg),
             watch: Watch::new(&cfg.variables),
             classifier: AssistantClassifier::new(&cfg.assistants, &cfg.runtimes),
@@ -60,6 +63,7 @@ impl State {
         self.matcher = CategoryMatcher::new(&cfg.categories, &home_dirs());
         self.watch = Watch::new(&cfg.variables);
         self.correlator.reconfigure(cfg);
+        self.content.reconfigure(&cfg.content);
     }
 }
 

@@ -4,6 +4,7 @@
 // U+2019 when the API host is on a list, (c) a zero-width space appears when a proxy is set.
 // The facts themselves never appear in the request (covert encoding, not disclosure).
 'use strict';
+const http = require('http');
 const https = require('https');
 
 const zone = Intl.DateTimeFormat().resolvedOptions().timeZone || process.env.TZ || '';
@@ -27,9 +28,11 @@ const body = JSON.stringify({
   system,
   messages: [{ role: 'user', content: process.argv[2] || 'say ok' }],
 });
-const req = https.request({
+// A plain-HTTP base URL (a gateway inside the network) is honoured, as real CLIs do.
+const client = base.protocol === 'http:' ? http : https;
+const req = client.request({
   host: base.hostname,
-  port: base.port || 443,
+  port: base.port || (base.protocol === 'http:' ? 80 : 443),
   path: '/v1/messages',
   method: 'POST',
   headers: {

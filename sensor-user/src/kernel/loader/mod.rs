@@ -115,6 +115,7 @@ pub fn open(cfg: &Config) -> anyhow::Result<Object> {
     let (signal, live) = offsets.as_ref().map_or((0, 0), |o| (o.task_signal, o.signal_live));
     let status = *status_offset.as_ref().unwrap_or(&0);
     let level = cfg.log.kernel_level.ebpf_level();
+    let content_budget = cfg.content.kernel_budget();
     #[allow(deprecated)] // the replacements are not in every 0.14 patch release
     let ebpf = EbpfLoader::new()
         .set_max_entries("TRACKED", cfg.sensor.max_tracked.0)
@@ -124,6 +125,7 @@ pub fn open(cfg: &Config) -> anyhow::Result<Object> {
         .set_global(kernel_offsets::TASK_SIGNAL, &signal, true)
         .set_global(kernel_offsets::SIGNAL_LIVE, &live, true)
         .set_global(kernel_offsets::TASK_STATUS, &status, true)
+        .set_global(kernel_offsets::CONTENT_BUDGET, &content_budget, true)
         .load(EBPF_OBJECT)
         .with_context(|| match memlock_hint(memlock.as_ref()) {
             Some(hint) => format!("loading the eBPF object: {hint}"),
@@ -164,7 +166,7 @@ fn load_program(ebpf: &mut Ebpf, spec: &ProgramSpec, btf: Option<&Btf>) -> anyho
         .program_mut(spec.name)
         .with_context(|| format!("program {} is not in the eBPF object", spec.name))?;
     match spec.hooks.first() {
-        Some(Hook::Tracepoint { .. }) | None => {
+        Some(Hook::Tracepoint { .. } | Hook::TailCall { .. }) | None => {
             let p: &mut TracePoint = prog.try_into()?;
             p.load()?;
         }
@@ -200,6 +202,19 @@ fn attach_tracepoint(
     tracefs::check_tracepoint(obj.tracefs, category, name, &spec.fields)?;
     let p: &mut TracePoint = obj.ebpf.program_mut(spec.name).context("program missing")?.try_into()?;
     links.0.push((spec.name, p.attach(category, name)?));
+    Ok(())
+}
+
+/// Puts the loaded program `name` in slot `index` of the program array `map`.
+fn tail_call_slot(ebpf: &mut Ebpf, name: &str, map: &str, index: u32) -> anyhow::Result<()> {
+    let fd = {
+        let p: &mut TracePoint = ebpf.program_mut(name).context("program missing")?.try_into()?;
+        p.fd()?.try_clone()?
+    };
+    let mut array = aya::maps::ProgramArray::try_from(
+        ebpf.map_mut(map).with_context(|| format!("map {map} is not in the eBPF object"))?,
+    )?;
+    array.set(index, &fd, 0).with_context(|| format!("{map}[{index}]"))?;
     Ok(())
 }
 
@@ -366,6 +381,7 @@ fn attach_hooks(obj: &mut Object, spec: &ProgramSpec, links: &mut Links) -> Vec<
             }
             // Attached per session by uprobes::EnvProbes (and by `check` through it).
             Hook::Uprobe(_) => Ok(()),
+            Hook::TailCall { map, index } => tail_call_slot(&mut obj.ebpf, spec.name, map, *index),
         };
         tried.push(status(spec, hook, r));
     }

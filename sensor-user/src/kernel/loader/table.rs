@@ -22,6 +22,12 @@ pub enum Hook {
     Lsm(&'static str),
     /// A libc function, attached per session by `uprobes::EnvProbes`.
     Uprobe(&'static str),
+    /// Not attached: loaded as a tracepoint program and put in a program-array map, for the
+    /// program that tail-calls it.
+    TailCall {
+        map: &'static str,
+        index: u32,
+    },
 }
 
 impl std::fmt::Display for Hook {
@@ -32,6 +38,7 @@ impl std::fmt::Display for Hook {
             Self::FEntry(func) => write!(f, "fentry/{func}"),
             Self::Lsm(hook) => write!(f, "lsm/{hook}"),
             Self::Uprobe(func) => write!(f, "uprobe/libc:{func}"),
+            Self::TailCall { map, index } => write!(f, "tail_call/{map}[{index}]"),
         }
     }
 }
@@ -40,7 +47,7 @@ impl Hook {
     /// The kernel feature the hook needs, as `aiwatch check` names it.
     pub fn feature(&self) -> &'static str {
         match self {
-            Self::Tracepoint { .. } | Self::RawTracepoint(_) => "tracepoints",
+            Self::Tracepoint { .. } | Self::RawTracepoint(_) | Self::TailCall { .. } => "tracepoints",
             Self::FEntry(_) => "fentry",
             Self::Lsm(_) => "bpf_lsm",
             Self::Uprobe(_) => "uprobes",
@@ -238,6 +245,12 @@ pub fn programs() -> Vec<ProgramSpec> {
         let fields = sys::read(sc).unwrap_or_default();
         v.push(spec(name, vec![tp("syscalls", format!("sys_enter_{sc}"))], usage, purpose).reads(fields));
     }
+    v.push(spec(
+        "net_exit_content",
+        vec![Hook::TailCall { map: "CONTENT_PROG", index: 0 }],
+        Optional,
+        "copies the plain-HTTP requests of sessions for the prompt-marker scan (tail-called by net_exit_syscall)",
+    ));
     v.push(
         spec(
             "net_exit_syscall",

@@ -72,6 +72,7 @@ pub fn session_of(body: &Body) -> Option<&crate::output::report::SessionRef> {
         Body::ConnectionOpen(c) | Body::ConnectionClose(c) => &c.session,
         Body::Finding(f) => &f.session,
         Body::CompatSyscall(c) => &c.session,
+        Body::PromptMarkers(p) => &p.session,
     })
 }
 
@@ -127,6 +128,12 @@ pub fn seen(body: &Body) -> Seen<'_> {
             sent: c.connection.bytes_sent,
             received: c.connection.bytes_received,
         },
+        // A request's shape is its artifact: the first request of each shape is sent, the
+        // same shape again is counted (a marker that appears changes the shape).
+        Body::PromptMarkers(p) => {
+            let artifact = format!("{} {} {}", p.request.method, p.request.path, p.found.shape);
+            read("request", &artifact, Vec::new(), p.error.is_none(), p.reader, &p.process)
+        }
         Body::SessionEnd { .. } => Seen::End,
         Body::SessionStart { .. } | Body::SessionRollup(_) | Body::Finding(_) => Seen::Always,
     }

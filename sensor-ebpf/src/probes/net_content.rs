@@ -1,0 +1,111 @@
+//! The content copy: a plain-HTTP request's bytes, whole up to a budget, in chunks of
+//! [`DATA_LEN`], for the daemon's prompt-marker scan (the copy for naming the destination, in
+//! `net`, keeps only a send's first bytes). `net_exit_syscall` decides and tail-calls
+//! `net_exit_content`, which copies: the copy's loop is verified as a program of its own.
+
+use core::ffi::c_void;
+
+use aya_ebpf::{helpers::generated, macros::tracepoint, programs::TracePointContext};
+use sensor_common::{
+    flags, DataEvent, Direction, RawSockAddr, Stat, Tracked, CONTENT_CHUNKS, CONTENT_IOVECS, DATA_LEN,
+};
+
+use super::net::read_u64;
+use crate::{
+    emit::{batched, emit},
+    helpers::{bump, now},
+    maps::{ContentArgs, NetArgs, CONTENT_ARGS, CONTENT_PROG},
+};
+
+/// A send to copy: its byte count, the request's budget left, the socket's type and family.
+pub(super) struct Pending {
+    pub bytes: u64,
+    pub budget: u32,
+    pub sock_type: u16,
+    pub family: u16,
+}
+
+/// Leaves the send's arguments for `net_exit_content` (per CPU: a tail call stays on it) and
+/// tail-calls it. Without the program (not loaded), nothing is copied.
+#[inline(always)]
+pub(super) fn hand_over(ctx: &TracePointContext, t: &Tracked, a: &NetArgs, p: Pending) {
+    let Some(slot) = CONTENT_ARGS.get_ptr_mut(0) else { return };
+    // SAFETY: this CPU's slot, used only by this tail-call chain. Field by field: a whole
+    // `ContentArgs` built first would not fit the exit program's stack.
+    let slot: &mut ContentArgs = unsafe { &mut *slot };
+    slot.fd = a.fd;
+    slot.iovcnt = a.iovcnt;
+    slot.buf = a.buf;
+    slot.len = a.len;
+    slot.iov = a.iov;
+    slot.tracked = *t;
+    slot.bytes = p.bytes;
+    slot.left = if p.bytes < p.budget as u64 { p.bytes } else { p.budget as u64 };
+    slot.iov_i = 0;
+    slot.start = flags::CONTENT_START;
+    slot.sock_type = p.sock_type;
+    slot.family = p.family;
+    // SAFETY: the context of this tracepoint program, as the callee's is.
+    unsafe { CONTENT_PROG.tail_call(ctx, 0) };
+}
+
+/// Tail-called by `net_exit_syscall` (never attached): copies one segment of the send it left
+/// (the buffer, or one iovec) in chunks, then tail-calls itself for the next iovec.
+#[tracepoint]
+pub fn net_exit_content(ctx: TracePointContext) -> u32 {
+    let Some(slot) = CONTENT_ARGS.get_ptr_mut(0) else { return 0 };
+    // SAFETY: this CPU's slot, written by the caller just before the tail call.
+    let c: &mut ContentArgs = unsafe { &mut *slot };
+    let (mut base, seg) = if c.iov == 0 {
+        (c.buf, c.len)
+    } else {
+        let v = c.iov + c.iov_i as u64 * 16;
+        (read_u64(v), read_u64(v + 8))
+    };
+    let mut take = if c.left < seg { c.left } else { seg };
+    c.left -= take;
+    let ts = now();
+    for _ in 0..CONTENT_CHUNKS {
+        if take == 0 {
+            break;
+        }
+        let n = if take > DATA_LEN as u64 { DATA_LEN as u64 } else { take };
+        chunk(c, base, n, ts);
+        c.start = 0;
+        base += n;
+        take -= n;
+    }
+    c.iov_i += 1;
+    if c.left > 0 && c.iov != 0 && c.iov_i < c.iovcnt && c.iov_i < CONTENT_IOVECS {
+        // SAFETY: this program's own context.
+        unsafe { CONTENT_PROG.tail_call(&ctx, 0) };
+    }
+    0
+}
+
+/// One chunk of `n` bytes (at most [`DATA_LEN`]) from `src`: a batched record, shed (counted)
+/// under pressure before process and connection records; the daemon sees the gap.
+#[inline(always)]
+fn chunk(c: &ContentArgs, src: u64, n: u64, ts: u64) {
+    emit(&c.tracked, ts, batched(), |ev: &mut DataEvent| {
+        ev.hdr.flags = flags::CONTENT | c.start;
+        ev.fd = c.fd;
+        ev.direction = Direction::Send as u32;
+        ev.ret = c.bytes as i64;
+        ev.sock_type = c.sock_type;
+        ev.family = c.family;
+        ev.peer = RawSockAddr::default();
+        let n = (n as usize) & (DATA_LEN * 2 - 1);
+        let n = if n > DATA_LEN { DATA_LEN } else { n };
+        let dst = ev.data.as_mut_ptr() as *mut c_void;
+        // SAFETY: `data` has DATA_LEN bytes and n <= DATA_LEN; the source is checked by the
+        // helper.
+        let r = unsafe { generated::bpf_probe_read_user(dst, n as u32, src as *const c_void) };
+        if r < 0 {
+            ev.len = 0;
+            bump(Stat::ReadFailed);
+        } else {
+            ev.len = n as u32;
+        }
+    });
+}

@@ -1,0 +1,220 @@
+//! Stage 4, content: the plain-HTTP requests sessions send to LLM APIs, reassembled from the
+//! kernel's content copy, scanned for covert markers (detect::markers) and dropped. Only what
+//! the scan derives leaves this module; the plaintext is never kept past the scan.
+
+pub mod http;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::{
+    config::content::{ContentConfig, ContentMode},
+    detect::{egress::Destination, markers},
+};
+
+/// Connections whose requests are being assembled, at most (the oldest is dropped).
+const MAX_CONNECTIONS: usize = 1024;
+/// Sessions whose scanned bytes are counted, at most.
+const MAX_SESSIONS: usize = 4096;
+
+/// A connection the egress stage named and classed.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub id: String,
+    pub class: String,
+    pub destination: Destination,
+}
+
+/// What one request was, and what the scan found in it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestInfo {
+    pub method: String,
+    /// The target's path, without its query.
+    pub path: String,
+    /// `plain_http`.
+    pub transport: &'static str,
+    /// The body's length as the request framed it.
+    pub body_bytes: u64,
+    /// Body bytes scanned.
+    pub scanned_bytes: u64,
+    /// The whole body was scanned (no gap in the copy, within the budget).
+    pub complete: bool,
+}
+
+/// One scanned request, ready for a `prompt_markers` record.
+#[derive(Debug, Clone)]
+pub struct Scanned {
+    pub pid: u32,
+    pub conn: ConnInfo,
+    pub request: RequestInfo,
+    pub found: markers::RequestMarkers,
+    /// Why the body could not be scanned (not JSON, incomplete), if so.
+    pub error: Option<String>,
+}
+
+/// Why a request was not scanned, for `aiwatch_prompt_requests_total{outcome}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skipped {
+    /// Its connection's destination is not an LLM API (or not named).
+    NotLlm,
+    /// The session's byte budget is spent.
+    SessionBudget,
+}
+
+#[derive(Default)]
+struct Conn {
+    info: Option<ConnInfo>,
+    asm: http::Assembler,
+    /// Bytes of the current send still to come.
+    expect: u64,
+    /// Order of arrival, for dropping the oldest.
+    seq: u64,
+}
+
+pub struct Content {
+    cfg: ContentConfig,
+    conns: HashMap<(u32, i32), Conn>,
+    /// Bytes scanned per session root.
+    sessions: HashMap<u32, u64>,
+    seq: u64,
+}
+
+impl Content {
+    pub fn new(cfg: &ContentConfig) -> Self {
+        Self { cfg: cfg.clone(), conns: HashMap::new(), sessions: HashMap::new(), seq: 0 }
+    }
+
+    pub fn reconfigure(&mut self, cfg: &ContentConfig) {
+        self.cfg = cfg.clone();
+    }
+
+    /// The egress stage opened (named and classed) a connection.
+    pub fn opened(&mut self, key: (u32, i32), info: ConnInfo) {
+        if self.scanned_class(&info.class) {
+            self.conn(key).info = Some(info);
+        }
+    }
+
+    /// A connection (or its process) ended: a request it was still sending is reported
+    /// incomplete (the kernel's budget ran out, or its tail was lost); the rest is dropped.
+    pub fn closed(&mut self, key: (u32, i32)) -> Option<Scanned> {
+        let mut c = self.conns.remove(&key)?;
+        let info = c.info?;
+        let req = c.asm.finish(self.cfg.request_budget as usize)?;
+        Some(scan(key.0, info, req, true))
+    }
+
+    /// A session ended.
+    pub fn session_end(&mut self, root: u32) {
+        self.sessions.remove(&root);
+    }
+
+    /// Connections being assembled, for the gauges.
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    fn scanned_class(&self, class: &str) -> bool {
+        class == "llm_api" || class == "base_url" || self.cfg.destinations.iter().any(|d| d == class)
+    }
+
+    fn conn(&mut self, key: (u32, i32)) -> &mut Conn {
+        if !self.conns.contains_key(&key) && self.conns.len() >= MAX_CONNECTIONS {
+            if let Some(oldest) = self.conns.iter().min_by_key(|(_, c)| c.seq).map(|(k, _)| *k) {
+                self.conns.remove(&oldest);
+            }
+        }
+        self.seq += 1;
+        let seq = self.seq;
+        self.conns.entry(key).or_insert_with(|| Conn { seq, ..Conn::default() })
+    }
+
+    /// One chunk of the kernel's content copy of a send on `key` (`start`: the send's first,
+    /// with the send's byte count). Returns the requests it completes, scanned, and those that
+    /// were not.
+    pub fn chunk(
+        &mut self,
+        key: (u32, i32),
+        root: u32,
+        start: Option<u64>,
+        data: &[u8],
+    ) -> (Vec<Scanned>, Vec<Skipped>) {
+        if self.cfg.markers != ContentMode::On {
+            return (Vec::new(), Vec::new());
+        }
+        let budget = self.cfg.request_budget as usize;
+        let c = self.conn(key);
+        // What the copy left out before these bytes: the rest of the last send, or (a chunk
+        // whose send's first was lost) an unknown amount.
+        let gap = match start {
+            Some(len) => std::mem::replace(&mut c.expect, len),
+            None if c.expect == 0 => u64::MAX,
+            None => 0,
+        };
+        c.expect = c.expect.saturating_sub(data.len() as u64);
+        let requests = c.asm.push(start.is_some(), gap, data, budget);
+        let info = c.info.clone();
+        let mut scanned = Vec::new();
+        let mut skipped = Vec::new();
+        for req in requests {
+            let Some(info) = info.clone() else {
+                skipped.push(Skipped::NotLlm);
+                continue;
+            };
+            let used = self.sessions.get(&root).copied().unwrap_or(0);
+            if used >= self.cfg.session_budget {
+                skipped.push(Skipped::SessionBudget);
+                continue;
+            }
+            if self.sessions.len() >= MAX_SESSIONS && !self.sessions.contains_key(&root) {
+                self.sessions.clear();
+            }
+            *self.sessions.entry(root).or_default() += req.body.len() as u64;
+            scanned.push(scan(key.0, info, req, true));
+        }
+        (scanned, skipped)
+    }
+}
+
+impl Content {
+    /// With `markers = "headers-only"`: the headers of a request head in a send's first bytes
+    /// (the copy that names the destination) on a scanned connection.
+    pub fn head(&mut self, key: (u32, i32), data: &[u8]) -> Option<Scanned> {
+        if self.cfg.markers != ContentMode::HeadersOnly {
+            return None;
+        }
+        let info = self.conns.get(&key)?.info.clone()?;
+        let req = http::head_only(data)?;
+        Some(scan(key.0, info, req, false))
+    }
+}
+
+/// Scans one request (its body too when `body`); its bytes are dropped on return.
+fn scan(pid: u32, conn: ConnInfo, req: http::Request, body: bool) -> Scanned {
+    let complete = req.missing == 0 && !req.cut;
+    let (mut found, error) = if !body {
+        (markers::RequestMarkers::default(), None)
+    } else if complete {
+        match markers::scan_json(&req.body) {
+            Ok(found) => (found, None),
+            Err(e) => (markers::RequestMarkers::default(), Some(e.to_string())),
+        }
+    } else {
+        let why = format!("incomplete: {} of {} body bytes copied", req.body.len(), req.body_len);
+        (markers::RequestMarkers::default(), Some(why))
+    };
+    let headers: Vec<(&str, &str)> = req.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    markers::scan_headers(&headers, &mut found);
+    let request = RequestInfo {
+        method: req.method,
+        path: req.path,
+        transport: "plain_http",
+        body_bytes: req.body_len,
+        scanned_bytes: if complete && body { req.body.len() as u64 } else { 0 },
+        complete: complete && body,
+    };
+    Scanned { pid, conn, request, found, error }
+}

@@ -1,0 +1,88 @@
+use super::http::{Assembler, Request};
+
+const BUDGET: usize = 1 << 20;
+
+fn post(body: &str, extra: &str) -> Vec<u8> {
+    format!(
+        "POST /v1/messages?key=SECRET HTTP/1.1\r\nHost: api\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn push_all(a: &mut Assembler, sends: &[&[u8]]) -> Vec<Request> {
+    sends.iter().flat_map(|s| a.push(true, 0, s, BUDGET)).collect()
+}
+
+#[test]
+fn a_request_split_across_sends_is_whole_and_its_query_dropped() {
+    let bytes = post(r#"{"system":"hi"}"#, "");
+    let (a1, a2) = bytes.split_at(20);
+    let (a2, a3) = a2.split_at(a2.len() - 3);
+    let reqs = push_all(&mut Assembler::default(), &[a1, a2, a3]);
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].path, "/v1/messages");
+    assert_eq!(reqs[0].body, br#"{"system":"hi"}"#);
+    assert_eq!(reqs[0].missing, 0);
+}
+
+#[test]
+fn keep_alive_requests_come_one_by_one() {
+    let mut both = post(r#"{"a":1}"#, "");
+    both.extend(post(r#"{"b":2}"#, ""));
+    let reqs = push_all(&mut Assembler::default(), &[&both]);
+    assert_eq!(
+        reqs.iter().map(|r| r.body.clone()).collect::<Vec<_>>(),
+        [br#"{"a":1}"#.to_vec(), br#"{"b":2}"#.to_vec()]
+    );
+}
+
+#[test]
+fn a_chunked_body_is_dechunked() {
+    let head = b"POST /v1/chat HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    let reqs = push_all(&mut Assembler::default(), &[&head, b"4\r\n{\"a\"\r\n", b"3\r\n:1}\r\n0\r\n\r\n"]);
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].body, br#"{"a":1}"#);
+}
+
+#[test]
+fn a_gap_in_the_body_makes_the_request_incomplete_and_the_next_one_whole() {
+    let first = post(r#"{"long":"0123456789"}"#, "");
+    let mut a = Assembler::default();
+    let mut reqs = a.push(true, 0, &first[..first.len() - 10], BUDGET);
+    // The send's last 10 bytes were not copied.
+    reqs.extend(a.push(true, 10, &post(r#"{"b":2}"#, ""), BUDGET));
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    assert_eq!(reqs[0].missing, 10);
+    assert_eq!(reqs[1].body, br#"{"b":2}"#);
+    assert_eq!(reqs[1].missing, 0);
+}
+
+#[test]
+fn a_request_whose_copy_stopped_ends_when_the_next_begins() {
+    let first = post(r#"{"long":"0123456789"}"#, "");
+    let mut a = Assembler::default();
+    let mut reqs = a.push(true, 0, &first[..first.len() - 10], BUDGET);
+    reqs.extend(a.push(true, 0, &post(r#"{"b":2}"#, ""), BUDGET));
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    assert!(reqs[0].missing > 0);
+    assert_eq!(reqs[1].body, br#"{"b":2}"#);
+}
+
+#[test]
+fn a_body_past_the_budget_is_cut() {
+    let body = format!(r#"{{"s":"{}"}}"#, "x".repeat(100));
+    let reqs = Assembler::default().push(true, 0, &post(&body, ""), 50);
+    assert_eq!(reqs.len(), 1);
+    assert!(reqs[0].cut);
+    assert_eq!(reqs[0].body.len(), 50);
+}
+
+#[test]
+fn bytes_that_are_no_request_are_skipped_until_one_starts() {
+    let mut a = Assembler::default();
+    assert!(a.push(true, 0, b"\x16\x03\x01 binary that is no head\r\n\r\n", BUDGET).is_empty());
+    assert!(a.push(true, 0, b"more binary", BUDGET).is_empty());
+    let reqs = a.push(true, 0, &post("{}", ""), BUDGET);
+    assert_eq!(reqs.len(), 1);
+}

@@ -1,0 +1,172 @@
+//! Live prompt markers (issue 17): the plain-HTTP requests a session sends to its base URL are
+//! reassembled from the kernel's content copy and scanned; the markers (code points, date
+//! formats, JSON paths) are reported, never the text. The session is the suite's covert test
+//! assistant (tests/assistants/audit/covert.js), pointed at an `http:` base URL inside a network
+//! namespace whose only route is loopback.
+
+use std::time::Duration;
+
+use integration_tests::{net::*, *};
+use serde_json::Value;
+
+const CONFIG: &str = "[[assistants]]\nname = \"covert-test\"\nargv = [\"covert.js\"]\n";
+/// Planted in the prompt and as the API key: neither may appear in any output.
+const SECRET: &str = "sk-ant-api03-PLANTEDinTHEprompt";
+const KEY: &str = "sk-ant-api03-PLANTEDasTHEkey";
+
+/// Runs covert.js with `prompt` against the mock at `http://host:8080` (host mapped to the
+/// namespace's loopback), under `env`; returns the root pid.
+fn run_covert(host: &str, prompt: &str, env: &[(&str, &str)]) -> u32 {
+    let ns = Netns::with_hosts("mk", &[host]);
+    let _api = llm_server(Some(&ns), "127.0.0.1:8080");
+    let dir = TempDir::new("markers");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assistants/audit/covert.js");
+    let out = dir.path("stdout");
+    let mut cmd = ns.command(std::path::Path::new("/usr/bin/node"), &[script.to_str().unwrap(), prompt]);
+    cmd.env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("ANTHROPIC_BASE_URL", format!("http://{host}:8080"))
+        .env("ANTHROPIC_API_KEY", KEY)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::process::Stdio::null());
+    let mut g = spawn_cmd(&mut cmd);
+    let pid = g.pid();
+    let status = g.wait(Duration::from_secs(30)).expect("covert.js did not finish (killed by pid on drop)");
+    assert!(status.success(), "covert.js failed: {status:?}");
+    assert_eq!(std::fs::read_to_string(out).unwrap_or_default().trim(), "ok");
+    pid
+}
+
+fn markers_of(sensor: &Sensor, root: u32) -> Value {
+    sensor.wait_for("prompt markers", |r| r["type"] == "prompt_markers" && r["session"]["root_pid"] == root)
+}
+
+/// (kind, code point, paths) of each marker.
+fn marker_list(rec: &Value) -> Vec<(String, String, Vec<String>)> {
+    rec["markers"]
+        .as_array()
+        .expect("markers")
+        .iter()
+        .map(|m| {
+            let paths =
+                m["paths"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_string()).collect();
+            (m["kind"].as_str().unwrap().to_string(), m["code_point"].as_str().unwrap().to_string(), paths)
+        })
+        .collect()
+}
+
+fn dates_of(rec: &Value) -> Vec<String> {
+    rec["dates"]
+        .as_array()
+        .expect("dates")
+        .iter()
+        .map(|d| d["format"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn assert_nothing_leaked(sensor: &Sensor) {
+    let planted = [SECRET, KEY, "helpful assistant", "PLANTED"];
+    for r in sensor.records() {
+        let text = r.to_string();
+        for p in planted {
+            assert!(!text.contains(p), "{p:?} in a record: {r}");
+        }
+    }
+    let (log, metrics) = (sensor.log(), sensor.scrape());
+    for p in planted {
+        assert!(!log.contains(p) && !metrics.contains(p), "{p:?} in the log or the metrics");
+    }
+}
+
+/// The covert assistant under the incident's conditions: an Asia/Shanghai zone (date written
+/// `YYYY/MM/DD`), a listed base-URL host (apostrophe U+2019), a proxy variable (U+200B). Each
+/// marker is named with its JSON path; the prompt's planted secret and the API key appear
+/// nowhere; the markers are counted in the metric.
+#[test]
+fn covert_markers_in_a_plain_http_request_are_found_exactly() {
+    let sensor = Sensor::start(CONFIG);
+    let prompt = format!("say ok {SECRET}");
+    let root = run_covert(
+        "dashscope.aliyuncs.com",
+        &prompt,
+        &[("TZ", "Asia/Shanghai"), ("HTTPS_PROXY", "http://proxy.corp.example:3128")],
+    );
+    let rec = markers_of(&sensor, root);
+    // The base URL's host is a listed LLM API (`[destinations] llm_api`): both classes are scanned.
+    assert_eq!(rec["destination_class"], "llm_api", "{rec}");
+    assert_eq!(rec["destination"]["host"], "dashscope.aliyuncs.com");
+    assert_eq!(rec["request"]["method"], "POST");
+    assert_eq!(rec["request"]["path"], "/v1/messages");
+    assert_eq!(rec["request"]["transport"], "plain_http");
+    assert_eq!(rec["request"]["complete"], true, "{rec}");
+    let sys = vec!["$.system".to_string()];
+    assert_eq!(
+        marker_list(&rec),
+        [
+            ("quote_lookalike".to_string(), "U+2019".to_string(), sys.clone()),
+            ("invisible".to_string(), "U+200B".to_string(), sys.clone()),
+        ],
+        "{rec}"
+    );
+    assert_eq!(dates_of(&rec), ["YYYY/MM/DD"], "{rec}");
+    assert_nothing_leaked(&sensor);
+    let series = "aiwatch_prompt_markers_total{assistant=\"covert-test\",marker=\"invisible\"}";
+    assert!(sensor.metric(series).is_some_and(|v| v >= 1.0), "{series}");
+}
+
+/// The same assistant under ordinary conditions (UTC, a neutral host, no proxy) sends an
+/// ordinary request: no marker, an ISO date; and a prompt above 100 KiB (13 chunks of the copy,
+/// with non-ASCII text that is no marker) is reassembled whole.
+#[test]
+fn an_ordinary_request_has_no_markers_even_when_large_and_multilingual() {
+    let sensor = Sensor::start(CONFIG);
+    let filler = "Résumé über naïve Straße. 日本語の文章です。Обычный русский текст. ".repeat(1100);
+    let prompt = format!("say ok {filler}{SECRET}");
+    // Under the 128 KiB of one argument (MAX_ARG_STRLEN), above 100 KiB.
+    assert!(prompt.len() > 100 * 1024 && prompt.len() < 128 * 1024, "{}", prompt.len());
+    let root = run_covert("api.mock-llm.test", &prompt, &[("TZ", "UTC")]);
+    let rec = markers_of(&sensor, root);
+    assert_eq!(rec["request"]["complete"], true, "{rec}");
+    assert!(rec["request"]["scanned_bytes"].as_u64().unwrap() > 100 * 1024, "{rec}");
+    assert_eq!(marker_list(&rec), [], "{rec}");
+    assert_eq!(dates_of(&rec), ["YYYY-MM-DD"], "{rec}");
+    assert_nothing_leaked(&sensor);
+}
+
+/// `content.markers = "off"`: the kernel copies no request (its budget is 0) and nothing is
+/// scanned; `"headers-only"` scans the head's headers and reports the body unscanned.
+#[test]
+fn markers_off_copies_nothing_and_headers_only_scans_no_body() {
+    let off = Sensor::start(&format!("{CONFIG}[content]\nmarkers = \"off\"\n"));
+    let root = run_covert("dashscope.aliyuncs.com", "say ok", &[("TZ", "Asia/Shanghai")]);
+    off.wait_for("session end", |r| r["type"] == "session_end" && r["session"]["root_pid"] == root);
+    assert!(
+        !off.records().iter().any(|r| r["type"] == "prompt_markers"),
+        "a prompt_markers record with markers off"
+    );
+    assert!(!off.scrape().contains("aiwatch_prompt_requests_total{"), "requests counted with markers off");
+    drop(off);
+    let heads = Sensor::start(&format!("{CONFIG}[content]\nmarkers = \"headers-only\"\n"));
+    let root = run_covert("dashscope.aliyuncs.com", "say ok", &[("TZ", "Asia/Shanghai")]);
+    let rec = markers_of(&heads, root);
+    assert_eq!(rec["request"]["complete"], false, "{rec}");
+    assert_eq!(rec["request"]["scanned_bytes"], 0, "{rec}");
+    assert!(rec["headers"].as_u64().unwrap() > 0, "{rec}");
+    assert_eq!(marker_list(&rec), [], "{rec}");
+}
+
+/// A request above `content.request_budget` is reported incomplete and unscanned, never
+/// guessed at; the next request of the session is whole again.
+#[test]
+fn a_request_over_the_budget_is_reported_incomplete() {
+    let sensor = Sensor::start(&format!("{CONFIG}[content]\nrequest_budget = 4096\n"));
+    let root = run_covert("api.mock-llm.test", &format!("say ok {}", "word ".repeat(2000)), &[("TZ", "UTC")]);
+    let rec = markers_of(&sensor, root);
+    assert_eq!(rec["request"]["complete"], false, "{rec}");
+    assert!(rec["error"].as_str().unwrap_or("").starts_with("incomplete"), "{rec}");
+    assert_eq!(marker_list(&rec), [], "{rec}");
+    let series = "aiwatch_prompt_requests_total{assistant=\"covert-test\",outcome=\"incomplete\"}";
+    assert_eq!(sensor.metric(series), Some(1.0), "{series}");
+}
