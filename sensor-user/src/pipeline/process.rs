@@ -113,6 +113,7 @@ pub(super) fn exit(st: &mut State, pid: u32, ts_ns: u64, kernel: &mut dyn Tracke
     if let Some(s) = st.table.on_exit(pid) {
         st.egress.end_session(s.root_pid);
         st.correlator.end_session(s.root_pid);
+        st.content.session_end(s.root_pid);
         kernel.session_ended(s.root_pid);
         out.push(session_ended(&s, ts_ns));
     }

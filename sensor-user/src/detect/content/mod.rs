@@ -112,11 +112,6 @@ impl Content {
         self.sessions.remove(&root);
     }
 
-    /// Connections being assembled, for the gauges.
-    pub fn len(&self) -> usize {
-        self.conns.len()
-    }
-
     fn scanned_class(&self, class: &str) -> bool {
         class == "llm_api" || class == "base_url" || self.cfg.destinations.iter().any(|d| d == class)
     }
