@@ -205,6 +205,15 @@ fn events_in_varying_number_and_order_are_compared_by_value() {
     let v = vec![req(&["tool", "init"]), req(&["start's"]), req(&["exit"])];
     let d = compare_run(&[b1.clone(), b2.clone()], &v, &[], W);
     assert!(d.is_empty(), "{d:#?}");
+    // One batch in every run, holding other events in another order: noise too.
+    let one = |e: &[&str]| vec![req(e)];
+    let d = compare_run(
+        &[one(&["init", "start's"]), one(&["start's", "init", "tool"])],
+        &one(&["tool", "init"]),
+        &[],
+        W,
+    );
+    assert!(d.is_empty(), "{d:#?}");
     // A look-alike apostrophe, a new field and a disclosure are still found.
     let v = vec![req(&["tool", "start\u{2019}s"])];
     let d = compare_run(&[b1.clone(), b2.clone()], &v, &[], W);
