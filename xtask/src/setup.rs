@@ -97,8 +97,17 @@ const LLVM_PACKAGES: [&str; 2] = ["llvm-22-dev", "libpolly-22-dev"];
 /// alerting tests; debootstrap and podman for the container image and its test (runc: crun refuses
 /// hybrid cgroups, as on the development machines); rsyslogd (with the gtls stream driver for TLS)
 /// as the syslog output's receiver.
-const TEST_PACKAGES: [&str; 7] =
-    ["prometheus", "prometheus-alertmanager", "debootstrap", "podman", "runc", "rsyslog", "rsyslog-gnutls"];
+const TEST_PACKAGES: [&str; 8] = [
+    "prometheus",
+    "prometheus-alertmanager",
+    "debootstrap",
+    "podman",
+    "runc",
+    "rsyslog",
+    "rsyslog-gnutls",
+    // tests/tests/audit.rs builds its compiled test assistant (tests/assistants/audit/covert.c).
+    "gcc",
+];
 /// The peers `cargo xtask bench` measures aiwatch against.
 const BENCH_PACKAGES: [&str; 2] = ["bpftrace", "auditd"];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";

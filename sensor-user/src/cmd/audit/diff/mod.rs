@@ -16,6 +16,7 @@
 //! - **content**: anything else (words, numbers, fields or requests added or removed).
 
 mod chars;
+mod loose;
 mod request;
 #[cfg(test)]
 mod tests;

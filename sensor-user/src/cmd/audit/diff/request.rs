@@ -80,11 +80,48 @@ pub(super) fn flatten_json(
                     return;
                 }
             }
+            // Telemetry often carries JSON in base64 (Claude Code's event_data.process): compared
+            // as one opaque string, its volatile numbers and ids could not be told from news.
+            if let Some(inner) = base64_json(s).filter(|_| depth < 64) {
+                flatten_json(&format!("{prefix}⟨base64 json⟩"), &inner, out, depth + 1);
+                return;
+            }
             out.insert(prefix.to_string(), s.clone());
         }
         other => {
             out.insert(prefix.to_string(), other.to_string());
         }
+    }
+}
+
+/// `s` decoded as base64 (standard or URL-safe, padded or not) if that gives a JSON object or
+/// array.
+pub(super) fn base64_json(s: &str) -> Option<serde_json::Value> {
+    let t = s.trim_end_matches('=');
+    if t.len() < 16 || !(t.starts_with("ey") || t.starts_with('W')) {
+        return None;
+    }
+    let mut bytes = Vec::with_capacity(t.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in t.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            bytes.push((acc >> bits) as u8);
+        }
+    }
+    match serde_json::from_slice::<serde_json::Value>(&bytes).ok()? {
+        v @ (serde_json::Value::Object(_) | serde_json::Value::Array(_)) => Some(v),
+        _ => None,
     }
 }
 
@@ -202,6 +239,12 @@ pub fn compare_run(
         let llm = vs.first().map(|f| f.llm_call).unwrap_or_else(|| {
             bmaps.iter().find_map(|m| m.get(key).and_then(|v| v.first()).map(|f| f.llm_call)).unwrap_or(false)
         });
+        if lo != hi {
+            // How often it is sent is noise (telemetry batches): each of the variant's is
+            // compared with all the baseline's, field positions loose.
+            out.extend(compare_pooled(&bmaps, key, &vs, llm, hi, tokens, window));
+            continue;
+        }
         for (k, v) in vs.iter().enumerate().take(lo) {
             let bs: Vec<&Flat> = bmaps.iter().map(|m| m[key][k]).collect();
             let fields = compare_fields(&bs, v, tokens, window);
@@ -241,9 +284,51 @@ pub fn compare_run(
     out
 }
 
-pub(super) fn compare_fields(bs: &[&Flat], v: &Flat, tokens: &[String], window: DayWindow) -> Vec<FieldDiff> {
-    let names: BTreeSet<&String> = bs.iter().flat_map(|b| b.fields.keys()).chain(v.fields.keys()).collect();
+/// The variant's requests `vs` of `key`, which the baseline runs sent a varying number of times,
+/// each compared with all the baseline runs' requests of that key, field positions loose.
+#[allow(clippy::too_many_arguments)]
+fn compare_pooled(
+    bmaps: &[BTreeMap<&str, Vec<&Flat>>],
+    key: &str,
+    vs: &[&Flat],
+    llm: bool,
+    hi: usize,
+    tokens: &[String],
+    window: DayWindow,
+) -> Vec<RequestDiff> {
+    let pool: Vec<&Flat> = bmaps.iter().filter_map(|m| m.get(key)).flatten().copied().collect();
     let mut out = Vec::new();
+    for (k, v) in vs.iter().enumerate() {
+        let paths: BTreeSet<String> = pool
+            .iter()
+            .copied()
+            .chain([*v])
+            .flat_map(|f| f.fields.keys())
+            .map(|n| loose::masked(n))
+            .collect();
+        // A path not in every request of the pool is optional: its absence is no finding.
+        let fields: Vec<FieldDiff> = loose::compare_loose(&pool, v, &paths, tokens, window)
+            .into_iter()
+            .filter(|d| d.change != "removed")
+            .collect();
+        if !fields.is_empty() {
+            let presence = (k >= hi)
+                .then(|| format!("extra: sent {} time(s), at most {hi} in the baseline runs", vs.len()));
+            out.push(RequestDiff { request: format!("{key} #{}", k + 1), llm_call: llm, presence, fields });
+        }
+    }
+    out
+}
+
+pub(super) fn compare_fields(bs: &[&Flat], v: &Flat, tokens: &[String], window: DayWindow) -> Vec<FieldDiff> {
+    let unstable = loose::unstable(bs, v);
+    let names: BTreeSet<&String> = bs
+        .iter()
+        .flat_map(|b| b.fields.keys())
+        .chain(v.fields.keys())
+        .filter(|n| !unstable.contains(&loose::masked(n)))
+        .collect();
+    let mut out = loose::compare_loose(bs, v, &unstable, tokens, window);
     for name in names {
         let in_b: Vec<&str> = bs.iter().filter_map(|b| b.fields.get(name).map(String::as_str)).collect();
         let in_v = v.fields.get(name);

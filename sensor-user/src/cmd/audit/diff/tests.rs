@@ -162,3 +162,65 @@ fn requests_flatten_match_and_compare() {
     assert!(d[1].presence.as_deref().unwrap().starts_with("extra"));
     assert!(d.iter().all(RequestDiff::is_finding));
 }
+
+#[test]
+fn base64_json_is_compared_field_by_field() {
+    // {"uptime":0.45,"rss":1268} in base64, padded and not, standard and URL-safe.
+    let f = flatten(&rec("POST", "/e", r#"{"p":"eyJ1cHRpbWUiOjAuNDUsInJzcyI6MTI2OH0="}"#));
+    assert_eq!(f.fields["body.p⟨base64 json⟩.uptime"], "0.45");
+    assert_eq!(f.fields["body.p⟨base64 json⟩.rss"], "1268");
+    assert!(base64_json("eyJ1cHRpbWUiOjAuNDUsInJzcyI6MTI2OH0").is_some());
+    // Not base64 of JSON: a token, a word, JSON's own text.
+    for s in ["eyJhbGciOiJIUzI1NiJ9.e30.sig", "sk-ant-api03-abcdefghijklmnop", "Wonderful weather today"] {
+        assert!(base64_json(s).is_none(), "{s}");
+    }
+    // The volatile numbers inside are learned from the baseline like any other field.
+    let b = |u: &str| vec![flatten(&rec("POST", "/e", &format!(r#"{{"p":"{u}"}}"#)))];
+    let enc = |v: &str| {
+        let t = format!(r#"{{"uptime":{v},"zone":"UTC"}}"#);
+        let abc = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for ch in t.as_bytes().chunks(3) {
+            let n = ch.iter().enumerate().fold(0u32, |a, (i, c)| a | (u32::from(*c) << (16 - 8 * i)));
+            for i in 0..=ch.len() {
+                out.push(abc[(n >> (18 - 6 * i) & 63) as usize] as char);
+            }
+        }
+        out
+    };
+    let d = compare_run(&[b(&enc("0.45")), b(&enc("0.83"))], &b(&enc("0.61")), &[], W);
+    assert!(d.is_empty(), "{d:#?}");
+}
+
+#[test]
+fn events_in_varying_number_and_order_are_compared_by_value() {
+    let req = |events: &[&str]| {
+        let e: Vec<String> =
+            events.iter().map(|n| format!(r#"{{"name":"{n}","uptime":0.{}}}"#, n.len() * 7)).collect();
+        flatten(&rec("POST", "/batch", &format!(r#"{{"events":[{}]}}"#, e.join(","))))
+    };
+    let b1 = vec![req(&["init", "start's"]), req(&["exit"])];
+    let b2 = vec![req(&["start's", "init", "tool"])];
+    // Other events, another order, another batching: noise.
+    let v = vec![req(&["tool", "init"]), req(&["start's"]), req(&["exit"])];
+    let d = compare_run(&[b1.clone(), b2.clone()], &v, &[], W);
+    assert!(d.is_empty(), "{d:#?}");
+    // One batch in every run, holding other events in another order: noise too.
+    let one = |e: &[&str]| vec![req(e)];
+    let d = compare_run(
+        &[one(&["init", "start's"]), one(&["start's", "init", "tool"])],
+        &one(&["tool", "init"]),
+        &[],
+        W,
+    );
+    assert!(d.is_empty(), "{d:#?}");
+    // A look-alike apostrophe, a new field and a disclosure are still found.
+    let v = vec![req(&["tool", "start\u{2019}s"])];
+    let d = compare_run(&[b1.clone(), b2.clone()], &v, &[], W);
+    assert_eq!(d.len(), 1, "{d:#?}");
+    assert!(d[0].fields[0].kinds.contains(&Kind::Encoding), "{d:#?}");
+    let v = vec![flatten(&rec("POST", "/batch", r#"{"events":[{"name":"init","zone":"Asia/Tokyo"}]}"#))];
+    let d = compare_run(&[b1, b2], &v, &["Asia/Tokyo".into()], W);
+    assert!(d[0].fields.iter().any(|f| f.kinds.contains(&Kind::Disclosure)), "{d:#?}");
+    assert_eq!(super::loose::masked("body.e[12].x[0].y"), "body.e[*].x[*].y");
+}
