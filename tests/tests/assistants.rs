@@ -127,6 +127,23 @@ fn check_session(sensor: &Sensor, root: u32, assistant: &str, base_url_var: &str
     assert_eq!(evidence, relay_evidence, "{assistant}'s relay evidence");
 }
 
+/// The session's request to the model, scanned from its plain-HTTP copy (the mock's base URL is
+/// `http:`): complete, no covert marker, and the date formats its text really carries.
+fn check_prompt(sensor: &Sensor, root: u32, path_ends: &str, dates: &[&str]) {
+    let rec = sensor.wait_for("the model request's markers", |r| {
+        r["type"] == "prompt_markers"
+            && r["session"]["root_pid"] == root
+            && r["request"]["path"].as_str().is_some_and(|p| p.ends_with(path_ends))
+    });
+    assert_eq!(rec["request"]["transport"], "plain_http", "{rec}");
+    assert_eq!(rec["request"]["complete"], true, "{rec}");
+    assert_eq!(rec["markers"], serde_json::json!([]), "{rec}");
+    let found: Vec<&str> =
+        rec["dates"].as_array().unwrap().iter().filter_map(|d| d["format"].as_str()).collect();
+    assert_eq!(found, dates, "{rec}");
+    assert!(!rec.to_string().contains("PLANTEDkey"), "{rec}");
+}
+
 #[test]
 fn claude_code_native_binary_end_to_end() {
     let sensor = Sensor::start("");
@@ -135,6 +152,8 @@ fn claude_code_native_binary_end_to_end() {
     // Claude Code reads /etc/machine-id in every session, under a second before its first API
     // call: with a base URL given, that is the relay pattern (docs/runbook.md).
     check_session(&sensor, root, "claude-code", "ANTHROPIC_BASE_URL", &["/etc/machine-id"]);
+    // Its request tells the model today's date, written YYYY-MM-DD (issue 17, live markers).
+    check_prompt(&sensor, root, "/v1/messages", &["YYYY-MM-DD"]);
 }
 
 #[test]
@@ -143,6 +162,8 @@ fn gemini_cli_end_to_end() {
     let (root, out) = run_assistant(&assistant_bin("gemini"), &mock_env("gemini"));
     assert!(out.contains("ok"), "gemini answered {out:?}");
     check_session(&sensor, root, "gemini-cli", "GOOGLE_GEMINI_BASE_URL", &[]);
+    // Its request carries no date and no marker (issue 17, live markers).
+    check_prompt(&sensor, root, ":streamGenerateContent", &[]);
     // Node reads variables through getenv: the base URL read itself is reported.
     sensor.wait_for("getenv of the base URL", |r| {
         r["type"] == "env_read"
