@@ -185,7 +185,7 @@ impl Metrics {
             prompt_requests: counter_vec(
                 &r,
                 "aiwatch_prompt_requests_total",
-                "Requests of sessions to LLM APIs seen in plaintext, by assistant and outcome (scanned, not_json, incomplete, not_llm, session_budget).",
+                "Requests of sessions to LLM APIs seen in plaintext, by assistant and outcome (scanned, not_json, incomplete, not_llm, session_budget, memory_cap).",
                 &["assistant", "outcome"],
             )?,
             prompt_markers: counter_vec(

@@ -36,6 +36,7 @@ fn skip(st: &State, pid: u32, s: Skipped) -> Option<Out> {
     let outcome = match s {
         Skipped::NotLlm => "not_llm",
         Skipped::SessionBudget => "session_budget",
+        Skipped::MemoryCap => "memory_cap",
     };
     Some(Out::PromptRequest { assistant: who.session.assistant.clone(), outcome })
 }

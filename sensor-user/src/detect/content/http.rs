@@ -98,6 +98,17 @@ impl Assembler {
         }
     }
 
+    /// Bytes held for the request in progress.
+    pub fn held(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Gives up the request in progress (memory is short): its bytes are dropped and the
+    /// connection's next request starts afresh.
+    pub fn give_up(&mut self) {
+        self.resync();
+    }
+
     /// The connection ended: the request in progress, if any, incomplete.
     pub fn finish(&mut self, budget: usize) -> Option<Request> {
         self.flush_incomplete(budget)

@@ -19,6 +19,9 @@ use crate::{
 const MAX_CONNECTIONS: usize = 1024;
 /// Sessions whose scanned bytes are counted, at most.
 const MAX_SESSIONS: usize = 4096;
+/// Request bytes held across all connections at most: a session opening many plain-HTTP
+/// connections with large bodies it never finishes must not grow the daemon.
+const MAX_HELD: usize = 64 << 20;
 
 /// A connection the egress stage named and classed.
 #[derive(Debug, Clone)]
@@ -62,11 +65,15 @@ pub enum Skipped {
     NotLlm,
     /// The session's byte budget is spent.
     SessionBudget,
+    /// The requests held in memory reached their bound: this one was dropped.
+    MemoryCap,
 }
 
 #[derive(Default)]
 struct Conn {
     info: Option<ConnInfo>,
+    /// Opened to a destination of a class not scanned: its bytes are dropped as they come.
+    skip: bool,
     asm: http::Assembler,
     /// Bytes of the current send still to come.
     expect: u64,
@@ -79,12 +86,14 @@ pub struct Content {
     conns: HashMap<(u32, i32), Conn>,
     /// Bytes scanned per session root.
     sessions: HashMap<u32, u64>,
+    /// Request bytes held by all assemblers.
+    held: usize,
     seq: u64,
 }
 
 impl Content {
     pub fn new(cfg: &ContentConfig) -> Self {
-        Self { cfg: cfg.clone(), conns: HashMap::new(), sessions: HashMap::new(), seq: 0 }
+        Self { cfg: cfg.clone(), conns: HashMap::new(), sessions: HashMap::new(), held: 0, seq: 0 }
     }
 
     pub fn reconfigure(&mut self, cfg: &ContentConfig) {
@@ -93,8 +102,15 @@ impl Content {
 
     /// The egress stage opened (named and classed) a connection.
     pub fn opened(&mut self, key: (u32, i32), info: ConnInfo) {
-        if self.scanned_class(&info.class) {
-            self.conn(key).info = Some(info);
+        let scanned = self.scanned_class(&info.class);
+        let c = self.conn(key);
+        if scanned {
+            c.info = Some(info);
+        } else {
+            c.skip = true;
+            let dropped = c.asm.held();
+            c.asm.give_up();
+            self.held = self.held.saturating_sub(dropped);
         }
     }
 
@@ -102,6 +118,7 @@ impl Content {
     /// incomplete (the kernel's budget ran out, or its tail was lost); the rest is dropped.
     pub fn closed(&mut self, key: (u32, i32)) -> Option<Scanned> {
         let mut c = self.conns.remove(&key)?;
+        self.held = self.held.saturating_sub(c.asm.held());
         let info = c.info?;
         let req = c.asm.finish(self.cfg.request_budget as usize)?;
         Some(scan(key.0, info, req, true))
@@ -119,7 +136,9 @@ impl Content {
     fn conn(&mut self, key: (u32, i32)) -> &mut Conn {
         if !self.conns.contains_key(&key) && self.conns.len() >= MAX_CONNECTIONS {
             if let Some(oldest) = self.conns.iter().min_by_key(|(_, c)| c.seq).map(|(k, _)| *k) {
-                self.conns.remove(&oldest);
+                if let Some(c) = self.conns.remove(&oldest) {
+                    self.held = self.held.saturating_sub(c.asm.held());
+                }
             }
         }
         self.seq += 1;
@@ -141,7 +160,11 @@ impl Content {
             return (Vec::new(), Vec::new());
         }
         let budget = self.cfg.request_budget as usize;
+        let held_total = self.held;
         let c = self.conn(key);
+        if c.skip {
+            return (Vec::new(), Vec::new());
+        }
         // What the copy left out before these bytes: the rest of the last send, or (a chunk
         // whose send's first was lost) an unknown amount.
         let gap = match start {
@@ -150,8 +173,16 @@ impl Content {
             None => 0,
         };
         c.expect = c.expect.saturating_sub(data.len() as u64);
+        let before = c.asm.held();
+        if held_total + data.len() > MAX_HELD {
+            c.asm.give_up();
+            self.held = held_total.saturating_sub(before);
+            return (Vec::new(), vec![Skipped::MemoryCap]);
+        }
         let requests = c.asm.push(start.is_some(), gap, data, budget);
+        let after = c.asm.held();
         let info = c.info.clone();
+        self.held = (held_total + after).saturating_sub(before);
         let mut scanned = Vec::new();
         let mut skipped = Vec::new();
         for req in requests {

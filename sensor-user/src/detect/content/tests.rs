@@ -86,3 +86,41 @@ fn bytes_that_are_no_request_are_skipped_until_one_starts() {
     let reqs = a.push(true, 0, &post("{}", ""), BUDGET);
     assert_eq!(reqs.len(), 1);
 }
+
+fn content() -> super::Content {
+    super::Content::new(&crate::config::content::ContentConfig::default())
+}
+
+fn info(class: &str) -> super::ConnInfo {
+    let destination =
+        crate::detect::egress::Destination { host: None, addr: "127.0.0.1".into(), port: 80, proxy: false };
+    super::ConnInfo { id: "c".into(), class: class.into(), destination }
+}
+
+#[test]
+fn a_connection_to_a_destination_not_scanned_holds_nothing() {
+    let mut c = content();
+    c.opened((1, 3), info("other"));
+    let body = post(r#"{"a":1}"#, "");
+    let (scanned, skipped) = c.chunk((1, 3), 1, Some(body.len() as u64), &body);
+    assert!(scanned.is_empty() && skipped.is_empty());
+    assert_eq!(c.held, 0);
+}
+
+#[test]
+fn requests_held_across_connections_are_bounded() {
+    let mut c = content();
+    // 1 MiB of an unfinished 2 MiB body on each of 70 connections: past 64 MiB held, a chunk
+    // is dropped (its request given up) and counted.
+    let head = b"POST /v1/messages HTTP/1.1\r\nContent-Length: 2097152\r\n\r\n".to_vec();
+    let part = vec![b'x'; 1 << 20];
+    let mut capped = 0;
+    for fd in 0..70 {
+        c.opened((1, fd), info("llm_api"));
+        c.chunk((1, fd), 1, Some(head.len() as u64), &head);
+        let (_, skipped) = c.chunk((1, fd), 1, Some(part.len() as u64), &part);
+        capped += skipped.iter().filter(|s| **s == super::Skipped::MemoryCap).count();
+    }
+    assert!(c.held <= super::MAX_HELD, "{}", c.held);
+    assert!(capped >= 6, "{capped}");
+}
