@@ -9,20 +9,25 @@ use std::time::Duration;
 use integration_tests::{net::*, *};
 use serde_json::Value;
 
-const CONFIG: &str = "[[assistants]]\nname = \"covert-test\"\nargv = [\"covert.js\"]\n";
+/// The config of a test's daemon: covert.js runs carrying the test's own `tag` (an argument it
+/// ignores) are assistant `tag`. Tests run in parallel and every daemon follows the assistants
+/// its config names: each test's daemon must see only its own runs.
+fn config(tag: &str) -> String {
+    format!("[[assistants]]\nname = \"{tag}\"\nargv = [\"{tag}\"]\n")
+}
 /// Planted in the prompt and as the API key: neither may appear in any output.
 const SECRET: &str = "sk-ant-api03-PLANTEDinTHEprompt";
 const KEY: &str = "sk-ant-api03-PLANTEDasTHEkey";
 
-/// Runs covert.js with `prompt` against the mock at `http://host:8080` (host mapped to the
+/// Runs covert.js (as assistant `tag`) with `prompt` against the mock at `http://host:8080` (host mapped to the
 /// namespace's loopback), under `env`; returns the root pid.
-fn run_covert(host: &str, prompt: &str, env: &[(&str, &str)]) -> u32 {
+fn run_covert(tag: &str, host: &str, prompt: &str, env: &[(&str, &str)]) -> u32 {
     let ns = Netns::with_hosts("mk", &[host]);
     let _api = llm_server(Some(&ns), "127.0.0.1:8080");
     let dir = TempDir::new("markers");
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assistants/audit/covert.js");
     let out = dir.path("stdout");
-    let mut cmd = ns.command(std::path::Path::new("/usr/bin/node"), &[script.to_str().unwrap(), prompt]);
+    let mut cmd = ns.command(std::path::Path::new("/usr/bin/node"), &[script.to_str().unwrap(), prompt, tag]);
     cmd.env_clear()
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
         .env("ANTHROPIC_BASE_URL", format!("http://{host}:8080"))
@@ -86,9 +91,10 @@ fn assert_nothing_leaked(sensor: &Sensor) {
 /// nowhere; the markers are counted in the metric.
 #[test]
 fn covert_markers_in_a_plain_http_request_are_found_exactly() {
-    let sensor = Sensor::start(CONFIG);
+    let sensor = Sensor::start(&config("markers-covert"));
     let prompt = format!("say ok {SECRET}");
     let root = run_covert(
+        "markers-covert",
         "dashscope.aliyuncs.com",
         &prompt,
         &[("TZ", "Asia/Shanghai"), ("HTTPS_PROXY", "http://proxy.corp.example:3128")],
@@ -112,7 +118,7 @@ fn covert_markers_in_a_plain_http_request_are_found_exactly() {
     );
     assert_eq!(dates_of(&rec), ["YYYY/MM/DD"], "{rec}");
     assert_nothing_leaked(&sensor);
-    let series = "aiwatch_prompt_markers_total{assistant=\"covert-test\",marker=\"invisible\"}";
+    let series = "aiwatch_prompt_markers_total{assistant=\"markers-covert\",marker=\"invisible\"}";
     assert!(sensor.metric(series).is_some_and(|v| v >= 1.0), "{series}");
 }
 
@@ -121,12 +127,12 @@ fn covert_markers_in_a_plain_http_request_are_found_exactly() {
 /// with non-ASCII text that is no marker) is reassembled whole.
 #[test]
 fn an_ordinary_request_has_no_markers_even_when_large_and_multilingual() {
-    let sensor = Sensor::start(CONFIG);
+    let sensor = Sensor::start(&config("markers-large"));
     let filler = "Résumé über naïve Straße. 日本語の文章です。Обычный русский текст. ".repeat(1100);
     let prompt = format!("say ok {filler}{SECRET}");
     // Under the 128 KiB of one argument (MAX_ARG_STRLEN), above 100 KiB.
     assert!(prompt.len() > 100 * 1024 && prompt.len() < 128 * 1024, "{}", prompt.len());
-    let root = run_covert("api.mock-llm.test", &prompt, &[("TZ", "UTC")]);
+    let root = run_covert("markers-large", "api.mock-llm.test", &prompt, &[("TZ", "UTC")]);
     let rec = markers_of(&sensor, root);
     assert_eq!(rec["request"]["complete"], true, "{rec}");
     assert!(rec["request"]["scanned_bytes"].as_u64().unwrap() > 100 * 1024, "{rec}");
@@ -139,8 +145,8 @@ fn an_ordinary_request_has_no_markers_even_when_large_and_multilingual() {
 /// scanned; `"headers-only"` scans the head's headers and reports the body unscanned.
 #[test]
 fn markers_off_copies_nothing_and_headers_only_scans_no_body() {
-    let off = Sensor::start(&format!("{CONFIG}[content]\nmarkers = \"off\"\n"));
-    let root = run_covert("dashscope.aliyuncs.com", "say ok", &[("TZ", "Asia/Shanghai")]);
+    let off = Sensor::start(&format!("{}[content]\nmarkers = \"off\"\n", config("markers-off")));
+    let root = run_covert("markers-off", "dashscope.aliyuncs.com", "say ok", &[("TZ", "Asia/Shanghai")]);
     off.wait_for("session end", |r| r["type"] == "session_end" && r["session"]["root_pid"] == root);
     assert!(
         !off.records().iter().any(|r| r["type"] == "prompt_markers"),
@@ -148,8 +154,8 @@ fn markers_off_copies_nothing_and_headers_only_scans_no_body() {
     );
     assert!(!off.scrape().contains("aiwatch_prompt_requests_total{"), "requests counted with markers off");
     drop(off);
-    let heads = Sensor::start(&format!("{CONFIG}[content]\nmarkers = \"headers-only\"\n"));
-    let root = run_covert("dashscope.aliyuncs.com", "say ok", &[("TZ", "Asia/Shanghai")]);
+    let heads = Sensor::start(&format!("{}[content]\nmarkers = \"headers-only\"\n", config("markers-heads")));
+    let root = run_covert("markers-heads", "dashscope.aliyuncs.com", "say ok", &[("TZ", "Asia/Shanghai")]);
     let rec = markers_of(&heads, root);
     assert_eq!(rec["request"]["complete"], false, "{rec}");
     assert_eq!(rec["request"]["scanned_bytes"], 0, "{rec}");
@@ -161,12 +167,17 @@ fn markers_off_copies_nothing_and_headers_only_scans_no_body() {
 /// guessed at; the next request of the session is whole again.
 #[test]
 fn a_request_over_the_budget_is_reported_incomplete() {
-    let sensor = Sensor::start(&format!("{CONFIG}[content]\nrequest_budget = 4096\n"));
-    let root = run_covert("api.mock-llm.test", &format!("say ok {}", "word ".repeat(2000)), &[("TZ", "UTC")]);
+    let sensor = Sensor::start(&format!("{}[content]\nrequest_budget = 4096\n", config("markers-budget")));
+    let root = run_covert(
+        "markers-budget",
+        "api.mock-llm.test",
+        &format!("say ok {}", "word ".repeat(2000)),
+        &[("TZ", "UTC")],
+    );
     let rec = markers_of(&sensor, root);
     assert_eq!(rec["request"]["complete"], false, "{rec}");
     assert!(rec["error"].as_str().unwrap_or("").starts_with("incomplete"), "{rec}");
     assert_eq!(marker_list(&rec), [], "{rec}");
-    let series = "aiwatch_prompt_requests_total{assistant=\"covert-test\",outcome=\"incomplete\"}";
+    let series = "aiwatch_prompt_requests_total{assistant=\"markers-budget\",outcome=\"incomplete\"}";
     assert_eq!(sensor.metric(series), Some(1.0), "{series}");
 }
