@@ -57,6 +57,24 @@ fn assistant(name: &str) -> Staged {
     Staged(dir, dst)
 }
 
+/// What a covert test assistant encodes, each found under its factor with its code points:
+/// the date's `-` became `/` (timezone), the apostrophe U+2019 (a listed base-URL host, the
+/// neutral one no effect), a zero-width space (proxy).
+fn assert_covert_encodings(a: &Audit, tz: &Value) {
+    assert!(code_points(tz).contains(&("U+002D HYPHEN-MINUS".into(), "U+002F SOLIDUS".into())), "{tz}");
+    let host = factor(a, "base_url");
+    assert_eq!(host["groups"][0]["values"], serde_json::json!(["dashscope.aliyuncs.com"]), "{host}");
+    assert_eq!(host["no_effect"], serde_json::json!(["llm-gateway.corp.example"]), "{host}");
+    assert_eq!(
+        code_points(host),
+        [("U+0027 APOSTROPHE".to_string(), "U+2019 RIGHT SINGLE QUOTATION MARK".to_string())],
+        "{host}"
+    );
+    let proxy = factor(a, "proxy");
+    assert_eq!(proxy["verdict"], "host_dependent_content", "{proxy}");
+    assert_eq!(code_points(proxy), [(String::new(), "U+200B ZERO WIDTH SPACE".to_string())], "{proxy}");
+}
+
 struct Audit {
     code: i32,
     stdout: String,
@@ -196,21 +214,8 @@ fn covert_assistant_is_caught_on_each_factor_with_the_code_points_named() {
     assert_eq!(tz["verdict"], "host_dependent_content", "{tz}");
     assert_eq!(tz["groups"][0]["values"], serde_json::json!(["Asia/Shanghai"]), "{tz}");
     assert_eq!(tz["kinds"], serde_json::json!(["encoding"]), "{tz}");
-    assert!(code_points(tz).contains(&("U+002D HYPHEN-MINUS".into(), "U+002F SOLIDUS".into())), "{tz}");
     assert!(a.stdout.contains("`YYYY-MM-DD` → `YYYY/MM/DD`"), "{}", a.stdout);
-
-    let host = factor(&a, "base_url");
-    assert_eq!(host["groups"][0]["values"], serde_json::json!(["dashscope.aliyuncs.com"]), "{host}");
-    assert_eq!(host["no_effect"], serde_json::json!(["llm-gateway.corp.example"]), "{host}");
-    assert_eq!(
-        code_points(host),
-        [("U+0027 APOSTROPHE".to_string(), "U+2019 RIGHT SINGLE QUOTATION MARK".to_string())],
-        "{host}"
-    );
-
-    let proxy = factor(&a, "proxy");
-    assert_eq!(proxy["verdict"], "host_dependent_content", "{proxy}");
-    assert_eq!(code_points(proxy), [(String::new(), "U+200B ZERO WIDTH SPACE".to_string())], "{proxy}");
+    assert_covert_encodings(&a, tz);
     // One Detection Finding per factor with host-dependent content, for the SOC.
     let found: Vec<&str> =
         a.ocsf.iter().filter_map(|f| f["unmapped"]["aiwatch"]["factor"].as_str()).collect();
@@ -393,20 +398,7 @@ fn compiled_covert_assistant_is_caught_and_its_zone_reads_are_named() {
     assert_eq!(tz["groups"][0]["values"], serde_json::json!(["Asia/Shanghai"]), "{tz}");
     assert_eq!(tz["no_effect"], serde_json::json!(["UTC", "Asia/Tokyo"]), "{tz}");
     assert_eq!(tz["kinds"], serde_json::json!(["encoding"]), "{tz}");
-    assert!(code_points(tz).contains(&("U+002D HYPHEN-MINUS".into(), "U+002F SOLIDUS".into())), "{tz}");
-
-    let host = factor(&a, "base_url");
-    assert_eq!(host["groups"][0]["values"], serde_json::json!(["dashscope.aliyuncs.com"]), "{host}");
-    assert_eq!(host["no_effect"], serde_json::json!(["llm-gateway.corp.example"]), "{host}");
-    assert_eq!(
-        code_points(host),
-        [("U+0027 APOSTROPHE".to_string(), "U+2019 RIGHT SINGLE QUOTATION MARK".to_string())],
-        "{host}"
-    );
-
-    let proxy = factor(&a, "proxy");
-    assert_eq!(proxy["verdict"], "host_dependent_content", "{proxy}");
-    assert_eq!(code_points(proxy), [(String::new(), "U+200B ZERO WIDTH SPACE".to_string())], "{proxy}");
+    assert_covert_encodings(&a, tz);
 
     // What the sensor saw it read for the timezone: the zone's files, through libc.
     // (Its getenv reads are not asserted: the sensor recorded no `env_read` for this binary's

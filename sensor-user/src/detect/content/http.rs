@@ -39,6 +39,12 @@ struct Head {
     framing: Framing,
 }
 
+impl Head {
+    fn into_request(self, body: Vec<u8>, body_len: u64, missing: u64, cut: bool) -> Request {
+        Request { method: self.method, path: self.path, headers: self.headers, body, body_len, missing, cut }
+    }
+}
+
 /// The requests of one connection, assembled from its sends.
 #[derive(Debug, Default)]
 pub struct Assembler {
@@ -127,15 +133,7 @@ impl Assembler {
         let missing = body_len.saturating_sub(body.len() as u64).max(1);
         self.missing = 0;
         self.cut = false;
-        Some(Request {
-            method: head.method,
-            path: head.path,
-            headers: head.headers,
-            body,
-            body_len,
-            missing,
-            cut: false,
-        })
+        Some(head.into_request(body, body_len, missing, false))
     }
 
     fn resync(&mut self) {
@@ -186,15 +184,7 @@ impl Assembler {
         let missing = std::mem::take(&mut self.missing);
         let mut body = body;
         body.truncate(budget);
-        Some(Request {
-            method: head.method,
-            path: head.path,
-            headers: head.headers,
-            body,
-            body_len,
-            missing,
-            cut,
-        })
+        Some(head.into_request(body, body_len, missing, cut))
     }
 }
 
@@ -292,13 +282,5 @@ pub fn head_only(data: &[u8]) -> Option<Request> {
         Framing::Length(n) => n,
         Framing::Chunked => 0,
     };
-    Some(Request {
-        method: head.method,
-        path: head.path,
-        headers: head.headers,
-        body: Vec::new(),
-        body_len,
-        missing: body_len,
-        cut: false,
-    })
+    Some(head.into_request(Vec::new(), body_len, body_len, false))
 }
