@@ -22,6 +22,7 @@ u32_enum! {
         Uname = 12 => "uname",
         UnixConnect = 13 => "unix_connect",
         Compat = 14 => "compat_syscall",
+        TlsData = 15 => "tls_data",
     }
 }
 
@@ -103,6 +104,7 @@ events! {
     UnameEvent => Uname,
     UnixConnectEvent => UnixConnect,
     CompatEvent => Compat,
+    TlsDataEvent => TlsData,
 }
 
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 56);

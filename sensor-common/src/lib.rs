@@ -16,6 +16,7 @@ pub mod file;
 pub mod maps;
 pub mod net;
 pub mod process;
+pub mod tls;
 pub mod tracepoints;
 
 pub use compat::{CompatAbi, CompatData, CompatEvent, COMPAT_DATA_LEN, X32_SYSCALL_BIT};
@@ -25,6 +26,7 @@ pub use file::*;
 pub use maps::*;
 pub use net::*;
 pub use process::*;
+pub use tls::*;
 
 #[cfg(test)]
 mod tests {
@@ -50,6 +52,7 @@ mod tests {
             Syscall,
             Direction,
             EnvFunc,
+            TlsFunc,
             InterfaceIoctl,
             TrackState,
             Stat

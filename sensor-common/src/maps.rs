@@ -139,6 +139,8 @@ mod pod {
     unsafe impl aya::Pod for super::SockKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::SockInfo {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::TlsKey {}
 }
 
 /// Wake-up batching of the event ring buffer. High-volume events (file syscalls, variable reads,

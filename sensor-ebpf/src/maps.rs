@@ -11,7 +11,9 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, PerCpuArray, ProgramArray, RingBuf},
 };
-use sensor_common::{CandidateKey, ExecEnvEvent, ExecEvent, RawSockAddr, SockInfo, SockKey, Stat, Tracked};
+use sensor_common::{
+    CandidateKey, ExecEnvEvent, ExecEvent, RawSockAddr, SockInfo, SockKey, Stat, TlsKey, Tracked,
+};
 
 /// All events, in the order each thread produced them.
 #[map]
@@ -166,6 +168,30 @@ pub struct EnvCall {
 #[map]
 pub static COMPAT_SEEN: HashMap<u32, [u64; 8]> = HashMap::with_max_entries(4096, 0);
 
+/// TLS connections (`SSL *` of a tracked process) whose HTTP request is being copied: the bytes
+/// of its budget left. Removed when the budget is used up; user space removes those of
+/// processes no longer tracked.
+#[map]
+pub static TLS_STREAMS: HashMap<TlsKey, u32> = HashMap::with_max_entries(4096, 0);
+
+/// An `SSL_write`/`SSL_write_ex` call in flight: what its uprobe keeps for its return.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct TlsCall {
+    pub ssl: u64,
+    /// The plaintext's user address; 0 marks a used slot.
+    pub buf: u64,
+    /// `SSL_write_ex`'s `size_t *written` (0 for `SSL_write`).
+    pub written: u64,
+    /// [`sensor_common::TlsFunc`] as `u32`.
+    pub func: u32,
+    pub _pad: u32,
+}
+
+/// `SSL_write` calls in flight, by tid, until their return.
+#[map]
+pub static TLS_CALLS: HashMap<u32, TlsCall> = HashMap::with_max_entries(4096, 0);
+
 /// Variable reads in flight, by tid, until their return.
 #[map]
 pub static ENV_CALLS: HashMap<u32, EnvCall> = HashMap::with_max_entries(4096, 0);
@@ -175,3 +201,4 @@ pub static ENV_CALLS: HashMap<u32, EnvCall> = HashMap::with_max_entries(4096, 0)
 const _: () = assert!(core::mem::size_of::<FileArgs>() == 40);
 const _: () = assert!(core::mem::size_of::<NetArgs>() == 96);
 const _: () = assert!(core::mem::size_of::<EnvCall>() == 24);
+const _: () = assert!(core::mem::size_of::<TlsCall>() == 32);

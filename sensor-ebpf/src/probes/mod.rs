@@ -8,3 +8,4 @@ pub mod net_close;
 pub mod net_content;
 pub mod process;
 pub mod thread_exit;
+pub mod tls;

@@ -483,6 +483,18 @@ fn copy_first(
 #[unsafe(no_mangle)]
 static AIWATCH_CONTENT_BUDGET: u32 = 0;
 
+/// The request budget the loader set, at most [`CONTENT_BUDGET`].
+#[inline(always)]
+pub(super) fn content_budget() -> u32 {
+    // SAFETY: a read-only global the loader writes before loading.
+    let budget = unsafe { core::ptr::read_volatile(&AIWATCH_CONTENT_BUDGET) };
+    if budget > CONTENT_BUDGET {
+        CONTENT_BUDGET
+    } else {
+        budget
+    }
+}
+
 /// How many bytes of a stream send are copied for the content scan, if any: a plain-HTTP
 /// request with a body (a send that starts with `POST ` or `PUT `) opens a budget of
 /// [`CONTENT_BUDGET`] bytes, which it and the sends after it use up. A first send that is a
@@ -499,9 +511,7 @@ fn content_send(info: &mut SockInfo, a: &NetArgs, bytes: u64) -> Option<u32> {
     }
     if head == u32::from_le_bytes(*b"POST") || head == u32::from_le_bytes(*b"PUT ") {
         info.flags |= sock_flags::CONTENT;
-        // SAFETY: a read-only global the loader writes before loading.
-        let budget = unsafe { core::ptr::read_volatile(&AIWATCH_CONTENT_BUDGET) };
-        info.content_left = if budget > CONTENT_BUDGET { CONTENT_BUDGET } else { budget };
+        info.content_left = content_budget();
     }
     if info.flags & sock_flags::CONTENT == 0 || info.content_left == 0 {
         return None;

@@ -8,7 +8,7 @@ use aya::{maps::MapType, programs::ProgramType};
 use serde::Serialize;
 
 use crate::{
-    config::{Config, GetenvProbes},
+    config::{content::ContentMode, Config, GetenvProbes},
     kernel::{
         loader::{self, JobChoice, Mode, ProbeStatus, Usage},
         uprobes::EnvProbes,
@@ -102,6 +102,7 @@ fn attempt(cfg: &Config) -> Attempt {
                 &mut obj.ebpf,
                 GetenvProbes::Session,
                 &v.libc,
+                cfg.content.markers == ContentMode::On,
                 obj.tracefs,
                 metrics.getenv_attach(),
             ) {

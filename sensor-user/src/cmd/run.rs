@@ -15,7 +15,7 @@ use tokio::{
 };
 
 use crate::{
-    config::{Config, GetenvProbes},
+    config::{content::ContentMode, Config, GetenvProbes},
     detect::classify::assistant::AssistantClassifier,
     kernel::{
         loader::{self, Mode, ProbeStatus, Usage},
@@ -105,7 +105,9 @@ fn attach_getenv(
     metrics: &Metrics,
 ) -> anyhow::Result<(EnvProbes, Vec<ProbeStatus>)> {
     let v = &cfg.variables;
-    match EnvProbes::setup(&mut obj.ebpf, v.getenv_probes, &v.libc, obj.tracefs, metrics.getenv_attach()) {
+    let tls = cfg.content.markers == ContentMode::On;
+    match EnvProbes::setup(&mut obj.ebpf, v.getenv_probes, &v.libc, tls, obj.tracefs, metrics.getenv_attach())
+    {
         Ok(found) => Ok(found),
         Err(e) => {
             tracing::warn!(error = %format!("{e:#}"), "getenv probes unavailable");
@@ -114,6 +116,7 @@ fn attach_getenv(
                 &mut obj.ebpf,
                 GetenvProbes::Off,
                 &[],
+                false,
                 obj.tracefs,
                 metrics.getenv_attach(),
             )?;

@@ -6,7 +6,8 @@ use std::mem::size_of;
 use sensor_common::{
     CloseEvent, CompatAbi, CompatData, CompatEvent, ConnectEvent, DataEvent, Direction, EnvReadEvent,
     EventHeader, EventKind, ExecEnvEvent, ExecEvent, ExitEvent, FileEvent, ForkEvent, IoctlEvent,
-    RawSockAddr, StateEvent, Syscall, TrackState, UnameEvent, UnixConnectEvent, ARGV_LEN, ARG_LEN, PATH_LEN,
+    RawSockAddr, StateEvent, Syscall, TlsDataEvent, TlsFunc, TrackState, UnameEvent, UnixConnectEvent,
+    ARGV_LEN, ARG_LEN, PATH_LEN,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +55,14 @@ pub enum KernelEvent {
         sock_type: u32,
         family: u16,
         peer: RawSockAddr,
+        data: Vec<u8>,
+    },
+    /// A chunk of the plaintext a tracked process gave OpenSSL's `SSL_write` (`bytes`: the
+    /// call's byte count; the first chunk of a call has `CONTENT_START`).
+    TlsData {
+        hdr: Header,
+        ssl: u64,
+        bytes: u64,
         data: Vec<u8>,
     },
     /// `getenv`/`secure_getenv` of a tracked process.
@@ -145,6 +154,7 @@ impl KernelEvent {
             | Self::Exit { hdr }
             | Self::Connect { hdr, .. }
             | Self::Data { hdr, .. }
+            | Self::TlsData { hdr, .. }
             | Self::Close { hdr, .. }
             | Self::CloseRange { hdr, .. }
             | Self::State { hdr, .. }
@@ -167,6 +177,7 @@ impl KernelEvent {
             Self::File(_) => "file",
             Self::Connect { .. } => "connect",
             Self::Data { .. } => "data",
+            Self::TlsData { .. } => "tls_data",
             Self::Close { .. } => "close",
             Self::CloseRange { .. } => "close_range",
             Self::State { .. } => "tcp_state",
@@ -192,6 +203,8 @@ pub enum DecodeError {
     Direction(u32),
     #[error("unknown compat ABI or data kind {0}")]
     Compat(u32),
+    #[error("unknown TLS function {0}")]
+    TlsFunc(u32),
     #[error("{field} length {len} exceeds its {max}-byte buffer")]
     Length { field: &'static str, len: u32, max: usize },
 }
@@ -205,6 +218,7 @@ impl DecodeError {
             Self::Syscall(_) => "syscall",
             Self::Direction(_) => "direction",
             Self::Compat(_) => "compat",
+            Self::TlsFunc(_) => "tls_func",
             Self::Length { .. } => "length",
         }
     }
@@ -263,6 +277,12 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
             KernelEvent::Connect { hdr, fd: ev.fd, sock_type: ev.sock_type, ret: ev.ret, addr: ev.addr }
         }
         EventKind::Data => data(bytes, hdr)?,
+        EventKind::TlsData => {
+            let ev: TlsDataEvent = read(bytes, "tls data event")?;
+            TlsFunc::try_from(ev.func).map_err(DecodeError::TlsFunc)?;
+            let data = sized(&ev.data, ev.len, "tls data")?.to_vec();
+            KernelEvent::TlsData { hdr, ssl: ev.ssl, bytes: ev.bytes, data }
+        }
         EventKind::Close => {
             let ev: CloseEvent = read(bytes, "close event")?;
             if has(&hdr, sensor_common::flags::FD_RANGE) {

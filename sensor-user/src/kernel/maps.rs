@@ -9,13 +9,15 @@ use aya::{
 
 /// `BPF_EXIST`: update an existing element only.
 const BPF_EXIST: u64 = 2;
-use sensor_common::{CandidateKey, SockInfo, SockKey, Stat, Tracked, COMM_LEN};
+use sensor_common::{CandidateKey, SockInfo, SockKey, Stat, TlsKey, Tracked, COMM_LEN};
 
 /// The maps the daemon reads and writes while running.
 pub struct KernelMaps {
     pub tracked: BpfHashMap<MapData, u32, Tracked>,
     pub socks: BpfHashMap<MapData, SockKey, SockInfo>,
     pub candidates: BpfHashMap<MapData, CandidateKey, u32>,
+    /// OpenSSL connections whose request is being copied, with the budget left.
+    tls_streams: BpfHashMap<MapData, TlsKey, u32>,
     pub stats: PerCpuArray<MapData, u64>,
     /// Per-thread slots of path syscalls in flight (values unread: only counted).
     file_args: BpfHashMap<MapData, u32, [u8; FILE_ARGS_SIZE]>,
@@ -39,8 +41,11 @@ impl KernelMaps {
         let candidates =
             BpfHashMap::try_from(ebpf.take_map("CANDIDATES").context("map CANDIDATES missing")?)?;
         let file_args = BpfHashMap::try_from(ebpf.take_map("FILE_ARGS").context("map FILE_ARGS missing")?)?;
+        let tls_streams =
+            BpfHashMap::try_from(ebpf.take_map("TLS_STREAMS").context("map TLS_STREAMS missing")?)?;
         let events = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS missing")?)?;
-        Ok((Self { tracked, socks, candidates, stats, file_args, orphans: Default::default() }, events))
+        let orphans = Default::default();
+        Ok((Self { tracked, socks, candidates, stats, file_args, tls_streams, orphans }, events))
     }
 
     /// Sums of the per-CPU counters.
@@ -114,6 +119,12 @@ impl KernelMaps {
             tracing::debug!(removed, "sockets of processes no longer tracked removed from the kernel map");
         }
         self.orphans = orphans;
+        // An OpenSSL connection's entry goes when its budget is used up; one whose process is
+        // gone (or no longer tracked) before that goes here.
+        let streams: Vec<TlsKey> = self.tls_streams.keys().filter_map(Result::ok).collect();
+        for key in streams.iter().filter(|k| !tracked.contains(&k.tgid)) {
+            let _ = self.tls_streams.remove(key);
+        }
         (tracked.len(), socks.len() - removed)
     }
 

@@ -1,10 +1,10 @@
-//! Plain-HTTP requests to LLM APIs: the kernel's content copy goes to the content stage, which
-//! reassembles and scans each request; its markers are reported (`prompt_markers`), its text is
-//! not.
+//! HTTP requests to LLM APIs: the kernel's content copy (plain-HTTP sends, and the plaintext
+//! given to OpenSSL) goes to the content stage, which reassembles and scans each request; its
+//! markers are reported (`prompt_markers`), its text is not.
 
 use super::state::State;
 use crate::{
-    detect::content::{Scanned, Skipped},
+    detect::content::{ConnKey, Scanned, Skipped},
     kernel::events::{has, Header},
     output::{
         emit::Out,
@@ -14,9 +14,24 @@ use crate::{
 
 /// One chunk of a send's content copy (`bytes`: the send's byte count, on its first chunk).
 pub(super) fn chunk(st: &mut State, hdr: &Header, fd: i32, bytes: i64, data: &[u8]) -> Vec<Out> {
+    copy(st, hdr, ConnKey::Sock { pid: hdr.pid, fd }, bytes.max(0) as u64, data)
+}
+
+/// One chunk of the plaintext an `SSL_write` was given (`bytes`: the call's byte count).
+pub(super) fn tls_chunk(st: &mut State, hdr: &Header, ssl: u64, bytes: u64, data: &[u8]) -> Vec<Out> {
+    copy(st, hdr, ConnKey::Tls { pid: hdr.pid, ssl }, bytes, data)
+}
+
+/// A process exited: the TLS requests it left unfinished are reported incomplete.
+pub(super) fn exit(st: &mut State, pid: u32, boot_ns: u64) -> Vec<Out> {
+    let ended = st.content.process_exit(pid);
+    ended.into_iter().flat_map(|s| report(st, s, boot_ns)).collect()
+}
+
+fn copy(st: &mut State, hdr: &Header, key: ConnKey, bytes: u64, data: &[u8]) -> Vec<Out> {
     let Some(root) = st.table.who(hdr.pid).map(|w| w.root()) else { return Vec::new() };
-    let start = has(hdr, sensor_common::flags::CONTENT_START).then_some(bytes.max(0) as u64);
-    let (scanned, skipped) = st.content.chunk((hdr.pid, fd), root, start, data);
+    let start = has(hdr, sensor_common::flags::CONTENT_START).then_some(bytes);
+    let (scanned, skipped) = st.content.chunk(key, root, start, data);
     let mut out: Vec<Out> = skipped.into_iter().filter_map(|s| skip(st, hdr.pid, s)).collect();
     out.extend(scanned.into_iter().flat_map(|s| report(st, s, hdr.ts_ns)));
     out

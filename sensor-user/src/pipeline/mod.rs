@@ -166,6 +166,7 @@ fn dispatch(st: &mut State, ev: KernelEvent, kernel: &mut dyn Tracker) -> Vec<Ou
         KernelEvent::Data { hdr, fd, bytes, data, .. } if has(&hdr, sensor_common::flags::CONTENT) => {
             content::chunk(st, &hdr, fd, bytes, &data)
         }
+        KernelEvent::TlsData { hdr, ssl, bytes, data } => content::tls_chunk(st, &hdr, ssl, bytes, &data),
         KernelEvent::Data { hdr, fd, direction, sock_type, peer, data, .. } => {
             net::data(st, &hdr, fd, direction, sock_type, &peer, &data)
         }

@@ -108,6 +108,7 @@ pub(super) fn fork(st: &mut State, hdr: &Header, child: u32, kernel: &mut dyn Tr
 pub(super) fn exit(st: &mut State, pid: u32, ts_ns: u64, kernel: &mut dyn Tracker) -> Vec<Out> {
     let closed = st.egress.on_exit(pid, ts_ns, |fd| kernel.take_sock(pid, fd));
     let mut out = net::report(st, closed, ts_ns);
+    out.extend(super::content::exit(st, pid, ts_ns));
     st.pending_env.forget(pid);
     st.env_seen.forget(pid);
     if let Some(s) = st.table.on_exit(pid) {

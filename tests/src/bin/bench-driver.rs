@@ -9,6 +9,13 @@
 //!   naming HOST to 127.0.0.1:PORT — with that address as its `ANTHROPIC_BASE_URL`, what the
 //!   built-in relay rule reports, once per run.
 //! - `bench-driver hold N`: forks N children that wait until stdin closes; prints `ready`.
+//!
+//! The TLS workloads write HTTP requests through the system's libssl (`SSL_write`, what aiwatch
+//! probes for the prompt-marker scan): `ssl_write` one 1 KiB request per call, `ssl_write_mib`
+//! a 1 MiB request in 16 KiB calls per operation.
+
+#[path = "driver/tls.rs"]
+mod tls;
 
 use std::{
     ffi::CString,
@@ -181,6 +188,36 @@ fn hold(n: u32) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// A TLS workload (`ssl_write`, `ssl_write_mib`), timed like the others; None for another name.
+fn tls_workload(workload: &str, n: u64) -> Option<ExitCode> {
+    let (req, chunk) = match workload {
+        "ssl_write" => (tls::request(1024), 1 << 14),
+        "ssl_write_mib" => (tls::request(1 << 20), 1 << 14),
+        _ => return None,
+    };
+    let run = || -> Result<f64, String> {
+        let mut pair = tls::Pair::new()?;
+        for _ in 0..n.min(1000) / 10 {
+            pair.send(&req, chunk)?;
+        }
+        let start = Instant::now();
+        for _ in 0..n {
+            pair.send(&req, chunk)?;
+        }
+        Ok(start.elapsed().as_nanos() as f64 / n as f64)
+    };
+    Some(match run() {
+        Ok(ns) => {
+            println!("{ns:.1}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{workload}: {e}");
+            ExitCode::from(2)
+        }
+    })
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
@@ -210,6 +247,9 @@ fn main() -> ExitCode {
     // milliseconds after exec, on the daemon's worker), so the run measures the steady state.
     if let Some(ms) = args.get(3).and_then(|m| m.parse().ok()) {
         std::thread::sleep(Duration::from_millis(ms));
+    }
+    if let Some(r) = tls_workload(workload, n) {
+        return r;
     }
     // Warm-up, then the measured run.
     for _ in 0..n.min(1000) / 10 {

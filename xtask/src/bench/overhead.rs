@@ -15,7 +15,7 @@ use super::{
 };
 
 /// (workload, iterations per measurement): about 0.1-0.3 s each on these VMs.
-pub const WORKLOADS: [(&str, u64); 9] = [
+pub const WORKLOADS: [(&str, u64); 11] = [
     ("open_watched", 100_000),
     ("open_unwatched", 100_000),
     ("readlink", 100_000),
@@ -26,6 +26,10 @@ pub const WORKLOADS: [(&str, u64); 9] = [
     ("getenv", 1_000_000),
     ("fork_exit", 1_000),
     ("exec_true", 300),
+    // Through the system's libssl, what the prompt-marker scan probes: a 1 KiB HTTP request per
+    // SSL_write, and a 1 MiB request in 16 KiB SSL_writes per operation (ns per MiB).
+    ("ssl_write", 50_000),
+    ("ssl_write_mib", 100),
 ];
 
 pub const CONDITIONS: [&str; 4] = ["aiwatch_untracked", "aiwatch_tracked", "bpftrace_filter", "auditd_watch"];

@@ -1,6 +1,7 @@
-//! Stage 4, content: the plain-HTTP requests sessions send to LLM APIs, reassembled from the
-//! kernel's content copy, scanned for covert markers (detect::markers) and dropped. Only what
-//! the scan derives leaves this module; the plaintext is never kept past the scan.
+//! Stage 4, content: the HTTP requests sessions send to LLM APIs, reassembled from the kernel's
+//! content copy (plain-HTTP sends, or the plaintext given to OpenSSL's `SSL_write`), scanned
+//! for covert markers (detect::markers) and dropped. Only what the scan derives leaves this
+//! module; the plaintext is never kept past the scan.
 
 pub mod http;
 #[cfg(test)]
@@ -23,6 +24,29 @@ const MAX_SESSIONS: usize = 4096;
 /// connections with large bodies it never finishes must not grow the daemon.
 const MAX_HELD: usize = 64 << 20;
 
+/// Where a request's bytes come from: a socket's sends (plain HTTP), or the plaintext written
+/// to one OpenSSL connection (`SSL *`) of a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConnKey {
+    Sock { pid: u32, fd: i32 },
+    Tls { pid: u32, ssl: u64 },
+}
+
+impl ConnKey {
+    pub fn pid(self) -> u32 {
+        match self {
+            Self::Sock { pid, .. } | Self::Tls { pid, .. } => pid,
+        }
+    }
+
+    fn transport(self) -> &'static str {
+        match self {
+            Self::Sock { .. } => "plain_http",
+            Self::Tls { .. } => "tls_openssl",
+        }
+    }
+}
+
 /// A connection the egress stage named and classed.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
@@ -37,7 +61,7 @@ pub struct RequestInfo {
     pub method: String,
     /// The target's path, without its query.
     pub path: String,
-    /// `plain_http`.
+    /// `plain_http`, or `tls_openssl` (the plaintext given to OpenSSL's `SSL_write`).
     pub transport: &'static str,
     /// The body's length as the request framed it.
     pub body_bytes: u64,
@@ -83,7 +107,7 @@ struct Conn {
 
 pub struct Content {
     cfg: ContentConfig,
-    conns: HashMap<(u32, i32), Conn>,
+    conns: HashMap<ConnKey, Conn>,
     /// Bytes scanned per session root.
     sessions: HashMap<u32, u64>,
     /// Request bytes held by all assemblers.
@@ -101,12 +125,12 @@ impl Content {
     }
 
     /// The egress stage opened (named and classed) a connection.
-    pub fn opened(&mut self, key: (u32, i32), info: ConnInfo) {
+    pub fn opened(&mut self, (pid, fd): (u32, i32), info: ConnInfo) {
         let scanned = self.scanned_class(&info.class);
-        let c = self.conn(key);
-        if scanned {
-            c.info = Some(info);
-        } else {
+        let c = self.conn(ConnKey::Sock { pid, fd });
+        // Kept either way: a TLS request finds its destination through it.
+        c.info = Some(info);
+        if !scanned {
             c.skip = true;
             let dropped = c.asm.held();
             c.asm.give_up();
@@ -116,12 +140,27 @@ impl Content {
 
     /// A connection (or its process) ended: a request it was still sending is reported
     /// incomplete (the kernel's budget ran out, or its tail was lost); the rest is dropped.
-    pub fn closed(&mut self, key: (u32, i32)) -> Option<Scanned> {
+    pub fn closed(&mut self, (pid, fd): (u32, i32)) -> Option<Scanned> {
+        self.end(ConnKey::Sock { pid, fd })
+    }
+
+    /// A process exited: its TLS connections end (its sockets end through the egress stage).
+    pub fn process_exit(&mut self, pid: u32) -> Vec<Scanned> {
+        let tls: Vec<ConnKey> = self
+            .conns
+            .keys()
+            .filter(|k| matches!(k, ConnKey::Tls { pid: p, .. } if *p == pid))
+            .copied()
+            .collect();
+        tls.into_iter().filter_map(|k| self.end(k)).collect()
+    }
+
+    fn end(&mut self, key: ConnKey) -> Option<Scanned> {
         let mut c = self.conns.remove(&key)?;
         self.held = self.held.saturating_sub(c.asm.held());
-        let info = c.info?;
+        let info = c.info.filter(|_| !c.skip)?;
         let req = c.asm.finish(self.cfg.request_budget as usize)?;
-        Some(scan(key.0, info, req, true))
+        Some(scan(key, info, req, true))
     }
 
     /// A session ended.
@@ -133,7 +172,7 @@ impl Content {
         class == "llm_api" || class == "base_url" || self.cfg.destinations.iter().any(|d| d == class)
     }
 
-    fn conn(&mut self, key: (u32, i32)) -> &mut Conn {
+    fn conn(&mut self, key: ConnKey) -> &mut Conn {
         if !self.conns.contains_key(&key) && self.conns.len() >= MAX_CONNECTIONS {
             if let Some(oldest) = self.conns.iter().min_by_key(|(_, c)| c.seq).map(|(k, _)| *k) {
                 if let Some(c) = self.conns.remove(&oldest) {
@@ -151,7 +190,7 @@ impl Content {
     /// were not.
     pub fn chunk(
         &mut self,
-        key: (u32, i32),
+        key: ConnKey,
         root: u32,
         start: Option<u64>,
         data: &[u8],
@@ -186,7 +225,11 @@ impl Content {
         let mut scanned = Vec::new();
         let mut skipped = Vec::new();
         for req in requests {
-            let Some(info) = info.clone() else {
+            let info = match (key, &info) {
+                (ConnKey::Tls { pid, .. }, None) => self.tls_destination(key, pid, &req),
+                _ => info.clone(),
+            };
+            let Some(info) = info else {
                 skipped.push(Skipped::NotLlm);
                 continue;
             };
@@ -199,7 +242,7 @@ impl Content {
                 self.sessions.clear();
             }
             *self.sessions.entry(root).or_default() += req.body.len() as u64;
-            scanned.push(scan(key.0, info, req, true));
+            scanned.push(scan(key, info, req, true));
         }
         (scanned, skipped)
     }
@@ -208,18 +251,58 @@ impl Content {
 impl Content {
     /// With `markers = "headers-only"`: the headers of a request head in a send's first bytes
     /// (the copy that names the destination) on a scanned connection.
-    pub fn head(&mut self, key: (u32, i32), data: &[u8]) -> Option<Scanned> {
+    pub fn head(&mut self, (pid, fd): (u32, i32), data: &[u8]) -> Option<Scanned> {
         if self.cfg.markers != ContentMode::HeadersOnly {
             return None;
         }
-        let info = self.conns.get(&key)?.info.clone()?;
+        let key = ConnKey::Sock { pid, fd };
+        let c = self.conns.get(&key)?;
+        let info = c.info.clone().filter(|_| !c.skip)?;
         let req = http::head_only(data)?;
-        Some(scan(key.0, info, req, false))
+        Some(scan(key, info, req, false))
+    }
+
+    /// The destination of a request written to an OpenSSL connection: the process's socket
+    /// whose named host (or address) the request's `Host` header names, the latest if several.
+    /// Not found, or of a class not scanned: none (the request is not scanned). Remembered for
+    /// the connection's next requests.
+    fn tls_destination(&mut self, key: ConnKey, pid: u32, req: &http::Request) -> Option<ConnInfo> {
+        let host = req.headers.iter().find(|(n, _)| n == "host").map(|(_, v)| host_of(v))?;
+        let (_, sock) = self
+            .conns
+            .iter()
+            .filter(|(k, c)| {
+                matches!(k, ConnKey::Sock { pid: p, .. } if *p == pid)
+                    && c.info.as_ref().is_some_and(|i| names(&i.destination, host))
+            })
+            .max_by_key(|(_, c)| c.seq)?;
+        let (info, skip) = (sock.info.clone(), sock.skip);
+        let c = self.conns.get_mut(&key)?;
+        c.info = info.clone();
+        c.skip = skip;
+        info.filter(|_| !skip)
     }
 }
 
+/// The host of a `Host` header value (`name`, `name:port`, `[v6]:port`).
+fn host_of(value: &str) -> &str {
+    let v = value.trim();
+    if let Some(rest) = v.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match v.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => v,
+    }
+}
+
+/// Whether `host` names `d`: its host name, or its address.
+fn names(d: &Destination, host: &str) -> bool {
+    d.host.as_deref().is_some_and(|h| h.eq_ignore_ascii_case(host)) || d.addr == host
+}
+
 /// Scans one request (its body too when `body`); its bytes are dropped on return.
-fn scan(pid: u32, conn: ConnInfo, req: http::Request, body: bool) -> Scanned {
+fn scan(key: ConnKey, conn: ConnInfo, req: http::Request, body: bool) -> Scanned {
     let complete = req.missing == 0 && !req.cut;
     let (mut found, error) = if !body {
         (markers::RequestMarkers::default(), None)
@@ -237,10 +320,10 @@ fn scan(pid: u32, conn: ConnInfo, req: http::Request, body: bool) -> Scanned {
     let request = RequestInfo {
         method: req.method,
         path: req.path,
-        transport: "plain_http",
+        transport: key.transport(),
         body_bytes: req.body_len,
         scanned_bytes: if complete && body { req.body.len() as u64 } else { 0 },
         complete: complete && body,
     };
-    Scanned { pid, conn, request, found, error }
+    Scanned { pid: key.pid(), conn, request, found, error }
 }

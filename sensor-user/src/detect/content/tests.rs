@@ -92,9 +92,85 @@ fn content() -> super::Content {
 }
 
 fn info(class: &str) -> super::ConnInfo {
-    let destination =
-        crate::detect::egress::Destination { host: None, addr: "127.0.0.1".into(), port: 80, proxy: false };
-    super::ConnInfo { id: "c".into(), class: class.into(), destination }
+    named(class, None, "c")
+}
+
+fn named(class: &str, host: Option<&str>, id: &str) -> super::ConnInfo {
+    let destination = crate::detect::egress::Destination {
+        host: host.map(str::to_string),
+        addr: "127.0.0.1".into(),
+        port: 443,
+        proxy: false,
+    };
+    super::ConnInfo { id: id.into(), class: class.into(), destination }
+}
+
+fn sock(pid: u32, fd: i32) -> super::ConnKey {
+    super::ConnKey::Sock { pid, fd }
+}
+
+fn tls(pid: u32, ssl: u64) -> super::ConnKey {
+    super::ConnKey::Tls { pid, ssl }
+}
+
+fn post_to(host: &str, body: &str) -> Vec<u8> {
+    format!("POST /v1/messages HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+        .into_bytes()
+}
+
+/// A request written to OpenSSL goes to the process's connection its `Host` header names (the
+/// latest of several), is scanned as `tls_openssl`, and that connection's id is reported.
+#[test]
+fn a_tls_request_is_matched_to_the_connection_its_host_names() {
+    let mut c = content();
+    c.opened((7, 3), named("llm_api", Some("api.anthropic.com"), "old"));
+    c.opened((7, 4), named("other", Some("telemetry.example"), "tel"));
+    c.opened((7, 5), named("llm_api", Some("api.anthropic.com"), "new"));
+    c.opened((8, 3), named("llm_api", Some("api.example"), "other-process"));
+    let req = post_to("API.anthropic.com:443", r#"{"system":"Today\u2019s"}"#);
+    let (scanned, skipped) = c.chunk(tls(7, 0xabc), 1, Some(req.len() as u64), &req);
+    assert!(skipped.is_empty(), "{skipped:?}");
+    assert_eq!(scanned.len(), 1);
+    assert_eq!(scanned[0].conn.id, "new");
+    assert_eq!(scanned[0].request.transport, "tls_openssl");
+    assert_eq!(scanned[0].pid, 7);
+    // The same SSL connection's next request needs no lookup: the socket may be gone.
+    assert!(c.closed((7, 5)).is_none());
+    let (scanned, _) = c.chunk(tls(7, 0xabc), 1, Some(req.len() as u64), &req);
+    assert_eq!(scanned.len(), 1);
+}
+
+/// A TLS request to a host none of the process's connections is named by, or to one of a class
+/// not scanned, is not scanned, and said so.
+#[test]
+fn a_tls_request_without_a_scanned_connection_is_not_scanned() {
+    let mut c = content();
+    c.opened((7, 4), named("other", Some("telemetry.example"), "tel"));
+    c.opened((8, 3), named("llm_api", Some("api.anthropic.com"), "other-process"));
+    for (ssl, host) in ["telemetry.example", "api.anthropic.com", "[::1]:8443"].into_iter().enumerate() {
+        let req = post_to(host, "{}");
+        let (scanned, skipped) = c.chunk(tls(7, ssl as u64), 1, Some(req.len() as u64), &req);
+        assert!(scanned.is_empty(), "{host}");
+        assert_eq!(skipped, [super::Skipped::NotLlm], "{host}");
+    }
+}
+
+/// A request still in flight when its process exits is reported incomplete; the connection is
+/// forgotten.
+#[test]
+fn a_tls_request_cut_by_the_exit_is_incomplete() {
+    let mut c = content();
+    c.opened((7, 3), named("llm_api", Some("h"), "c"));
+    let req = post_to("h", r#"{"a":"0123456789"}"#);
+    let (scanned, _) = c.chunk(tls(7, 1), 1, Some(req.len() as u64), &req);
+    assert_eq!(scanned.len(), 1);
+    let part = &req[..req.len() - 5];
+    let (scanned, _) = c.chunk(tls(7, 1), 1, Some(part.len() as u64), part);
+    assert!(scanned.is_empty());
+    let ended = c.process_exit(7);
+    assert_eq!(ended.len(), 1);
+    assert!(!ended[0].request.complete);
+    assert!(c.process_exit(7).is_empty());
 }
 
 #[test]
@@ -102,7 +178,7 @@ fn a_connection_to_a_destination_not_scanned_holds_nothing() {
     let mut c = content();
     c.opened((1, 3), info("other"));
     let body = post(r#"{"a":1}"#, "");
-    let (scanned, skipped) = c.chunk((1, 3), 1, Some(body.len() as u64), &body);
+    let (scanned, skipped) = c.chunk(sock(1, 3), 1, Some(body.len() as u64), &body);
     assert!(scanned.is_empty() && skipped.is_empty());
     assert_eq!(c.held, 0);
 }
@@ -117,8 +193,8 @@ fn requests_held_across_connections_are_bounded() {
     let mut capped = 0;
     for fd in 0..70 {
         c.opened((1, fd), info("llm_api"));
-        c.chunk((1, fd), 1, Some(head.len() as u64), &head);
-        let (_, skipped) = c.chunk((1, fd), 1, Some(part.len() as u64), &part);
+        c.chunk(sock(1, fd), 1, Some(head.len() as u64), &head);
+        let (_, skipped) = c.chunk(sock(1, fd), 1, Some(part.len() as u64), &part);
         capped += skipped.iter().filter(|s| **s == super::Skipped::MemoryCap).count();
     }
     assert!(c.held <= super::MAX_HELD, "{}", c.held);

@@ -184,7 +184,7 @@ fn load_program(ebpf: &mut Ebpf, spec: &ProgramSpec, btf: Option<&Btf>) -> anyho
             let p: &mut Lsm = prog.try_into()?;
             p.load(hook, btf)?;
         }
-        Some(Hook::Uprobe(_)) => {
+        Some(Hook::Uprobe { .. }) => {
             let p: &mut aya::programs::UProbe = prog.try_into()?;
             p.load()?;
         }
@@ -380,7 +380,7 @@ fn attach_hooks(obj: &mut Object, spec: &ProgramSpec, links: &mut Links) -> Vec<
                 attach_owned(&mut obj.ebpf, spec, hook)
             }
             // Attached per session by uprobes::EnvProbes (and by `check` through it).
-            Hook::Uprobe(_) => Ok(()),
+            Hook::Uprobe { .. } => Ok(()),
             Hook::TailCall { map, index } => tail_call_slot(&mut obj.ebpf, spec.name, map, *index),
         };
         tried.push(status(spec, hook, r));

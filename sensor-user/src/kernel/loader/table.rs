@@ -20,8 +20,12 @@ pub enum Hook {
     RawTracepoint(&'static str),
     FEntry(&'static str),
     Lsm(&'static str),
-    /// A libc function, attached per session by `uprobes::EnvProbes`.
-    Uprobe(&'static str),
+    /// A function of a library (`libc`, `openssl`), attached per session by
+    /// `uprobes::EnvProbes`.
+    Uprobe {
+        lib: &'static str,
+        func: &'static str,
+    },
     /// Not attached: loaded as a tracepoint program and put in a program-array map, for the
     /// program that tail-calls it.
     TailCall {
@@ -37,7 +41,7 @@ impl std::fmt::Display for Hook {
             Self::RawTracepoint(name) => write!(f, "raw_tracepoint/{name}"),
             Self::FEntry(func) => write!(f, "fentry/{func}"),
             Self::Lsm(hook) => write!(f, "lsm/{hook}"),
-            Self::Uprobe(func) => write!(f, "uprobe/libc:{func}"),
+            Self::Uprobe { lib, func } => write!(f, "uprobe/{lib}:{func}"),
             Self::TailCall { map, index } => write!(f, "tail_call/{map}[{index}]"),
         }
     }
@@ -50,7 +54,7 @@ impl Hook {
             Self::Tracepoint { .. } | Self::RawTracepoint(_) | Self::TailCall { .. } => "tracepoints",
             Self::FEntry(_) => "fentry",
             Self::Lsm(_) => "bpf_lsm",
-            Self::Uprobe(_) => "uprobes",
+            Self::Uprobe { .. } => "uprobes",
         }
     }
 }
@@ -290,18 +294,33 @@ pub fn programs() -> Vec<ProgramSpec> {
             .reads(raw_sys_enter::READ)
             .job(COMPAT, "tracepoint raw_syscalls/sys_enter (thread_info.status from BTF)")
     });
-    v.push(spec("env_enter_getenv", vec![Hook::Uprobe("getenv")], Optional, "environment-variable reads"));
+    let libc = |func| Hook::Uprobe { lib: "libc", func };
+    v.push(spec("env_enter_getenv", vec![libc("getenv")], Optional, "environment-variable reads"));
     v.push(spec(
         "env_enter_secure_getenv",
-        vec![Hook::Uprobe("secure_getenv")],
+        vec![libc("secure_getenv")],
         Optional,
         "environment-variable reads",
     ));
     v.push(spec(
         "env_exit_getenv",
-        vec![Hook::Uprobe("getenv (return)"), Hook::Uprobe("secure_getenv (return)")],
+        vec![libc("getenv (return)"), libc("secure_getenv (return)")],
         Optional,
         "whether a read variable was set",
+    ));
+    const TLS_PURPOSE: &str =
+        "copies the HTTPS requests of sessions (OpenSSL plaintext) for the prompt-marker scan";
+    for (name, func) in [("tls_enter_ssl_write", "SSL_write"), ("tls_enter_ssl_write_ex", "SSL_write_ex")] {
+        v.push(spec(name, vec![Hook::Uprobe { lib: "openssl", func }], Optional, TLS_PURPOSE));
+    }
+    v.push(spec(
+        "tls_exit_ssl_write",
+        vec![
+            Hook::Uprobe { lib: "openssl", func: "SSL_write (return)" },
+            Hook::Uprobe { lib: "openssl", func: "SSL_write_ex (return)" },
+        ],
+        Optional,
+        TLS_PURPOSE,
     ));
     v.push(spec(
         "files_enter_fentry_openat2",

@@ -23,6 +23,8 @@ pub(super) struct Definer {
     prog_fds: HashMap<&'static str, OwnedFd>,
     /// libc files (device, inode) already probed.
     known: HashSet<(u64, u64)>,
+    /// The TLS probes are defined too (their programs loaded).
+    pub tls: bool,
     /// Numbers event names apart.
     next: usize,
     /// `group/name` of each event defined, to remove at the end.
@@ -36,6 +38,7 @@ impl Definer {
         tracefs: &str,
         mode: GetenvProbes,
         prog_fds: HashMap<&'static str, OwnedFd>,
+        tls: bool,
     ) -> Self {
         Self {
             uprobe_events,
@@ -43,6 +46,7 @@ impl Definer {
             group: format!("aiwatch_{}", std::process::id()),
             mode,
             prog_fds,
+            tls,
             known: HashSet::new(),
             next: 0,
             defined: Vec::new(),
@@ -65,20 +69,23 @@ impl Definer {
         ids
     }
 
-    /// Defines an entry and a return event per getenv-like function of one libc.
+    /// Defines an entry event (and a return event, where the probe has one) per function of
+    /// one file that it defines.
     fn define_events(&mut self, libc: &Libc, statuses: &mut Vec<ProbeStatus>) -> Vec<TraceEvent> {
         let mut events = Vec::new();
-        let offs = match offsets(&libc.path) {
+        let offs = match offsets(&libc.path, libc.kind.probes()) {
             Ok(o) => o,
             Err(e) => {
-                tracing::warn!(libc = %libc.path.display(), error = %e, "cannot read libc symbols");
+                tracing::warn!(file = %libc.path.display(), error = %e, "cannot read a probed file's symbols");
                 return events;
             }
         };
         let i = self.next;
         self.next += 1;
-        for (func, prog, off) in offs {
-            for (ret, program) in [(false, prog), (true, "env_exit_getenv")] {
+        for (probe, off) in offs {
+            let func = probe.func;
+            let programs = std::iter::once((false, probe.program)).chain(probe.ret.map(|r| (true, r)));
+            for (ret, program) in programs {
                 let event = format!("{}{i}_{func}", if ret { "r" } else { "e" });
                 let name = format!("{}/{event}", self.group);
                 let hook =

@@ -1,4 +1,5 @@
-//! `getenv`/`secure_getenv` uprobes, attached so that only sessions pay for them.
+//! `getenv`/`secure_getenv` uprobes (and, for the content scan, OpenSSL's `SSL_write` and
+//! `SSL_write_ex`), attached so that only sessions pay for them.
 //!
 //! A uprobe defined through tracefs (`uprobe_events`) is one trace event whose BPF programs run
 //! for every perf event open on it, filtered by the processes those perf events follow. So:
@@ -52,6 +53,8 @@ pub const COVERAGE_PER_SESSION: usize = 4096;
 pub const PERF_FDS_PER_SESSION: usize = 4096;
 
 pub const PROGRAMS: [&str; 3] = ["env_enter_getenv", "env_enter_secure_getenv", "env_exit_getenv"];
+/// The TLS plaintext programs, loaded only with the content scan on.
+pub const TLS_PROGRAMS: [&str; 3] = ["tls_enter_ssl_write", "tls_enter_ssl_write_ex", "tls_exit_ssl_write"];
 
 /// A uprobe trace event defined in tracefs.
 #[derive(Debug, Clone)]
@@ -78,10 +81,10 @@ enum Request {
     Detach,
 }
 
-/// Loads the getenv programs (the loader's table may have loaded them already); their fds.
-fn load(ebpf: &mut Ebpf) -> anyhow::Result<HashMap<&'static str, OwnedFd>> {
+/// Loads `programs` (the loader's table may have loaded them already); their fds.
+fn load(ebpf: &mut Ebpf, programs: &[&'static str]) -> anyhow::Result<HashMap<&'static str, OwnedFd>> {
     let mut prog_fds = HashMap::new();
-    for name in PROGRAMS {
+    for &name in programs {
         let p: &mut UProbe =
             ebpf.program_mut(name).with_context(|| format!("program {name} missing"))?.try_into()?;
         if p.fd().is_err() {
@@ -105,12 +108,14 @@ pub struct EnvProbes {
 }
 
 impl EnvProbes {
-    /// Loads the programs, defines the events and, per `mode`, attaches them. Returns the
-    /// probes and a status per (program, libc) for `aiwatch check` and the health metric.
+    /// Loads the programs, defines the events and, per `mode`, attaches them; the TLS probes
+    /// too with `tls` (the content scan on). Returns the probes and a status per (program,
+    /// file) for `aiwatch check` and the health metric.
     pub fn setup(
         ebpf: &mut Ebpf,
         mode: GetenvProbes,
         extra_libc: &[String],
+        tls: bool,
         tracefs: &str,
         metrics: AttachMetrics,
     ) -> anyhow::Result<(Self, Vec<ProbeStatus>)> {
@@ -120,10 +125,30 @@ impl EnvProbes {
             return Ok((me, statuses));
         }
         let uprobe_events = Path::new(tracefs).join("uprobe_events");
-        let prog_fds = load(ebpf)?;
+        let mut prog_fds = load(ebpf, &PROGRAMS)?;
+        // Without its programs (a verifier that refuses them) the TLS copy is lost, and nothing
+        // else.
+        let tls = tls && {
+            match load(ebpf, &TLS_PROGRAMS) {
+                Ok(fds) => {
+                    prog_fds.extend(fds);
+                    true
+                }
+                Err(e) => {
+                    for p in TLS_PROGRAMS {
+                        statuses.push(ProbeStatus::failed(p, "uprobe/openssl".into(), format!("{e:#}")));
+                    }
+                    false
+                }
+            }
+        };
         remove_stale(&uprobe_events);
-        let mut definer = Definer::new(uprobe_events, tracefs, mode, prog_fds);
-        let ids = definer.add(libc_files(extra_libc), &mut statuses);
+        let mut definer = Definer::new(uprobe_events, tracefs, mode, prog_fds, tls);
+        let mut files = libc_files(extra_libc);
+        if tls {
+            files.extend(tls_files());
+        }
+        let ids = definer.add(files, &mut statuses);
         let none = definer.defined.is_empty();
         me.definer = Some(definer);
         if none {
@@ -241,7 +266,11 @@ fn worker(
                 // daemon in a container) get their events first.
                 let mut statuses = Vec::new();
                 for pid in &pids {
-                    ids.extend(definer.add(libcs_of(*pid), &mut statuses));
+                    let mut files = libcs_of(*pid);
+                    if definer.tls {
+                        files.extend(tls_files_of(*pid));
+                    }
+                    ids.extend(definer.add(files, &mut statuses));
                 }
                 for st in statuses.iter().filter(|s| !s.ok) {
                     metrics.errors.inc();
@@ -303,8 +332,8 @@ mod tests {
     fn finds_getenv_in_this_hosts_libc() {
         let libcs = libc_files(&[]);
         assert!(!libcs.is_empty(), "no libc found");
-        let offs = offsets(&libcs[0].path).unwrap();
-        assert!(offs.iter().any(|(f, _, off)| *f == "getenv" && *off > 0), "{offs:?}");
+        let offs = offsets(&libcs[0].path, LIBC_PROBES).unwrap();
+        assert!(offs.iter().any(|(p, off)| p.func == "getenv" && *off > 0), "{offs:?}");
         assert_eq!(std::mem::size_of::<PerfEventAttr>(), 136);
     }
 }

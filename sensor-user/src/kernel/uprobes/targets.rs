@@ -1,6 +1,7 @@
 //! What is probed: the libc files of this host (and of each session's root, when the daemon's
-//! root is not theirs) and the file offsets of `getenv` and
-//! `secure_getenv` in each.
+//! root is not theirs) and the file offsets of `getenv` and `secure_getenv` in each; with the
+//! content scan on, OpenSSL's `SSL_write` and `SSL_write_ex` in the system's libssl and in
+//! executables that carry OpenSSL inside and export them (official Node.js builds).
 
 use std::{
     collections::HashSet,
@@ -25,16 +26,62 @@ pub(super) const LIBC_CANDIDATES: &[&str] = &[
     "/usr/lib/libc.so",
 ];
 
-/// (symbol, entry program) — both returns share `env_exit_getenv`.
-pub(super) const FUNCS: [(&str, &str); 2] =
-    [("getenv", "env_enter_getenv"), ("secure_getenv", "env_enter_secure_getenv")];
+/// OpenSSL's libssl where distributions put it.
+pub(super) const LIBSSL_CANDIDATES: &[&str] = &[
+    "/usr/lib/x86_64-linux-gnu/libssl.so.3",
+    "/usr/lib/x86_64-linux-gnu/libssl.so.1.1",
+    "/usr/lib64/libssl.so.3",
+    "/usr/lib64/libssl.so.1.1",
+    "/usr/lib/aarch64-linux-gnu/libssl.so.3",
+    "/usr/lib/libssl.so.3",
+];
+/// Executables that may carry OpenSSL inside (official and NodeSource Node.js builds export
+/// `SSL_write`); a file without the symbols gets no probe. A session's own executables are
+/// looked at too.
+pub(super) const TLS_EXE_CANDIDATES: &[&str] = &["/usr/bin/node", "/usr/local/bin/node"];
 
-/// A libc's file offset of each probed function.
-pub(super) fn offsets(path: &Path) -> anyhow::Result<Vec<(&'static str, &'static str, u64)>> {
+/// A probed function: its entry program, and its return program if it has one.
+#[derive(Debug)]
+pub(super) struct Probe {
+    pub func: &'static str,
+    pub program: &'static str,
+    pub ret: Option<&'static str>,
+}
+
+/// Both returns share `env_exit_getenv`.
+pub(super) const LIBC_PROBES: &[Probe] = &[
+    Probe { func: "getenv", program: "env_enter_getenv", ret: Some("env_exit_getenv") },
+    Probe { func: "secure_getenv", program: "env_enter_secure_getenv", ret: Some("env_exit_getenv") },
+];
+/// Both returns share `tls_exit_ssl_write`: the copy is made there, of what OpenSSL took.
+pub(super) const TLS_PROBES: &[Probe] = &[
+    Probe { func: "SSL_write", program: "tls_enter_ssl_write", ret: Some("tls_exit_ssl_write") },
+    Probe { func: "SSL_write_ex", program: "tls_enter_ssl_write_ex", ret: Some("tls_exit_ssl_write") },
+];
+
+/// What a file is probed for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    Libc,
+    Tls,
+}
+
+impl Kind {
+    pub fn probes(self) -> &'static [Probe] {
+        match self {
+            Self::Libc => LIBC_PROBES,
+            Self::Tls => TLS_PROBES,
+        }
+    }
+}
+
+/// A file's offset of each of `probes` it defines.
+pub(super) fn offsets(path: &Path, probes: &'static [Probe]) -> anyhow::Result<Vec<(&'static Probe, u64)>> {
     let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let file = object::File::parse(&*data).with_context(|| format!("parsing {} as ELF", path.display()))?;
     let mut out = Vec::new();
-    for (func, prog) in FUNCS {
+    for probe in probes {
+        let func = probe.func;
         let Some(sym) = file.dynamic_symbols().find(|s| s.name() == Ok(func) && s.is_definition()) else {
             continue;
         };
@@ -45,30 +92,35 @@ pub(super) fn offsets(path: &Path) -> anyhow::Result<Vec<(&'static str, &'static
             (addr >= seg.address() && addr < seg.address() + fsize).then(|| addr - seg.address() + foff)
         });
         if let Some(off) = off {
-            out.push((func, prog, off));
+            out.push((probe, off));
         }
     }
     Ok(out)
 }
 
-/// A libc file to probe: the path the kernel is given (through `/proc/<pid>/root` for a
-/// process whose root is not the daemon's), and its identity, so one file gets one probe.
+/// A file to probe: the path the kernel is given (through `/proc/<pid>/root` for a process
+/// whose root is not the daemon's), its identity, so one file gets one probe, and what for.
 #[derive(Debug, Clone)]
 pub(super) struct Libc {
     pub path: PathBuf,
     pub key: (u64, u64),
+    pub kind: Kind,
 }
 
-/// The libc files among `paths` (as a process sees them) inside `root` (`""`: the daemon's own
+/// The files among `paths` (as a process sees them) inside `root` (`""`: the daemon's own
 /// root; `/proc/<pid>/root`: that process's), resolved there.
 pub(super) fn libcs_in<'a>(root: &str, paths: impl IntoIterator<Item = &'a str>) -> Vec<Libc> {
+    files_in(root, paths, Kind::Libc)
+}
+
+fn files_in<'a>(root: &str, paths: impl IntoIterator<Item = &'a str>, kind: Kind) -> Vec<Libc> {
     use std::os::unix::fs::MetadataExt;
     let mut out = Vec::new();
     for p in paths {
         let Ok(inside) = rooted::canonicalize_in(root, p, &rooted::RealLinks) else { continue };
         let path = PathBuf::from(format!("{root}{inside}"));
         match std::fs::metadata(&path) {
-            Ok(md) if md.is_file() => out.push(Libc { path, key: (md.dev(), md.ino()) }),
+            Ok(md) if md.is_file() => out.push(Libc { path, key: (md.dev(), md.ino()), kind }),
             _ => {}
         }
     }
@@ -89,6 +141,30 @@ pub(super) fn libcs_of(pid: u32) -> Vec<Libc> {
     out
 }
 
+/// The TLS libraries a process may call `SSL_write` in: the usual libssl places inside its
+/// root, the libssl files its maps show, and its own executable (OpenSSL inside).
+pub(super) fn tls_files_of(pid: u32) -> Vec<Libc> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    let mapped = mapped_files(&maps, is_libssl_name);
+    let root = rooted::proc_root(pid);
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+    let exe = exe.as_ref().and_then(|p| p.to_str()).map(|p| p.trim_end_matches(" (deleted)").to_string());
+    let inside =
+        LIBSSL_CANDIDATES.iter().copied().chain(mapped.iter().map(String::as_str)).chain(exe.as_deref());
+    let mut out = files_in(&root, inside, Kind::Tls);
+    out.extend(files_in("", mapped.iter().map(String::as_str), Kind::Tls));
+    out
+}
+
+/// The TLS libraries at start-up: libssl and the Node.js executables, in the daemon's root and
+/// pid 1's.
+pub(super) fn tls_files() -> Vec<Libc> {
+    let wanted = || LIBSSL_CANDIDATES.iter().chain(TLS_EXE_CANDIDATES).copied();
+    let mut all = files_in("", wanted(), Kind::Tls);
+    all.extend(files_in(&rooted::proc_root(1), wanted(), Kind::Tls));
+    distinct(all, &mut HashSet::new())
+}
+
 /// The libc files at start-up: the daemon's own, and those of pid 1's root (the host's, when
 /// the daemon runs in a container with the host's PID namespace), plus configured ones (looked
 /// for in both).
@@ -106,16 +182,26 @@ pub(super) fn distinct(libcs: Vec<Libc>, known: &mut HashSet<(u64, u64)>) -> Vec
 
 /// Paths of libc files in a `/proc/<pid>/maps` text, each once.
 pub(super) fn mapped_libcs(maps: &str) -> Vec<String> {
+    mapped_files(maps, is_libc_name)
+}
+
+/// Paths of the files in a `/proc/<pid>/maps` text whose name `wanted` accepts, each once.
+fn mapped_files(maps: &str, wanted: fn(&str) -> bool) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for line in maps.lines() {
         // address perms offset dev inode path: the path is the sixth field (it may hold spaces).
         let Some(path) = line.splitn(6, char::is_whitespace).nth(5).map(str::trim_start) else { continue };
         let name = path.rsplit('/').next().unwrap_or("");
-        if path.starts_with('/') && is_libc_name(name) && !out.iter().any(|p| p == path) {
+        if path.starts_with('/') && wanted(name) && !out.iter().any(|p| p == path) {
             out.push(path.to_string());
         }
     }
     out
+}
+
+/// OpenSSL's `libssl.so.3`, `libssl.so.1.1`, `libssl.so`.
+fn is_libssl_name(name: &str) -> bool {
+    name == "libssl.so" || name.starts_with("libssl.so.")
 }
 
 /// glibc (`libc.so.6`, old `libc-2.31.so`) and musl (`ld-musl-<arch>.so.1`, `libc.musl-…`).
@@ -149,8 +235,36 @@ mod tests {
     }
 
     #[test]
+    fn libssl_paths_from_maps() {
+        let maps = "\
+7f1c2a400000-7f1c2a401000 r--p 00000000 fe:01 99                         /usr/lib/x86_64-linux-gnu/libcrypto.so.3
+7f1c2a400000-7f1c2a401000 r--p 00000000 fe:01 98                         /usr/lib/x86_64-linux-gnu/libssl.so.3
+7f1c2a400000-7f1c2a401000 r-xp 00001000 fe:01 98                         /usr/lib/x86_64-linux-gnu/libssl.so.3
+7f1c2a400000-7f1c2a401000 r--p 00000000 fe:01 97                         /opt/x/libssl3.so
+";
+        assert_eq!(mapped_files(maps, is_libssl_name), ["/usr/lib/x86_64-linux-gnu/libssl.so.3"]);
+    }
+
+    /// This host's libssl and its Node.js (a NodeSource build, OpenSSL inside) both export
+    /// the two functions; libc does not.
+    #[test]
+    fn finds_ssl_write_in_libssl_and_node() {
+        let files = tls_files();
+        let with = |name: &str| {
+            files.iter().filter(|f| f.path.to_string_lossy().contains(name)).any(|f| {
+                let offs = offsets(&f.path, TLS_PROBES).unwrap();
+                offs.len() == 2 && offs.iter().all(|(_, off)| *off > 0)
+            })
+        };
+        assert!(with("libssl.so"), "{files:?}");
+        assert!(with("node"), "{files:?}");
+        let libc = &libc_files(&[])[0];
+        assert!(offsets(&libc.path, TLS_PROBES).unwrap().is_empty());
+    }
+
+    #[test]
     fn one_probe_per_file() {
-        let l = |p: &str, ino| Libc { path: p.into(), key: (1, ino) };
+        let l = |p: &str, ino| Libc { path: p.into(), key: (1, ino), kind: Kind::Libc };
         let mut known = HashSet::new();
         let first =
             distinct(vec![l("/usr/lib/libc.so.6", 5), l("/proc/1/root/usr/lib/libc.so.6", 5)], &mut known);
