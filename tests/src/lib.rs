@@ -22,6 +22,7 @@ pub mod kube;
 pub mod net;
 pub mod observe;
 pub mod sockets;
+pub mod tls;
 
 /// Name under which `fsprobe` runs as a tracked assistant (see [`AGENT_CONFIG`]).
 pub const AGENT: &str = "aiwatch-test-agent";

@@ -92,7 +92,7 @@ impl Drop for Server {
     }
 }
 
-fn spawn_server(
+pub(crate) fn spawn_server(
     netns: Option<&Netns>,
     bind: &str,
     udp: bool,
@@ -141,7 +141,7 @@ impl Either {
 }
 
 /// Accepts connections until stopped, handing each to `handle` on this thread.
-fn accept_loop(sock: Either, stop: &AtomicBool, handle: impl Fn(TcpStream)) {
+pub(crate) fn accept_loop(sock: Either, stop: &AtomicBool, handle: impl Fn(TcpStream)) {
     let Either::Tcp(l) = sock else { unreachable!() };
     l.set_nonblocking(true).expect("nonblocking");
     while !stop.load(Ordering::Relaxed) {
@@ -156,7 +156,7 @@ fn accept_loop(sock: Either, stop: &AtomicBool, handle: impl Fn(TcpStream)) {
     }
 }
 
-fn read_head(s: &mut TcpStream) -> Vec<u8> {
+fn read_head(s: &mut impl Read) -> Vec<u8> {
     let mut buf = Vec::new();
     let mut b = [0u8; 4096];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 65536 {
@@ -362,39 +362,47 @@ pub fn llm_server(netns: Option<&Netns>, bind: &str) -> Server {
 pub fn llm_server_with_work(netns: Option<&Netns>, bind: &str, work: &'static [&'static str]) -> Server {
     spawn_server(netns, bind, false, move |sock, stop| {
         accept_loop(sock, stop, |mut s| {
-            let mut buf = read_head(&mut s);
-            let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n").map_or(buf.len(), |p| p + 4);
-            let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-            let len: usize = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string())
-                })
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            let mut b = [0u8; 65536];
-            while buf.len() < head_end + len {
-                match s.read(&mut b) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => buf.extend_from_slice(&b[..n]),
-                }
-            }
-            let body = String::from_utf8_lossy(&buf[head_end.min(buf.len())..]).replace(' ', "");
-            let first = head.lines().next().unwrap_or("");
-            let (ctype, answer) = llm_answer(first, &body, work);
-            let _ = s.write_all(
-                format!(
-                    "HTTP/1.1 {}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    if ctype.is_empty() { "404 Not Found" } else { "200 OK" },
-                    answer.len()
-                )
-                .as_bytes(),
-            );
-            if !first.starts_with("HEAD ") {
-                let _ = s.write_all(answer.as_bytes());
-            }
+            serve_llm(&mut s, work);
         })
     })
+}
+
+/// Reads one request from `s` (its head, then a body of its Content-Length) and answers it as
+/// [`llm_server_with_work`] does, closing the exchange (`Connection: close`). Any byte stream:
+/// a TCP connection, or the plaintext side of a TLS one ([`crate::tls`]). Returns the request as
+/// received (head and body), for mocks that keep what they were sent.
+pub(crate) fn serve_llm(s: &mut (impl Read + Write), work: &[&'static str]) -> Vec<u8> {
+    let mut buf = read_head(s);
+    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n").map_or(buf.len(), |p| p + 4);
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut b = [0u8; 65536];
+    while buf.len() < head_end + len {
+        match s.read(&mut b) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&b[..n]),
+        }
+    }
+    let body = String::from_utf8_lossy(&buf[head_end.min(buf.len())..]).replace(' ', "");
+    let first = head.lines().next().unwrap_or("");
+    let (ctype, answer) = llm_answer(first, &body, work);
+    let _ = s.write_all(
+        format!(
+            "HTTP/1.1 {}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            if ctype.is_empty() { "404 Not Found" } else { "200 OK" },
+            answer.len()
+        )
+        .as_bytes(),
+    );
+    if !first.starts_with("HEAD ") {
+        let _ = s.write_all(answer.as_bytes());
+    }
+    let _ = s.flush();
+    buf
 }
 
 /// The next command of `work` for a request that offers the shell tool named `tool` and already
