@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use integration_tests::{net::*, *};
+use integration_tests::{net::*, tls::*, *};
 use serde_json::Value;
 
 /// The config of a test's daemon: covert.js runs carrying the test's own `tag` (an argument it
@@ -19,28 +19,56 @@ fn config(tag: &str) -> String {
 const SECRET: &str = "sk-ant-api03-PLANTEDinTHEprompt";
 const KEY: &str = "sk-ant-api03-PLANTEDasTHEkey";
 
+/// How a test assistant reaches the mock API.
+#[derive(Clone, Copy, Debug)]
+enum Client {
+    /// covert.js over plain HTTP (`http://host:8080`).
+    NodeHttp,
+    /// covert.js over HTTPS (`https://host:8443`): the OpenSSL inside the Node binary.
+    NodeHttps,
+    /// covert.py over HTTPS: the interpreter's `_ssl`, the system's libssl.
+    PythonHttps,
+}
+
 /// Runs covert.js (as assistant `tag`) with `prompt` against the mock at `http://host:8080` (host mapped to the
 /// namespace's loopback), under `env`; returns the root pid.
 fn run_covert(tag: &str, host: &str, prompt: &str, env: &[(&str, &str)]) -> u32 {
+    run_client(Client::NodeHttp, tag, host, prompt, env)
+}
+
+/// Runs `client`'s test assistant (as assistant `tag`) with `prompt` against the mock for
+/// `host` (mapped to the namespace's loopback; over HTTPS with a CA of the test's own), under
+/// `env`; returns the root pid.
+fn run_client(client: Client, tag: &str, host: &str, prompt: &str, env: &[(&str, &str)]) -> u32 {
     let ns = Netns::with_hosts("mk", &[host]);
-    let _api = llm_server(Some(&ns), "127.0.0.1:8080");
     let dir = TempDir::new("markers");
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assistants/audit/covert.js");
+    let (program, script, base) = match client {
+        Client::NodeHttp => (NODE, "audit/covert.js", format!("http://{host}:8080")),
+        Client::NodeHttps => (NODE, "audit/covert.js", format!("https://{host}:8443")),
+        Client::PythonHttps => (PYTHON, "tls/covert.py", format!("https://{host}:8443")),
+    };
+    let (_plain, tls) = match client {
+        Client::NodeHttp => (Some(llm_server(Some(&ns), "127.0.0.1:8080")), None),
+        _ => (None, Some(llm_tls_server(Some(&ns), "127.0.0.1:8443", &[host]))),
+    };
+    let script = assistant(script);
     let out = dir.path("stdout");
-    let mut cmd = ns.command(std::path::Path::new("/usr/bin/node"), &[script.to_str().unwrap(), prompt, tag]);
+    let mut cmd = ns.command(std::path::Path::new(program), &[script.to_str().unwrap(), prompt, tag]);
     cmd.env_clear()
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .env("ANTHROPIC_BASE_URL", format!("http://{host}:8080"))
+        .env("ANTHROPIC_BASE_URL", base)
         .env("ANTHROPIC_API_KEY", KEY)
+        .envs(tls.iter().flat_map(|t| t.ca.env()))
         .envs(env.iter().copied())
         .stdin(std::process::Stdio::null())
         .stdout(std::fs::File::create(&out).unwrap())
         .stderr(std::process::Stdio::null());
     let mut g = spawn_cmd(&mut cmd);
     let pid = g.pid();
-    let status = g.wait(Duration::from_secs(30)).expect("covert.js did not finish (killed by pid on drop)");
-    assert!(status.success(), "covert.js failed: {status:?}");
-    assert_eq!(std::fs::read_to_string(out).unwrap_or_default().trim(), "ok");
+    let status =
+        g.wait(Duration::from_secs(30)).expect("the test assistant did not finish (killed by pid on drop)");
+    assert!(status.success(), "{client:?} failed: {status:?}");
+    assert_eq!(std::fs::read_to_string(out).unwrap_or_default().trim(), "ok", "{client:?}");
     pid
 }
 
@@ -180,4 +208,61 @@ fn a_request_over_the_budget_is_reported_incomplete() {
     assert_eq!(marker_list(&rec), [], "{rec}");
     let series = "aiwatch_prompt_requests_total{assistant=\"markers-budget\",outcome=\"incomplete\"}";
     assert_eq!(sensor.metric(series), Some(1.0), "{series}");
+}
+
+/// The incident's conditions again, over HTTPS: the request covert.js writes through the OpenSSL
+/// inside Node, and the one covert.py writes through the system's libssl, are seen at
+/// `SSL_write` and scanned (`transport: tls_openssl`), with the same markers at the same paths
+/// as over plain HTTP; the destination is the connection the request's Host names. Nothing of
+/// the text, the planted secret or the key appears anywhere.
+#[test]
+fn covert_markers_in_https_requests_through_openssl_are_found_exactly() {
+    let sensor = Sensor::start(&config("markers-tls"));
+    let prompt = format!("say ok {SECRET}");
+    let env = [("TZ", "Asia/Shanghai"), ("HTTPS_PROXY", "http://proxy.corp.example:3128")];
+    for client in [Client::NodeHttps, Client::PythonHttps] {
+        let root = run_client(client, "markers-tls", "dashscope.aliyuncs.com", &prompt, &env);
+        let rec = markers_of(&sensor, root);
+        assert_eq!(rec["request"]["transport"], "tls_openssl", "{client:?}: {rec}");
+        assert_eq!(rec["request"]["path"], "/v1/messages", "{client:?}: {rec}");
+        assert_eq!(rec["request"]["complete"], true, "{client:?}: {rec}");
+        assert_eq!(rec["destination"]["host"], "dashscope.aliyuncs.com", "{client:?}: {rec}");
+        assert_eq!(rec["destination"]["port"], 8443, "{client:?}: {rec}");
+        assert_eq!(rec["destination_class"], "llm_api", "{client:?}: {rec}");
+        let sys = vec!["$.system".to_string()];
+        assert_eq!(
+            marker_list(&rec),
+            [
+                ("quote_lookalike".to_string(), "U+2019".to_string(), sys.clone()),
+                ("invisible".to_string(), "U+200B".to_string(), sys.clone()),
+            ],
+            "{client:?}: {rec}"
+        );
+        assert_eq!(dates_of(&rec), ["YYYY/MM/DD"], "{client:?}: {rec}");
+        // One request, one record: a write OpenSSL did not take (the handshake still under
+        // way) is repeated by the caller, and must not count twice.
+        let n = sensor
+            .records()
+            .iter()
+            .filter(|r| r["type"] == "prompt_markers" && r["session"]["root_pid"] == root)
+            .count();
+        assert_eq!(n, 1, "{client:?}: {n} records for one request");
+    }
+    assert_nothing_leaked(&sensor);
+}
+
+/// Ordinary conditions over HTTPS, with multilingual text: no marker, an ISO date.
+#[test]
+fn an_ordinary_https_request_has_no_markers() {
+    let sensor = Sensor::start(&config("markers-tls-clean"));
+    let prompt = format!("say ok. Résumé über naïve Straße. 日本語の文章です。Обычный текст. {SECRET}");
+    for client in [Client::NodeHttps, Client::PythonHttps] {
+        let root = run_client(client, "markers-tls-clean", "api.mock-llm.test", &prompt, &[("TZ", "UTC")]);
+        let rec = markers_of(&sensor, root);
+        assert_eq!(rec["request"]["transport"], "tls_openssl", "{client:?}: {rec}");
+        assert_eq!(rec["request"]["complete"], true, "{client:?}: {rec}");
+        assert_eq!(marker_list(&rec), [], "{client:?}: {rec}");
+        assert_eq!(dates_of(&rec), ["YYYY-MM-DD"], "{client:?}: {rec}");
+    }
+    assert_nothing_leaked(&sensor);
 }
