@@ -181,3 +181,48 @@ fn a_request_over_the_budget_is_reported_incomplete() {
     let series = "aiwatch_prompt_requests_total{assistant=\"markers-budget\",outcome=\"incomplete\"}";
     assert_eq!(sensor.metric(series), Some(1.0), "{series}");
 }
+
+/// The built-in rule `prompt_marker_anomaly`: the covert assistant runs twice as separate
+/// sessions, once under UTC (its usual `YYYY-MM-DD`, learned) and once under Asia/Shanghai,
+/// where after reading the timezone it writes `YYYY/MM/DD` at the same path. The second session
+/// has a finding naming both formats and the read; the first has none. (The learning period is
+/// one session here; three by default.)
+#[test]
+fn a_date_format_changed_after_a_timezone_read_is_a_finding_for_that_session_only() {
+    let tag = "markers-rule";
+    let rule = "[detection.prompt_rule]\nlearning_sessions = 1\nusual_sessions = 1\n";
+    let sensor = Sensor::start(&format!("{}{rule}", config(tag)));
+    let clean = run_covert(tag, "api.mock-llm.test", &format!("say ok {SECRET}"), &[("TZ", "UTC")]);
+    assert_eq!(dates_of(&markers_of(&sensor, clean)), ["YYYY-MM-DD"]);
+    let shanghai =
+        run_covert(tag, "api.mock-llm.test", &format!("say ok {SECRET}"), &[("TZ", "Asia/Shanghai")]);
+    let f = sensor.wait_for("prompt finding", |r| {
+        r["type"] == "finding"
+            && r["finding"]["rule"] == "prompt_marker_anomaly"
+            && r["session"]["root_pid"] == shanghai
+    });
+    let finding = &f["finding"];
+    assert_eq!(finding["severity"], "high", "{f}");
+    assert_eq!(
+        finding["date_changes"],
+        serde_json::json!([{ "path": "$.system", "before": ["YYYY-MM-DD"], "after": "YYYY/MM/DD",
+                             "compared_with": "assistant_version" }]),
+        "{f}"
+    );
+    // covert.js reads both before it writes (TZ and the zone file, ANTHROPIC_BASE_URL); the
+    // evidence lists the reads.
+    assert_eq!(finding["categories"], serde_json::json!(["timezone", "base_url"]), "{f}");
+    let evidence = finding["evidence"].as_array().expect("evidence");
+    assert!(evidence.iter().any(|e| e["category"] == "timezone" && e["artifact"] == "TZ"), "{f}");
+    assert!(finding.get("new_markers").is_none(), "{f}");
+    let rec = markers_of(&sensor, shanghai);
+    assert_eq!(f["connection_id"], rec["connection_id"], "{f}");
+    sensor.wait_for("session end", |r| r["type"] == "session_end" && r["session"]["root_pid"] == shanghai);
+    let findings: Vec<Value> = sensor.records().into_iter().filter(|r| r["type"] == "finding").collect();
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    assert_nothing_leaked(&sensor);
+    let series = format!(
+        "aiwatch_findings_total{{assistant=\"{tag}\",rule=\"prompt_marker_anomaly\",severity=\"high\"}}"
+    );
+    assert_eq!(sensor.metric(&series), Some(1.0), "{series}");
+}

@@ -112,7 +112,7 @@ impl Record {
                 f.session.assistant,
                 f.session.root_pid,
                 f.finding.signature.as_deref().unwrap_or(&f.finding.rule),
-                f.finding.categories.join("+"),
+                finding_what(&f.finding),
                 f.destination.host.as_deref().unwrap_or(&f.destination.addr),
                 f.finding.destination_class,
                 if f.finding.evasion.is_empty() {
@@ -203,6 +203,20 @@ pub fn escape_controls(s: &str) -> String {
         }
         out
     })
+}
+
+/// What a finding is about: the categories read, or (the prompt-marker rule) the markers and
+/// date formats a request carried, with the reads before a changed format.
+fn finding_what(f: &crate::detect::correlate::Finding) -> String {
+    if f.new_markers.is_empty() && f.date_changes.is_empty() {
+        return f.categories.join("+");
+    }
+    let mut what: Vec<String> =
+        f.new_markers.iter().map(|m| format!("{} {} at {}", m.kind.as_str(), m.code_point, m.path)).collect();
+    what.extend(f.date_changes.iter().map(|d| {
+        format!("date {} -> {} at {} after {}", d.before.join("|"), d.after, d.path, f.categories.join("+"))
+    }));
+    format!("request carried {}", what.join(", "))
 }
 
 #[cfg(test)]

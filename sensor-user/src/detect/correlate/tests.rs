@@ -334,3 +334,48 @@ fn host_patterns() {
     assert!(!host_matches("*.anthropic.com", "evilanthropic.com"));
     assert!(host_matches("api.openai.com", "api.openai.com"));
 }
+
+#[test]
+fn prompt_rule_findings_name_the_reads_and_keep_to_the_rate_limit() {
+    let mut cfg = Config::default();
+    cfg.detection.prompt_rule.learning_sessions = 1;
+    cfg.detection.prompt_rule.usual_sessions = 1;
+    cfg.correlation.max_findings_per_minute = 1;
+    let mut c = correlator(&cfg);
+    let body = |s: &str| {
+        let json = serde_json::json!({ "system": s }).to_string();
+        crate::detect::markers::scan_json(json.as_bytes()).unwrap()
+    };
+    c.start_session(1, "a", Some("1.0".into()));
+    assert!(c.on_prompt(1, &body("Date 2026-11-30."), "llm_api", 1_000_000_000).is_none());
+    c.end_session(1);
+    c.start_session(2, "a", Some("1.0".into()));
+    c.add_signal(2, sig("timezone", "/usr/share/zoneinfo/Asia/Shanghai", true, 5));
+    c.add_signal(2, sig("host_identity", "/etc/machine-id", true, 5));
+    let Some(Outcome::Emit(f)) = c.on_prompt(2, &body("Date 2026/11/30."), "base_url", 6_000_000_000) else {
+        panic!("no finding")
+    };
+    assert_eq!(
+        (f.rule.as_str(), f.severity, f.destination_class.as_str()),
+        (prompt_rule::RULE, Severity::High, "base_url")
+    );
+    assert_eq!(f.categories, ["timezone"]);
+    assert_eq!(f.evidence.len(), 1);
+    assert_eq!(f.evidence[0].signal.artifact, "/usr/share/zoneinfo/Asia/Shanghai");
+    assert_eq!(f.evidence[0].ms_before_egress, 1000);
+    assert!(f.by_assistant);
+    assert_eq!(f.assistant_version.as_deref(), Some("1.0"));
+    let json = serde_json::to_value(&*f).unwrap();
+    assert_eq!(
+        json["date_changes"],
+        serde_json::json!([{ "path": "$.system", "before": ["YYYY-MM-DD"], "after": "YYYY/MM/DD",
+                             "compared_with": "assistant_version" }])
+    );
+    assert!(json.get("new_markers").is_none(), "{json}");
+    // Over the minute's limit: counted, not reported, so not de-duplicated either.
+    c.start_session(3, "a", Some("1.0".into()));
+    let quote = body("Today\u{2019}s date is 2026-11-30.");
+    assert!(matches!(c.on_prompt(3, &quote, "llm_api", 7_000_000_000), Some(Outcome::RateLimited)));
+    assert!(matches!(c.on_prompt(3, &quote, "llm_api", 61_000_000_000), Some(Outcome::Emit(_))));
+    assert!(matches!(c.on_prompt(3, &quote, "llm_api", 62_000_000_000), Some(Outcome::Duplicate)));
+}
