@@ -372,10 +372,52 @@ fn prompt_rule_findings_name_the_reads_and_keep_to_the_rate_limit() {
                              "compared_with": "assistant_version" }])
     );
     assert!(json.get("new_markers").is_none(), "{json}");
+    let o = crate::output::ocsf::to_ocsf(&prompt_finding_record(*f));
+    assert_eq!((o["class_uid"].as_u64(), o["severity_id"].as_u64()), (Some(2004), Some(4)));
+    assert_eq!(o["finding_info"]["types"], serde_json::json!(["Covert Prompt Content", prompt_rule::RULE]));
+    assert_eq!(o["finding_info"]["analytic"]["name"], prompt_rule::RULE);
+    let evidences = o["evidences"].as_array().expect("evidences");
+    assert!(evidences.iter().any(|e| e["data"]["after"] == "YYYY/MM/DD"), "{o}");
+    assert!(evidences.iter().any(|e| e["data"]["category"] == "timezone"), "{o}");
+    assert_eq!(o["unmapped"]["aiwatch"]["date_changes"], json["date_changes"]);
     // Over the minute's limit: counted, not reported, so not de-duplicated either.
     c.start_session(3, "a", Some("1.0".into()));
     let quote = body("Today\u{2019}s date is 2026-11-30.");
     assert!(matches!(c.on_prompt(3, &quote, "llm_api", 7_000_000_000), Some(Outcome::RateLimited)));
     assert!(matches!(c.on_prompt(3, &quote, "llm_api", 61_000_000_000), Some(Outcome::Emit(_))));
     assert!(matches!(c.on_prompt(3, &quote, "llm_api", 62_000_000_000), Some(Outcome::Duplicate)));
+}
+
+/// A finding as the pipeline wraps it, for its OCSF form.
+fn prompt_finding_record(finding: Finding) -> crate::output::report::Record {
+    use crate::output::report::{Body, FindingRecord, ProcessRef, Record, SessionRef};
+    let session = SessionRef { id: "s".into(), assistant: "a".into(), root_pid: 2, uid: 0 };
+    let process = ProcessRef {
+        pid: 2,
+        tid: 2,
+        ppid: 1,
+        uid: 0,
+        gid: 0,
+        comm: "node".into(),
+        exe: "/usr/bin/node".into(),
+        argv: Vec::new(),
+    };
+    let destination =
+        crate::detect::egress::Destination { host: None, addr: "127.0.0.1".into(), port: 8080, proxy: false };
+    let record = FindingRecord {
+        id: "c-prompt".into(),
+        session,
+        process,
+        reader: Reader::Assistant,
+        finding,
+        destination,
+        connection_id: "c".into(),
+    };
+    Record {
+        schema: crate::output::report::SCHEMA,
+        time: "2026-12-01T03:20:36Z".into(),
+        boot_ns: 6_000_000_000,
+        host: "h".into(),
+        body: Body::Finding(Box::new(record)),
+    }
 }
