@@ -231,4 +231,46 @@ mod tests {
             "a\\u{1b}[2J\\u{a}FAKE\\u{202e}b\\u{85}"
         );
     }
+    #[test]
+    fn a_prompt_finding_says_what_the_request_carried() {
+        use crate::detect::{
+            correlate::{Finding, Severity},
+            markers::MarkerKind,
+            prompt_rule::{DateChange, NewMarker},
+        };
+        let mut f = Finding {
+            rule: "prompt_marker_anomaly".into(),
+            severity: Severity::High,
+            description: String::new(),
+            destination_class: "llm_api".into(),
+            groups: Vec::new(),
+            categories: vec!["timezone".into()],
+            evidence: Vec::new(),
+            by_assistant: true,
+            evasion: Vec::new(),
+            signature: None,
+            assistant_version: None,
+            new_categories: Vec::new(),
+            new_markers: Vec::new(),
+            date_changes: Vec::new(),
+        };
+        assert_eq!(finding_what(&f), "timezone");
+        f.new_markers.push(NewMarker {
+            kind: MarkerKind::Invisible,
+            code_point: "U+200B".into(),
+            name: "ZERO WIDTH SPACE".into(),
+            path: "$.system".into(),
+            other_sessions: 0,
+        });
+        f.date_changes.push(DateChange {
+            path: "$.system".into(),
+            before: vec!["YYYY-MM-DD"],
+            after: "YYYY/MM/DD",
+            compared_with: "session",
+        });
+        assert_eq!(
+            finding_what(&f),
+            "request carried invisible U+200B at $.system, date YYYY-MM-DD -> YYYY/MM/DD at $.system after timezone"
+        );
+    }
 }

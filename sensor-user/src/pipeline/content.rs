@@ -41,7 +41,8 @@ fn skip(st: &State, pid: u32, s: Skipped) -> Option<Out> {
     Some(Out::PromptRequest { assistant: who.session.assistant.clone(), outcome })
 }
 
-/// The records of a scanned (or incomplete) request: its count, and its `prompt_markers`.
+/// The records of a scanned (or incomplete) request: its count, its `prompt_markers`, and the
+/// finding of the prompt-marker rule when it raises one.
 pub(super) fn report(st: &mut State, s: Scanned, boot_ns: u64) -> Vec<Out> {
     let finding = super::prompt_rule::finding(st, &s, boot_ns);
     let Some(who) = st.table.who(s.pid) else { return Vec::new() };
