@@ -59,6 +59,10 @@ fn run_client(client: Client, tag: &str, host: &str, prompt: &str, env: &[(&str,
         .env("ANTHROPIC_BASE_URL", base)
         .env("ANTHROPIC_API_KEY", KEY)
         .envs(tls.iter().flat_map(|t| t.ca.env()))
+        // The TLS copy needs the session's uprobes, attached on the daemon's worker tens of ms
+        // after exec under load: the request comes later, as a real assistant's does (its
+        // start-up takes seconds). A plain-HTTP request needs no uprobe.
+        .envs(tls.iter().map(|_| ("COVERT_DELAY_MS", "300")))
         .envs(env.iter().copied())
         .stdin(std::process::Stdio::null())
         .stdout(std::fs::File::create(&out).unwrap())
@@ -265,4 +269,56 @@ fn an_ordinary_https_request_has_no_markers() {
         assert_eq!(dates_of(&rec), ["YYYY-MM-DD"], "{client:?}: {rec}");
     }
     assert_nothing_leaked(&sensor);
+}
+
+/// The built-in rule `prompt_marker_anomaly`: the covert assistant runs twice as separate
+/// sessions, once under UTC (its usual `YYYY-MM-DD`, learned) and once under Asia/Shanghai,
+/// where after reading the timezone it writes `YYYY/MM/DD` at the same path. The second session
+/// has a finding naming both formats and the read; the first has none. (The learning period is
+/// one session here; three by default.)
+#[test]
+fn a_date_format_changed_after_a_timezone_read_is_a_finding_for_that_session_only() {
+    let tag = "markers-rule";
+    let rule = "[detection.prompt_rule]\nlearning_sessions = 1\nusual_sessions = 1\n";
+    let sensor = Sensor::start(&format!("{}{rule}", config(tag)));
+    let clean = run_covert(tag, "api.mock-llm.test", &format!("say ok {SECRET}"), &[("TZ", "UTC")]);
+    assert_eq!(dates_of(&markers_of(&sensor, clean)), ["YYYY-MM-DD"]);
+    let shanghai =
+        run_covert(tag, "api.mock-llm.test", &format!("say ok {SECRET}"), &[("TZ", "Asia/Shanghai")]);
+    let f = sensor.wait_for("prompt finding", |r| {
+        r["type"] == "finding"
+            && r["finding"]["rule"] == "prompt_marker_anomaly"
+            && r["session"]["root_pid"] == shanghai
+    });
+    let finding = &f["finding"];
+    assert_eq!(finding["severity"], "high", "{f}");
+    assert_eq!(
+        finding["date_changes"],
+        serde_json::json!([{ "path": "$.system", "before": ["YYYY-MM-DD"], "after": "YYYY/MM/DD",
+                             "compared_with": "assistant_version" }]),
+        "{f}"
+    );
+    // covert.js reads the zone file before it writes (a file read: always seen), and TZ and
+    // ANTHROPIC_BASE_URL (getenv: seen once the session's uprobes are attached, which under
+    // load can be after node's start-up reads); the evidence lists the reads.
+    let categories = finding["categories"].as_array().expect("categories");
+    assert!(categories.iter().any(|c| c == "timezone"), "{f}");
+    assert!(categories.iter().all(|c| c == "timezone" || c == "base_url"), "{f}");
+    let evidence = finding["evidence"].as_array().expect("evidence");
+    assert!(
+        evidence.iter().any(|e| e["category"] == "timezone"
+            && e["artifact"].as_str().is_some_and(|a| a.contains("zoneinfo/Asia/Shanghai"))),
+        "{f}"
+    );
+    assert!(finding.get("new_markers").is_none(), "{f}");
+    let rec = markers_of(&sensor, shanghai);
+    assert_eq!(f["connection_id"], rec["connection_id"], "{f}");
+    sensor.wait_for("session end", |r| r["type"] == "session_end" && r["session"]["root_pid"] == shanghai);
+    let findings: Vec<Value> = sensor.records().into_iter().filter(|r| r["type"] == "finding").collect();
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    assert_nothing_leaked(&sensor);
+    let series = format!(
+        "aiwatch_findings_total{{assistant=\"{tag}\",rule=\"prompt_marker_anomaly\",severity=\"high\"}}"
+    );
+    assert_eq!(sensor.metric(&series), Some(1.0), "{series}");
 }

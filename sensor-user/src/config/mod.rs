@@ -464,6 +464,12 @@ impl Config {
             check_category_name(origin, &format!("categories.{name}"), &name)?;
             cfg.categories.insert(name, patterns);
         }
+        let categories: Vec<&str> =
+            cfg.categories.keys().chain(cfg.variables.watch.keys()).map(String::as_str).collect();
+        cfg.detection
+            .prompt_rule
+            .check(&categories)
+            .map_err(|(field, why)| semantic(origin, &format!("detection.prompt_rule.{field}"), &why))?;
         Ok(cfg)
     }
 

@@ -138,3 +138,30 @@ fn output_detail_and_rollup_interval_are_validated() {
     let e = err("[output]\nrollup_interval = 1\n");
     assert!(e.starts_with("test.toml:2:19: output.rollup_interval:") && e.contains("10..=86400"), "{e}");
 }
+
+#[test]
+fn prompt_rule_is_on_by_default_and_its_values_are_checked() {
+    let d = Config::default().detection.prompt_rule;
+    assert!(d.enabled && d.learning_sessions == 3 && d.usual_sessions == 2, "{d:?}");
+    let cfg = Config::parse(
+        "[detection.prompt_rule]\nenabled = false\nusual_sessions = 5\ndate_reads = [\"locale\"]\n",
+        "x",
+    )
+    .unwrap();
+    let p = cfg.detection.prompt_rule;
+    assert!(!p.enabled && p.usual_sessions == 5 && p.date_reads == ["locale"], "{p:?}");
+    let e = err("[detection.prompt_rule]\nlearning_sessions = 0\n");
+    assert_eq!(e, "test.toml: detection.prompt_rule.learning_sessions: must be 1 to 100000 (sessions)");
+    let e = err("[detection.prompt_rule]\nusual_sessions = 0\n");
+    assert!(e.contains("detection.prompt_rule.usual_sessions"), "{e}");
+    let e = err("[detection.prompt_rule]\nmax_entries = 0\n");
+    assert!(e.contains("detection.prompt_rule.max_entries: must be 1 to 65536"), "{e}");
+    let e = err("[detection.prompt_rule]\ndate_reads = [\"timezone\", \"tz\"]\n");
+    assert_eq!(e, "test.toml: detection.prompt_rule.date_reads[1]: \"tz\" is not a category");
+    let e = err("[detection.prompt_rule]\ndate_reads = []\n");
+    assert!(e.contains("date_reads: must name at least one category"), "{e}");
+    let e = err("[detection.prompt_rule]\nmarker_severity = \"severe\"\n");
+    assert!(e.starts_with("test.toml:2:19: detection.prompt_rule.marker_severity:"), "{e}");
+    let e = err("[detection.prompt_rule]\nthreshold = 1\n");
+    assert!(e.contains("unknown field `threshold`"), "{e}");
+}

@@ -15,6 +15,8 @@ use crate::{
     detect::{
         baseline::Baseline,
         classify::Reader,
+        markers::RequestMarkers,
+        prompt_rule::{self, DateChange, NewMarker, PromptRule, SessionMarks, Verdict},
         signatures::{SessionFacts, Signature},
     },
 };
@@ -94,6 +96,12 @@ pub struct Finding {
     /// Categories its assistant and version do not usually read (rule `baseline_new_category`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub new_categories: Vec<String>,
+    /// Markers its assistant version's other sessions do not carry (rule `prompt_marker_anomaly`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub new_markers: Vec<NewMarker>,
+    /// Date formats that changed after a read of `categories` (rule `prompt_marker_anomaly`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub date_changes: Vec<DateChange>,
 }
 
 /// Destination classes from config: class → host patterns (`*.example.com` for subdomains).
@@ -208,6 +216,8 @@ struct SessionState {
     read: BTreeSet<String>,
     /// Watched variables set in the session's exec environments (bounded).
     env: BTreeSet<String>,
+    /// What its requests taught the prompt-marker rule, and were told.
+    prompt: SessionMarks,
 }
 
 /// Distinct categories and variable names a session keeps.
@@ -274,6 +284,8 @@ pub struct Correlator {
     pub signature_errors: u64,
     /// What each assistant and version usually reads on this host.
     pub baseline: Baseline,
+    /// What each assistant version's requests usually carry on this host.
+    pub prompt: PromptRule,
 }
 
 /// What became of a finding that matched.
@@ -310,6 +322,7 @@ impl Correlator {
                 cfg.detection.baseline_learning_sessions,
                 cfg.detection.baseline_max_entries as usize,
             ),
+            prompt: PromptRule::new(&cfg.detection.prompt_rule),
         };
         c.reconfigure(cfg);
         c
@@ -324,6 +337,7 @@ impl Correlator {
         self.per_minute = cfg.correlation.max_findings_per_minute;
         self.baseline.learning_sessions = cfg.detection.baseline_learning_sessions;
         self.baseline.max_entries = cfg.detection.baseline_max_entries as usize;
+        self.prompt.reconfigure(&cfg.detection.prompt_rule);
     }
 
     /// A session of `assistant` (at `version`, when known) started.
@@ -410,6 +424,45 @@ impl Correlator {
     }
 }
 
+impl Correlator {
+    /// A request of the session scanned whole, to a destination of `class`, at `ts_ns`: the
+    /// prompt-marker rule's finding (`detect::prompt_rule`), if it raises one; it is learned.
+    pub fn on_prompt(
+        &mut self,
+        root: u32,
+        found: &RequestMarkers,
+        class: &str,
+        ts_ns: u64,
+    ) -> Option<Outcome> {
+        let st = self.sessions.get_mut(&root)?;
+        let a = match self.prompt.check(&st.assistant, st.version.as_deref(), &mut st.prompt, found, &st.read)
+        {
+            Verdict::Nothing => return None,
+            Verdict::Duplicate => return Some(Outcome::Duplicate),
+            Verdict::Anomaly(a) => a,
+        };
+        if !admit(&mut self.minute, self.per_minute, ts_ns) {
+            return Some(Outcome::RateLimited);
+        }
+        st.prompt.reported(&a);
+        let description = a.description(&st.assistant, st.version.as_deref());
+        let mut f = finding(st, prompt_rule::RULE, a.severity, description, class);
+        // The reads before a changed date format are its evidence (within the window).
+        let window_ns = self.window_ns;
+        let hits = st
+            .signals
+            .iter()
+            .filter(|s| s.ts_ns <= ts_ns && ts_ns - s.ts_ns <= window_ns && a.reads.contains(&s.category));
+        f.by_assistant = hits.clone().any(|s| s.reader == Reader::Assistant);
+        f.evidence = evidence(hits, ts_ns);
+        let a = *a;
+        f.categories = a.reads;
+        f.new_markers = a.new_markers;
+        f.date_changes = a.date_changes;
+        Some(Outcome::Emit(Box::new(f)))
+    }
+}
+
 /// Whether the per-minute limit lets one more finding through (and counts it).
 fn admit(minute: &mut (u64, u32), per_minute: u32, ts_ns: u64) -> bool {
     let now = ts_ns / 60_000_000_000;
@@ -446,6 +499,8 @@ fn finding(st: &SessionState, rule: &str, severity: Severity, description: Strin
         signature: None,
         assistant_version: st.version.clone(),
         new_categories: Vec::new(),
+        new_markers: Vec::new(),
+        date_changes: Vec::new(),
     }
 }
 

@@ -9,6 +9,7 @@ pub mod egress;
 pub mod i386;
 pub mod markers;
 pub mod parsers;
+pub mod prompt_rule;
 pub mod redact;
 pub mod signatures;
 pub mod variables;

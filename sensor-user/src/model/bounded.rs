@@ -48,6 +48,15 @@ impl<K: Hash + Eq + Clone, V> Recent<K, V> {
         self.map.remove(&oldest).map(|(v, _)| (oldest, v))
     }
 
+    /// A new capacity (a reloaded config): entries past it are evicted, oldest first, and
+    /// counted.
+    pub fn set_cap(&mut self, cap: usize) {
+        self.cap = cap.max(1);
+        while self.map.len() > self.cap {
+            self.evict_oldest();
+        }
+    }
+
     pub fn remove(&mut self, k: &K) -> Option<V> {
         self.map.remove(k).map(|(v, _)| v)
     }

@@ -6,7 +6,7 @@ use std::{collections::HashMap, sync::Arc};
 use sensor_common::TrackState;
 
 use crate::{
-    config::{rules::RuleConfig, AssistantRule, Config},
+    config::Config,
     detect::{classify::Reader, variables::Variable},
     kernel::events::DecodeError,
     model::procs::{ProcTable, Session},
@@ -70,14 +70,14 @@ pub struct Emitter {
 
 impl Emitter {
     pub fn new(cfg: &Config, metrics: Arc<Metrics>, sink: SinkHandle, host: String) -> Self {
-        init_findings(&metrics, &cfg.assistants, &cfg.rules);
+        init_findings(&metrics, cfg);
         let rollup = Rollup::new(&cfg.output);
         Self { metrics, sink, host, clock: Clock::new(), live: HashMap::new(), rollup }
     }
 
     /// A reloaded config: its assistants' and rules' finding series exist from now on.
     pub fn reconfigure(&mut self, cfg: &Config) {
-        init_findings(&self.metrics, &cfg.assistants, &cfg.rules);
+        init_findings(&self.metrics, cfg);
     }
 
     /// Periodic rollups of long sessions.
@@ -258,6 +258,12 @@ impl Emitter {
         }
     }
 
+    /// The evictions of the prompt-marker rule's bounded histories: (assistant versions, keys).
+    pub fn prompt_evictions(&self, (histories, keys): (u64, u64)) {
+        self.metrics.set_evictions("prompt_histories", histories);
+        self.metrics.set_evictions("prompt_history_keys", keys);
+    }
+
     /// The evictions of the environment handlers' bounded state.
     pub fn env_evictions(&self, names: u64, processes: u64) {
         self.metrics.set_evictions("env_names", names);
@@ -303,14 +309,21 @@ impl Emitter {
 
 /// Every finding series exists from the start, at 0, so an alert on increase() sees the first
 /// finding.
-fn init_findings(metrics: &Metrics, assistants: &[AssistantRule], rules: &[RuleConfig]) {
-    use crate::detect::correlate::{Severity, BASELINE_RULE, SIGNATURE_RULE};
+fn init_findings(metrics: &Metrics, cfg: &Config) {
+    use crate::detect::{
+        correlate::{Severity, BASELINE_RULE, SIGNATURE_RULE},
+        prompt_rule::RULE as PROMPT_RULE,
+    };
     let tiers = [(BASELINE_RULE, Severity::Medium), (SIGNATURE_RULE, Severity::High)];
-    for a in assistants {
-        let of_rules = rules
+    let p = &cfg.detection.prompt_rule;
+    let prompt = [(PROMPT_RULE, p.marker_severity), (PROMPT_RULE, p.date_severity)];
+    let prompt = prompt.into_iter().filter(|_| p.enabled);
+    for a in &cfg.assistants {
+        let of_rules = cfg
+            .rules
             .iter()
             .flat_map(|r| [(r.name.as_str(), r.severity), (r.name.as_str(), r.descendant_severity)]);
-        for (rule, sev) in of_rules.chain(tiers) {
+        for (rule, sev) in of_rules.chain(tiers).chain(prompt.clone()) {
             metrics.findings.with_label_values(&[a.name.as_str(), rule, sev.label()]).inc_by(0);
         }
     }

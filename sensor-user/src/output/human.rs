@@ -112,7 +112,7 @@ impl Record {
                 f.session.assistant,
                 f.session.root_pid,
                 f.finding.signature.as_deref().unwrap_or(&f.finding.rule),
-                f.finding.categories.join("+"),
+                finding_what(&f.finding),
                 f.destination.host.as_deref().unwrap_or(&f.destination.addr),
                 f.finding.destination_class,
                 if f.finding.evasion.is_empty() {
@@ -205,6 +205,20 @@ pub fn escape_controls(s: &str) -> String {
     })
 }
 
+/// What a finding is about: the categories read, or (the prompt-marker rule) the markers and
+/// date formats a request carried, with the reads before a changed format.
+fn finding_what(f: &crate::detect::correlate::Finding) -> String {
+    if f.new_markers.is_empty() && f.date_changes.is_empty() {
+        return f.categories.join("+");
+    }
+    let mut what: Vec<String> =
+        f.new_markers.iter().map(|m| format!("{} {} at {}", m.kind.as_str(), m.code_point, m.path)).collect();
+    what.extend(f.date_changes.iter().map(|d| {
+        format!("date {} -> {} at {} after {}", d.before.join("|"), d.after, d.path, f.categories.join("+"))
+    }));
+    format!("request carried {}", what.join(", "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,6 +229,48 @@ mod tests {
         assert_eq!(
             escape_controls("a\x1b[2J\nFAKE\u{202e}b\u{85}"),
             "a\\u{1b}[2J\\u{a}FAKE\\u{202e}b\\u{85}"
+        );
+    }
+    #[test]
+    fn a_prompt_finding_says_what_the_request_carried() {
+        use crate::detect::{
+            correlate::{Finding, Severity},
+            markers::MarkerKind,
+            prompt_rule::{DateChange, NewMarker},
+        };
+        let mut f = Finding {
+            rule: "prompt_marker_anomaly".into(),
+            severity: Severity::High,
+            description: String::new(),
+            destination_class: "llm_api".into(),
+            groups: Vec::new(),
+            categories: vec!["timezone".into()],
+            evidence: Vec::new(),
+            by_assistant: true,
+            evasion: Vec::new(),
+            signature: None,
+            assistant_version: None,
+            new_categories: Vec::new(),
+            new_markers: Vec::new(),
+            date_changes: Vec::new(),
+        };
+        assert_eq!(finding_what(&f), "timezone");
+        f.new_markers.push(NewMarker {
+            kind: MarkerKind::Invisible,
+            code_point: "U+200B".into(),
+            name: "ZERO WIDTH SPACE".into(),
+            path: "$.system".into(),
+            other_sessions: 0,
+        });
+        f.date_changes.push(DateChange {
+            path: "$.system".into(),
+            before: vec!["YYYY-MM-DD"],
+            after: "YYYY/MM/DD",
+            compared_with: "session",
+        });
+        assert_eq!(
+            finding_what(&f),
+            "request carried invisible U+200B at $.system, date YYYY-MM-DD -> YYYY/MM/DD at $.system after timezone"
         );
     }
 }

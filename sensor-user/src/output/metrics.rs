@@ -282,7 +282,7 @@ impl Metrics {
             state_evictions: counter_vec(
                 &r,
                 "aiwatch_state_evictions_total",
-                "Entries dropped from the daemon's bounded per-process and per-session state, by structure (process_fds, env_names, env_processes, getenv_queue, getenv_coverage, getenv_perf_fds).",
+                "Entries dropped from the daemon's bounded per-process and per-session state, by structure (process_fds, env_names, env_processes, getenv_queue, getenv_coverage, getenv_perf_fds, prompt_histories, prompt_history_keys).",
                 &["structure"],
             )?,
             reconcile_passes: counter(

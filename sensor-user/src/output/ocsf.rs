@@ -367,10 +367,13 @@ fn finding(r: &Record, f: &FindingRecord) -> Map<String, Value> {
     if let (Some(a), Some(t)) = (analytic.as_object_mut(), analytic_type.as_object()) {
         a.extend(t.clone());
     }
+    // The prompt-marker rule is about what a request carries, not what the session read.
+    let prompt = f.finding.rule == crate::detect::prompt_rule::RULE;
+    let kind = if prompt { "Covert Prompt Content" } else { "Host Fingerprinting" };
     m.insert(
         "finding_info".into(),
         json!({ "uid": f.id, "title": name, "desc": f.finding.description,
-                "types": ["Host Fingerprinting", f.finding.rule], "analytic": analytic }),
+                "types": [kind, f.finding.rule], "analytic": analytic }),
     );
     let mut evidences: Vec<Value> = f
         .finding
@@ -379,6 +382,8 @@ fn finding(r: &Record, f: &FindingRecord) -> Map<String, Value> {
         .map(|e| json!({ "process": { "pid": e.signal.pid }, "data": { "kind": e.signal.kind, "category": e.signal.category,
                           "artifact": e.signal.artifact, "reader": e.signal.reader, "ms_before_egress": e.ms_before_egress } }))
         .collect();
+    evidences.extend(f.finding.new_markers.iter().map(|n| json!({ "data": n })));
+    evidences.extend(f.finding.date_changes.iter().map(|d| json!({ "data": d })));
     evidences.push(json!({ "dst_endpoint": { "hostname": f.destination.host, "ip": f.destination.addr, "port": f.destination.port } }));
     m.insert("evidences".into(), Value::Array(evidences));
     m.insert("actor".into(), actor(&f.process, &f.session));
@@ -390,6 +395,7 @@ fn finding(r: &Record, f: &FindingRecord) -> Map<String, Value> {
                 "groups": f.finding.groups, "categories": f.finding.categories, "connection_id": f.connection_id,
                 "evasion": f.finding.evasion, "rule": f.finding.rule, "signature": f.finding.signature,
                 "assistant_version": f.finding.assistant_version, "new_categories": f.finding.new_categories,
+                "new_markers": f.finding.new_markers, "date_changes": f.finding.date_changes,
                 "by_assistant": f.finding.by_assistant }),
     );
     m

@@ -56,8 +56,10 @@ fn skip(st: &State, pid: u32, s: Skipped) -> Option<Out> {
     Some(Out::PromptRequest { assistant: who.session.assistant.clone(), outcome })
 }
 
-/// The records of a scanned (or incomplete) request: its count, and its `prompt_markers`.
-pub(super) fn report(st: &State, s: Scanned, boot_ns: u64) -> Vec<Out> {
+/// The records of a scanned (or incomplete) request: its count, its `prompt_markers`, and the
+/// finding of the prompt-marker rule when it raises one.
+pub(super) fn report(st: &mut State, s: Scanned, boot_ns: u64) -> Vec<Out> {
+    let finding = super::prompt_rule::finding(st, &s, boot_ns);
     let Some(who) = st.table.who(s.pid) else { return Vec::new() };
     let outcome = match (&s.error, s.request.complete) {
         (None, _) => "scanned",
@@ -75,8 +77,10 @@ pub(super) fn report(st: &State, s: Scanned, boot_ns: u64) -> Vec<Out> {
         found: s.found,
         error: s.error,
     };
-    vec![
+    let mut out = vec![
         Out::PromptRequest { assistant: who.session.assistant.clone(), outcome },
         Out::record(boot_ns, Body::PromptMarkers(Box::new(record))),
-    ]
+    ];
+    out.extend(finding);
+    out
 }

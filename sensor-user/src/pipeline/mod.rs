@@ -12,6 +12,7 @@ mod host;
 mod interfaces;
 mod net;
 mod process;
+mod prompt_rule;
 mod reconcile;
 mod state;
 
@@ -118,6 +119,7 @@ impl Pipeline {
         let (names, processes) = self.state.env_seen.evictions();
         self.emitter.env_evictions(names, processes);
         let c = &self.state.correlator;
+        self.emitter.prompt_evictions(c.prompt.evictions());
         self.emitter.detection_errors(c.signature_errors, c.baseline.errors);
     }
 

@@ -29,24 +29,29 @@ const body = JSON.stringify({
   messages: [{ role: 'user', content: process.argv[2] || 'say ok' }],
 });
 // A plain-HTTP base URL (a gateway inside the network) is honoured, as real CLIs do.
-const client = base.protocol === 'http:' ? http : https;
-const req = client.request({
-  host: base.hostname,
-  port: base.port || (base.protocol === 'http:' ? 80 : 443),
-  path: '/v1/messages',
-  method: 'POST',
-  headers: {
-    'content-type': 'application/json',
-    'x-api-key': process.env.ANTHROPIC_API_KEY || '',
-    'anthropic-version': '2023-06-01',
-  },
-}, (res) => {
-  let out = '';
-  res.on('data', (c) => { out += c; });
-  res.on('end', () => {
-    if (res.statusCode !== 200) { console.error(`HTTP ${res.statusCode}: ${out}`); process.exit(1); }
-    console.log(JSON.parse(out).content[0].text);
+// COVERT_DELAY_MS waits before the request, as a real assistant's start-up does (seconds): a
+// sensor attaches a session's uprobes a few, under load tens of, milliseconds after exec.
+function send() {
+  const client = base.protocol === 'http:' ? http : https;
+  const req = client.request({
+    host: base.hostname,
+    port: base.port || (base.protocol === 'http:' ? 80 : 443),
+    path: '/v1/messages',
+    method: 'POST',
+    headers: {
+      'content-type': 'application/json',
+      'x-api-key': process.env.ANTHROPIC_API_KEY || '',
+      'anthropic-version': '2023-06-01',
+    },
+  }, (res) => {
+    let out = '';
+    res.on('data', (c) => { out += c; });
+    res.on('end', () => {
+      if (res.statusCode !== 200) { console.error(`HTTP ${res.statusCode}: ${out}`); process.exit(1); }
+      console.log(JSON.parse(out).content[0].text);
+    });
   });
-});
-req.on('error', (e) => { console.error(String(e)); process.exit(1); });
-req.end(body);
+  req.on('error', (e) => { console.error(String(e)); process.exit(1); });
+  req.end(body);
+}
+setTimeout(send, Number(process.env.COVERT_DELAY_MS || 0));

@@ -12,6 +12,7 @@ import json
 import os
 import ssl
 import sys
+import time
 import urllib.parse
 
 ZONES = ['Asia/Shanghai', 'Asia/Urumqi', 'Asia/Hong_Kong']
@@ -35,6 +36,8 @@ def zone():
 
 
 def main():
+    # COVERT_DELAY_MS waits before the request, as covert.js does (a real assistant's start-up).
+    time.sleep(int(os.environ.get('COVERT_DELAY_MS') or 0) / 1000)
     base = urllib.parse.urlsplit(os.environ.get('ANTHROPIC_BASE_URL') or 'https://api.anthropic.com')
     proxy = any(os.environ.get(v) for v in PROXY_VARS)
 

@@ -334,3 +334,90 @@ fn host_patterns() {
     assert!(!host_matches("*.anthropic.com", "evilanthropic.com"));
     assert!(host_matches("api.openai.com", "api.openai.com"));
 }
+
+#[test]
+fn prompt_rule_findings_name_the_reads_and_keep_to_the_rate_limit() {
+    let mut cfg = Config::default();
+    cfg.detection.prompt_rule.learning_sessions = 1;
+    cfg.detection.prompt_rule.usual_sessions = 1;
+    cfg.correlation.max_findings_per_minute = 1;
+    let mut c = correlator(&cfg);
+    let body = |s: &str| {
+        let json = serde_json::json!({ "system": s }).to_string();
+        crate::detect::markers::scan_json(json.as_bytes()).unwrap()
+    };
+    c.start_session(1, "a", Some("1.0".into()));
+    assert!(c.on_prompt(1, &body("Date 2026-11-30."), "llm_api", 1_000_000_000).is_none());
+    c.end_session(1);
+    c.start_session(2, "a", Some("1.0".into()));
+    c.add_signal(2, sig("timezone", "/usr/share/zoneinfo/Asia/Shanghai", true, 5));
+    c.add_signal(2, sig("host_identity", "/etc/machine-id", true, 5));
+    let Some(Outcome::Emit(f)) = c.on_prompt(2, &body("Date 2026/11/30."), "base_url", 6_000_000_000) else {
+        panic!("no finding")
+    };
+    assert_eq!(
+        (f.rule.as_str(), f.severity, f.destination_class.as_str()),
+        (prompt_rule::RULE, Severity::High, "base_url")
+    );
+    assert_eq!(f.categories, ["timezone"]);
+    assert_eq!(f.evidence.len(), 1);
+    assert_eq!(f.evidence[0].signal.artifact, "/usr/share/zoneinfo/Asia/Shanghai");
+    assert_eq!(f.evidence[0].ms_before_egress, 1000);
+    assert!(f.by_assistant);
+    assert_eq!(f.assistant_version.as_deref(), Some("1.0"));
+    let json = serde_json::to_value(&*f).unwrap();
+    assert_eq!(
+        json["date_changes"],
+        serde_json::json!([{ "path": "$.system", "before": ["YYYY-MM-DD"], "after": "YYYY/MM/DD",
+                             "compared_with": "assistant_version" }])
+    );
+    assert!(json.get("new_markers").is_none(), "{json}");
+    let o = crate::output::ocsf::to_ocsf(&prompt_finding_record(*f));
+    assert_eq!((o["class_uid"].as_u64(), o["severity_id"].as_u64()), (Some(2004), Some(4)));
+    assert_eq!(o["finding_info"]["types"], serde_json::json!(["Covert Prompt Content", prompt_rule::RULE]));
+    assert_eq!(o["finding_info"]["analytic"]["name"], prompt_rule::RULE);
+    let evidences = o["evidences"].as_array().expect("evidences");
+    assert!(evidences.iter().any(|e| e["data"]["after"] == "YYYY/MM/DD"), "{o}");
+    assert!(evidences.iter().any(|e| e["data"]["category"] == "timezone"), "{o}");
+    assert_eq!(o["unmapped"]["aiwatch"]["date_changes"], json["date_changes"]);
+    // Over the minute's limit: counted, not reported, so not de-duplicated either.
+    c.start_session(3, "a", Some("1.0".into()));
+    let quote = body("Today\u{2019}s date is 2026-11-30.");
+    assert!(matches!(c.on_prompt(3, &quote, "llm_api", 7_000_000_000), Some(Outcome::RateLimited)));
+    assert!(matches!(c.on_prompt(3, &quote, "llm_api", 61_000_000_000), Some(Outcome::Emit(_))));
+    assert!(matches!(c.on_prompt(3, &quote, "llm_api", 62_000_000_000), Some(Outcome::Duplicate)));
+}
+
+/// A finding as the pipeline wraps it, for its OCSF form.
+fn prompt_finding_record(finding: Finding) -> crate::output::report::Record {
+    use crate::output::report::{Body, FindingRecord, ProcessRef, Record, SessionRef};
+    let session = SessionRef { id: "s".into(), assistant: "a".into(), root_pid: 2, uid: 0 };
+    let process = ProcessRef {
+        pid: 2,
+        tid: 2,
+        ppid: 1,
+        uid: 0,
+        gid: 0,
+        comm: "node".into(),
+        exe: "/usr/bin/node".into(),
+        argv: Vec::new(),
+    };
+    let destination =
+        crate::detect::egress::Destination { host: None, addr: "127.0.0.1".into(), port: 8080, proxy: false };
+    let record = FindingRecord {
+        id: "c-prompt".into(),
+        session,
+        process,
+        reader: Reader::Assistant,
+        finding,
+        destination,
+        connection_id: "c".into(),
+    };
+    Record {
+        schema: crate::output::report::SCHEMA,
+        time: "2026-12-01T03:20:36Z".into(),
+        boot_ns: 6_000_000_000,
+        host: "h".into(),
+        body: Body::Finding(Box::new(record)),
+    }
+}

@@ -19,6 +19,7 @@ mod walk;
 use std::collections::BTreeSet;
 
 pub use dates::{DMY_DASH, DMY_DOT, NMY_SLASH, YMD_DASH, YMD_DOT, YMD_SLASH};
+pub use shape::pattern;
 
 /// Largest body scanned (the capture side bounds requests at about 1 MiB).
 pub const MAX_BODY: usize = 16 << 20;
