@@ -4,7 +4,7 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use integration_tests::{net::*, *};
+use integration_tests::{net::*, tls::*, *};
 use serde_json::Value;
 
 const MOCK_HOST: &str = "api.mock-llm.test";
@@ -33,6 +33,25 @@ fn run_session(
 ) -> (u32, String) {
     let ns = Netns::with_hosts("llm", &[MOCK_HOST]);
     let _api = llm_server_with_work(Some(&ns), "127.0.0.1:8080", work);
+    run_in(&ns, bin, args, env)
+}
+
+/// Runs `bin -p "say ok"` against the mock over HTTPS (`https://MOCK_HOST:8443`, a CA of the
+/// test's own, trusted through `NODE_EXTRA_CA_CERTS`); returns the root pid and stdout.
+fn run_over_https(bin: &str) -> (u32, String) {
+    let ns = Netns::with_hosts("llms", &[MOCK_HOST]);
+    let api = llm_tls_server(Some(&ns), "127.0.0.1:8443", &[MOCK_HOST]);
+    let base = format!("https://{MOCK_HOST}:8443");
+    let mut env: Vec<(&str, String)> = mock_env(bin)
+        .into_iter()
+        .map(|(k, v)| if k.ends_with("_BASE_URL") { (k, base.clone()) } else { (k, v) })
+        .collect();
+    env.push(("NODE_EXTRA_CA_CERTS", api.ca.ca_file.to_string_lossy().into_owned()));
+    run_in(&ns, &assistant_bin(bin), &["-p", "say ok"], &env)
+}
+
+/// Runs `bin ARGS` in `ns` with a fresh HOME and workspace.
+fn run_in(ns: &Netns, bin: &std::path::Path, args: &[&str], env: &[(&str, String)]) -> (u32, String) {
     let home = TempDir::new("home");
     std::fs::create_dir_all(home.path(".gemini")).unwrap();
     std::fs::write(
@@ -170,6 +189,45 @@ fn gemini_cli_end_to_end() {
             && r["session"]["root_pid"] == root
             && r["variable"] == "GOOGLE_GEMINI_BASE_URL"
     });
+}
+
+/// The real assistants against an HTTPS base URL: Gemini CLI runs on Node, whose OpenSSL (inside
+/// the NodeSource binary) is probed, so its request is scanned from `SSL_write`
+/// (`transport: tls_openssl`): complete, no marker, no date. Claude Code's native binary is
+/// Bun-compiled, with BoringSSL inside and no exported `SSL_write`: its request (it answers, so
+/// it was sent) is not visible, and no `prompt_markers` record claims otherwise.
+#[test]
+fn real_assistants_over_https_show_which_transport_makes_requests_visible() {
+    let sensor = Sensor::start("");
+    let (root, out) = run_over_https("gemini");
+    assert!(out.contains("ok"), "gemini answered {out:?}");
+    let rec = sensor.wait_for("gemini's model request over TLS", |r| {
+        r["type"] == "prompt_markers"
+            && r["session"]["root_pid"] == root
+            && r["request"]["path"].as_str().is_some_and(|p| p.ends_with(":streamGenerateContent"))
+    });
+    assert_eq!(rec["request"]["transport"], "tls_openssl", "{rec}");
+    assert_eq!(rec["request"]["complete"], true, "{rec}");
+    assert_eq!(rec["destination"]["host"], MOCK_HOST, "{rec}");
+    assert_eq!(rec["destination"]["port"], 8443, "{rec}");
+    assert_eq!(rec["markers"], serde_json::json!([]), "{rec}");
+    assert_eq!(rec["dates"], serde_json::json!([]), "{rec}");
+    assert!(!rec.to_string().contains("PLANTEDkey"), "{rec}");
+
+    let (root, out) = run_over_https("claude");
+    assert!(out.contains("ok"), "claude answered {out:?}");
+    sensor.wait_for("claude's connection to the base URL", |r| {
+        r["type"] == "connection_open"
+            && r["session"]["root_pid"] == root
+            && r["connection"]["remote_port"] == 8443
+    });
+    sensor.wait_for("session end", |r| r["type"] == "session_end" && r["session"]["root_pid"] == root);
+    let claimed: Vec<Value> = sensor
+        .records()
+        .into_iter()
+        .filter(|r| r["type"] == "prompt_markers" && r["session"]["root_pid"] == root)
+        .collect();
+    assert!(claimed.is_empty(), "a Bun/BoringSSL request reported as scanned: {claimed:?}");
 }
 
 /// Records of one session of `bin ARGS` at `detail`, with the mock having it run `work`: the
