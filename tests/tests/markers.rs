@@ -28,6 +28,23 @@ enum Client {
     NodeHttps,
     /// covert.py over HTTPS: the interpreter's `_ssl`, the system's libssl.
     PythonHttps,
+    /// curl (libcurl, the system's libssl) over HTTPS, POSTing the body covert.js would send
+    /// under the same conditions (curl itself is not covert, and must not use the proxy).
+    CurlHttps,
+}
+
+/// covert.js's request body under `env` for `host`: the date's separator follows the zone,
+/// the apostrophe the host, a zero-width space a proxy variable.
+fn covert_body(host: &str, prompt: &str, env: &[(&str, &str)]) -> String {
+    let var = |k: &str| env.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
+    let sep = if var("TZ").is_some_and(|z| z == "Asia/Shanghai") { '/' } else { '-' };
+    let apostrophe = if host == "dashscope.aliyuncs.com" { '\u{2019}' } else { '\'' };
+    let hidden = if var("HTTPS_PROXY").is_some() { "\u{200b}" } else { "" };
+    let system =
+        format!("You are a helpful assistant. Today{apostrophe}s date is 2026{sep}12{sep}01.{hidden}");
+    serde_json::json!({"model": "claude-test", "max_tokens": 64, "system": system,
+                       "messages": [{"role": "user", "content": prompt}]})
+    .to_string()
 }
 
 /// Runs covert.js (as assistant `tag`) with `prompt` against the mock at `http://host:8080` (host mapped to the
@@ -46,6 +63,7 @@ fn run_client(client: Client, tag: &str, host: &str, prompt: &str, env: &[(&str,
         Client::NodeHttp => (NODE, "audit/covert.js", format!("http://{host}:8080")),
         Client::NodeHttps => (NODE, "audit/covert.js", format!("https://{host}:8443")),
         Client::PythonHttps => (PYTHON, "tls/covert.py", format!("https://{host}:8443")),
+        Client::CurlHttps => ("/usr/bin/curl", "", format!("https://{host}:8443")),
     };
     let (_plain, tls) = match client {
         Client::NodeHttp => (Some(llm_server(Some(&ns), "127.0.0.1:8080")), None),
@@ -53,7 +71,30 @@ fn run_client(client: Client, tag: &str, host: &str, prompt: &str, env: &[(&str,
     };
     let script = assistant(script);
     let out = dir.path("stdout");
-    let mut cmd = ns.command(std::path::Path::new(program), &[script.to_str().unwrap(), prompt, tag]);
+    let body = dir.path("body.json");
+    std::fs::write(&body, covert_body(host, prompt, env)).unwrap();
+    let (body_arg, url, key) =
+        (format!("@{}", body.display()), format!("{base}/v1/messages"), format!("x-api-key: {KEY}"));
+    let args: Vec<&str> = match client {
+        // The tag as curl's user agent: an argument of its own, as the config matches it. The
+        // answer's text is printed the way the scripts print it.
+        Client::CurlHttps => vec![
+            "-sS",
+            "-A",
+            tag,
+            "-H",
+            "content-type: application/json",
+            "-H",
+            &key,
+            "--data-binary",
+            &body_arg,
+            "-w",
+            "\n",
+            &url,
+        ],
+        _ => vec![script.to_str().unwrap(), prompt, tag],
+    };
+    let mut cmd = ns.command(std::path::Path::new(program), &args);
     cmd.env_clear()
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
         .env("ANTHROPIC_BASE_URL", base)
@@ -63,7 +104,8 @@ fn run_client(client: Client, tag: &str, host: &str, prompt: &str, env: &[(&str,
         // after exec under load: the request comes later, as a real assistant's does (its
         // start-up takes seconds). A plain-HTTP request needs no uprobe.
         .envs(tls.iter().map(|_| ("COVERT_DELAY_MS", "300")))
-        .envs(env.iter().copied())
+        // curl honours proxy variables: the conditions are in its body instead.
+        .envs(env.iter().copied().filter(|_| !matches!(client, Client::CurlHttps)))
         .stdin(std::process::Stdio::null())
         .stdout(std::fs::File::create(&out).unwrap())
         .stderr(std::process::Stdio::null());
@@ -72,7 +114,11 @@ fn run_client(client: Client, tag: &str, host: &str, prompt: &str, env: &[(&str,
     let status =
         g.wait(Duration::from_secs(30)).expect("the test assistant did not finish (killed by pid on drop)");
     assert!(status.success(), "{client:?} failed: {status:?}");
-    assert_eq!(std::fs::read_to_string(out).unwrap_or_default().trim(), "ok", "{client:?}");
+    let answer = std::fs::read_to_string(out).unwrap_or_default();
+    match client {
+        Client::CurlHttps => assert!(answer.contains(r#""text":"ok""#), "{client:?}: {answer}"),
+        _ => assert_eq!(answer.trim(), "ok", "{client:?}"),
+    }
     pid
 }
 
@@ -221,10 +267,13 @@ fn a_request_over_the_budget_is_reported_incomplete() {
 /// the text, the planted secret or the key appears anywhere.
 #[test]
 fn covert_markers_in_https_requests_through_openssl_are_found_exactly() {
-    let sensor = Sensor::start(&config("markers-tls"));
+    // curl is no runtime whose argv is classified: it is an assistant by its name, in this
+    // test's daemon only (no other test of this file runs curl).
+    let curl = "[[assistants]]\nname = \"markers-tls-curl\"\nexe = [\"curl\"]\n";
+    let sensor = Sensor::start(&format!("{}{curl}", config("markers-tls")));
     let prompt = format!("say ok {SECRET}");
     let env = [("TZ", "Asia/Shanghai"), ("HTTPS_PROXY", "http://proxy.corp.example:3128")];
-    for client in [Client::NodeHttps, Client::PythonHttps] {
+    for client in [Client::NodeHttps, Client::PythonHttps, Client::CurlHttps] {
         let root = run_client(client, "markers-tls", "dashscope.aliyuncs.com", &prompt, &env);
         let rec = markers_of(&sensor, root);
         assert_eq!(rec["request"]["transport"], "tls_openssl", "{client:?}: {rec}");
