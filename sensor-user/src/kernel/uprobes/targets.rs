@@ -152,7 +152,10 @@ pub(super) fn tls_files_of(pid: u32) -> Vec<Libc> {
     let inside =
         LIBSSL_CANDIDATES.iter().copied().chain(mapped.iter().map(String::as_str)).chain(exe.as_deref());
     let mut out = files_in(&root, inside, Kind::Tls);
-    out.extend(files_in("", mapped.iter().map(String::as_str), Kind::Tls));
+    // As the daemon sees them too: /proc/<pid>/exe and maps give paths in the reader's view,
+    // which is where the file is when the process's root is not below the daemon's (a tree
+    // switched to, or pivoted into, after the daemon started).
+    out.extend(files_in("", mapped.iter().map(String::as_str).chain(exe.as_deref()), Kind::Tls));
     out
 }
 
