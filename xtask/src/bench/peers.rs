@@ -250,6 +250,13 @@ pub struct Audit {
 impl Audit {
     /// Starts auditd on `cpu` unless it runs (with its log under `work`), and adds the watches.
     pub fn start(cpu: usize, work: &Path) -> anyhow::Result<Self> {
+        // Read before auditd starts: it turns auditing on as it starts, and leaves it on.
+        let mut restore = Vec::new();
+        for (arg, field) in
+            [("-e", "enabled"), ("-b", "backlog_limit"), ("--backlog_wait_time", "backlog_wait_time")]
+        {
+            restore.extend([arg.to_string(), audit_status(field)?]);
+        }
         let system = std::fs::read_to_string("/etc/audit/auditd.conf").unwrap_or_default();
         let (mut log, mut own_log, mut started) = (log_file_of(&system), false, false);
         if auditd_pid().is_none() {
@@ -268,12 +275,6 @@ impl Audit {
             }
             (own_log, started) = (true, true);
             std::thread::sleep(Duration::from_millis(500));
-        }
-        let mut restore = Vec::new();
-        for (arg, field) in
-            [("-e", "enabled"), ("-b", "backlog_limit"), ("--backlog_wait_time", "backlog_wait_time")]
-        {
-            restore.extend([arg.to_string(), audit_status(field)?]);
         }
         // Made before the rules so that an error from here on still stops what was started.
         let me = Self { started, log, own_log, restore, watches: audit_watches() };
