@@ -74,6 +74,20 @@ enum Cmd {
         /// Length of the soak at load (memory growth, detection latency).
         #[arg(long, default_value_t = 600)]
         soak_seconds: u64,
+        /// Run only these parts (comma-separated) and write their sections to
+        /// target/bench/partial.md, leaving BENCHMARKS.md and bench/results.json alone.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<bench::Part>,
+        /// Only these overhead conditions (comma-separated; all by default).
+        #[arg(long, value_delimiter = ',')]
+        conditions: Vec<String>,
+        /// Only these overhead workloads (comma-separated; all by default).
+        #[arg(long, value_delimiter = ',')]
+        workloads: Vec<String>,
+        /// Processes added for the start-up scan measurement (with --only scan, a measurement for
+        /// each of a comma-separated list).
+        #[arg(long, value_delimiter = ',', default_value = "1000")]
+        scan_extra: Vec<u32>,
     },
     /// Run every fuzz target (or one) for a bounded time, with the seed corpora (installs
     /// cargo-fuzz if missing).
@@ -198,9 +212,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let bin = build()?;
             install::install(&bin, &prefix, destdir.as_deref())
         }
-        Cmd::Bench { pairs, soak_seconds } => {
+        Cmd::Bench { pairs, soak_seconds, only, conditions, workloads, scan_extra } => {
             require_root("cargo xtask bench")?;
-            bench::run(pairs, soak_seconds)
+            bench::run(bench::Options { pairs, soak_seconds, only, conditions, workloads, scan_extra })
         }
         Cmd::Image(args) => image::run(args),
         Cmd::Fuzz { seconds, target } => fuzz::run(seconds, target.as_deref()),

@@ -309,17 +309,28 @@ fn host_identity(cfg: &Config) -> (String, String) {
 fn initial_scan(pipeline: &mut Pipeline, maps: &mut Kernel, started: Instant) {
     let own = [std::process::id()];
     let scan_started = Instant::now();
+    let cpu_started = thread_cpu_us();
     let found = pipeline.scan(maps, &own);
     let scan_us = scan_started.elapsed().as_micros() as u64;
+    // The CPU the pass took, apart from the wait for a CPU on a busy host that its wall time
+    // includes.
+    let scan_cpu_us = thread_cpu_us().saturating_sub(cpu_started);
     let found = found + pipeline.scan(maps, &own);
     let processes = crate::model::procs::procfs::ProcSource::pids(&ProcFs).len();
     tracing::info!(
         found,
         processes,
         scan_us,
+        scan_cpu_us,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "start-up scan done; watching"
     );
+}
+
+/// CPU time of the calling thread, µs (0 if the clock cannot be read).
+fn thread_cpu_us() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map_or(0, |t| Duration::from(t).as_micros() as u64)
 }
 
 /// The 1 s housekeeping: kernel counters and map sizes, reconciliation when due, expiries,

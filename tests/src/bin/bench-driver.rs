@@ -37,6 +37,11 @@ fn op(workload: &str) -> Result<(), String> {
                 let fd = libc::openat(libc::AT_FDCWD, c("/etc/localtime").as_ptr(), libc::O_RDONLY);
                 libc::close(fd);
             }
+            // A regular file (/etc/localtime is a symbolic link on most systems).
+            "open_watched_regular" => {
+                let fd = libc::openat(libc::AT_FDCWD, c("/etc/machine-id").as_ptr(), libc::O_RDONLY);
+                libc::close(fd);
+            }
             "open_unwatched" => {
                 let fd = libc::openat(libc::AT_FDCWD, c("/etc/passwd").as_ptr(), libc::O_RDONLY);
                 libc::close(fd);

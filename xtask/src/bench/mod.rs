@@ -144,26 +144,92 @@ fn agent_config(extra: &str) -> String {
 }
 
 /// Throughput both ways, the scan, the soak.
-fn loads(env: &Env, soak_seconds: u64, started: Instant) -> anyhow::Result<Loads> {
+fn loads(env: &Env, opt: &Options, started: Instant) -> anyhow::Result<Loads> {
+    let soak_seconds = opt.soak_seconds;
     eprintln!("xtask: bench: throughput at stepped rates ({} s in)", started.elapsed().as_secs());
     let counted = load::throughput(env, load::Output::Counted)?;
     let json_file = load::throughput(env, load::Output::JsonFile)?;
     eprintln!("xtask: bench: /proc scan time ({} s in)", started.elapsed().as_secs());
-    // The scan is timed alone: without getenv probes, a start with 1,000 tracked processes does
-    // not also open (and at stop close) thousands of perf events, which the scan time excludes.
-    let scan_cfg = env.work.join("scan.toml");
-    std::fs::write(&scan_cfg, agent_config("[variables]\ngetenv_probes = \"off\"\n"))?;
-    let scan = scan::run(&env.bin, &env.untracked, &env.tracked, &scan_cfg, &env.work)?;
+    let scan = scan(env, opt.scan_extra.first().copied().unwrap_or(1000))?;
     eprintln!("xtask: bench: soak, {soak_seconds} s at {SOAK_RATE}/s ({} s in)", started.elapsed().as_secs());
     let soak = load::soak(env, SOAK_RATE, soak_seconds)?;
     Ok(Loads { throughput: [counted, json_file], scan, soak })
 }
 
-pub fn run(pairs: usize, soak_seconds: u64) -> anyhow::Result<()> {
+/// The start-up scan with `extra` more processes.
+fn scan(env: &Env, extra: u32) -> anyhow::Result<scan::Scan> {
+    // The scan is timed alone: without getenv probes, a start with 1,000 tracked processes does
+    // not also open (and at stop close) thousands of perf events, which the scan time excludes.
+    let scan_cfg = env.work.join("scan.toml");
+    std::fs::write(&scan_cfg, agent_config("[variables]\ngetenv_probes = \"off\"\n"))?;
+    scan::run(&env.bin, &env.untracked, &env.tracked, &scan_cfg, &env.work, extra)
+}
+
+/// Parts of the bench a partial run (`--only`) runs.
+#[derive(Clone, Copy, PartialEq, Debug, clap::ValueEnum)]
+pub enum Part {
+    Overhead,
+    Throughput,
+    Scan,
+}
+
+/// What `cargo xtask bench` was asked for.
+pub struct Options {
+    pub pairs: usize,
+    pub soak_seconds: u64,
+    /// Only these parts; their sections go to target/bench/partial.md, and BENCHMARKS.md and
+    /// bench/results.json are left alone. Everything when empty.
+    pub only: Vec<Part>,
+    /// Overhead conditions and workloads to run (all when empty).
+    pub conditions: Vec<String>,
+    pub workloads: Vec<String>,
+    /// Processes added for the scan measurement: the first in a full run, each in a partial one.
+    pub scan_extra: Vec<u32>,
+}
+
+/// The parts in `opt.only`, their sections written to target/bench/partial.md (and printed): a
+/// quicker look at one figure on a machine others share, which the full report is not.
+fn partial(opt: &Options) -> anyhow::Result<()> {
     let started = Instant::now();
     let env = prepare()?;
-    let overhead = overhead::rounds(&env, pairs)?;
-    let loads = loads(&env, soak_seconds, started)?;
+    let m = machine();
+    let mut md = format!(
+        "# Partial benchmark: {:?}\n\nBy `cargo xtask bench --only`; not the full report (BENCHMARKS.md). Machine: {} CPUs ({}), kernel {}.\n\n",
+        opt.only, m.cpus, m.cpu, m.kernel
+    );
+    if opt.only.contains(&Part::Overhead) {
+        let o = overhead::rounds(&env, opt.pairs, &opt.conditions, &opt.workloads)?;
+        md += &report::overhead_table(&o);
+        md += &report::peer_records(&o);
+        if !o.skipped.is_empty() {
+            md += &format!("Conditions not measured: {:?}\n\n", o.skipped);
+        }
+    }
+    if opt.only.contains(&Part::Throughput) {
+        for output in [load::Output::Counted, load::Output::JsonFile] {
+            md += &summary::throughput_section(&load::throughput(&env, output)?);
+        }
+    }
+    if opt.only.contains(&Part::Scan) {
+        for extra in &opt.scan_extra {
+            md += &summary::scan_section(&scan(&env, *extra)?);
+        }
+    }
+    md += &format!("\nTook {:.0} s.\n", started.elapsed().as_secs_f64());
+    std::fs::write(env.work.join("partial.md"), &md)?;
+    println!("{md}");
+    eprintln!("xtask: bench: wrote target/bench/partial.md");
+    Ok(())
+}
+
+pub fn run(opt: Options) -> anyhow::Result<()> {
+    if !opt.only.is_empty() {
+        return partial(&opt);
+    }
+    let started = Instant::now();
+    let env = prepare()?;
+    let overhead = overhead::rounds(&env, opt.pairs, &opt.conditions, &opt.workloads)?;
+    let loads = loads(&env, &opt, started)?;
     let run = Run {
         machine: machine(),
         overhead,

@@ -10,13 +10,16 @@ use super::{
     daemon::{pin, start_aiwatch, Stopper},
     median,
     observe::rss_kib,
-    peers::{start_bpftrace, Audit},
+    peers::{bpftrace_seen, start_bpftrace, Audit, Seen},
     Env,
 };
 
-/// (workload, iterations per measurement): about 0.1-0.3 s each on these VMs.
-pub const WORKLOADS: [(&str, u64); 11] = [
+/// (workload, iterations per measurement): about 0.1-0.3 s each on these VMs. `open_watched`
+/// opens `/etc/localtime`, a symbolic link to the zone file; `open_watched_regular` a regular
+/// watched file (`/etc/machine-id`).
+pub const WORKLOADS: [(&str, u64); 12] = [
     ("open_watched", 100_000),
+    ("open_watched_regular", 100_000),
     ("open_unwatched", 100_000),
     ("readlink", 100_000),
     ("stat", 100_000),
@@ -33,6 +36,29 @@ pub const WORKLOADS: [(&str, u64); 11] = [
 ];
 
 pub const CONDITIONS: [&str; 4] = ["aiwatch_untracked", "aiwatch_tracked", "bpftrace_filter", "auditd_watch"];
+
+/// The peers whose observations are counted.
+pub const PEERS: [&str; 2] = ["bpftrace_filter", "auditd_watch"];
+
+/// Whether `peer` must be shown to have observed `workload`: auditd's watches cover the files
+/// the opens and the readlink read; bpftrace's programs are on every syscall the workloads make
+/// but getpid (and getenv makes none).
+pub fn expected(peer: &str, workload: &str) -> bool {
+    match peer {
+        "auditd_watch" => matches!(workload, "open_watched" | "open_watched_regular" | "readlink"),
+        "bpftrace_filter" => !matches!(workload, "getpid" | "getenv"),
+        _ => false,
+    }
+}
+
+/// Operations a driver run of `n` does: its warm-up (a tenth of up to 1,000), then `n`.
+pub fn ops(n: u64) -> u64 {
+    n + n.min(1000) / 10
+}
+
+/// Operations of the run in which bpftrace's program runs are counted (not a measured run: the
+/// kernel's statistics are on).
+const BPFTRACE_COUNTED: u64 = 10_000;
 
 /// The baseline's name among the samples.
 pub const NONE: &str = "none";
@@ -76,11 +102,25 @@ pub struct Overhead {
     pub rss_idle_kib: Vec<f64>,
     /// Conditions that could not be started, and why.
     pub skipped: BTreeMap<&'static str, String>,
+    /// What each peer was shown to observe, per round: seen[peer][workload].
+    seen: BTreeMap<String, BTreeMap<String, Vec<Seen>>>,
+    /// The workloads measured: all of [`WORKLOADS`] unless a partial run chose some.
+    pub workloads: Vec<(&'static str, u64)>,
 }
 
 impl Overhead {
     pub fn new(pairs: usize) -> Self {
-        Self { pairs, ..Default::default() }
+        Self { pairs, workloads: WORKLOADS.to_vec(), ..Default::default() }
+    }
+
+    pub fn push_seen(&mut self, peer: &str, workload: &str, s: Seen) {
+        self.seen.entry(peer.into()).or_default().entry(workload.into()).or_default().push(s);
+    }
+
+    /// What `peer` was shown to observe of `workload`, over the rounds.
+    pub fn observed(&self, peer: &str, workload: &str) -> Observed {
+        let v = self.seen.get(peer).and_then(|m| m.get(workload)).map_or(&[][..], Vec::as_slice);
+        Observed::of(v)
     }
 
     pub fn push(&mut self, cond: &str, workload: &str, ns: f64) {
@@ -108,7 +148,7 @@ impl Overhead {
     /// cannot start is recorded as skipped.
     fn pair(&mut self, env: &Env, cond: &'static str) -> anyhow::Result<()> {
         let mut base = Vec::new();
-        for (w, n) in WORKLOADS {
+        for (w, n) in self.workloads.clone() {
             base.push(measure(&env.untracked, w, n, false)?);
         }
         let active = match self.start(env, cond) {
@@ -120,10 +160,24 @@ impl Overhead {
         };
         let tracked = cond == "aiwatch_tracked";
         let driver = if tracked { &env.tracked } else { &env.untracked };
-        for ((w, n), b) in WORKLOADS.iter().zip(base) {
+        for ((w, n), b) in self.workloads.clone().iter().zip(base) {
+            let mark = match &active {
+                Active::Audit(a) => Some(a.mark()?),
+                _ => None,
+            };
             let x = measure(driver, w, *n, tracked)?;
+            if let (Active::Audit(a), Some(m)) = (&active, mark) {
+                self.push_seen(cond, w, a.seen_since(&m, ops(*n))?);
+            }
             self.push(NONE, w, b);
             self.push(cond, w, x);
+        }
+        if let Active::Bpftrace(b) = &active {
+            for (w, n) in self.workloads.clone() {
+                let n = n.min(BPFTRACE_COUNTED);
+                let seen = bpftrace_seen(b.id(), ops(n), || measure(driver, w, n, false).map(drop))?;
+                self.push_seen(cond, w, seen);
+            }
         }
         drop(active);
         Ok(())
@@ -148,7 +202,7 @@ impl Overhead {
             "bpftrace_filter" => {
                 Active::Bpftrace(start_bpftrace(&env.work.join("bpftrace.log"), SENSOR_CPU)?)
             }
-            _ => Active::Audit(Audit::start(SENSOR_CPU)?),
+            _ => Active::Audit(Audit::start(SENSOR_CPU, &env.work)?),
         })
     }
 }
@@ -161,12 +215,69 @@ enum Active {
     Audit(Audit),
 }
 
-/// `pairs` interleaved rounds of every condition.
-pub fn rounds(env: &Env, pairs: usize) -> anyhow::Result<Overhead> {
+/// What a peer was shown to observe of a workload over the rounds.
+#[derive(Debug, Default, PartialEq)]
+pub struct Observed {
+    pub rounds: usize,
+    /// Totals over the rounds whose records were counted.
+    pub ops: u64,
+    pub records: u64,
+    pub lost: u64,
+    /// Rounds whose records could not be counted.
+    pub uncounted: usize,
+    /// The fewest records per operation in one round.
+    pub min_per_op: Option<f64>,
+}
+
+impl Observed {
+    fn of(v: &[Seen]) -> Self {
+        let mut o = Observed { rounds: v.len(), ..Default::default() };
+        for s in v {
+            o.lost += s.lost;
+            let Some(r) = s.records else {
+                o.uncounted += 1;
+                continue;
+            };
+            o.ops += s.ops;
+            o.records += r;
+            let per = r as f64 / s.ops.max(1) as f64;
+            o.min_per_op = Some(o.min_per_op.map_or(per, |m: f64| m.min(per)));
+        }
+        o
+    }
+
+    /// Shown to have observed every operation of every round (Some(false): some round showed
+    /// fewer records than operations; None: nothing was counted).
+    pub fn every_op(&self) -> Option<bool> {
+        (self.uncounted == 0).then_some(()).and(self.min_per_op).map(|m| m >= 1.0)
+    }
+}
+
+/// `pairs` interleaved rounds of every condition in `conditions` (all when empty) over the
+/// workloads named in `workloads` (all when empty).
+pub fn rounds(
+    env: &Env,
+    pairs: usize,
+    conditions: &[String],
+    workloads: &[String],
+) -> anyhow::Result<Overhead> {
     let mut o = Overhead::new(pairs);
+    for w in workloads {
+        if !WORKLOADS.iter().any(|(n, _)| n == w) {
+            bail!("no workload {w:?}");
+        }
+    }
+    for c in conditions {
+        if !CONDITIONS.contains(&c.as_str()) {
+            bail!("no condition {c:?}");
+        }
+    }
+    o.workloads.retain(|(w, _)| workloads.is_empty() || workloads.iter().any(|x| x == w));
     for round in 0..pairs {
         eprintln!("xtask: bench: round {} of {pairs}", round + 1);
-        for cond in CONDITIONS {
+        for cond in
+            CONDITIONS.into_iter().filter(|c| conditions.is_empty() || conditions.iter().any(|x| x == c))
+        {
             if !o.skipped.contains_key(cond) {
                 o.pair(env, cond)?;
             }
@@ -188,4 +299,22 @@ fn measure(driver: &Path, workload: &str, n: u64, tracked: bool) -> anyhow::Resu
         bail!("driver {workload}: {}", String::from_utf8_lossy(&out.stderr));
     }
     String::from_utf8_lossy(&out.stdout).trim().parse().context("driver output")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_op_needs_a_record_per_op_in_every_counted_round() {
+        let seen = |records| Seen { ops: 100, records, lost: 0 };
+        assert_eq!(Observed::of(&[]).every_op(), None);
+        let o = Observed::of(&[seen(Some(100)), seen(Some(410))]);
+        assert_eq!((o.ops, o.records, o.min_per_op, o.every_op()), (200, 510, Some(1.0), Some(true)));
+        assert_eq!(Observed::of(&[seen(Some(410)), seen(Some(99))]).every_op(), Some(false));
+        let o = Observed::of(&[seen(Some(100)), seen(None)]);
+        assert_eq!((o.uncounted, o.every_op()), (1, None));
+        assert_eq!(ops(100_000), 100_100);
+        assert_eq!(ops(300), 330);
+    }
 }

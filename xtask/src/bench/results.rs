@@ -8,7 +8,7 @@ use serde::{Serialize, Serializer};
 
 use super::{
     load::{Step, Throughput},
-    overhead::{CONDITIONS, WORKLOADS},
+    overhead::{expected, Overhead, CONDITIONS, PEERS, WORKLOADS},
     scan::Scan,
     Machine, Run,
 };
@@ -26,6 +26,55 @@ pub struct Results<'a> {
     throughput: Named<Rates<'a>>,
     soak: Soak<'a>,
     scan: ScanJson,
+    /// What each peer was shown to observe, by peer (`bpftrace_filter`, `auditd_watch`).
+    peer_records: Named<Vec<PeerRecords>>,
+}
+
+/// What one peer was shown to observe of one workload over the rounds: auditd's syscall records
+/// with the bench's key, bpftrace's program runs.
+#[derive(Serialize)]
+struct PeerRecords {
+    workload: &'static str,
+    /// The peer watches what the workload does: its figure counts only if `every_op`.
+    expected: bool,
+    rounds: usize,
+    operations: u64,
+    records: u64,
+    /// auditd: records the kernel lost meanwhile.
+    lost: u64,
+    /// Rounds whose records could not be counted.
+    uncounted_rounds: usize,
+    min_per_op: Option<f64>,
+    /// At least one record per operation in every round (null: nothing counted).
+    every_op: Option<bool>,
+}
+
+fn peer_records(o: &Overhead) -> Named<Vec<PeerRecords>> {
+    Named(
+        PEERS
+            .iter()
+            .map(|p| {
+                let rows = WORKLOADS
+                    .iter()
+                    .map(|(w, _)| {
+                        let s = o.observed(p, w);
+                        PeerRecords {
+                            workload: w,
+                            expected: expected(p, w),
+                            rounds: s.rounds,
+                            operations: s.ops,
+                            records: s.records,
+                            lost: s.lost,
+                            uncounted_rounds: s.uncounted,
+                            min_per_op: s.min_per_op.and_then(num),
+                            every_op: s.every_op(),
+                        }
+                    })
+                    .collect();
+                (*p, rows)
+            })
+            .collect(),
+    )
 }
 
 /// Serialized as a map, in this order.
@@ -112,6 +161,11 @@ struct ScanPoint {
     /// Not for the baseline.
     #[serde(skip_serializing_if = "Option::is_none")]
     us_per_1000: Option<Option<f64>>,
+    /// CPU time of the pass (the daemon's thread).
+    cpu_us: Option<f64>,
+    /// Not for the baseline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cpu_us_per_1000: Option<Option<f64>>,
 }
 
 /// `x` to two decimals; None (null) when it is not a number.
@@ -154,6 +208,7 @@ impl<'a> Results<'a> {
             throughput: Named(loads.throughput.iter().map(|t| (t.output.name(), rates(t))).collect()),
             soak: soak(run),
             scan: scan(&loads.scan),
+            peer_records: peer_records(o),
         }
     }
 
@@ -206,16 +261,14 @@ fn soak(run: &Run) -> Soak<'_> {
 }
 
 fn scan(sc: &Scan) -> ScanJson {
-    let point = |(processes, us): (u64, f64), per: Option<f64>| ScanPoint {
+    let point = |(processes, us): (u64, f64), i: usize| ScanPoint {
         processes,
         us: num(us),
-        us_per_1000: per.map(num),
+        us_per_1000: (i > 0).then(|| num(sc.per_thousand((processes, us)))),
+        cpu_us: num(sc.cpu[i]),
+        cpu_us_per_1000: (i > 0).then(|| num(sc.cpu_per_thousand(i))),
     };
-    ScanJson {
-        base: point(sc.base, None),
-        untracked: point(sc.untracked, Some(sc.per_thousand(sc.untracked))),
-        tracked: point(sc.tracked, Some(sc.per_thousand(sc.tracked))),
-    }
+    ScanJson { base: point(sc.base, 0), untracked: point(sc.untracked, 1), tracked: point(sc.tracked, 2) }
 }
 
 #[cfg(test)]

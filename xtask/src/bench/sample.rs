@@ -47,7 +47,13 @@ pub fn sample() -> Run {
         sessions: 30,
         findings: 30,
     };
-    let scan = Scan { base: (120, 900.0), untracked: (1120, 5_900.0), tracked: (1120, 9_900.0) };
+    let scan = Scan {
+        extra: 1000,
+        base: (120, 900.0),
+        untracked: (1120, 5_900.0),
+        tracked: (1120, 9_900.0),
+        cpu: [800.0, 3_800.0, 5_800.0],
+    };
     Run {
         machine: Machine {
             kernel: "6.18 x86_64".into(),

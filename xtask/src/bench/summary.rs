@@ -4,7 +4,7 @@
 use super::{
     load::{Output, Soak, Throughput, FINDING_EVERY, GEN_THREADS, RATES, RSS_EVERY, STEP_MS},
     report::{judged, row},
-    scan::{Scan, EXTRA, RUNS},
+    scan::{Scan, RUNS},
 };
 
 pub struct Loads {
@@ -164,7 +164,7 @@ fn throughput_target(t: &Throughput, want: u64) -> String {
     )
 }
 
-fn throughput_section(t: &Throughput) -> String {
+pub fn throughput_section(t: &Throughput) -> String {
     let mut out = format!(
         "### {}\n\n| rate/s | generated | achieved/s | received | kernel drops | sink drops | accounted exactly | lossless | daemon CPU µs/event |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
         match t.output {
@@ -196,13 +196,17 @@ fn throughput_section(t: &Throughput) -> String {
     )
 }
 
-fn scan_section(sc: &Scan) -> String {
+pub fn scan_section(sc: &Scan) -> String {
+    let extra = sc.extra;
     format!(
         "## Start-up /proc scan\n\n\
          The daemon logs how long its first /proc pass took and how many processes /proc listed. Median of\n\
-         {RUNS} starts each: {} processes in {:.0} µs; with {EXTRA} more untracked processes, {} in {:.0} µs\n\
-         (+{:.0} µs per 1,000 processes); with {EXTRA} more that descend from a tracked assistant, {} in\n\
-         {:.0} µs (+{:.0} µs per 1,000 processes; these are also added to the kernel's tracked map).\n",
+         {RUNS} starts each: {} processes in {:.0} µs; with {extra} more untracked processes, {} in {:.0} µs\n\
+         (+{:.0} µs per 1,000 processes); with {extra} more that descend from a tracked assistant, {} in\n\
+         {:.0} µs (+{:.0} µs per 1,000 processes; these are also added to the kernel's tracked map).\n\n\
+         The CPU time of the pass (the daemon's thread; the wall time above also counts waits for a CPU on a\n\
+         busy machine): {:.0} µs; {:.0} µs with the untracked processes (+{:.0} µs per 1,000); {:.0} µs with\n\
+         the tracked ones (+{:.0} µs per 1,000).\n",
         sc.base.0,
         sc.base.1,
         sc.untracked.0,
@@ -211,6 +215,11 @@ fn scan_section(sc: &Scan) -> String {
         sc.tracked.0,
         sc.tracked.1,
         sc.per_thousand(sc.tracked),
+        sc.cpu[0],
+        sc.cpu[1],
+        sc.cpu_per_thousand(1),
+        sc.cpu[2],
+        sc.cpu_per_thousand(2),
     )
 }
 

@@ -49,7 +49,8 @@ impl AssistantClassifier {
             .find(|a| !a.starts_with('-'))
             .filter(|_| self.is_runtime(exe_base) || self.is_runtime(file_base))
             .map(String::as_str);
-        let cmdline = p.argv.join(" ");
+        // Joined only for a rule with markers: the start-up scan classifies every process.
+        let cmdline = std::cell::OnceCell::new();
         self.rules
             .iter()
             .find(|r| {
@@ -63,7 +64,7 @@ impl AssistantClassifier {
                         || (p.filename.starts_with('/') && g.matches(p.filename))
                         || script.is_some_and(|s| s.starts_with('/') && g.matches(s))
                 }) || r.comms.iter().any(|c| c == p.comm)
-                    || r.markers.iter().any(|m| cmdline.contains(m.as_str()))
+                    || r.markers.iter().any(|m| cmdline.get_or_init(|| p.argv.join(" ")).contains(m.as_str()))
             })
             .map(|r| r.name.as_str())
     }

@@ -1,7 +1,7 @@
 //! What the daemon reads of a live process from `/proc` (behind a trait, so the process table
 //! can be tested without real processes).
 
-use std::fs;
+use std::{fmt::Write as _, fs, io::Read as _};
 
 /// A process as `/proc` shows it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -28,6 +28,19 @@ pub struct Live {
 
 pub trait ProcSource {
     fn info(&self, pid: u32) -> Option<ProcInfo>;
+    /// What classifying a process and placing it in the tree needs (comm, parent, start time,
+    /// exe, argv), for the start-up scan, which reads every process: `uid` is `u32::MAX` and
+    /// `cwd` `None` until [`Self::complete`] fills them in for the few that belong to a session.
+    fn classifiable(&self, pid: u32) -> Option<ProcInfo> {
+        self.info(pid)
+    }
+    /// Fills in the `uid` and `cwd` that [`Self::classifiable`] left out.
+    fn complete(&self, info: &mut ProcInfo) {
+        if let Some(i) = self.info(info.pid) {
+            info.uid = i.uid;
+            info.cwd = i.cwd;
+        }
+    }
     /// Parent and start time of a process that still runs: `None` once it is gone or a zombie.
     fn live(&self, pid: u32) -> Option<Live> {
         self.info(pid).map(|i| Live { ppid: i.ppid, start_ticks: i.start_ticks })
@@ -59,6 +72,48 @@ impl ProcSource for ProcFs {
             cwd: self.cwd(pid),
             start_ticks,
         })
+    }
+
+    /// Three reads instead of [`Self::info`]'s five, each one open, read and close into one
+    /// buffer (`fs::read` would also `statx` the file for a size hint `/proc` does not give).
+    fn classifiable(&self, pid: u32) -> Option<ProcInfo> {
+        let mut buf = Vec::with_capacity(1024);
+        let mut path = String::with_capacity(24);
+        let _ = write!(path, "/proc/{pid}/stat");
+        read_into(&path, &mut buf).ok()?;
+        let (comm, ppid, start_ticks) = parse_stat(&String::from_utf8_lossy(&buf))?;
+        path.truncate(path.len() - "stat".len());
+        path.push_str("exe");
+        let exe = fs::read_link(&path);
+        // No executable (a kernel thread, or a zombie): no memory either, so no command line.
+        let no_mm = exe.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
+        let argv = if no_mm {
+            Vec::new()
+        } else {
+            path.truncate(path.len() - "exe".len());
+            path.push_str("cmdline");
+            read_into(&path, &mut buf).map(|()| split_nul(&buf)).unwrap_or_default()
+        };
+        Some(ProcInfo {
+            pid,
+            ppid,
+            uid: u32::MAX,
+            comm,
+            exe: exe.ok().map(|t| deleted(&t.to_string_lossy())).unwrap_or_default(),
+            argv,
+            cwd: None,
+            start_ticks,
+        })
+    }
+
+    fn complete(&self, info: &mut ProcInfo) {
+        let pid = info.pid;
+        let mut buf = Vec::with_capacity(2048);
+        info.uid = read_into(&format!("/proc/{pid}/status"), &mut buf)
+            .ok()
+            .and_then(|()| parse_uid(&String::from_utf8_lossy(&buf)))
+            .unwrap_or(u32::MAX);
+        info.cwd = self.cwd(pid);
     }
 
     fn live(&self, pid: u32) -> Option<Live> {
@@ -100,10 +155,34 @@ impl ProcSource for Gone {
 }
 
 fn link(path: &str) -> Option<String> {
-    let target = fs::read_link(path).ok()?;
-    let s = target.to_string_lossy();
-    // A deleted executable or directory shows as "<path> (deleted)".
-    Some(s.strip_suffix(" (deleted)").unwrap_or(&s).to_string())
+    Some(deleted(&fs::read_link(path).ok()?.to_string_lossy()))
+}
+
+/// A link's target without the mark of a deleted executable or directory ("<path> (deleted)").
+fn deleted(target: &str) -> String {
+    target.strip_suffix(" (deleted)").unwrap_or(target).to_string()
+}
+
+/// The whole of a `/proc` file at `path` into `buf` (cleared first), in as few syscalls as it
+/// can be: not `read_to_end`, which on a `File` asks for the size (`statx`, `lseek`) `/proc` does
+/// not know, then reads until a read returns nothing. The files read here (`stat` and `status`,
+/// one record each, and `cmdline`) give everything they have left to a read with room for it, so
+/// a short read is their end (not so for a file of many records such as `maps`).
+fn read_into(path: &str, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    buf.clear();
+    let mut f = fs::File::open(path)?;
+    let mut chunk = [0u8; 4096];
+    loop {
+        match f.read(&mut chunk) {
+            Ok(n) if n < chunk.len() => {
+                buf.extend_from_slice(&chunk[..n]);
+                return Ok(());
+            }
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// comm, ppid and start time from `/proc/<pid>/stat` (comm may contain spaces and parentheses).
@@ -174,6 +253,44 @@ mod tests {
         assert_eq!(parse_live(&zombie), None);
         let leader = zombie.replace(" 20 0 1 0 ", " 20 0 2 0 ");
         assert_eq!(parse_live(&leader), Some(Live { ppid: 17, start_ticks: 987654 }));
+    }
+
+    #[test]
+    fn the_scans_reads_complete_are_what_info_reads() {
+        let me = std::process::id();
+        let mut brief = ProcFs.classifiable(me).expect("own /proc entry");
+        assert_eq!((brief.uid, brief.cwd.as_deref()), (u32::MAX, None));
+        ProcFs.complete(&mut brief);
+        assert_eq!(Some(brief), ProcFs.info(me));
+        // Kernel threads (kthreadd is 2 where /proc shows the host's processes): no executable,
+        // so no command line read.
+        if let (Some(mut k), Some(info)) = (ProcFs.classifiable(2), ProcFs.info(2)) {
+            assert!(k.exe.is_empty() && k.argv.is_empty(), "{k:?}");
+            ProcFs.complete(&mut k);
+            assert_eq!(k, info);
+        }
+    }
+
+    #[test]
+    fn a_proc_file_is_read_whole() {
+        let mut buf = Vec::new();
+        // A command line longer than one read's room: read on past a full one.
+        let long = "x".repeat(10_000);
+        let mut child = std::process::Command::new("sh").args(["-c", "sleep 5", &long]).spawn().unwrap();
+        // Until the exec has happened.
+        for _ in 0..200 {
+            read_into(&format!("/proc/{}/cmdline", child.id()), &mut buf).unwrap();
+            if buf.starts_with(b"sh\0") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(split_nul(&buf), ["sh", "-c", "sleep 5", long.as_str()]);
+        read_into("/proc/self/stat", &mut buf).unwrap();
+        assert!(parse_stat(&String::from_utf8_lossy(&buf)).is_some());
+        assert!(read_into("/proc/0/stat", &mut buf).is_err());
     }
 
     #[test]

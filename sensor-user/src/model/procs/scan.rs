@@ -21,12 +21,15 @@ pub struct Scanned {
 
 /// Every running process that belongs to a session, roots first. A process under an assistant
 /// belongs to the outermost assistant above it, as it would had it been followed live.
+///
+/// Every process is read only as far as classifying it and placing it in the tree needs
+/// ([`ProcSource::classifiable`]); the rest is read for the processes found.
 pub fn scan(src: &dyn ProcSource, classifier: &AssistantClassifier, ignore: &[u32]) -> Vec<Scanned> {
     let infos: HashMap<u32, _> = src
         .pids()
         .into_iter()
         .filter(|p| !ignore.contains(p))
-        .filter_map(|pid| Some((pid, src.info(pid)?)))
+        .filter_map(|pid| Some((pid, src.classifiable(pid)?)))
         .collect();
     let direct: HashMap<u32, String> = infos
         .values()
@@ -54,8 +57,10 @@ pub fn scan(src: &dyn ProcSource, classifier: &AssistantClassifier, ignore: &[u3
             let root = root_of(i.pid)?;
             let is_root = root == i.pid;
             let role = if is_root { TrackState::Assistant } else { TrackState::Descendant };
+            let mut i = i.clone();
+            src.complete(&mut i);
             Some(Scanned {
-                proc: proc_of(i, role, root),
+                proc: proc_of(&i, role, root),
                 assistant: is_root.then(|| direct[&i.pid].clone()),
                 start_ns: ticks_to_ns(i.start_ticks),
             })
@@ -92,6 +97,10 @@ mod tests {
     impl ProcSource for Fake {
         fn info(&self, pid: u32) -> Option<ProcInfo> {
             self.0.iter().find(|i| i.pid == pid).cloned()
+        }
+        /// As ProcFs: no uid and cwd until completed.
+        fn classifiable(&self, pid: u32) -> Option<ProcInfo> {
+            self.info(pid).map(|i| ProcInfo { uid: u32::MAX, cwd: None, ..i })
         }
         fn cwd(&self, _: u32) -> Option<String> {
             None
@@ -144,6 +153,10 @@ mod tests {
             assert_eq!(by_pid[&pid].proc.session, 200);
         }
         assert!(!by_pid.contains_key(&300) && !by_pid.contains_key(&100));
+        // What was left out for classifying is read for the processes found.
+        for s in &found {
+            assert_eq!((s.proc.uid, s.proc.cwd.as_deref()), (1000, Some("/")), "{s:?}");
+        }
         // Roots come first so their sessions exist before their members are added.
         assert!(found[0].assistant.is_some() && found[1].assistant.is_some());
         assert_eq!(by_pid[&200].start_ns, 50_000_000);
