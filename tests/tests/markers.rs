@@ -71,23 +71,17 @@ fn run_client(client: Client, tag: &str, host: &str, prompt: &str, env: &[(&str,
     };
     let script = assistant(script);
     let out = dir.path("stdout");
-    let body = dir.path("body.json");
-    std::fs::write(&body, covert_body(host, prompt, env)).unwrap();
-    let (body_arg, url, key) =
-        (format!("@{}", body.display()), format!("{base}/v1/messages"), format!("x-api-key: {KEY}"));
+    let (url, key) = (format!("{base}/v1/messages"), format!("x-api-key: {KEY}"));
     let args: Vec<&str> = match client {
-        // The tag as curl's user agent: an argument of its own, as the config matches it. The
-        // answer's text is printed the way the scripts print it.
+        // The body from stdin (see below); the answer as JSON, checked below.
         Client::CurlHttps => vec![
             "-sS",
-            "-A",
-            tag,
             "-H",
             "content-type: application/json",
             "-H",
             &key,
             "--data-binary",
-            &body_arg,
+            "@-",
             "-w",
             "\n",
             &url,
@@ -101,16 +95,26 @@ fn run_client(client: Client, tag: &str, host: &str, prompt: &str, env: &[(&str,
         .env("ANTHROPIC_API_KEY", KEY)
         .envs(tls.iter().flat_map(|t| t.ca.env()))
         // The TLS copy needs the session's uprobes, attached on the daemon's worker tens of ms
-        // after exec under load: the request comes later, as a real assistant's does (its
+        // after exec under load: the request comes 1 s later, as a real assistant's does (its
         // start-up takes seconds). A plain-HTTP request needs no uprobe.
-        .envs(tls.iter().map(|_| ("COVERT_DELAY_MS", "300")))
+        .envs(tls.iter().map(|_| ("COVERT_DELAY_MS", "1000")))
         // curl honours proxy variables: the conditions are in its body instead.
         .envs(env.iter().copied().filter(|_| !matches!(client, Client::CurlHttps)))
         .stdin(std::process::Stdio::null())
         .stdout(std::fs::File::create(&out).unwrap())
         .stderr(std::process::Stdio::null());
+    if matches!(client, Client::CurlHttps) {
+        cmd.stdin(std::process::Stdio::piped());
+    }
     let mut g = spawn_cmd(&mut cmd);
     let pid = g.pid();
+    // curl reads its body from stdin before it connects: given 1 s late, its request comes
+    // after the session's uprobes are attached, as the scripts' COVERT_DELAY_MS has theirs.
+    if let Some(mut stdin) = g.0.stdin.take() {
+        std::thread::sleep(Duration::from_millis(1000));
+        use std::io::Write as _;
+        stdin.write_all(covert_body(host, prompt, env).as_bytes()).expect("curl's body");
+    }
     let status =
         g.wait(Duration::from_secs(30)).expect("the test assistant did not finish (killed by pid on drop)");
     assert!(status.success(), "{client:?} failed: {status:?}");

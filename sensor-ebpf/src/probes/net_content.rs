@@ -95,17 +95,27 @@ fn chunk(c: &ContentArgs, src: u64, n: u64, ts: u64) {
         ev.sock_type = c.sock_type;
         ev.family = c.family;
         ev.peer = RawSockAddr::default();
-        let n = (n as usize) & (DATA_LEN * 2 - 1);
-        let n = if n > DATA_LEN { DATA_LEN } else { n };
-        let dst = ev.data.as_mut_ptr() as *mut c_void;
-        // SAFETY: `data` has DATA_LEN bytes and n <= DATA_LEN; the source is checked by the
-        // helper.
-        let r = unsafe { generated::bpf_probe_read_user(dst, n as u32, src as *const c_void) };
-        if r < 0 {
-            ev.len = 0;
-            bump(Stat::ReadFailed);
-        } else {
-            ev.len = n as u32;
-        }
+        ev.len = read_chunk(&mut ev.data, src, n);
     });
+}
+
+/// Copies `n` bytes (1 to [`DATA_LEN`]: the callers' chunks) of user memory at `src` into
+/// `data`; the bytes copied, 0 when the read failed (counted).
+#[inline(always)]
+pub(super) fn read_chunk(data: &mut [u8; DATA_LEN], src: u64, n: u64) -> u32 {
+    if n == 0 {
+        return 0;
+    }
+    // 1 to DATA_LEN for the verifier by a mask alone: a clamp (`min`) compiles to a form whose
+    // bounds the 5.10 and 6.1 verifiers lose ("R2 min value is negative"), and next to a clamp
+    // LLVM drops the mask.
+    let n = (((n - 1) as usize) & (DATA_LEN - 1)) + 1;
+    let dst = data.as_mut_ptr() as *mut c_void;
+    // SAFETY: `data` has DATA_LEN bytes and n <= DATA_LEN; the source is checked by the helper.
+    let r = unsafe { generated::bpf_probe_read_user(dst, n as u32, src as *const c_void) };
+    if r < 0 {
+        bump(Stat::ReadFailed);
+        return 0;
+    }
+    n as u32
 }

@@ -3,16 +3,13 @@
 //! per session like the getenv probes. An HTTP request with a body is copied whole, up to the
 //! request budget, for the daemon's prompt-marker scan; nothing else is.
 
-use core::ffi::c_void;
-
 use aya_ebpf::{
-    helpers::generated,
     macros::{uprobe, uretprobe},
     programs::{ProbeContext, RetProbeContext},
 };
 use sensor_common::{flags, Stat, TlsDataEvent, TlsFunc, TlsKey, Tracked, CONTENT_CHUNKS, DATA_LEN};
 
-use super::net::content_budget;
+use super::{net::content_budget, net_content::read_chunk};
 use crate::{
     emit::{batched, emit},
     helpers::{bump, current_ids, now, take, tracked},
@@ -129,17 +126,6 @@ fn chunk(t: &Tracked, ssl: u64, bytes: u64, func: u32, start: u32, src: u64, n: 
         ev.ssl = ssl;
         ev.bytes = bytes;
         ev.func = func;
-        let n = (n as usize) & (DATA_LEN * 2 - 1);
-        let n = if n > DATA_LEN { DATA_LEN } else { n };
-        let dst = ev.data.as_mut_ptr() as *mut c_void;
-        // SAFETY: `data` has DATA_LEN bytes and n <= DATA_LEN; the source is checked by the
-        // helper.
-        let r = unsafe { generated::bpf_probe_read_user(dst, n as u32, src as *const c_void) };
-        if r < 0 {
-            ev.len = 0;
-            bump(Stat::ReadFailed);
-        } else {
-            ev.len = n as u32;
-        }
+        ev.len = read_chunk(&mut ev.data, src, n);
     });
 }

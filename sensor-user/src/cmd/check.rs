@@ -222,7 +222,7 @@ fn uprobe_feature(attempt: &Attempt) -> Feature {
             (true, None, Some(e)) => format!("not tested: {e}"),
             (true, None, None) => "no libc with getenv found".into(),
         },
-        used: "yes: getenv/secure_getenv reads of session processes (optional)".into(),
+        used: "yes: getenv/secure_getenv reads of session processes, and what they give OpenSSL's SSL_write (the prompt-marker scan) (optional)".into(),
     }
 }
 

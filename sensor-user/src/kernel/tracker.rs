@@ -20,6 +20,8 @@ pub trait Tracker {
     fn session_started(&mut self, _root: u32, _pids: Vec<u32>) {}
     /// A process of session `root` forked.
     fn session_forked(&mut self, _root: u32, _parent: u32, _child: u32, _fork_ns: u64) {}
+    /// A process of session `root` exec'd another program.
+    fn session_exec(&mut self, _root: u32, _pid: u32) {}
     fn session_ended(&mut self, _root: u32) {}
     /// Final byte counts (sent, received) of a socket whose process exited; forgets it.
     fn take_sock(&mut self, pid: u32, fd: i32) -> (u64, u64);
@@ -52,6 +54,9 @@ impl Tracker for Kernel {
     }
     fn session_forked(&mut self, root: u32, parent: u32, child: u32, fork_ns: u64) {
         self.env.forked(root, parent, child, fork_ns)
+    }
+    fn session_exec(&mut self, root: u32, pid: u32) {
+        self.env.exec(root, pid)
     }
     fn session_ended(&mut self, root: u32) {
         self.env.detach(root)

@@ -80,6 +80,8 @@ fn exec_record(
     if !in_session {
         return Vec::new();
     }
+    // The new program may carry OpenSSL of its own (a Node.js reached through `env`).
+    kernel.session_exec(who.root(), hdr.pid);
     let body = Body::ProcessExec {
         session: SessionRef::of(who.session),
         process: ProcessRef::of(who.proc, hdr.tid, &hdr.comm),

@@ -23,6 +23,9 @@ pub(super) struct Definer {
     prog_fds: HashMap<&'static str, OwnedFd>,
     /// libc files (device, inode) already probed.
     known: HashSet<(u64, u64)>,
+    /// The events of each probed file (device, inode), with when they were defined
+    /// (boot-time ns): a process covered before then has not inherited them.
+    by_file: HashMap<(u64, u64), (Vec<u64>, u64)>,
     /// The TLS probes are defined too (their programs loaded).
     pub tls: bool,
     /// Numbers event names apart.
@@ -48,6 +51,7 @@ impl Definer {
             prog_fds,
             tls,
             known: HashSet::new(),
+            by_file: HashMap::new(),
             next: 0,
             defined: Vec::new(),
             carriers: Vec::new(),
@@ -58,15 +62,26 @@ impl Definer {
     pub fn add(&mut self, libcs: Vec<Libc>, statuses: &mut Vec<ProbeStatus>) -> Vec<u64> {
         let mut ids = Vec::new();
         for libc in distinct(libcs, &mut self.known) {
+            let mut file_ids = Vec::new();
             for ev in self.define_events(&libc, statuses) {
                 let status = self.attach_carrier(&ev);
                 if status.ok {
-                    ids.push(ev.id);
+                    file_ids.push(ev.id);
                 }
                 statuses.push(status);
             }
+            ids.extend(&file_ids);
+            self.by_file.insert(libc.key, (file_ids, crate::sys::clock::Clock::now_boot_ns()));
         }
         ids
+    }
+
+    /// The events of a probed file, each with when it was defined.
+    pub fn events_of(&self, file: &Libc) -> Vec<(u64, u64)> {
+        self.by_file
+            .get(&file.key)
+            .map(|(ids, at)| ids.iter().map(|id| (*id, *at)).collect())
+            .unwrap_or_default()
     }
 
     /// Defines an entry event (and a return event, where the probe has one) per function of

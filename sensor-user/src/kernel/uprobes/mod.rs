@@ -77,6 +77,12 @@ enum Request {
         child: u32,
         fork_ns: u64,
     },
+    /// A session process exec'd: a program with OpenSSL inside that was not probed yet gets
+    /// its events, on this process.
+    Exec {
+        root: u32,
+        pid: u32,
+    },
     /// Sessions ended (kept aside in the queue, see `queue.rs`): a wake-up for the worker.
     Detach,
 }
@@ -187,6 +193,10 @@ impl EnvProbes {
 
     pub fn forked(&self, root: u32, parent: u32, child: u32, fork_ns: u64) {
         self.send(Request::Fork { root, parent, child, fork_ns });
+    }
+
+    pub fn exec(&self, root: u32, pid: u32) {
+        self.send(Request::Exec { root, pid });
     }
 
     pub fn detach(&self, root: u32) {
@@ -302,6 +312,26 @@ fn worker(
                             s.cover(child, crate::sys::clock::Clock::now_boot_ns(), &metrics);
                         }
                     }
+                }
+            }
+            Request::Exec { root, pid } => {
+                let Some(s) = sessions.get_mut(&root) else { continue };
+                if !definer.tls {
+                    continue;
+                }
+                let since = s.covered_since.touch(&pid).copied();
+                let mut statuses = Vec::new();
+                let files = tls_files_of(pid);
+                ids.extend(definer.add(files.clone(), &mut statuses));
+                // Events the process has not inherited: defined after it was covered.
+                let missing: Vec<u64> = files
+                    .iter()
+                    .flat_map(|f| definer.events_of(f))
+                    .filter(|(_, defined)| since.is_none_or(|since| *defined > since))
+                    .map(|(id, _)| id)
+                    .collect();
+                if !missing.is_empty() && attach_pid(&missing, pid, &mut s.fds, &metrics) {
+                    tracing::debug!(root, pid, events = missing.len(), "TLS probes attached at exec");
                 }
             }
             Request::Detach => {}
