@@ -261,6 +261,33 @@ fn a_command_that_does_not_exist_is_an_error() {
     assert!(a.stderr.contains("command not found: /nonexistent/assistant"), "{}", a.stderr);
 }
 
+/// The assistant in a directory only root can enter (a clone in `mktemp -d`, mode 0700): the
+/// run user cannot reach it, as the command or as node's script. One error before any run —
+/// naming the user, the path, the blocking directory and the fixes — not a failure per run.
+#[test]
+fn a_command_the_run_user_cannot_reach_is_one_error_and_no_run() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let staged = assistant("covert.js");
+    std::fs::set_permissions(&staged.0 .0, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let (path, dir) = (staged.to_str().unwrap(), staged.0 .0.display().to_string());
+    for command in [vec![path], vec!["node", path]] {
+        let a = audit("audit-unreachable", PLAN, &[], &command, Duration::from_secs(30));
+        assert_eq!(a.code, 2, "{command:?}\n{}\n{}", a.stdout, a.stderr);
+        for want in [
+            "aiwatch audit: error: the run user ".to_string(),
+            format!("({path}): the directory {dir} (mode 0700, owner root) cannot be entered by "),
+            "none was started".to_string(),
+            format!("chmod o+x {dir}"),
+            "--user NAME".to_string(),
+        ] {
+            assert!(a.stderr.contains(&want), "{command:?}: {want:?} in\n{}", a.stderr);
+        }
+        assert_eq!(a.stderr.lines().count(), 1, "one message only: {}", a.stderr);
+        // No run, no verdict, no report.
+        assert!(a.stdout.is_empty() && a.json.is_null() && a.markdown.is_empty(), "{}", a.stdout);
+    }
+}
+
 #[test]
 fn a_malformed_plan_is_refused_naming_the_key() {
     let bad = "[audit]\ntimeout_seconds = \"soon\"\n";

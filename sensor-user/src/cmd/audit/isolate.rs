@@ -23,6 +23,10 @@ pub struct RunUser {
     pub name: String,
     pub uid: u32,
     pub gid: u32,
+    /// Every group of the runs: the primary one and the user's supplementary groups (what a login
+    /// would have; the reach check and the runs use the same).
+    #[serde(skip)]
+    pub groups: Vec<u32>,
     /// How it was chosen: `--user`, `SUDO_UID`, or the default for root.
     pub source: &'static str,
 }
@@ -36,14 +40,14 @@ pub fn resolve_user(flag: Option<&str>) -> anyhow::Result<RunUser> {
         let u = nix::unistd::User::from_name(n)
             .with_context(|| format!("looking up user {n:?}"))?
             .with_context(|| format!("no user named {n:?}"))?;
-        Ok(RunUser { name: u.name, uid: u.uid.as_raw(), gid: u.gid.as_raw(), source })
+        Ok(RunUser { name: u.name, uid: u.uid.as_raw(), gid: u.gid.as_raw(), groups: Vec::new(), source })
     };
     let user = if let Some(n) = flag {
         match n.parse::<u32>() {
             Ok(uid) => {
                 let u = nix::unistd::User::from_uid(uid.into())?
                     .with_context(|| format!("no user with uid {uid}"))?;
-                RunUser { name: u.name, uid, gid: u.gid.as_raw(), source: "--user" }
+                RunUser { name: u.name, uid, gid: u.gid.as_raw(), groups: Vec::new(), source: "--user" }
             }
             Err(_) => from_name(n, "--user")?,
         }
@@ -57,10 +61,12 @@ pub fn resolve_user(flag: Option<&str>) -> anyhow::Result<RunUser> {
             .map(|u| u.name)
             .or_else(|| std::env::var("SUDO_USER").ok())
             .unwrap_or_else(|| format!("uid{uid}"));
-        RunUser { name, uid, gid, source: "SUDO_UID" }
+        RunUser { name, uid, gid, groups: Vec::new(), source: "SUDO_UID" }
     } else {
         from_name(DEFAULT_USER, "default (root without sudo)")?
     };
+    let mut user = user;
+    user.groups = groups_of(&user.name, user.gid);
     if user.uid == 0 {
         bail!("the audited assistant never runs as root: pass --user NAME (or run aiwatch through sudo as yourself)");
     }
@@ -68,6 +74,20 @@ pub fn resolve_user(flag: Option<&str>) -> anyhow::Result<RunUser> {
         bail!("user name {:?} cannot name a home directory", user.name);
     }
     Ok(user)
+}
+
+/// `gid` and the supplementary groups of `name` (just `gid` for a name the group database does
+/// not know).
+fn groups_of(name: &str, gid: u32) -> Vec<u32> {
+    let mut groups = std::ffi::CString::new(name)
+        .ok()
+        .and_then(|n| nix::unistd::getgrouplist(&n, gid.into()).ok())
+        .map(|g| g.into_iter().map(|g| g.as_raw()).collect::<Vec<u32>>())
+        .unwrap_or_default();
+    if !groups.contains(&gid) {
+        groups.insert(0, gid);
+    }
+    groups
 }
 
 /// A run's network namespace (only `lo`, up) and the listeners bound in it.
@@ -189,6 +209,7 @@ pub struct ChildSetup {
     keeps: Vec<(CString, bool, Vec<CString>)>,
     uid: libc::uid_t,
     gid: libc::gid_t,
+    groups: Vec<libc::gid_t>,
 }
 
 fn cstr(p: impl AsRef<std::ffi::OsStr>) -> anyhow::Result<CString> {
@@ -238,6 +259,7 @@ impl ChildSetup {
             keeps,
             uid: user.uid,
             gid: user.gid,
+            groups: if user.groups.is_empty() { vec![user.gid] } else { user.groups.clone() },
         })
     }
 
@@ -308,7 +330,7 @@ impl ChildSetup {
             libc::close(kept_fds[i]);
         }
         ok(libc::sethostname(self.hostname.as_ptr().cast(), self.hostname.len()))?;
-        ok(libc::setgroups(1, &self.gid))?;
+        ok(libc::setgroups(self.groups.len(), self.groups.as_ptr()))?;
         ok(libc::setresgid(self.gid, self.gid, self.gid))?;
         ok(libc::setresuid(self.uid, self.uid, self.uid))?;
         ok(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
@@ -316,6 +338,79 @@ impl ChildSetup {
         ok(libc::setpgid(0, 0))?;
         Ok(())
     }
+}
+
+/// A walk's answer from [`check_walks`]: None if every step passed, else (step, errno).
+pub type WalkResult = Option<(usize, i32)>;
+
+/// Checks each walk (see `reach`) in a forked child that first takes on a run's namespaces,
+/// mounts and credentials (`setup.apply()`) and execs nothing: what the run user can reach in
+/// a run, as the kernel answers it. The answers come back in order, 8 bytes each.
+pub fn check_walks(setup: &ChildSetup, walks: &[Vec<super::reach::Step>]) -> anyhow::Result<Vec<WalkResult>> {
+    use std::io::Read as _;
+    const PASSED: u32 = u32::MAX;
+    const SETUP_FAILED: u32 = u32::MAX - 1;
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: a plain pipe2 into a two-element array.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, "pipe2")?;
+    // SAFETY: both descriptors were just created and are owned here only.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: the child makes only system calls on data prepared before the fork, then _exits.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error()).context("fork for the reach check");
+    }
+    if pid == 0 {
+        let put = |step: u32, errno: i32| {
+            let mut rec = [0u8; 8];
+            rec[..4].copy_from_slice(&step.to_ne_bytes());
+            rec[4..].copy_from_slice(&errno.to_ne_bytes());
+            // SAFETY: writing a stack buffer to our pipe.
+            unsafe { libc::write(w.as_raw_fd(), rec.as_ptr().cast(), rec.len()) };
+        };
+        // SAFETY: in the forked child, before any exec (there is none).
+        let code = match unsafe { setup.apply() } {
+            Err(e) => {
+                put(SETUP_FAILED, e.raw_os_error().unwrap_or(0));
+                1
+            }
+            Ok(()) => {
+                for steps in walks {
+                    match super::reach::first_block(steps, super::reach::faccess) {
+                        None => put(PASSED, 0),
+                        Some((i, errno)) => put(i as u32, errno),
+                    }
+                }
+                0
+            }
+        };
+        // SAFETY: ends the child without running the parent's destructors or atexit handlers.
+        unsafe { libc::_exit(code) };
+    }
+    drop(w);
+    let mut bytes = Vec::new();
+    let read = std::fs::File::from(r).read_to_end(&mut bytes);
+    let mut status = 0;
+    // SAFETY: reaping our own child.
+    while unsafe { libc::waitpid(pid, &mut status, 0) } < 0
+        && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
+    {}
+    read.context("reading the reach check's answers")?;
+    let records: Vec<(u32, i32)> = bytes
+        .chunks_exact(8)
+        .map(|c| {
+            let step = u32::from_ne_bytes([c[0], c[1], c[2], c[3]]);
+            (step, i32::from_ne_bytes([c[4], c[5], c[6], c[7]]))
+        })
+        .collect();
+    if let Some((SETUP_FAILED, errno)) = records.first() {
+        return Err(io::Error::from_raw_os_error(*errno))
+            .context("setting up a run's namespaces for the reach check");
+    }
+    if records.len() != walks.len() {
+        bail!("the reach check's child ended early (wait status {status:#x})");
+    }
+    Ok(records.into_iter().map(|(step, errno)| (step != PASSED).then_some((step as usize, errno))).collect())
 }
 
 /// The errno of a failed call, without allocating (the child between fork and exec).

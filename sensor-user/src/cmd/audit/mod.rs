@@ -6,7 +6,8 @@
 //! a verdict per factor and an exit status for allow-list pipelines. See docs/audit.md.
 //!
 //! Modules: `plan` (what to vary), `spec` (one run's host), `isolate` (namespaces, user, killing
-//! a run), `runner` (one run), `mock` + `answers` (the LLM API), `tls` (the throwaway CA),
+//! a run), `reach` (whether the run user can reach the command, checked before any run),
+//! `runner` (one run), `mock` + `answers` (the LLM API), `tls` (the throwaway CA),
 //! `proxy` (the CONNECT proxy), `sensor` (aiwatch run alongside), `diff` (noise and signal),
 //! `verdict` (per factor), `report` (terminal, Markdown, JSON, OCSF).
 
@@ -16,6 +17,7 @@ mod isolate;
 mod mock;
 pub mod plan;
 mod proxy;
+mod reach;
 mod report;
 mod runner;
 mod sensor;
@@ -195,6 +197,11 @@ struct Setup {
 
 fn run_audit(args: &AuditArgs, plan: plan::Plan, setup: Setup) -> anyhow::Result<u8> {
     let runner = make_runner(&plan, &setup)?;
+    // One clear error rather than every run failing the same way.
+    let probe = spec::RunSpec::baseline(&plan, &runner.common, 0);
+    if let Some(b) = runner.reach_check(&probe).context("checking that the run user can reach the command")? {
+        bail!("{}", reach::message(&b, &setup.user, &runner.common.workdir()));
+    }
     let sensor_dir = setup.dir.join("sensor");
     std::fs::create_dir_all(&sensor_dir)?;
     // Started before the first run.
@@ -256,6 +263,13 @@ fn make_runner(plan: &plan::Plan, setup: &Setup) -> anyhow::Result<Arc<runner::R
         if let Ok(p) = std::path::absolute(a) {
             keep_paths.extend(p.canonicalize().ok());
             keep_paths.push(p);
+        }
+    }
+    // What the reach check walks (a `#!` interpreter, a script argument) is kept visible too.
+    for t in reach::targets(&setup.command, &path) {
+        for p in t.paths.iter().filter(|p| p.is_absolute()) {
+            keep_paths.extend(p.canonicalize().ok());
+            keep_paths.push(p.clone());
         }
     }
     Ok(Arc::new(runner::Runner {

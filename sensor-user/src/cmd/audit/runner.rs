@@ -16,7 +16,7 @@ use serde::Serialize;
 use super::{
     isolate::{self, ChildSetup, Keep, NetNs, RunUser},
     mock::{self, Meta, Recorded, Recorder},
-    proxy,
+    proxy, reach,
     spec::{Common, EtcEntry, Role, RunSpec},
 };
 
@@ -165,6 +165,45 @@ impl Runner {
         chown_tree(&home, self.user.uid, self.user.gid)
             .context("handing the run's home to the audit user")?;
         Ok(())
+    }
+
+    /// Whether the run user can reach what the runs will exec (see `reach`), answered in a child
+    /// set up exactly like a run of `spec` (namespaces, mounts, credentials) that execs nothing.
+    /// None: everything is reachable.
+    pub fn reach_check(&self, spec: &RunSpec) -> anyhow::Result<Option<reach::Blocked>> {
+        let dir = self.dir.join("reach-check");
+        let result = self.reach_check_in(&dir, spec);
+        if !self.keep_dirs {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        result
+    }
+
+    fn reach_check_in(&self, dir: &Path, spec: &RunSpec) -> anyhow::Result<Option<reach::Blocked>> {
+        self.prepare(dir, spec).context("preparing the check's files")?;
+        let ns = isolate::netns_with_listeners(&[])?;
+        let setup = ChildSetup::new(
+            &ns,
+            &dir.join("etc"),
+            &dir.join("etc-work"),
+            &dir.join("home"),
+            &self.common.home(),
+            &self.common.workdir(),
+            &spec.hostname,
+            &self.keeps,
+            &self.user,
+        )?;
+        let targets = reach::targets(&self.command, &self.common.path);
+        let walks: Vec<Vec<reach::Step>> =
+            targets.iter().flat_map(|t| t.paths.iter().map(|p| reach::walk(p, t.mode))).collect();
+        let mut results = isolate::check_walks(&setup, &walks)?.into_iter();
+        for t in &targets {
+            let mine: Vec<isolate::WalkResult> = results.by_ref().take(t.paths.len()).collect();
+            if let Some(b) = reach::diagnose(t, &mine) {
+                return Ok(Some(b));
+            }
+        }
+        Ok(None)
     }
 
     fn serve(
