@@ -14,8 +14,8 @@ use crate::{cargo, display, root};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Suite {
-    /// The kernel-facing tests: core, env, egress, sockets, host, correlate (and kernels, if
-    /// present).
+    /// The kernel-facing tests: core, env, egress, sockets, host, correlate, markers (and
+    /// kernels, if present).
     Core,
     /// Every integration test binary.
     Full,
@@ -31,7 +31,7 @@ impl Suite {
 }
 
 /// Test binaries (tests/tests/<name>.rs) of the core suite, in the order they run.
-const CORE: [&str; 6] = ["core", "env", "egress", "sockets", "host", "correlate"];
+const CORE: [&str; 7] = ["core", "env", "egress", "sockets", "host", "correlate", "markers"];
 /// Core too, when the file exists.
 const CORE_OPTIONAL: [&str; 1] = ["kernels"];
 
