@@ -397,9 +397,10 @@ fn compiled(name: &str) -> Staged {
 
 /// The compiled covert assistant (C: TZ/localtime, getenv, gethostname through libc, plain HTTP
 /// over a socket, through the proxy when one is set) is caught like the Node one, with the
-/// sensor running: the report names the zone files libc read for it.
+/// sensor running: the report names the zone files libc read for it and the variables it read
+/// through libc's getenv.
 #[test]
-fn compiled_covert_assistant_is_caught_and_its_zone_reads_are_named() {
+fn compiled_covert_assistant_is_caught_and_its_zone_and_variable_reads_are_named() {
     let bin = compiled("covert");
     let a = audit_with(
         "audit-covert-c",
@@ -428,11 +429,25 @@ fn compiled_covert_assistant_is_caught_and_its_zone_reads_are_named() {
     assert_covert_encodings(&a, tz);
 
     // What the sensor saw it read for the timezone: the zone's files, through libc.
-    // (Its getenv reads are not asserted: the sensor recorded no `env_read` for this binary's
-    // libc getenv calls in this suite; see the report.)
     let files: Vec<&str> =
         tz["reads_files"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
     assert!(files.contains(&"/usr/share/zoneinfo/Asia/Shanghai"), "{files:?}");
+    // And its getenv calls, made within microseconds of its exec: the audit's sensor probes
+    // getenv system-wide, so the first calls are seen (per session, they precede the attach).
+    let vars = |f: &Value| -> Vec<String> {
+        f["reads_variables"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(String::from)
+            .collect()
+    };
+    for (f, var) in
+        [(tz, "TZ"), (factor(&a, "base_url"), "ANTHROPIC_BASE_URL"), (factor(&a, "proxy"), "HTTPS_PROXY")]
+    {
+        assert!(vars(f).iter().any(|v| v == var), "{var} not among {:?}", vars(f));
+    }
     for text in [&a.stdout, &a.markdown] {
         assert!(text.contains("U+2019 RIGHT SINGLE QUOTATION MARK where U+0027 APOSTROPHE was"), "{text}");
         assert!(!text.contains(PLANTED));

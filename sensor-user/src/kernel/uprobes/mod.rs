@@ -173,11 +173,14 @@ impl EnvProbes {
 
     /// Starts the attach worker (per-session mode); requests sent before wait for it.
     pub fn start_worker(&mut self) -> anyhow::Result<()> {
-        if let (Some((rx, ids, metrics)), Some(definer)) = (self.pending.take(), self.definer.take()) {
-            let thread = std::thread::Builder::new().name("aiwatch-uprobes".into());
-            let run = move || worker(rx, ids, metrics, definer);
-            self.worker = Some(thread.spawn(run).context("starting the getenv worker")?);
-        }
+        // Only the per-session mode has a worker. The definer is taken for it alone: it holds
+        // the carriers, and the system-wide ones, dropped here, went silent as soon as the
+        // daemon started (and their events were left defined at exit).
+        let Some((rx, ids, metrics)) = self.pending.take() else { return Ok(()) };
+        let Some(definer) = self.definer.take() else { return Ok(()) };
+        let thread = std::thread::Builder::new().name("aiwatch-uprobes".into());
+        let run = move || worker(rx, ids, metrics, definer);
+        self.worker = Some(thread.spawn(run).context("starting the getenv worker")?);
         Ok(())
     }
 
@@ -365,5 +368,28 @@ mod tests {
         let offs = offsets(&libcs[0].path, LIBC_PROBES).unwrap();
         assert!(offs.iter().any(|(p, off)| p.func == "getenv" && *off > 0), "{offs:?}");
         assert_eq!(std::mem::size_of::<PerfEventAttr>(), 136);
+    }
+
+    /// System-wide, the probes have no worker: starting the daemon's threads must leave the
+    /// definer (the carriers that hold the BPF programs) in place, and the events are removed
+    /// at the end. (Taken and dropped there, the probes went silent once the daemon watched.)
+    #[test]
+    fn system_wide_probes_outlive_the_start_of_the_threads() {
+        let dir = std::env::temp_dir().join(format!("aiwatch-uprobes-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let uprobe_events = dir.join("uprobe_events");
+        std::fs::write(&uprobe_events, "").unwrap();
+        let mut definer =
+            Definer::new(uprobe_events.clone(), "", GetenvProbes::System, HashMap::new(), false);
+        definer.defined.push("aiwatch_test/e0_getenv".into());
+        let mut probes = EnvProbes { tx: None, pending: None, definer: Some(definer), worker: None };
+        probes.start_worker().unwrap();
+        assert!(probes.worker.is_none());
+        let kept = probes.definer.as_ref().map(|d| d.defined.clone());
+        assert_eq!(kept, Some(vec!["aiwatch_test/e0_getenv".to_string()]));
+        drop(probes);
+        let removed = std::fs::read_to_string(&uprobe_events).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(removed, "-:aiwatch_test/e0_getenv\n");
     }
 }
