@@ -371,7 +371,11 @@ mod tests {
         for p in &progs {
             let mut parts = p.name.splitn(3, '_');
             let (area, phase) = (parts.next().unwrap(), parts.next().unwrap());
-            assert!(["process", "files", "net", "env", "host", "compat"].contains(&area), "{}", p.name);
+            assert!(
+                ["process", "files", "net", "env", "tls", "host", "compat"].contains(&area),
+                "{}",
+                p.name
+            );
             assert!(["enter", "exit"].contains(&phase), "{}", p.name);
             assert!(!p.hooks.is_empty());
         }
