@@ -365,7 +365,11 @@ fn with_the_sensor_the_report_says_which_timezone_files_it_read() {
     for f in ["/etc/localtime", "/usr/share/zoneinfo/Asia/Shanghai"] {
         assert!(files.contains(&f), "{f} not in {files:?}\n{}\n{}", a.stdout, a.stderr);
     }
-    assert!(a.stdout.contains("reads `/etc/localtime`"), "{}", a.stdout);
+    // Node reads TZ through getenv: with the sensor's system-wide probes, the read is named first.
+    let vars: Vec<&str> =
+        tz["reads_variables"].as_array().expect("reads_variables").iter().filter_map(Value::as_str).collect();
+    assert!(vars.contains(&"TZ"), "TZ not in {vars:?}");
+    assert!(a.stdout.contains("reads `TZ`") && a.stdout.contains("`/etc/localtime`"), "{}", a.stdout);
 }
 
 /// The plan for the compiled assistant: [`PLAN`], with the base URL in plain HTTP (it speaks
