@@ -95,7 +95,7 @@ pub(super) fn read_u64(addr: u64) -> u64 {
 }
 
 #[inline(always)]
-fn read_u32(addr: u64) -> u32 {
+pub(super) fn read_u32(addr: u64) -> u32 {
     // SAFETY: user pointer; the helper checks it.
     unsafe { bpf_probe_read_user(addr as *const u32) }.unwrap_or(0)
 }

@@ -9,7 +9,10 @@ use aya_ebpf::{
 };
 use sensor_common::{flags, Stat, TlsDataEvent, TlsFunc, TlsKey, Tracked, CONTENT_CHUNKS, DATA_LEN};
 
-use super::{net::content_budget, net_content::read_chunk};
+use super::{
+    net::{content_budget, read_u32, read_u64},
+    net_content::read_chunk,
+};
 use crate::{
     emit::{batched, emit},
     helpers::{bump, current_ids, now, take, tracked},
@@ -102,18 +105,6 @@ pub fn tls_exit_ssl_write(ctx: RetProbeContext) -> u32 {
         take_n -= n;
     }
     0
-}
-
-#[inline(always)]
-fn read_u64(addr: u64) -> u64 {
-    // SAFETY: user pointer; the helper checks it.
-    unsafe { aya_ebpf::helpers::bpf_probe_read_user(addr as *const u64) }.unwrap_or(0)
-}
-
-#[inline(always)]
-fn read_u32(addr: u64) -> u32 {
-    // SAFETY: user pointer; the helper checks it.
-    unsafe { aya_ebpf::helpers::bpf_probe_read_user(addr as *const u32) }.unwrap_or(0)
 }
 
 /// One chunk of `n` bytes (at most [`DATA_LEN`]) from `src`: a batched record, shed (counted)

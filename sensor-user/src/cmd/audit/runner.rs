@@ -179,11 +179,10 @@ impl Runner {
         result
     }
 
-    fn reach_check_in(&self, dir: &Path, spec: &RunSpec) -> anyhow::Result<Option<reach::Blocked>> {
-        self.prepare(dir, spec).context("preparing the check's files")?;
-        let ns = isolate::netns_with_listeners(&[])?;
-        let setup = ChildSetup::new(
-            &ns,
+    /// How a child of `spec` (a run, or the reach check) is set up in `ns`, its files in `dir`.
+    fn child_setup(&self, ns: &NetNs, dir: &Path, spec: &RunSpec) -> anyhow::Result<ChildSetup> {
+        ChildSetup::new(
+            ns,
             &dir.join("etc"),
             &dir.join("etc-work"),
             &dir.join("home"),
@@ -192,7 +191,13 @@ impl Runner {
             &spec.hostname,
             &self.keeps,
             &self.user,
-        )?;
+        )
+    }
+
+    fn reach_check_in(&self, dir: &Path, spec: &RunSpec) -> anyhow::Result<Option<reach::Blocked>> {
+        self.prepare(dir, spec).context("preparing the check's files")?;
+        let ns = isolate::netns_with_listeners(&[])?;
+        let setup = self.child_setup(&ns, dir, spec)?;
         let targets = reach::targets(&self.command, &self.common.path);
         let walks: Vec<Vec<reach::Step>> =
             targets.iter().flat_map(|t| t.paths.iter().map(|p| reach::walk(p, t.mode))).collect();
@@ -281,17 +286,7 @@ impl Runner {
         let mut ns = tokio::task::spawn_blocking(move || isolate::netns_with_listeners(&ports)).await??;
         let rec = Recorder::new();
         let servers = self.serve(&mut ns, spec, &rec)?;
-        let setup = ChildSetup::new(
-            &ns,
-            &dir.join("etc"),
-            &dir.join("etc-work"),
-            &dir.join("home"),
-            &self.common.home(),
-            &self.common.workdir(),
-            &spec.hostname,
-            &self.keeps,
-            &self.user,
-        )?;
+        let setup = self.child_setup(&ns, dir, spec)?;
         let stdout = std::fs::File::create(dir.join("stdout"))?;
         let stderr = std::fs::File::create(dir.join("stderr"))?;
         let mut cmd = tokio::process::Command::new(&self.command[0]);
