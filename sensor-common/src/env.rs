@@ -33,16 +33,17 @@ u32_enum! {
     }
 }
 
-/// A tracked process asked libc for an environment variable (uprobe on `getenv` and
-/// `secure_getenv`), with whether it was set. The value is not copied.
+/// A tracked process asked libc for an environment variable (uprobe on the entry of `getenv`
+/// and `secure_getenv`). Neither the value nor whether it was set is known here: user space
+/// tells that from the process's environment.
 #[derive(Clone, Copy, Debug)]
 #[repr(C)]
 pub struct EnvReadEvent {
     pub hdr: EventHeader,
     /// [`EnvFunc`] as `u32`.
     pub func: u32,
-    /// 1 if the variable was set (non-NULL result), else 0.
-    pub set: u32,
+    /// Reads of this name by this process since the last record for it, not sent.
+    pub repeats: u32,
     pub name_len: u32,
     pub _pad: u32,
     pub name: [u8; ENV_NAME_LEN],

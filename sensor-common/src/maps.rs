@@ -58,6 +58,10 @@ u32_enum! {
         /// ring buffer was more than three quarters full: the last quarter is kept for process
         /// and connection events, so a flood of reads cannot cost a session its exec or exit.
         RingbufShed = 10 => "ringbuf_shed",
+        /// Variable reads of tracked processes not sent because the process had read the same
+        /// name less than a second before: each is counted here at once, and in
+        /// `aiwatch_env_reads_total` with the next read of that name that is sent.
+        EnvRepeated = 11 => "env_repeated",
     }
 }
 
@@ -151,3 +155,8 @@ mod pod {
 /// adaptive one is skipped while batched events are unread), and the ring keeps order, so the
 /// file events before a connection are handled before it.
 pub const BATCH_MS: u64 = 5;
+
+/// Forced wake-ups are coalesced per CPU: an urgent event within this long after the last one
+/// its CPU forced is submitted without one, and the daemon drains the ring again this long
+/// after each wake-up, so such an event waits at most about this long (plus the timer's slack).
+pub const WAKE_COALESCE_US: u64 = 1000;

@@ -9,7 +9,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray, ProgramArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use sensor_common::{
     CandidateKey, ExecEnvEvent, ExecEvent, RawSockAddr, SockInfo, SockKey, Stat, TlsKey, Tracked,
@@ -54,6 +54,10 @@ pub static ENV_SCRATCH: PerCpuArray<ExecEnvEvent> = PerCpuArray::with_max_entrie
 pub static EXEC_SCRATCH: PerCpuArray<ExecEvent> = PerCpuArray::with_max_entries(1, 0);
 
 /// Counters indexed by [`Stat`].
+/// When this CPU last forced a wake-up of the daemon (boot-time ns): see [`crate::emit::urgent`].
+#[map]
+pub static WAKES: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
 #[map]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Stat::COUNT, 0);
 
@@ -149,16 +153,25 @@ pub static CONTENT_ARGS: PerCpuArray<ContentArgs> = PerCpuArray::with_max_entrie
 #[map]
 pub static CONTENT_PROG: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
-/// A `getenv`/`secure_getenv` call in flight: what its uprobe keeps for its return.
+/// A process's variable name, as the `getenv` uprobes read it (zero past its end).
 #[derive(Clone, Copy)]
 #[repr(C)]
-pub struct EnvCall {
-    /// The name's user address; 0 marks a used slot.
-    pub name: u64,
-    /// [`sensor_common::EnvFunc`] as `u32`.
-    pub func: u32,
-    pub _pad: u32,
-    pub ts_ns: u64,
+pub struct EnvKey {
+    pub tgid: u32,
+    pub len: u32,
+    pub name: [u8; sensor_common::ENV_NAME_LEN],
+}
+
+/// When a process's read of a name was last sent, and the reads since (not sent).
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct EnvSeen {
+    pub sent_ns: u64,
+    /// The name pointer of the `secure_getenv` in progress on thread `mark_tid` (0: none): the
+    /// `getenv` it calls is not a read of its own.
+    pub mark_ptr: u64,
+    pub mark_tid: u32,
+    pub repeats: u32,
 }
 
 /// Compat syscall numbers each tracked process has been reported for (bit `nr & 511` of
@@ -192,13 +205,15 @@ pub struct TlsCall {
 #[map]
 pub static TLS_CALLS: HashMap<u32, TlsCall> = HashMap::with_max_entries(4096, 0);
 
-/// Variable reads in flight, by tid, until their return.
+/// Each tracked process's variable reads: the last one sent and the repeats since. Least
+/// recently used entries make room (an exited process's are never read again).
 #[map]
-pub static ENV_CALLS: HashMap<u32, EnvCall> = HashMap::with_max_entries(4096, 0);
+pub static ENV_SEEN: LruHashMap<EnvKey, EnvSeen> = LruHashMap::with_max_entries(8192, 0);
 
 // These go to map helpers from the stack, where the verifier refuses uninitialized bytes: no
 // implicit padding (explicit `_pad` fields; the sizes say there is none left).
 const _: () = assert!(core::mem::size_of::<FileArgs>() == 40);
 const _: () = assert!(core::mem::size_of::<NetArgs>() == 96);
-const _: () = assert!(core::mem::size_of::<EnvCall>() == 24);
+const _: () = assert!(core::mem::size_of::<EnvKey>() == 8 + sensor_common::ENV_NAME_LEN);
+const _: () = assert!(core::mem::size_of::<EnvSeen>() == 24);
 const _: () = assert!(core::mem::size_of::<TlsCall>() == 32);

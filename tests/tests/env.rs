@@ -181,6 +181,54 @@ fn c_getenv_and_secure_getenv_right_after_exec_are_reported() {
     assert_eq!(reads.iter().filter(|r| r["variable"] == "TZDIR").count(), 1);
 }
 
+/// A variable read over and over is sent once a second at most: the kernel counts the rest
+/// (`env_repeated`), and the next read sent carries their number into `aiwatch_env_reads_total`.
+/// Whether it was set comes from the environment the process was started with.
+#[test]
+fn repeated_reads_of_a_variable_are_counted_in_the_kernel_not_sent() {
+    let (sensor, dir) = (Sensor::start(AGENT_CONFIG), TempDir::new("getenvrep"));
+    let agent = probe_as(&dir, AGENT);
+    let reads = 20_000;
+    let root = run_with_proxy(
+        Some(&sensor),
+        &agent,
+        &[&format!("getenvrep=HTTPS_PROXY,{reads}"), "getenvrep=TZDIR,3", "sleep=1200", "getenv=HTTPS_PROXY"],
+    );
+    let kernel = |outcome: &str| {
+        sensor.metric(&format!("aiwatch_kernel_events_total{{outcome=\"{outcome}\"}}")).unwrap_or(0.0)
+    };
+    let proxy_reads = || {
+        sensor
+            .scrape()
+            .lines()
+            .filter(|l| l.starts_with("aiwatch_env_reads_total{") && l.contains("category=\"proxy\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let end = deadline(Duration::from_secs(10));
+    while proxy_reads() < f64::from(reads + 1) {
+        assert!(
+            Instant::now() < end,
+            "{} proxy reads counted of {}:\n{}",
+            proxy_reads(),
+            reads + 1,
+            sensor.scrape()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // All but the first of each name were left in the kernel (a second read of HTTPS_PROXY, a
+    // second apart, was sent).
+    let repeated = kernel("env_repeated");
+    assert!(repeated >= f64::from(reads - 1 + 2), "{repeated} repeats counted in the kernel");
+    let records = env_reads(&sensor, root);
+    let proxy: Vec<&Value> = records.iter().filter(|r| r["variable"] == "HTTPS_PROXY").collect();
+    assert_eq!(proxy.len(), 1, "one record per (variable, set): {records:?}");
+    assert_eq!(proxy[0]["set"], true, "{}", proxy[0]);
+    let tzdir: Vec<&Value> = records.iter().filter(|r| r["variable"] == "TZDIR").collect();
+    assert_eq!(tzdir.len(), 1, "{records:?}");
+    assert_eq!(tzdir[0]["set"], false, "{}", tzdir[0]);
+}
+
 #[test]
 fn proc_environ_reads_and_interface_ioctls_are_reported() {
     let (sensor, dir) = (Sensor::start(AGENT_CONFIG), TempDir::new("environ"));

@@ -1,46 +1,80 @@
-//! Environment-variable reads: uprobes on libc's `getenv` and `secure_getenv`, and their
-//! returns. The daemon attaches them per session (perf events that follow the session's
-//! processes, inherited by every child), so processes outside sessions never hit them.
+//! Environment-variable reads: uprobes on libc's `getenv` and `secure_getenv` entries. The
+//! daemon attaches them per session (perf events that follow the session's processes, inherited
+//! by every child), so processes outside sessions never hit them.
 //!
-//! glibc's `secure_getenv` tail-calls `getenv`: one call fires both entry probes and both
-//! return probes. The first entry's record wins and the first return reports it.
+//! One trap per call: there is no return probe. Whether the variable was set is the daemon's
+//! to say, from the environment the process was started with. Repeated reads of one name by one
+//! process within [`ENV_REPEAT_WINDOW_NS`] send nothing: they are counted, and the next record
+//! for that name carries the count.
+//!
+//! glibc's and musl's `secure_getenv` call `getenv`: one call fires both entry probes. The
+//! outer one marks the entry with its thread and name pointer, and the inner `getenv` that
+//! matches the mark is neither sent nor counted.
 
-use aya_ebpf::{
-    helpers::bpf_probe_read_user_str_bytes,
-    macros::{uprobe, uretprobe},
-    programs::{ProbeContext, RetProbeContext},
-};
-use sensor_common::{EnvFunc, EnvReadEvent, Stat};
+use aya_ebpf::{helpers::bpf_probe_read_user_str_bytes, macros::uprobe, programs::ProbeContext};
+use sensor_common::{EnvFunc, EnvReadEvent, Stat, ENV_NAME_LEN};
 
 use crate::{
     emit::{batched, emit},
-    helpers::{bump, current_ids, now, take, tracked},
-    maps::{EnvCall, ENV_CALLS},
+    helpers::{bump, current_ids, now, tracked},
+    maps::{EnvKey, EnvSeen, ENV_SEEN},
 };
 
+/// Reads of one name by one process within this long of the one sent are counted, not sent.
+const ENV_REPEAT_WINDOW_NS: u64 = 1_000_000_000;
+
+#[inline(always)]
 fn enter(ctx: &ProbeContext, func: EnvFunc) -> u32 {
     let (tgid, tid) = current_ids();
-    if tracked(tgid).is_none() {
-        return 0;
-    }
-    let Some(name) = ctx.arg::<u64>(0) else { return 0 };
-    let call = EnvCall { name, func: func as u32, _pad: 0, ts_ns: now() };
-    // One lookup: check and refill this thread's slot in place (as `stash` does).
-    match ENV_CALLS.get_ptr_mut(tid) {
-        // SAFETY: this thread's own slot; no other program writes it.
-        Some(slot) => unsafe {
-            // The getenv that secure_getenv tail-calls: the outer call is already recorded (a
-            // used slot has name 0).
-            if (*slot).name != name {
-                *slot = call;
+    let Some(t) = tracked(tgid) else { return 0 };
+    let Some(ptr) = ctx.arg::<u64>(0) else { return 0 };
+    let mut key = EnvKey { tgid, len: 0, name: [0; ENV_NAME_LEN] };
+    // SAFETY: the caller's name string; the helper checks the address.
+    key.len = match unsafe { bpf_probe_read_user_str_bytes(ptr as *const u8, &mut key.name) } {
+        Ok(s) => s.len() as u32,
+        Err(_) => {
+            bump(Stat::ReadFailed);
+            return 0;
+        }
+    };
+    let ts = now();
+    let secure = func == EnvFunc::SecureGetenv;
+    let mark = if secure { (tid, ptr) } else { (0, 0) };
+    let repeats = match ENV_SEEN.get_ptr_mut(key) {
+        // SAFETY: the entry of this process's name; a race between its threads may lose a count.
+        Some(seen) => unsafe {
+            if !secure && (*seen).mark_tid == tid && (*seen).mark_ptr == ptr {
+                // The getenv inside a secure_getenv already recorded.
+                (*seen).mark_tid = 0;
+                return 0;
             }
+            (*seen).mark_tid = mark.0;
+            (*seen).mark_ptr = mark.1;
+            if ts.wrapping_sub((*seen).sent_ns) < ENV_REPEAT_WINDOW_NS {
+                (*seen).repeats += 1;
+                bump(Stat::EnvRepeated);
+                return 0;
+            }
+            let repeats = (*seen).repeats;
+            (*seen).sent_ns = ts;
+            (*seen).repeats = 0;
+            repeats
         },
         None => {
-            if ENV_CALLS.insert(tid, call, 0).is_err() {
+            let seen = EnvSeen { sent_ns: ts, mark_ptr: mark.1, mark_tid: mark.0, repeats: 0 };
+            if ENV_SEEN.insert(key, seen, 0).is_err() {
                 bump(Stat::StashFull);
             }
+            0
         }
-    }
+    };
+    emit(&t, ts, batched(), |ev: &mut EnvReadEvent| {
+        ev.func = func as u32;
+        ev.repeats = repeats;
+        ev.name_len = key.len;
+        ev._pad = 0;
+        ev.name = key.name;
+    });
     0
 }
 
@@ -52,27 +86,4 @@ pub fn env_enter_getenv(ctx: ProbeContext) -> u32 {
 #[uprobe]
 pub fn env_enter_secure_getenv(ctx: ProbeContext) -> u32 {
     enter(&ctx, EnvFunc::SecureGetenv)
-}
-
-/// Return of either function: the variable was set if the result is not NULL.
-#[uretprobe]
-pub fn env_exit_getenv(ctx: RetProbeContext) -> u32 {
-    let (tgid, tid) = current_ids();
-    let Some(call) = take(&ENV_CALLS, tid, |c| c.name != 0, |c| c.name = 0) else { return 0 };
-    let Some(t) = tracked(tgid) else { return 0 };
-    let ret: u64 = ctx.ret();
-    emit(&t, call.ts_ns, batched(), |ev: &mut EnvReadEvent| {
-        ev.func = call.func;
-        ev.set = u32::from(ret != 0);
-        ev._pad = 0;
-        // SAFETY: the caller's name string, still valid at return; the helper checks it.
-        ev.name_len = match unsafe { bpf_probe_read_user_str_bytes(call.name as *const u8, &mut ev.name) } {
-            Ok(s) => s.len() as u32,
-            Err(_) => {
-                bump(Stat::ReadFailed);
-                0
-            }
-        };
-    });
-    0
 }

@@ -7,7 +7,7 @@ use aya_ebpf::{macros::tracepoint, maps::HashMap, programs::TracePointContext};
 
 use crate::{
     helpers::current_ids,
-    maps::{ENV_CALLS, ENV_STASH, EXEC_STASH, FILE_ARGS, NET_ARGS, PARENTS, TLS_CALLS},
+    maps::{ENV_STASH, EXEC_STASH, FILE_ARGS, NET_ARGS, PARENTS, TLS_CALLS},
 };
 
 /// Every thread's exit, tracked or not (a process untracked after classification keeps its
@@ -29,7 +29,6 @@ pub fn process_enter_sched_exit_thread(_ctx: TracePointContext) -> u32 {
 pub fn forget_thread(tid: u32) {
     remove(&FILE_ARGS, tid);
     remove(&NET_ARGS, tid);
-    remove(&ENV_CALLS, tid);
     remove(&TLS_CALLS, tid);
     remove(&EXEC_STASH, tid);
     remove(&ENV_STASH, tid);

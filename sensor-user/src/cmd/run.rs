@@ -193,6 +193,12 @@ pub async fn run(started: Started) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut batch = tokio::time::interval(Duration::from_millis(sensor_common::BATCH_MS));
     batch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The drain one coalescing window after a wake-up: urgent events the kernel submitted
+    // without a wake-up, because their CPU had just forced one, are read then.
+    let linger_for = Duration::from_micros(sensor_common::WAKE_COALESCE_US);
+    let linger = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(linger);
+    let mut lingering = false;
     loop {
         // Biased: signals and the tick go first whenever they are due; the event branches,
         // which a flood keeps ready, get what is left, one bounded batch at a time.
@@ -214,7 +220,16 @@ pub async fn run(started: Started) -> anyhow::Result<()> {
                 }
             }
             guard = events.readable_mut() => {
-                if on_readable(guard.context("waiting on the ring buffer")?, &mut pipeline, &mut maps) {
+                let full = on_readable(guard.context("waiting on the ring buffer")?, &mut pipeline, &mut maps);
+                linger.as_mut().reset(tokio::time::Instant::now() + linger_for);
+                lingering = true;
+                if full {
+                    tokio::task::yield_now().await;
+                }
+            }
+            _ = &mut linger, if lingering => {
+                lingering = false;
+                if drain(events.get_mut(), &mut pipeline, &mut maps, Batch::wake_up()) == DRAIN_BATCH {
                     tokio::task::yield_now().await;
                 }
             }

@@ -69,7 +69,8 @@ pub enum KernelEvent {
     EnvRead {
         hdr: Header,
         secure: bool,
-        set: bool,
+        /// Reads of the name by the process since its last record, not sent.
+        repeats: u32,
         name: String,
     },
     /// Interface-enumeration ioctl.
@@ -302,7 +303,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
             KernelEvent::EnvRead {
                 hdr,
                 secure: ev.func == sensor_common::EnvFunc::SecureGetenv as u32,
-                set: ev.set != 0,
+                repeats: ev.repeats,
                 name,
             }
         }

@@ -22,6 +22,8 @@ pub trait Tracker {
     fn session_forked(&mut self, _root: u32, _parent: u32, _child: u32, _fork_ns: u64) {}
     /// A process of session `root` exec'd another program.
     fn session_exec(&mut self, _root: u32, _pid: u32) {}
+    /// A process of session `root` opened `path` (resolved as it sees it).
+    fn session_opened(&mut self, _root: u32, _pid: u32, _path: &str) {}
     fn session_ended(&mut self, _root: u32) {}
     /// Final byte counts (sent, received) of a socket whose process exited; forgets it.
     fn take_sock(&mut self, pid: u32, fd: i32) -> (u64, u64);
@@ -57,6 +59,9 @@ impl Tracker for Kernel {
     }
     fn session_exec(&mut self, root: u32, pid: u32) {
         self.env.exec(root, pid)
+    }
+    fn session_opened(&mut self, root: u32, pid: u32, path: &str) {
+        self.env.tls_opened(root, pid, path)
     }
     fn session_ended(&mut self, root: u32) {
         self.env.detach(root)

@@ -30,7 +30,8 @@ pub enum Out {
     /// A fingerprint signal of the session rooted at `root` (for the live view).
     Signal { root: u32, category: String },
     /// A read of a watched variable: counted every time, reported once per process.
-    EnvRead { assistant: String, category: String, reader: Reader },
+    /// `count` reads of a watched variable.
+    EnvRead { assistant: String, category: String, reader: Reader, count: u64 },
     /// A finding that matched but is not reported: `duplicate` or `rate_limited`.
     Suppressed(&'static str),
     /// A request to an LLM API seen in plaintext: `scanned`, or why not.
@@ -123,8 +124,11 @@ impl Emitter {
                 Out::Signal { root, category } => {
                     *self.live.entry(root).or_default().signals.entry(category).or_default() += 1;
                 }
-                Out::EnvRead { assistant, category, reader } => {
-                    self.metrics.env_reads.with_label_values(&[&assistant, &category, reader.label()]).inc();
+                Out::EnvRead { assistant, category, reader, count } => {
+                    self.metrics
+                        .env_reads
+                        .with_label_values(&[&assistant, &category, reader.label()])
+                        .inc_by(count);
                 }
                 Out::Suppressed(reason) => {
                     self.metrics.findings_suppressed.with_label_values(&[reason]).inc()

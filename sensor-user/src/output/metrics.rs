@@ -147,7 +147,7 @@ impl Metrics {
             kernel: counter_vec(
                 &r,
                 "aiwatch_kernel_events_total",
-                "Kernel-side counters: emitted events, and events lost or cut (ringbuf_full, ringbuf_shed, tracked_map_full, stash_full, path_truncated, argv_truncated, read_failed).",
+                "Kernel-side counters: emitted events, and events lost or cut (ringbuf_full, ringbuf_shed, tracked_map_full, stash_full, path_truncated, argv_truncated, read_failed), and reads not sent as repeats (compat_repeated, env_repeated).",
                 &["outcome"],
             )?,
             probe_attached: gauge_vec(

@@ -1,7 +1,13 @@
 //! Environment variables: the watched ones in an exec's environment (kept until its exec
-//! event), and reads through libc's getenv.
+//! event, and their names for as long as the process lives), and reads through libc's getenv,
+//! set or not as that environment says.
 
-use super::{signal, state::State};
+use sensor_common::flags;
+
+use super::{
+    signal,
+    state::{ExecNames, State},
+};
 use crate::{
     kernel::events::Header,
     output::{
@@ -12,24 +18,32 @@ use crate::{
 
 /// The new environment of an exec, sent just before its exec event.
 pub(super) fn exec_env(st: &mut State, hdr: &Header, entries: &[String]) -> Vec<Out> {
-    st.pending_env.insert(hdr.pid, st.watch.scan(entries));
+    let vars = st.watch.scan(entries);
+    // Every entry was read (none cut off by the kernel's bounds): a name missing is unset.
+    let complete = hdr.flags & (flags::ARGV_TRUNCATED | flags::READ_FAILED) == 0;
+    st.env_names.insert(hdr.pid, ExecNames::new(&vars, complete));
+    st.pending_env.insert(hdr.pid, vars);
     Vec::new()
 }
 
-/// A `getenv`/`secure_getenv`: counted every time, reported and correlated once per process,
-/// variable and outcome.
-pub(super) fn read(st: &mut State, hdr: &Header, secure: bool, set: bool, name: String) -> Vec<Out> {
-    let Some(category) = st.watch.category(&name) else { return Vec::new() };
+/// A `getenv`/`secure_getenv` (and `repeats` more the kernel counted): counted every time,
+/// reported and correlated once per process, variable and outcome.
+pub(super) fn read(st: &mut State, hdr: &Header, secure: bool, repeats: u32, name: String) -> Vec<Out> {
+    let Some(category) = st.watch.category(&name).map(str::to_string) else { return Vec::new() };
+    if st.table.who(hdr.pid).is_none() {
+        return Vec::new();
+    }
+    let set = is_set(st, hdr.pid, &name);
     let Some(who) = st.table.who(hdr.pid) else { return Vec::new() };
     let mut out = vec![Out::EnvRead {
         assistant: who.assistant().to_string(),
-        category: category.to_string(),
+        category: category.clone(),
         reader: who.reader,
+        count: 1 + u64::from(repeats),
     }];
     if !st.env_seen.first(hdr.pid, &name, set) {
         return out;
     }
-    let category = category.to_string();
     out.push(signal(&mut st.correlator, &who, "variable", &category, &name, hdr.ts_ns));
     let body = Body::EnvRead {
         session: SessionRef::of(who.session),
@@ -42,4 +56,24 @@ pub(super) fn read(st: &mut State, hdr: &Header, secure: bool, set: bool, name: 
     };
     out.push(Out::record(hdr.ts_ns, body));
     out
+}
+
+/// Whether `name` was in `pid`'s environment: as its exec (or its parent's, for a child that
+/// did not exec) gave it, else as `/proc/<pid>/environ` shows it, which is the same memory.
+/// A value the process later set itself is no host information, and is not looked for.
+fn is_set(st: &mut State, pid: u32, name: &str) -> bool {
+    if let Some(known) = st.env_names.get(pid) {
+        if known.has(name) || known.complete {
+            return known.has(name);
+        }
+    }
+    match st.src.environ(pid) {
+        Some(entries) => {
+            let known = ExecNames::new(&st.watch.scan(&entries), true);
+            let set = known.has(name);
+            st.env_names.insert(pid, known);
+            set
+        }
+        None => false,
+    }
 }

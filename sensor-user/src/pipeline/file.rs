@@ -3,7 +3,7 @@
 
 use super::{signal, state::State};
 use crate::{
-    kernel::events::FileRecord,
+    kernel::{events::FileRecord, tracker::Tracker},
     model::procs::Who,
     output::{
         emit::Out,
@@ -12,7 +12,7 @@ use crate::{
     sys::errno::errno_name,
 };
 
-pub(super) fn file(st: &mut State, rec: &FileRecord) -> Vec<Out> {
+pub(super) fn file(st: &mut State, rec: &FileRecord, kernel: &mut dyn Tracker) -> Vec<Out> {
     let Some(ctx) = st.table.on_file(rec, &st.fs, st.src.as_ref()) else { return Vec::new() };
     // An empty path (fstat, fchdir) names an fd whose open was already reported.
     if rec.path.is_empty() {
@@ -23,6 +23,10 @@ pub(super) fn file(st: &mut State, rec: &FileRecord) -> Vec<Out> {
     let Some(res) = ctx.resolution else {
         return vec![Out::UnresolvedPath { pid: rec.hdr.pid, path: rec.path.clone(), dirfd: rec.dirfd }];
     };
+    if rec.ret >= 0 && rec.syscall.returns_fd() {
+        // A TLS library loaded: the content scan's probes go on this process.
+        kernel.session_opened(who.root(), rec.hdr.pid, &res.resolved);
+    }
     let views = res.match_views();
     let view_refs: Vec<&str> = views.iter().map(|v| v.as_ref()).collect();
     let categories = st.matcher.categories(&view_refs);

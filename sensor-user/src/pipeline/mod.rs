@@ -152,10 +152,10 @@ fn dispatch(st: &mut State, ev: KernelEvent, kernel: &mut dyn Tracker) -> Vec<Ou
         }
         KernelEvent::Fork { hdr, child } => process::fork(st, &hdr, child, kernel),
         KernelEvent::Exit { hdr } => process::exit(st, hdr.pid, hdr.ts_ns, kernel),
-        KernelEvent::File(rec) => file::file(st, &rec),
+        KernelEvent::File(rec) => file::file(st, &rec, kernel),
         KernelEvent::Compat(rec) => compat::compat(st, &rec),
         KernelEvent::ExecEnv { hdr, entries } => env::exec_env(st, &hdr, &entries),
-        KernelEvent::EnvRead { hdr, secure, set, name } => env::read(st, &hdr, secure, set, name),
+        KernelEvent::EnvRead { hdr, secure, repeats, name } => env::read(st, &hdr, secure, repeats, name),
         KernelEvent::Data { hdr, family, data, .. } if family == sensor_common::AF_NETLINK => {
             interfaces::netlink(st, &hdr, &data)
         }

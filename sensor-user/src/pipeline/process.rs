@@ -102,6 +102,7 @@ pub(super) fn fork(st: &mut State, hdr: &Header, child: u32, kernel: &mut dyn Tr
             kernel.track(child, t);
         }
         kernel.session_forked(who.root(), hdr.pid, child, hdr.ts_ns);
+        st.env_names.forked(hdr.pid, child);
     }
     Vec::new()
 }
@@ -112,6 +113,7 @@ pub(super) fn exit(st: &mut State, pid: u32, ts_ns: u64, kernel: &mut dyn Tracke
     let mut out = net::report(st, closed, ts_ns);
     out.extend(super::content::exit(st, pid, ts_ns));
     st.pending_env.forget(pid);
+    st.env_names.forget(pid);
     st.env_seen.forget(pid);
     if let Some(s) = st.table.on_exit(pid) {
         st.egress.end_session(s.root_pid);

@@ -1,7 +1,7 @@
 //! What the handlers keep between events: the process table, the state machines of detection,
 //! and two small bounded caches of the environment handlers.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use crate::{
     config::Config,
@@ -31,6 +31,7 @@ pub(super) struct State {
     pub classifier: AssistantClassifier,
     pub matcher: CategoryMatcher,
     pub pending_env: PendingEnv,
+    pub env_names: EnvNames,
     pub env_seen: EnvSeen,
     pub src: Box<dyn ProcSource + Send>,
     pub fs: CachedFs,
@@ -48,6 +49,7 @@ impl State {
             classifier: AssistantClassifier::new(&cfg.assistants, &cfg.runtimes),
             matcher: CategoryMatcher::new(&cfg.categories, &home_dirs()),
             pending_env: PendingEnv::default(),
+            env_names: EnvNames::default(),
             env_seen: EnvSeen::default(),
             src,
             // Paths are resolved as each process sees them (in a container with the host's PID
@@ -82,6 +84,56 @@ impl PendingEnv {
 
     pub fn take(&mut self, pid: u32) -> Vec<Variable> {
         self.0.remove(&pid).unwrap_or_default()
+    }
+
+    pub fn forget(&mut self, pid: u32) {
+        self.0.remove(&pid);
+    }
+}
+
+/// The watched names in a process's environment at its exec.
+#[derive(Debug)]
+pub(super) struct ExecNames {
+    names: Vec<String>,
+    /// Every entry was read: a name not in `names` was not set.
+    pub complete: bool,
+}
+
+impl ExecNames {
+    pub fn new(vars: &[Variable], complete: bool) -> Arc<Self> {
+        Arc::new(Self { names: vars.iter().map(|v| v.name.clone()).collect(), complete })
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.names.iter().any(|n| n == name)
+    }
+}
+
+/// [`ExecNames`] of the processes that may read variables (a child that forks without exec
+/// shares its parent's), within [`ENV_PROCESSES`] (the least recently used is forgotten, and
+/// read again from `/proc` if needed).
+pub(super) struct EnvNames(Recent<u32, Arc<ExecNames>>);
+
+impl Default for EnvNames {
+    fn default() -> Self {
+        Self(Recent::new(ENV_PROCESSES))
+    }
+}
+
+impl EnvNames {
+    pub fn insert(&mut self, pid: u32, names: Arc<ExecNames>) {
+        self.0.insert(pid, names);
+    }
+
+    pub fn get(&mut self, pid: u32) -> Option<Arc<ExecNames>> {
+        self.0.touch(&pid).cloned()
+    }
+
+    /// A child forked without exec has its parent's environment.
+    pub fn forked(&mut self, parent: u32, child: u32) {
+        if let Some(names) = self.get(parent) {
+            self.insert(child, names);
+        }
     }
 
     pub fn forget(&mut self, pid: u32) {

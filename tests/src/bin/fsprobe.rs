@@ -349,6 +349,20 @@ fn bulk(op: &str, arg: &str) -> Result<Option<i64>, String> {
                 }
                 found
             }
+            // One name read N times (a program re-reading LC_ALL or TZ in a loop).
+            "getenvrep" => {
+                let (name, n) = two("NAME,N")?;
+                let name = c(name);
+                // Through an opaque pointer: LLVM takes libc's getenv for a read-only function
+                // and would call it once for the whole loop.
+                let getenv: unsafe extern "C" fn(*const libc::c_char) -> *mut libc::c_char =
+                    std::hint::black_box(libc::getenv);
+                let mut found = 0;
+                for _ in 0..num(n)? {
+                    found += i64::from(!getenv(name.as_ptr()).is_null());
+                }
+                found
+            }
             "threads" => {
                 let (k, action) = two("K,ACTION")?;
                 let threads: Vec<_> = (0..num(k)?)

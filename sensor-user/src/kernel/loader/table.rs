@@ -302,12 +302,6 @@ pub fn programs() -> Vec<ProgramSpec> {
         Optional,
         "environment-variable reads",
     ));
-    v.push(spec(
-        "env_exit_getenv",
-        vec![libc("getenv (return)"), libc("secure_getenv (return)")],
-        Optional,
-        "whether a read variable was set",
-    ));
     const TLS_PURPOSE: &str =
         "copies the HTTPS requests of sessions (OpenSSL plaintext) for the prompt-marker scan";
     for (name, func) in [("tls_enter_ssl_write", "SSL_write"), ("tls_enter_ssl_write_ex", "SSL_write_ex")] {

@@ -3,11 +3,17 @@
 //!
 //! A uprobe defined through tracefs (`uprobe_events`) is one trace event whose BPF programs run
 //! for every perf event open on it, filtered by the processes those perf events follow. So:
-//! - each libc's `getenv` and `secure_getenv` (entry and return) is defined once at start-up;
+//! - each libc's `getenv` and `secure_getenv` (entries only) is defined once at start-up;
 //! - one *carrier* perf event per trace event, on the daemon itself, holds the BPF program;
 //! - each session gets BPF-less perf events on its processes, opened with `inherit`: every
 //!   process a session member forks afterwards carries them from birth, across exec, with no
 //!   window to close and no need to stop it. Processes outside sessions never hit a breakpoint.
+//! - The TLS events are not inherited: each inherited perf event costs every fork of a session
+//!   about 10 µs (the kernel walks its whole list of trace events for each copy), and few of a
+//!   session's processes use OpenSSL. They go on a session process that has a TLS library:
+//!   mapped when the session starts, its executable at exec, or a libssl it opens (the dynamic
+//!   loader's open, or a `dlopen`), milliseconds before its first `SSL_write`. A perf event
+//!   on a process covers all its threads (the filter is its memory) and stays across exec.
 //!
 //! Opening a perf event on a uprobe walks every mapping of the library (tens of milliseconds on
 //! a busy host), so sessions are attached on a worker thread, never in the event loop.
@@ -52,7 +58,7 @@ pub const COVERAGE_PER_SESSION: usize = 4096;
 /// Perf events a session may hold (`getenv_perf_fds`): processes past it are not followed.
 pub const PERF_FDS_PER_SESSION: usize = 4096;
 
-pub const PROGRAMS: [&str; 3] = ["env_enter_getenv", "env_enter_secure_getenv", "env_exit_getenv"];
+pub const PROGRAMS: [&str; 2] = ["env_enter_getenv", "env_enter_secure_getenv"];
 /// The TLS plaintext programs, loaded only with the content scan on.
 pub const TLS_PROGRAMS: [&str; 3] = ["tls_enter_ssl_write", "tls_enter_ssl_write_ex", "tls_exit_ssl_write"];
 
@@ -77,11 +83,18 @@ enum Request {
         child: u32,
         fork_ns: u64,
     },
-    /// A session process exec'd: a program with OpenSSL inside that was not probed yet gets
-    /// its events, on this process.
+    /// A session process exec'd: a program with OpenSSL inside gets its TLS events, on this
+    /// process.
     Exec {
         root: u32,
         pid: u32,
+    },
+    /// A session process opened a TLS library (`path`, as it sees it): its TLS events, on
+    /// this process.
+    TlsOpen {
+        root: u32,
+        pid: u32,
+        path: String,
     },
     /// Sessions ended (kept aside in the queue, see `queue.rs`): a wake-up for the worker.
     Detach,
@@ -150,11 +163,12 @@ impl EnvProbes {
         };
         remove_stale(&uprobe_events);
         let mut definer = Definer::new(uprobe_events, tracefs, mode, prog_fds, tls);
-        let mut files = libc_files(extra_libc);
+        // The inherited ones: libc's. The TLS events are defined now (and, system-wide,
+        // attached) but go on session processes one by one.
+        let ids = definer.add(libc_files(extra_libc), &mut statuses);
         if tls {
-            files.extend(tls_files());
+            definer.add(tls_files(), &mut statuses);
         }
-        let ids = definer.add(files, &mut statuses);
         let none = definer.defined.is_empty();
         me.definer = Some(definer);
         if none {
@@ -202,6 +216,13 @@ impl EnvProbes {
         self.send(Request::Exec { root, pid });
     }
 
+    /// `path` (a file a session process opened) is a TLS library: the TLS probes go on it.
+    pub fn tls_opened(&self, root: u32, pid: u32, path: &str) {
+        if is_tls_library(path) {
+            self.send(Request::TlsOpen { root, pid, path: path.to_string() });
+        }
+    }
+
     pub fn detach(&self, root: u32) {
         if let Some(tx) = &self.tx {
             tx.end(root);
@@ -221,11 +242,17 @@ impl EnvProbes {
 struct Session {
     fds: Vec<OwnedFd>,
     covered_since: Recent<u32, u64>,
+    /// The TLS events on each process (not inherited).
+    tls: Recent<u32, Vec<u64>>,
 }
 
 impl Default for Session {
     fn default() -> Self {
-        Self { fds: Vec::new(), covered_since: Recent::new(COVERAGE_PER_SESSION) }
+        Self {
+            fds: Vec::new(),
+            covered_since: Recent::new(COVERAGE_PER_SESSION),
+            tls: Recent::new(COVERAGE_PER_SESSION),
+        }
     }
 }
 
@@ -239,13 +266,14 @@ impl Session {
     }
 }
 
-fn attach_pid(ids: &[u64], pid: u32, fds: &mut Vec<OwnedFd>, metrics: &AttachMetrics) -> bool {
+/// Opens perf events `ids` on `pid`, inherited by its children with `inherit`.
+fn attach_pid(ids: &[u64], pid: u32, fds: &mut Vec<OwnedFd>, metrics: &AttachMetrics, inherit: bool) -> bool {
     if fds.len() + ids.len() > PERF_FDS_PER_SESSION {
         metrics.evictions.with_label_values(&["getenv_perf_fds"]).inc();
         return false;
     }
     for id in ids {
-        match perf_open(*id, pid as i32, -1, true, false) {
+        match perf_open(*id, pid as i32, -1, inherit, false) {
             Ok(fd) => fds.push(fd),
             // The process may be gone already.
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return false,
@@ -258,6 +286,35 @@ fn attach_pid(ids: &[u64], pid: u32, fds: &mut Vec<OwnedFd>, metrics: &AttachMet
         }
     }
     true
+}
+
+/// Puts the TLS events of `files` (defined first if new) on `pid`, those it does not have yet.
+fn attach_tls(definer: &mut Definer, s: &mut Session, pid: u32, files: Vec<Libc>, metrics: &AttachMetrics) {
+    if files.is_empty() {
+        return;
+    }
+    let mut statuses = Vec::new();
+    definer.add(files.clone(), &mut statuses);
+    for st in statuses.iter().filter(|s| !s.ok) {
+        metrics.errors.inc();
+        tracing::warn!(hook = %st.hook, error = ?st.error, "cannot probe a TLS library");
+    }
+    let has = s.tls.touch(&pid).cloned().unwrap_or_default();
+    let mut missing: Vec<u64> = files
+        .iter()
+        .flat_map(|f| definer.events_of(f))
+        .map(|(id, _)| id)
+        .filter(|id| !has.contains(id))
+        .collect();
+    missing.sort_unstable();
+    missing.dedup();
+    if missing.is_empty() || !attach_pid(&missing, pid, &mut s.fds, metrics, false) {
+        return;
+    }
+    tracing::debug!(pid, events = missing.len(), "TLS probes attached");
+    let before = s.tls.evicted();
+    s.tls.insert(pid, has.into_iter().chain(missing).collect());
+    metrics.evictions.with_label_values(&["getenv_coverage"]).inc_by(s.tls.evicted() - before);
 }
 
 fn worker(
@@ -279,11 +336,7 @@ fn worker(
                 // daemon in a container) get their events first.
                 let mut statuses = Vec::new();
                 for pid in &pids {
-                    let mut files = libcs_of(*pid);
-                    if definer.tls {
-                        files.extend(tls_files_of(*pid));
-                    }
-                    ids.extend(definer.add(files, &mut statuses));
+                    ids.extend(definer.add(libcs_of(*pid), &mut statuses));
                 }
                 for st in statuses.iter().filter(|s| !s.ok) {
                     metrics.errors.inc();
@@ -291,8 +344,11 @@ fn worker(
                 }
                 let s = sessions.entry(root).or_default();
                 for pid in &pids {
-                    if attach_pid(&ids, *pid, &mut s.fds, &metrics) {
+                    if attach_pid(&ids, *pid, &mut s.fds, &metrics, true) {
                         s.cover(*pid, crate::sys::clock::Clock::now_boot_ns(), &metrics);
+                    }
+                    if definer.tls {
+                        attach_tls(&mut definer, s, *pid, tls_files_of(*pid), &metrics);
                     }
                 }
                 let took = start.elapsed();
@@ -311,7 +367,7 @@ fn worker(
                     Some(since) if since <= fork_ns => s.cover(child, fork_ns, &metrics),
                     // Forked before: it needs its own.
                     _ => {
-                        if attach_pid(&ids, child, &mut s.fds, &metrics) {
+                        if attach_pid(&ids, child, &mut s.fds, &metrics, true) {
                             s.cover(child, crate::sys::clock::Clock::now_boot_ns(), &metrics);
                         }
                     }
@@ -319,22 +375,14 @@ fn worker(
             }
             Request::Exec { root, pid } => {
                 let Some(s) = sessions.get_mut(&root) else { continue };
-                if !definer.tls {
-                    continue;
+                if definer.tls {
+                    attach_tls(&mut definer, s, pid, tls_files_of(pid), &metrics);
                 }
-                let since = s.covered_since.touch(&pid).copied();
-                let mut statuses = Vec::new();
-                let files = tls_files_of(pid);
-                ids.extend(definer.add(files.clone(), &mut statuses));
-                // Events the process has not inherited: defined after it was covered.
-                let missing: Vec<u64> = files
-                    .iter()
-                    .flat_map(|f| definer.events_of(f))
-                    .filter(|(_, defined)| since.is_none_or(|since| *defined > since))
-                    .map(|(id, _)| id)
-                    .collect();
-                if !missing.is_empty() && attach_pid(&missing, pid, &mut s.fds, &metrics) {
-                    tracing::debug!(root, pid, events = missing.len(), "TLS probes attached at exec");
+            }
+            Request::TlsOpen { root, pid, path } => {
+                let Some(s) = sessions.get_mut(&root) else { continue };
+                if definer.tls {
+                    attach_tls(&mut definer, s, pid, tls_files_at(pid, &path), &metrics);
                 }
             }
             Request::Detach => {}

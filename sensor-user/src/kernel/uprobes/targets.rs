@@ -48,10 +48,12 @@ pub(super) struct Probe {
     pub ret: Option<&'static str>,
 }
 
-/// Both returns share `env_exit_getenv`.
+/// Entries only: one trap per call, and one perf event per function that every child of a
+/// session inherits (each costs a fork about 10 µs: the kernel walks its list of trace events
+/// for every inherited one).
 pub(super) const LIBC_PROBES: &[Probe] = &[
-    Probe { func: "getenv", program: "env_enter_getenv", ret: Some("env_exit_getenv") },
-    Probe { func: "secure_getenv", program: "env_enter_secure_getenv", ret: Some("env_exit_getenv") },
+    Probe { func: "getenv", program: "env_enter_getenv", ret: None },
+    Probe { func: "secure_getenv", program: "env_enter_secure_getenv", ret: None },
 ];
 /// Both returns share `tls_exit_ssl_write`: the copy is made there, of what OpenSSL took.
 pub(super) const TLS_PROBES: &[Probe] = &[
@@ -141,22 +143,33 @@ pub(super) fn libcs_of(pid: u32) -> Vec<Libc> {
     out
 }
 
-/// The TLS libraries a process may call `SSL_write` in: the usual libssl places inside its
-/// root, the libssl files its maps show, and its own executable (OpenSSL inside).
+/// The TLS libraries a process calls `SSL_write` in now: the libssl files its maps show, and
+/// its own executable (OpenSSL inside). (One it opens later is reported by its open.)
 pub(super) fn tls_files_of(pid: u32) -> Vec<Libc> {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
     let mapped = mapped_files(&maps, is_libssl_name);
     let root = rooted::proc_root(pid);
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
     let exe = exe.as_ref().and_then(|p| p.to_str()).map(|p| p.trim_end_matches(" (deleted)").to_string());
-    let inside =
-        LIBSSL_CANDIDATES.iter().copied().chain(mapped.iter().map(String::as_str)).chain(exe.as_deref());
+    let inside = mapped.iter().map(String::as_str).chain(exe.as_deref());
     let mut out = files_in(&root, inside, Kind::Tls);
     // As the daemon sees them too: /proc/<pid>/exe and maps give paths in the reader's view,
     // which is where the file is when the process's root is not below the daemon's (a tree
     // switched to, or pivoted into, after the daemon started).
     out.extend(files_in("", mapped.iter().map(String::as_str).chain(exe.as_deref()), Kind::Tls));
     out
+}
+
+/// A TLS library `pid` opened, `path` as it sees it: inside its root, and in the daemon's view.
+pub(super) fn tls_files_at(pid: u32, path: &str) -> Vec<Libc> {
+    let mut out = files_in(&rooted::proc_root(pid), [path], Kind::Tls);
+    out.extend(files_in("", [path], Kind::Tls));
+    out
+}
+
+/// Whether a path names a TLS library worth probing (libssl).
+pub(super) fn is_tls_library(path: &str) -> bool {
+    is_libssl_name(path.rsplit('/').next().unwrap_or(""))
 }
 
 /// The TLS libraries at start-up: libssl and the Node.js executables, in the daemon's root and

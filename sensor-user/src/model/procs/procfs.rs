@@ -46,6 +46,10 @@ pub trait ProcSource {
         self.info(pid).map(|i| Live { ppid: i.ppid, start_ticks: i.start_ticks })
     }
     fn cwd(&self, pid: u32) -> Option<String>;
+    /// The `NAME=value` entries a process was started with, while it lives.
+    fn environ(&self, _pid: u32) -> Option<Vec<String>> {
+        None
+    }
     fn fd_path(&self, pid: u32, fd: i32) -> Option<String>;
     fn pids(&self) -> Vec<u32>;
 }
@@ -122,6 +126,10 @@ impl ProcSource for ProcFs {
 
     fn cwd(&self, pid: u32) -> Option<String> {
         link(&format!("/proc/{pid}/cwd"))
+    }
+
+    fn environ(&self, pid: u32) -> Option<Vec<String>> {
+        fs::read(format!("/proc/{pid}/environ")).ok().map(|b| split_nul(&b))
     }
 
     fn fd_path(&self, pid: u32, fd: i32) -> Option<String> {
