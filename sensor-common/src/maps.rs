@@ -150,6 +150,6 @@ mod pod {
 /// Process events and the bytes copied from connections, rare and latency-sensitive, force a
 /// wake-up (the default, adaptive one is skipped while batched events are unread), and the ring
 /// keeps order, so the file events before a connection are handled before it. A connection's
-/// result, TCP state and close do not (a forced wake-up cost a tracked refused connect 6-15 µs
+/// result, TCP state and close do not (a forced wake-up cost a tracked refused connect 7-15 µs
 /// each: docs/perf-connect.md); they are never shed, and come in with the next drain or wake-up.
 pub const BATCH_MS: u64 = 5;

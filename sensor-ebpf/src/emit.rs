@@ -45,7 +45,7 @@ pub fn batched() -> Wake {
 }
 
 /// A connection's result, TCP state change or close: no wake-up, never shed. A forced wake-up
-/// costs the process that submits it 6-15 µs on a VM (the ring's irq_work raises a self-IPI, an
+/// costs the process that submits it 7-15 µs on a VM (the ring's irq_work raises a self-IPI, an
 /// APIC MSR write: a VM exit); three of them made a tracked refused loopback connect 30-50 µs
 /// slower (docs/perf-connect.md). What names the destination, the first bytes sent, is urgent
 /// and brings these in with it, in order; else the next drain does, within BATCH_MS.
