@@ -151,9 +151,11 @@ mod pod {
 /// interface ioctls) are submitted without waking the daemon, which drains the buffer every `BATCH_MS` anyway.
 /// Waking it per event cost the daemon about 20 µs of CPU per event at 10,000-25,000 events/s
 /// (7-11 µs batched) and a traced getenv 0.7 µs more; a traced open costs the same either way.
-/// Process and connection events, rare and latency-sensitive, force a wake-up (the default,
-/// adaptive one is skipped while batched events are unread), and the ring keeps order, so the
-/// file events before a connection are handled before it.
+/// Process events and the bytes copied from connections, rare and latency-sensitive, force a
+/// wake-up (the default, adaptive one is skipped while batched events are unread), and the ring
+/// keeps order, so the file events before a connection are handled before it. A connection's
+/// result, TCP state and close do not (a forced wake-up cost a tracked refused connect 7-15 µs
+/// each: docs/perf-connect.md); they are never shed, and come in with the next drain or wake-up.
 pub const BATCH_MS: u64 = 5;
 
 /// Forced wake-ups are coalesced per CPU: an urgent event within this long after the last one

@@ -24,7 +24,7 @@ use sensor_common::{
 
 use super::{net_close, net_content};
 use crate::{
-    emit::{batched, emit, urgent},
+    emit::{batched, deferred, emit, urgent},
     helpers::{arg, bump, current_ids, now, stash, take, tracked},
     maps::{NetArgs, NET_ARGS, SK_CONN, SOCKS},
 };
@@ -361,7 +361,7 @@ fn exit_connect(t: &Tracked, tgid: u32, a: &NetArgs, ret: i64) {
             0
         }
     };
-    emit(t, now(), urgent(), |ev: &mut ConnectEvent| {
+    emit(t, now(), deferred(), |ev: &mut ConnectEvent| {
         ev.fd = a.fd;
         ev.sock_type = sock_type;
         ev.ret = ret;
@@ -608,7 +608,7 @@ pub fn net_enter_sock_set_state(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let Some(t) = tracked(key.tgid) else { return 0 };
-    emit(&t, now(), urgent(), |ev: &mut StateEvent| {
+    emit(&t, now(), deferred(), |ev: &mut StateEvent| {
         // Softirq context: the task is whoever was running; the owner comes from the map.
         ev.hdr.pid = key.tgid;
         ev.hdr.tid = 0;

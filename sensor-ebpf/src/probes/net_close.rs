@@ -10,7 +10,7 @@ use sensor_common::{
 
 use super::net::{empty_args, stash_args, tracked_sock, OP_CLOSE_RANGE, OP_DUP};
 use crate::{
-    emit::{emit, urgent},
+    emit::{deferred, emit},
     helpers::{arg, current_ids, now, tracked},
     maps::{NetArgs, SOCKS},
 };
@@ -35,7 +35,7 @@ pub(super) fn close_sock(t: &Tracked, tgid: u32, fd: i32) {
     // SAFETY: the value is copied at once.
     let Some(info) = (unsafe { SOCKS.get(key) }).copied() else { return };
     let _ = SOCKS.remove(key);
-    emit(t, now(), urgent(), |ev: &mut CloseEvent| {
+    emit(t, now(), deferred(), |ev: &mut CloseEvent| {
         ev.fd = fd;
         ev.sock_type = info.sock_type as u32;
         ev.bytes_sent = info.bytes_sent;
@@ -86,7 +86,7 @@ pub fn net_enter_close_range(ctx: TracePointContext) -> u32 {
 }
 
 pub(super) fn exit_close_range(t: &Tracked, a: &NetArgs) {
-    emit(t, now(), urgent(), |ev: &mut CloseEvent| {
+    emit(t, now(), deferred(), |ev: &mut CloseEvent| {
         ev.hdr.flags = sensor_common::flags::FD_RANGE;
         ev.fd = a.fd;
         ev.sock_type = 0;
