@@ -120,6 +120,10 @@ pub const CONTENT_CHUNKS: u32 = 32;
 /// iovecs of a `writev`/`sendmsg` walked at most for the content copy.
 pub const CONTENT_IOVECS: u32 = 4;
 
+/// Bytes of a `SOCK_FDS` value: one per fd below `SOCK_FD_SLOTS - 1`, the last one for every
+/// fd from there up.
+pub const SOCK_FD_SLOTS: usize = 64;
+
 /// Sends per socket whose first bytes are copied (HTTP CONNECT, then the ClientHello behind it).
 pub const CAPTURE_SENDS: u32 = 3;
 /// Sends copied at most on a socket whose first send was a proxy handshake (a SOCKS5 greeting,

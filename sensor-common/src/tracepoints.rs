@@ -208,6 +208,8 @@ pub mod kernel_offsets {
     pub const TASK_STATUS: &str = "AIWATCH_TASK_STATUS_OFFSET";
     /// Not an offset: bytes of each plain-HTTP request copied for the content scan (0: none).
     pub const CONTENT_BUDGET: &str = "AIWATCH_CONTENT_BUDGET";
+    /// Not an offset: bytes of the `EVENTS` ring buffer (`u64`; 0: the programs ask the ring).
+    pub const RING_BYTES: &str = "AIWATCH_RING_BYTES";
 }
 
 const _: () = assert!(sys::execveat::FLAGS.offset == 48);

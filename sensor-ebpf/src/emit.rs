@@ -5,7 +5,7 @@
 
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
-    helpers::{bpf_get_current_comm, bpf_get_current_uid_gid},
+    helpers::{bpf_get_current_uid_gid, generated},
 };
 use sensor_common::{Event, EventHeader, EventKind, Stat, Tracked};
 
@@ -118,6 +118,10 @@ pub fn send<T: Event>(ev: &mut T, t: &Tracked, ts_ns: u64, wake: Wake) {
     }
 }
 
+/// Bytes of the `EVENTS` ring, written by the loader (0: not written, asked of the ring).
+#[no_mangle]
+static AIWATCH_RING_BYTES: u64 = 0;
+
 /// Whether a batched `T` is left out, and counted, because it would leave less than a quarter
 /// of the ring free: a process spinning on `openat` fills the ring with reads, and the exec,
 /// fork and exit records (urgent) and connection records (deferred), never shed, must still find
@@ -128,7 +132,12 @@ fn shed<T>(wake: Wake) -> bool {
         return false;
     }
     let used = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
-    let size = EVENTS.query(BPF_RB_RING_SIZE as u64);
+    // The size from the loader spares every batched record a second helper call.
+    // SAFETY: a global the loader writes before load; read as it is.
+    let size = match unsafe { core::ptr::read_volatile(&AIWATCH_RING_BYTES) } {
+        0 => EVENTS.query(BPF_RB_RING_SIZE as u64),
+        n => n,
+    };
     if used + core::mem::size_of::<T>() as u64 <= size - size / 4 {
         return false;
     }
@@ -149,5 +158,8 @@ fn fill_header(hdr: &mut EventHeader, kind: EventKind, t: &Tracked, ts_ns: u64, 
     hdr.gid = (ugid >> 32) as u32;
     hdr.session = t.session;
     hdr.state = t.state;
-    hdr.comm = bpf_get_current_comm().unwrap_or_default();
+    // Written in place: the safe wrapper's stack copy costs a zeroing and a copy per record. On
+    // failure the helper zeroes the buffer.
+    // SAFETY: `comm` is writable and as long as the size given.
+    unsafe { generated::bpf_get_current_comm(hdr.comm.as_mut_ptr().cast(), hdr.comm.len() as u32) };
 }

@@ -13,6 +13,7 @@ use aya_ebpf::{
 };
 use sensor_common::{
     CandidateKey, ExecEnvEvent, ExecEvent, RawSockAddr, SockInfo, SockKey, Stat, TlsKey, Tracked,
+    SOCK_FD_SLOTS,
 };
 
 /// All events, in the order each thread produced them.
@@ -66,7 +67,6 @@ pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Stat::COUNT, 
 #[derive(Clone, Copy)]
 #[repr(C)]
 pub struct FileArgs {
-    pub ts_ns: u64,
     pub path: u64,
     pub syscall: u32,
     pub dirfd: i32,
@@ -81,6 +81,17 @@ pub struct FileArgs {
 /// Full: counted as `socket_map_full`.
 #[map]
 pub static SOCKS: HashMap<SockKey, SockInfo> = HashMap::with_max_entries(16384, 0);
+
+/// Which fds of a process may be in `SOCKS`, by tgid: byte `fd` (the last byte: any fd from
+/// `SOCK_FD_SLOTS - 1` up) is set before a socket enters `SOCKS` and cleared when it leaves at
+/// close, so `close()` of a file skips both `TRACKED` and `SOCKS` (one lookup here instead of
+/// two). Bytes, not bits: threads of one process set and clear their own fds with plain stores
+/// (5.10 has no atomic OR), which must not undo each other's. Only processes that had a socket
+/// followed have an entry; it goes with the process (its exit, or user space once it is no
+/// longer tracked). Sized like `TRACKED` by the loader; a full map keeps the socket out of
+/// `SOCKS` (counted as `socket_map_full`), so no followed socket's close is skipped.
+#[map]
+pub static SOCK_FDS: HashMap<u32, [u8; SOCK_FD_SLOTS]> = HashMap::with_max_entries(16384, 0);
 
 /// Arguments of a socket syscall in flight, by tid, until its exit.
 #[map]
@@ -212,7 +223,7 @@ pub static ENV_SEEN: LruHashMap<EnvKey, EnvSeen> = LruHashMap::with_max_entries(
 
 // These go to map helpers from the stack, where the verifier refuses uninitialized bytes: no
 // implicit padding (explicit `_pad` fields; the sizes say there is none left).
-const _: () = assert!(core::mem::size_of::<FileArgs>() == 40);
+const _: () = assert!(core::mem::size_of::<FileArgs>() == 32);
 const _: () = assert!(core::mem::size_of::<NetArgs>() == 96);
 const _: () = assert!(core::mem::size_of::<EnvKey>() == 8 + sensor_common::ENV_NAME_LEN);
 const _: () = assert!(core::mem::size_of::<EnvSeen>() == 24);

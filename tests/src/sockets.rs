@@ -70,6 +70,21 @@ fn connected(a: &str) -> Result<i32, String> {
     Ok(fd)
 }
 
+/// [`connected`], at fd `at` or the next free one above: the socket is made low, moved up
+/// unconnected and adopted by its connect.
+fn connected_at(a: &str, at: i32) -> Result<i32, String> {
+    let low = socket(libc::SOCK_STREAM);
+    // SAFETY: our own fds.
+    let fd = unsafe { libc::fcntl(low, libc::F_DUPFD, at) };
+    unsafe { libc::close(low) };
+    let r = connect(fd, &sockaddr(a)?);
+    if r < 0 {
+        return Err(format!("connect {a}: {r}"));
+    }
+    send(fd, b"GET / HTTP/1.1\r\nHost: reused.example\r\n\r\n");
+    Ok(fd)
+}
+
 /// Argument `i` of a `sock=` action.
 fn at<'a>(parts: &[&'a str], i: usize) -> Result<&'a str, String> {
     parts.get(i).copied().ok_or_else(|| format!("sock={}: argument {i} missing", parts.join(",")))
@@ -80,7 +95,7 @@ pub fn act(arg: &str) -> Result<i64, String> {
     match parts[0] {
         "udp2" => sock_udp2(&parts),
         "retry" => sock_retry(&parts),
-        "dup2" | "close_range" => sock_closed_without_close(&parts),
+        "dup2" | "close_range" | "close" | "close_high" => sock_closed_without_close(&parts),
         "exec" => sock_exec_cloexec(&parts),
         "unfaulted" => sock_unfaulted(&parts),
         "badaddr" => sock_badaddr(&parts),
@@ -121,14 +136,17 @@ fn sock_retry(parts: &[&str]) -> Result<i64, String> {
     Ok(if refused < 0 && second == 0 { 0 } else { -1 })
 }
 
+/// Ends a connection while the process goes on: by dup2 onto its fd, close_range, close(), or
+/// close() of a socket whose fd is past the kernel's per-fd slots (`close_high`: fd 100).
 fn sock_closed_without_close(parts: &[&str]) -> Result<i64, String> {
-    let fd = connected(at(parts, 1)?)?;
+    let fd =
+        if parts[0] == "close_high" { connected_at(at(parts, 1)?, 100)? } else { connected(at(parts, 1)?)? };
     let null = std::fs::File::open("/dev/null").map_err(|e| e.to_string())?;
     // SAFETY: our own fds.
-    let r = if parts[0] == "dup2" {
-        unsafe { libc::dup2(null.as_raw_fd(), fd) as i64 }
-    } else {
-        unsafe { libc::syscall(libc::SYS_close_range, fd as u32, fd as u32, 0u32) }
+    let r = match parts[0] {
+        "dup2" => unsafe { libc::dup2(null.as_raw_fd(), fd) as i64 },
+        "close" | "close_high" => unsafe { libc::close(fd) as i64 },
+        _ => unsafe { libc::syscall(libc::SYS_close_range, fd as u32, fd as u32, 0u32) },
     };
     let r = ret(r);
     wait_for(at(parts, 2)?);

@@ -75,6 +75,19 @@ fn connection_closed_by_dup2_onto_its_fd_ends_then() {
     closed_while_running("dup2");
 }
 
+/// The kernel keeps which fds of a process may be followed sockets (a byte per fd, one for all
+/// fds from 63 up), so that close() of a file looks nothing else up: a socket's close must still
+/// end its connection, at a low fd and past the per-fd bytes.
+#[test]
+fn connection_closed_by_close_ends_then() {
+    closed_while_running("close");
+}
+
+#[test]
+fn connection_closed_by_close_at_a_high_fd_ends_then() {
+    closed_while_running("close_high");
+}
+
 #[test]
 fn connection_closed_by_close_range_ends_then() {
     closed_while_running("close_range");

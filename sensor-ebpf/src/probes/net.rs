@@ -296,9 +296,7 @@ pub fn net_exit_syscall(ctx: TracePointContext) -> u32 {
         OP_SOCKET if ret >= 0 => {
             let info =
                 SockInfo { family: a.family as u16, sock_type: a.sock_type as u16, ..SockInfo::default() };
-            if SOCKS.insert(SockKey { tgid, fd: ret as u32 }, info, 0).is_err() {
-                bump(Stat::SocketMapFull);
-            }
+            net_close::follow_sock(SockKey { tgid, fd: ret as u32 }, &info);
         }
         OP_CONNECT => exit_connect(&t, tgid, &a, ret),
         OP_DUP if ret >= 0 => net_close::close_sock(&t, tgid, a.fd),
@@ -355,9 +353,7 @@ fn exit_connect(t: &Tracked, tgid: u32, a: &NetArgs, ret: i64) {
             if port == 53 {
                 flags |= sock_flags::DNS;
             }
-            if SOCKS.insert(key, SockInfo { family, flags, ..SockInfo::default() }, 0).is_err() {
-                bump(Stat::SocketMapFull);
-            }
+            net_close::follow_sock(key, &SockInfo { family, flags, ..SockInfo::default() });
             0
         }
     };

@@ -5,28 +5,80 @@
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use sensor_common::{
     tracepoints::{sys, Field},
-    CloseEvent, SockKey, Tracked,
+    CloseEvent, SockKey, Stat, Tracked, SOCK_FD_SLOTS,
 };
 
 use super::net::{empty_args, stash_args, tracked_sock, OP_CLOSE_RANGE, OP_DUP};
 use crate::{
     emit::{deferred, emit},
-    helpers::{arg, current_ids, now, tracked},
-    maps::{NetArgs, SOCKS},
+    helpers::{arg, bump, current_ids, now, tracked},
+    maps::{NetArgs, SOCKS, SOCK_FDS},
 };
 
 /// `close_range()` flag: set close-on-exec instead of closing.
 const CLOSE_RANGE_CLOEXEC: u64 = 1 << 2;
 
+/// Every process's `close()`: one lookup in `SOCK_FDS`, which only processes with a followed
+/// socket have; `TRACKED` and `SOCKS` only for an fd that may be one of them.
 #[tracepoint]
 pub fn net_enter_close(ctx: TracePointContext) -> u32 {
     let (tgid, _) = current_ids();
     // SAFETY: sys_enter_close.fd, checked against its format at load.
     let fd = unsafe { arg::<u64>(&ctx, sys::close::FD) } as i32;
+    if !maybe_sock(tgid, fd) {
+        return 0;
+    }
     let Some(t) = tracked(tgid) else { return 0 };
     close_sock(&t, tgid, fd);
     0
 }
+
+/// `SOCK_FDS`'s byte for `fd`.
+#[inline(always)]
+fn fd_slot(fd: i32) -> usize {
+    let last = SOCK_FD_SLOTS as u32 - 1;
+    // The mask keeps the index provably in bounds for the verifier.
+    ((fd as u32).min(last) & last) as usize
+}
+
+/// Whether `fd` of `tgid` may be in `SOCKS` (false: it is certainly not).
+#[inline(always)]
+pub(super) fn maybe_sock(tgid: u32, fd: i32) -> bool {
+    // SAFETY: one byte is read at once.
+    match unsafe { SOCK_FDS.get(tgid) } {
+        Some(fds) => fd >= 0 && fds.get(fd_slot(fd)).is_some_and(|b| *b != 0),
+        None => false,
+    }
+}
+
+/// Marks `fd` of `tgid` as a possible socket, before it enters `SOCKS`; false when the map is
+/// full (the caller then leaves the socket out of `SOCKS`, and counts it).
+#[inline(always)]
+pub(super) fn mark_sock(tgid: u32, fd: i32) -> bool {
+    if SOCK_FDS.get_ptr_mut(tgid).is_none() {
+        // Zeroed, and marked in the map: older verifiers refuse a store at a variable offset
+        // of the stack. BPF_NOEXIST: another thread's first socket may have made the entry.
+        let _ = SOCK_FDS.insert(tgid, [0u8; SOCK_FD_SLOTS], BPF_NOEXIST);
+    }
+    let Some(fds) = SOCK_FDS.get_ptr_mut(tgid) else { return false };
+    // SAFETY: this process's value; a byte store leaves the other threads' bytes alone.
+    if let Some(b) = unsafe { (*fds).get_mut(fd_slot(fd)) } {
+        *b = 1;
+    }
+    true
+}
+
+/// Follows a new socket of a tracked process: `SOCK_FDS` first, so that its close is never
+/// skipped; counted as `socket_map_full` when either map is full.
+#[inline(always)]
+pub(super) fn follow_sock(key: SockKey, info: &sensor_common::SockInfo) {
+    if !mark_sock(key.tgid, key.fd as i32) || SOCKS.insert(key, info, 0).is_err() {
+        bump(Stat::SocketMapFull);
+    }
+}
+
+/// `BPF_NOEXIST`: create an element only.
+const BPF_NOEXIST: u64 = 1;
 
 /// A tracked socket's fd was closed: report it with its byte counts and forget it.
 #[inline(always)]
@@ -35,6 +87,17 @@ pub(super) fn close_sock(t: &Tracked, tgid: u32, fd: i32) {
     // SAFETY: the value is copied at once.
     let Some(info) = (unsafe { SOCKS.get(key) }).copied() else { return };
     let _ = SOCKS.remove(key);
+    // Cleared before the fd is released: a socket that gets the number next marks it again
+    // at its creation's exit, after this store. The last byte stands for many fds: kept.
+    let i = fd_slot(fd);
+    if i < SOCK_FD_SLOTS - 1 {
+        if let Some(fds) = SOCK_FDS.get_ptr_mut(tgid) {
+            // SAFETY: this process's value; one byte is written.
+            if let Some(b) = unsafe { (*fds).get_mut(i) } {
+                *b = 0;
+            }
+        }
+    }
     emit(t, now(), deferred(), |ev: &mut CloseEvent| {
         ev.fd = fd;
         ev.sock_type = info.sock_type as u32;

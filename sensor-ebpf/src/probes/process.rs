@@ -26,7 +26,9 @@ use sensor_common::{
 use crate::{
     emit::{emit, send, urgent},
     helpers::{arg, bump, current_ids, inherit, now, tracked},
-    maps::{CANDIDATES, COMPAT_SEEN, ENV_SCRATCH, ENV_STASH, EXEC_SCRATCH, EXEC_STASH, PARENTS, TRACKED},
+    maps::{
+        CANDIDATES, COMPAT_SEEN, ENV_SCRATCH, ENV_STASH, EXEC_SCRATCH, EXEC_STASH, PARENTS, SOCK_FDS, TRACKED,
+    },
     pack,
 };
 
@@ -289,6 +291,7 @@ fn group_exited(tgid: u32) {
     };
     let _ = TRACKED.remove(tgid);
     let _ = COMPAT_SEEN.remove(tgid);
+    let _ = SOCK_FDS.remove(tgid);
     // The header is all of an exit event.
     emit(&t, now(), urgent(), |_: &mut ExitEvent| {});
 }

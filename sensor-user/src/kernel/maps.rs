@@ -9,7 +9,7 @@ use aya::{
 
 /// `BPF_EXIST`: update an existing element only.
 const BPF_EXIST: u64 = 2;
-use sensor_common::{CandidateKey, SockInfo, SockKey, Stat, TlsKey, Tracked, COMM_LEN};
+use sensor_common::{CandidateKey, SockInfo, SockKey, Stat, TlsKey, Tracked, COMM_LEN, SOCK_FD_SLOTS};
 
 /// The maps the daemon reads and writes while running.
 pub struct KernelMaps {
@@ -18,6 +18,8 @@ pub struct KernelMaps {
     pub candidates: BpfHashMap<MapData, CandidateKey, u32>,
     /// OpenSSL connections whose request is being copied, with the budget left.
     tls_streams: BpfHashMap<MapData, TlsKey, u32>,
+    /// Which fds of a process may be followed sockets (values unread: entries are removed).
+    sock_fds: BpfHashMap<MapData, u32, [u8; SOCK_FD_SLOTS]>,
     pub stats: PerCpuArray<MapData, u64>,
     /// Per-thread slots of path syscalls in flight (values unread: only counted).
     file_args: BpfHashMap<MapData, u32, [u8; FILE_ARGS_SIZE]>,
@@ -27,7 +29,7 @@ pub struct KernelMaps {
 }
 
 /// Bytes of the eBPF crate's `FileArgs` (asserted there).
-const FILE_ARGS_SIZE: usize = 40;
+const FILE_ARGS_SIZE: usize = 32;
 
 /// How long a socket whose owner is not tracked stays in `SOCKS`: its exit record, which takes
 /// the socket's byte counts, comes well within it.
@@ -43,9 +45,10 @@ impl KernelMaps {
         let file_args = BpfHashMap::try_from(ebpf.take_map("FILE_ARGS").context("map FILE_ARGS missing")?)?;
         let tls_streams =
             BpfHashMap::try_from(ebpf.take_map("TLS_STREAMS").context("map TLS_STREAMS missing")?)?;
+        let sock_fds = BpfHashMap::try_from(ebpf.take_map("SOCK_FDS").context("map SOCK_FDS missing")?)?;
         let events = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS missing")?)?;
         let orphans = Default::default();
-        Ok((Self { tracked, socks, candidates, stats, file_args, tls_streams, orphans }, events))
+        Ok((Self { tracked, socks, candidates, stats, file_args, tls_streams, sock_fds, orphans }, events))
     }
 
     /// Sums of the per-CPU counters.
@@ -124,6 +127,12 @@ impl KernelMaps {
         let streams: Vec<TlsKey> = self.tls_streams.keys().filter_map(Result::ok).collect();
         for key in streams.iter().filter(|k| !tracked.contains(&k.tgid)) {
             let _ = self.tls_streams.remove(key);
+        }
+        // A process's socket fds go with its exit; those of one no longer tracked (its close()
+        // is not followed any more) go here.
+        let sock_fds: Vec<u32> = self.sock_fds.keys().filter_map(Result::ok).collect();
+        for tgid in sock_fds.iter().filter(|t| !tracked.contains(t)) {
+            let _ = self.sock_fds.remove(tgid);
         }
         (tracked.len(), socks.len() - removed)
     }

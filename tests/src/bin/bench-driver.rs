@@ -42,6 +42,11 @@ fn op(workload: &str) -> Result<(), String> {
                 let fd = libc::openat(libc::AT_FDCWD, c("/etc/machine-id").as_ptr(), libc::O_RDONLY);
                 libc::close(fd);
             }
+            // The independent side-by-side loop of issue 18: syscall(2) itself, O_CLOEXEC, and a
+            // path made once (no allocation per operation), on a regular watched file and on the
+            // link to the zone file.
+            "open_raw_hostname" => raw_open_close(c"/etc/hostname"),
+            "open_raw_localtime" => raw_open_close(c"/etc/localtime"),
             "open_unwatched" => {
                 let fd = libc::openat(libc::AT_FDCWD, c("/etc/passwd").as_ptr(), libc::O_RDONLY);
                 libc::close(fd);
@@ -98,6 +103,16 @@ fn op(workload: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC)`, then `syscall(SYS_close, fd)`.
+fn raw_open_close(path: &std::ffi::CStr) {
+    // SAFETY: a NUL-terminated path; the fd is our own; results are ignored.
+    unsafe {
+        let fd =
+            libc::syscall(libc::SYS_openat, libc::AT_FDCWD, path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        libc::syscall(libc::SYS_close, fd);
+    }
 }
 
 /// `total` watched reads at `rate` per second, paced against the clock from `start`.

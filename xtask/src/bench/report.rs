@@ -232,8 +232,11 @@ fn overhead_targets(o: &Overhead) -> Vec<String> {
         untracked_unchanged(o, "getenv"),
         untracked_unchanged(o, "ssl_write"),
     ];
+    // Judged on the costliest of the watched opens: the bench's own, and issue 18's loop.
+    let open = worst_open(o);
+    let open_what = format!("watched open ({open}): ");
     for (w, target, what) in [
-        ("open_watched", "tracked: ≤ 1 µs added per reported event", "watched open: "),
+        (open, "tracked: ≤ 1 µs added per reported event", open_what.as_str()),
         ("getenv", "tracked: ≤ 1 µs per reported getenv", ""),
     ] {
         let (tracked, untracked) = (a(TRACKED, w), a(UNTRACKED, w));
@@ -288,6 +291,19 @@ fn connect_target(o: &Overhead) -> String {
             s.max
         ),
     )
+}
+
+/// The watched-open workload a tracked session paid most for (the first of equals;
+/// `open_watched` when none was measured).
+fn worst_open(o: &Overhead) -> &'static str {
+    let added = |w: &str| o.added(TRACKED, w);
+    ["open_watched_regular", "open_raw_hostname", "open_raw_localtime"]
+        .into_iter()
+        .filter(|w| added(w).is_finite())
+        .fold(
+            "open_watched",
+            |worst, w| if added(worst).is_nan() || added(w) > added(worst) { w } else { worst },
+        )
 }
 
 /// What a tracked session pays for the TLS plaintext copy (issue 17 sets no target: reported).
@@ -396,7 +412,9 @@ mod tests {
         ));
         assert!(md.contains("All probes attached after 155 ms (median of 2 starts; 150–160 ms)."));
         // Targets judged on this run's figures; one that needs the skipped condition is not.
-        assert!(md.contains("| tracked: ≤ 1 µs added per reported event | watched open: +50 ns | met |"));
+        assert!(md.contains(
+            "| tracked: ≤ 1 µs added per reported event | watched open (open_watched): +50 ns | met |"
+        ));
         assert!(md.contains(
             "| untracked: at least 100× less than auditd watch rules (on the watched opens auditd recorded) | open_watched: auditd n/a"
         ));

@@ -116,16 +116,20 @@ pub fn open(cfg: &Config) -> anyhow::Result<Object> {
     let status = *status_offset.as_ref().unwrap_or(&0);
     let level = cfg.log.kernel_level.ebpf_level();
     let content_budget = cfg.content.kernel_budget();
+    let ring_bytes = u64::from(cfg.sensor.ring_buffer_bytes.0);
     #[allow(deprecated)] // the replacements are not in every 0.14 patch release
     let ebpf = EbpfLoader::new()
         .set_max_entries("TRACKED", cfg.sensor.max_tracked.0)
         .set_max_entries("SOCKS", cfg.sensor.max_sockets.0)
+        // An entry per tracked process with a followed socket, at most.
+        .set_max_entries("SOCK_FDS", cfg.sensor.max_tracked.0)
         .set_max_entries("EVENTS", cfg.sensor.ring_buffer_bytes.0)
         .set_global("AYA_LOG_LEVEL", &level, false)
         .set_global(kernel_offsets::TASK_SIGNAL, &signal, true)
         .set_global(kernel_offsets::SIGNAL_LIVE, &live, true)
         .set_global(kernel_offsets::TASK_STATUS, &status, true)
         .set_global(kernel_offsets::CONTENT_BUDGET, &content_budget, true)
+        .set_global(kernel_offsets::RING_BYTES, &ring_bytes, true)
         .load(EBPF_OBJECT)
         .with_context(|| match memlock_hint(memlock.as_ref()) {
             Some(hint) => format!("loading the eBPF object: {hint}"),
