@@ -41,6 +41,9 @@ fn fd_slot(fd: i32) -> usize {
     ((fd as u32).min(last) & last) as usize
 }
 
+/// A process's `SOCK_FDS` value before its first socket.
+static NO_SOCK_FDS: [u8; SOCK_FD_SLOTS] = [0; SOCK_FD_SLOTS];
+
 /// Whether `fd` of `tgid` may be in `SOCKS` (false: it is certainly not).
 #[inline(always)]
 pub(super) fn maybe_sock(tgid: u32, fd: i32) -> bool {
@@ -57,8 +60,10 @@ pub(super) fn maybe_sock(tgid: u32, fd: i32) -> bool {
 pub(super) fn mark_sock(tgid: u32, fd: i32) -> bool {
     if SOCK_FDS.get_ptr_mut(tgid).is_none() {
         // Zeroed, and marked in the map: older verifiers refuse a store at a variable offset
-        // of the stack. BPF_NOEXIST: another thread's first socket may have made the entry.
-        let _ = SOCK_FDS.insert(tgid, [0u8; SOCK_FD_SLOTS], BPF_NOEXIST);
+        // of the stack. The zeroes come from a global, not the stack: 5.10's verifier counts
+        // 512 bytes of stack for the whole call chain, and `net_exit_syscall` is near it.
+        // BPF_NOEXIST: another thread's first socket may have made the entry.
+        let _ = SOCK_FDS.insert(tgid, &NO_SOCK_FDS, BPF_NOEXIST);
     }
     let Some(fds) = SOCK_FDS.get_ptr_mut(tgid) else { return false };
     // SAFETY: this process's value; a byte store leaves the other threads' bytes alone.
