@@ -129,16 +129,42 @@ pub struct CachedFs {
     max: usize,
     per_process: bool,
     roots: super::rooted::Roots,
-    seen: RefCell<HashMap<CacheKey, (Instant, Option<String>)>>,
+    seen: RefCell<Seen>,
 }
 
-/// (pid, or 0 when the answer is the same for every process; path).
-type CacheKey = (u32, String);
+/// Answers by pid (0 when the answer is the same for every process), then path: two levels, so
+/// a lookup borrows the path instead of building an owned key (three lookups per watched read).
+#[derive(Default)]
+struct Seen {
+    by_pid: HashMap<u32, HashMap<String, (Instant, Option<String>)>>,
+    len: usize,
+}
+
+impl Seen {
+    fn get(&self, pid: u32, path: &str) -> Option<&(Instant, Option<String>)> {
+        self.by_pid.get(&pid)?.get(path)
+    }
+
+    fn insert(&mut self, pid: u32, path: &str, entry: (Instant, Option<String>)) {
+        if self.by_pid.entry(pid).or_default().insert(path.to_string(), entry).is_none() {
+            self.len += 1;
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn clear(&mut self) {
+        self.by_pid.clear();
+        self.len = 0;
+    }
+}
 
 impl CachedFs {
     pub fn new(ttl: Duration, max: usize) -> Self {
         let roots = super::rooted::Roots::new(ttl, max.min(256));
-        Self { ttl, max, per_process: false, roots, seen: RefCell::new(HashMap::new()) }
+        Self { ttl, max, per_process: false, roots, seen: RefCell::new(Seen::default()) }
     }
 
     /// Resolves through each process's root (`true`) or the daemon's own (`false`, the default).
@@ -155,11 +181,11 @@ impl Canonicalize for CachedFs {
 
     fn canonicalize_as(&self, pid: u32, path: &str) -> io::Result<String> {
         // Looked up by (pid, path) only when the answer depends on the pid: its root is not ours.
-        let root = if self.per_process && pid != 0 { self.roots.prefix(pid) } else { None };
         let now = Instant::now();
+        let root = if self.per_process && pid != 0 { self.roots.prefix_at(pid, now) } else { None };
         let mut seen = self.seen.borrow_mut();
-        let key = (if root.is_some() { pid } else { 0 }, path.to_string());
-        let answer = match seen.get(&key) {
+        let key = if root.is_some() { pid } else { 0 };
+        let answer = match seen.get(key, path) {
             Some((at, answer)) if now.duration_since(*at) < self.ttl => answer.clone(),
             _ => {
                 let answer = if let Some(root) = &root {
@@ -170,7 +196,7 @@ impl Canonicalize for CachedFs {
                 if seen.len() >= self.max {
                     seen.clear();
                 }
-                seen.insert(key, (now, answer.clone()));
+                seen.insert(key, path, (now, answer.clone()));
                 answer
             }
         };

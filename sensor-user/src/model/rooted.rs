@@ -97,7 +97,11 @@ impl Roots {
     /// The prefix through which `pid`'s root is walked (`/proc/self/fd/N`), or `None` when it is
     /// the daemon's own root (or unknown: then the daemon's view is the best there is).
     pub fn prefix(&self, pid: u32) -> Option<String> {
-        let now = Instant::now();
+        self.prefix_at(pid, Instant::now())
+    }
+
+    /// [`Self::prefix`] at `now`, for a caller that has just read the clock itself.
+    pub fn prefix_at(&self, pid: u32, now: Instant) -> Option<String> {
         let mut held = self.held.borrow_mut();
         let fresh = held.get(&pid).is_some_and(|(at, _)| now.duration_since(*at) < self.ttl);
         if !fresh {

@@ -11,6 +11,7 @@ use crate::{
     kernel::events::DecodeError,
     model::procs::{ProcTable, Session},
     output::{
+        counters::CounterCache,
         metrics::Metrics,
         report::{self, Body, Record},
         rollup::Rollup,
@@ -67,13 +68,31 @@ pub struct Emitter {
     live: HashMap<u32, Live>,
     /// What `output.detail` sends, and the session rollups.
     rollup: Rollup,
+    /// The per-record counters, at hand (`aiwatch_events_total`, `aiwatch_fingerprint_reads_total`,
+    /// `aiwatch_records_summarized_total`).
+    received: CounterCache,
+    reads: CounterCache,
+    summarized: CounterCache,
 }
 
 impl Emitter {
     pub fn new(cfg: &Config, metrics: Arc<Metrics>, sink: SinkHandle, host: String) -> Self {
         init_findings(&metrics, cfg);
         let rollup = Rollup::new(&cfg.output);
-        Self { metrics, sink, host, clock: Clock::new(), live: HashMap::new(), rollup }
+        let received = CounterCache::new(metrics.events_received.clone());
+        let reads = CounterCache::new(metrics.fingerprint_reads.clone());
+        let summarized = CounterCache::new(metrics.records_summarized.clone());
+        Self {
+            metrics,
+            sink,
+            host,
+            clock: Clock::new(),
+            live: HashMap::new(),
+            rollup,
+            received,
+            reads,
+            summarized,
+        }
     }
 
     /// A reloaded config: its assistants' and rules' finding series exist from now on.
@@ -96,8 +115,8 @@ impl Emitter {
     }
 
     /// A kernel record arrived (`kind` as [`crate::kernel::events::KernelEvent::kind`]).
-    pub fn received(&self, kind: &'static str) {
-        self.metrics.events_received.with_label_values(&[kind]).inc();
+    pub fn received(&mut self, kind: &'static str) {
+        self.received.get(&[kind]).inc();
     }
 
     /// A kernel record could not be decoded: counted and logged, never fatal.
@@ -118,7 +137,7 @@ impl Emitter {
                     if fed.send {
                         self.write(boot_ns, body);
                     } else {
-                        self.metrics.records_summarized.with_label_values(&[body.kind()]).inc();
+                        self.summarized.get(&[body.kind()]).inc();
                     }
                 }
                 Out::Signal { root, category } => {
@@ -174,7 +193,7 @@ impl Emitter {
             Body::UnixConnect { .. } => {}
             Body::FingerprintRead(r) => {
                 for c in &r.categories {
-                    m.fingerprint_reads.with_label_values(&[&r.session.assistant, c, r.reader.label()]).inc();
+                    self.reads.get(&[&r.session.assistant, c, r.reader.label()]).inc();
                 }
             }
             Body::ConnectionOpen(c) => {

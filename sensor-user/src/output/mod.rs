@@ -2,6 +2,7 @@
 //! what the pipeline returns; records (native, OCSF, human), sinks, metrics, the live view, and
 //! the HTTP endpoint that serves the last two.
 
+pub mod counters;
 pub mod emit;
 pub mod human;
 pub mod metrics;

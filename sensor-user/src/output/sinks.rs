@@ -79,6 +79,25 @@ pub fn render(rec: &Record, format: OutputFormat, schema: OutputSchema) -> serde
     }
 }
 
+/// One record as a line, newline included, into `buf` (cleared first): JSON is serialized straight
+/// into it, without the intermediate `String` of [`render`] (a third of the writer's time per
+/// record at 100,000 records/s).
+fn write_line(
+    buf: &mut Vec<u8>,
+    rec: &Record,
+    format: OutputFormat,
+    schema: OutputSchema,
+) -> serde_json::Result<()> {
+    buf.clear();
+    match (format, schema) {
+        (OutputFormat::Human | OutputFormat::None, _) => buf.extend_from_slice(rec.human().as_bytes()),
+        (_, OutputSchema::Ocsf) => serde_json::to_writer(&mut *buf, &crate::output::ocsf::to_ocsf(rec))?,
+        (_, OutputSchema::Native) => serde_json::to_writer(&mut *buf, rec)?,
+    }
+    buf.push(b'\n');
+    Ok(())
+}
+
 fn open(path: &PathBuf) -> std::io::Result<Box<dyn Write + Send>> {
     let f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
     Ok(Box::new(std::io::BufWriter::with_capacity(64 * 1024, f)))
@@ -132,6 +151,8 @@ fn spawn_writer(
     let flag = reopen.clone();
     let m = metrics.clone();
     let task = tokio::task::spawn_blocking(move || {
+        // One buffer for every line: a record is serialized into it, then copied to the writer.
+        let mut line = Vec::with_capacity(1024);
         while let Some(first) = rx.blocking_recv() {
             if flag.swap(false, Ordering::Relaxed) {
                 if let Some(p) = &path {
@@ -150,9 +171,9 @@ fn spawn_writer(
             let mut next = Some(first);
             // Write everything queued, then flush once.
             while let Some(rec) = next.take() {
-                match render(&rec, format, schema) {
-                    Ok(line) if writeln!(out, "{line}").is_ok() => m.records_written.inc(),
-                    Ok(_) => m.sink_errors.inc(),
+                match write_line(&mut line, &rec, format, schema) {
+                    Ok(()) if out.write_all(&line).is_ok() => m.records_written.inc(),
+                    Ok(()) => m.sink_errors.inc(),
                     Err(e) => tracing::error!(error = %e, "cannot serialize record"),
                 }
                 next = rx.try_recv().ok();
@@ -164,4 +185,33 @@ fn spawn_writer(
         let _ = out.flush();
     });
     Ok((SinkHandle { tx: Some(tx), syslog, metrics, reopen }, task))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::report::{Body, SessionRef, SCHEMA};
+
+    #[test]
+    fn a_written_line_is_the_rendered_record_and_a_newline() {
+        let session =
+            SessionRef { id: "s-1".into(), assistant: "claude \"code\"".into(), root_pid: 2, uid: 0 };
+        let rec = Record {
+            schema: SCHEMA,
+            time: "2026-12-01T03:20:36Z".into(),
+            boot_ns: 6_000_000_000,
+            host: "h\u{2019}".into(),
+            body: Body::SessionEnd { session, duration_ms: 7 },
+        };
+        let mut buf = b"left from the last record".to_vec();
+        for (format, schema) in [
+            (OutputFormat::Json, OutputSchema::Native),
+            (OutputFormat::Json, OutputSchema::Ocsf),
+            (OutputFormat::Human, OutputSchema::Native),
+        ] {
+            write_line(&mut buf, &rec, format, schema).unwrap();
+            let expected = format!("{}\n", render(&rec, format, schema).unwrap());
+            assert_eq!(String::from_utf8(buf.clone()).unwrap(), expected);
+        }
+    }
 }

@@ -239,6 +239,57 @@ mod tests {
         m.registry.gather().iter().filter(|f| f.name() == name).map(|f| f.get_metric().len()).sum()
     }
 
+    /// CPU time of the whole process (every thread), µs.
+    fn process_cpu_us() -> u64 {
+        let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_PROCESS_CPUTIME_ID).unwrap();
+        std::time::Duration::from(t).as_micros() as u64
+    }
+
+    /// The daemon's own cost per watched read, without the kernel and the event loop: a tracked
+    /// process opening `/etc/localtime` again and again, through the real filesystem, counted
+    /// only and as JSON lines to a file (writer thread included). Not an assertion: a figure for
+    /// docs/perf-daemon.md (`cargo test --release -p sensor-user --lib -- --ignored cost_per_file_event --nocapture`).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore]
+    async fn cost_per_file_event() {
+        const N: u32 = 200_000;
+        let path = std::env::temp_dir().join(format!("aiwatch-cost-{}.jsonl", std::process::id()));
+        for (name, format) in
+            [("counted", crate::config::OutputFormat::None), ("json_file", crate::config::OutputFormat::Json)]
+        {
+            let mut cfg = Config::default();
+            cfg.output.format = format;
+            cfg.output.detail = crate::config::OutputDetail::All;
+            cfg.output.path = Some(path.clone());
+            let metrics = Arc::new(Metrics::new().unwrap());
+            let (sink, writer) = crate::output::sinks::spawn(&cfg.output, metrics.clone()).unwrap();
+            let mut p = Pipeline::new(
+                &cfg,
+                metrics.clone(),
+                sink,
+                "h".into(),
+                "t",
+                Box::new(crate::model::procs::procfs::Gone),
+            );
+            let mut k = NoKernel;
+            p.handle(&raw::exec(100, "/usr/local/bin/claude", &["claude"]), &mut k);
+            let ev = raw::file(100, sensor_common::Syscall::Openat, "/etc/localtime", 3);
+            let started = process_cpu_us();
+            for _ in 0..N {
+                p.handle(&ev, &mut k);
+            }
+            drop(p);
+            writer.await.unwrap();
+            let cpu = process_cpu_us() - started;
+            let dropped = metrics.sink_dropped.get();
+            println!(
+                "cost_per_file_event {name}: {:.3} µs CPU per event ({dropped} dropped)",
+                cpu as f64 / N as f64
+            );
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+
     #[tokio::test]
     async fn ten_thousand_destinations_keep_label_cardinality_bounded() {
         let metrics = Arc::new(Metrics::new().unwrap());

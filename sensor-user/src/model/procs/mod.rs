@@ -360,7 +360,9 @@ impl ProcTable {
         } else {
             None
         };
-        let cwd = p.cwd.clone().or_else(|| src.cwd(rec.hdr.pid));
+        // Borrowed, not copied: most paths are absolute and never look at it.
+        let fetched = if p.cwd.is_none() { src.cwd(rec.hdr.pid) } else { None };
+        let cwd = p.cwd.as_deref().or(fetched.as_deref());
         let empty_ok = matches!(
             rec.syscall,
             Syscall::Newfstatat | Syscall::Statx | Syscall::Faccessat2 | Syscall::Fchdir
@@ -376,7 +378,7 @@ impl ProcTable {
             let caller = Caller {
                 pid: rec.hdr.pid,
                 tid: rec.hdr.tid,
-                cwd: cwd.as_deref(),
+                cwd,
                 dirfd_path: dirfd_path.as_deref(),
                 fds: Some(&fds),
             };
@@ -384,7 +386,7 @@ impl ProcTable {
         };
         let p = self.procs.get_mut(&rec.hdr.pid)?;
         if p.cwd.is_none() {
-            p.cwd = cwd;
+            p.cwd = fetched;
         }
         if let Some(r) = &resolution {
             if rec.syscall.returns_fd() && rec.ret >= 0 {
