@@ -157,7 +157,19 @@ pub(super) fn tls_files_of(pid: u32) -> Vec<Libc> {
     // which is where the file is when the process's root is not below the daemon's (a tree
     // switched to, or pivoted into, after the daemon started).
     out.extend(files_in("", mapped.iter().map(String::as_str).chain(exe.as_deref()), Kind::Tls));
+    // And the executable through `/proc/<pid>/exe` itself, which the kernel follows to the file
+    // whatever either view names it (a process chrooted below a path the daemon does not see);
+    // the same file found above is one file (by device and inode) to the definer.
+    out.extend(proc_exe(pid));
     out
+}
+
+/// `pid`'s executable as `/proc/<pid>/exe`, identified by the file the link leads to.
+fn proc_exe(pid: u32) -> Option<Libc> {
+    use std::os::unix::fs::MetadataExt;
+    let path = PathBuf::from(format!("/proc/{pid}/exe"));
+    let md = std::fs::metadata(&path).ok().filter(|md| md.is_file())?;
+    Some(Libc { path, key: (md.dev(), md.ino()), kind: Kind::Tls })
 }
 
 /// A TLS library `pid` opened, `path` as it sees it: inside its root, and in the daemon's view.
@@ -287,6 +299,15 @@ mod tests {
         assert_eq!(first.len(), 1);
         assert!(distinct(vec![l("/proc/9/root/lib/libc.so.6", 5)], &mut known).is_empty());
         assert_eq!(distinct(vec![l("/proc/9/root/lib/libc.so.6", 6)], &mut known).len(), 1);
+    }
+
+    #[test]
+    fn this_processes_executable_through_proc_exe() {
+        use std::os::unix::fs::MetadataExt;
+        let exe = proc_exe(std::process::id()).expect("own executable");
+        let md = std::fs::metadata(std::env::current_exe().unwrap()).unwrap();
+        assert_eq!(exe.key, (md.dev(), md.ino()));
+        assert_eq!(exe.path, PathBuf::from(format!("/proc/{}/exe", std::process::id())));
     }
 
     #[test]
