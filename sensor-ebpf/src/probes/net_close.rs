@@ -62,7 +62,9 @@ pub(super) fn mark_sock(tgid: u32, fd: i32) -> bool {
         // Zeroed, and marked in the map: older verifiers refuse a store at a variable offset
         // of the stack. The zeroes come from a global, not the stack: 5.10's verifier counts
         // 512 bytes of stack for the whole call chain, and `net_exit_syscall` is near it.
-        // BPF_NOEXIST: another thread's first socket may have made the entry.
+        // BPF_NOEXIST: another thread's first socket may have made the entry. (By reference:
+        // by value, the array is copied to the stack first.)
+        #[allow(clippy::needless_borrows_for_generic_args)]
         let _ = SOCK_FDS.insert(tgid, &NO_SOCK_FDS, BPF_NOEXIST);
     }
     let Some(fds) = SOCK_FDS.get_ptr_mut(tgid) else { return false };
