@@ -216,6 +216,20 @@ pub struct TlsCall {
 #[map]
 pub static TLS_CALLS: HashMap<u32, TlsCall> = HashMap::with_max_entries(4096, 0);
 
+/// A variable read whose name could not be read yet, by tid (see `probes::env`).
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct EnvPending {
+    pub ptr: u64,
+    pub ts_ns: u64,
+    /// [`sensor_common::EnvFunc`] as `u32`.
+    pub func: u32,
+    pub _pad: u32,
+}
+
+#[map]
+pub static ENV_PENDING: HashMap<u32, EnvPending> = HashMap::with_max_entries(4096, 0);
+
 /// Each tracked process's variable reads: the last one sent and the repeats since. Least
 /// recently used entries make room (an exited process's are never read again).
 #[map]
@@ -227,4 +241,5 @@ const _: () = assert!(core::mem::size_of::<FileArgs>() == 32);
 const _: () = assert!(core::mem::size_of::<NetArgs>() == 96);
 const _: () = assert!(core::mem::size_of::<EnvKey>() == 8 + sensor_common::ENV_NAME_LEN);
 const _: () = assert!(core::mem::size_of::<EnvSeen>() == 24);
+const _: () = assert!(core::mem::size_of::<EnvPending>() == 24);
 const _: () = assert!(core::mem::size_of::<TlsCall>() == 32);

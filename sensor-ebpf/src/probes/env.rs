@@ -17,7 +17,7 @@ use sensor_common::{EnvFunc, EnvReadEvent, Stat, ENV_NAME_LEN};
 use crate::{
     emit::{batched, emit},
     helpers::{bump, current_ids, now, tracked},
-    maps::{EnvKey, EnvSeen, ENV_SEEN},
+    maps::{EnvKey, EnvPending, EnvSeen, ENV_PENDING, ENV_SEEN},
 };
 
 /// Reads of one name by one process within this long of the one sent are counted, not sent.
@@ -28,16 +28,51 @@ fn enter(ctx: &ProbeContext, func: EnvFunc) -> u32 {
     let (tgid, tid) = current_ids();
     let Some(t) = tracked(tgid) else { return 0 };
     let Some(ptr) = ctx.arg::<u64>(0) else { return 0 };
+    // A read this thread could not name before (see below): its string has been paged in since,
+    // as the call read it.
+    // SAFETY: the value is copied at once.
+    if let Some(p) = unsafe { ENV_PENDING.get(tid) }.copied() {
+        let _ = ENV_PENDING.remove(tid);
+        let _ = record(&t, tgid, tid, p.ptr, func_of(p.func), p.ts_ns);
+    }
+    let ts = now();
+    if record(&t, tgid, tid, ptr, func, ts).is_err() {
+        // The name is in a page not faulted in yet (a string constant read right after exec):
+        // named at this thread's next read, after getenv itself has touched it.
+        let p = EnvPending { ptr, ts_ns: ts, func: func as u32, _pad: 0 };
+        if ENV_PENDING.insert(tid, p, 0).is_err() {
+            bump(Stat::StashFull);
+        }
+    }
+    0
+}
+
+#[inline(always)]
+fn func_of(f: u32) -> EnvFunc {
+    if f == EnvFunc::SecureGetenv as u32 {
+        EnvFunc::SecureGetenv
+    } else {
+        EnvFunc::Getenv
+    }
+}
+
+/// Sends (or counts, as a repeat) `func`'s read of the name at `ptr`; `Err` if the name could
+/// not be read.
+#[inline(always)]
+fn record(
+    t: &sensor_common::Tracked,
+    tgid: u32,
+    tid: u32,
+    ptr: u64,
+    func: EnvFunc,
+    ts: u64,
+) -> Result<(), ()> {
     let mut key = EnvKey { tgid, len: 0, name: [0; ENV_NAME_LEN] };
     // SAFETY: the caller's name string; the helper checks the address.
     key.len = match unsafe { bpf_probe_read_user_str_bytes(ptr as *const u8, &mut key.name) } {
         Ok(s) => s.len() as u32,
-        Err(_) => {
-            bump(Stat::ReadFailed);
-            return 0;
-        }
+        Err(_) => return Err(()),
     };
-    let ts = now();
     let secure = func == EnvFunc::SecureGetenv;
     let mark = if secure { (tid, ptr) } else { (0, 0) };
     let repeats = match ENV_SEEN.get_ptr_mut(key) {
@@ -46,14 +81,14 @@ fn enter(ctx: &ProbeContext, func: EnvFunc) -> u32 {
             if !secure && (*seen).mark_tid == tid && (*seen).mark_ptr == ptr {
                 // The getenv inside a secure_getenv already recorded.
                 (*seen).mark_tid = 0;
-                return 0;
+                return Ok(());
             }
             (*seen).mark_tid = mark.0;
             (*seen).mark_ptr = mark.1;
             if ts.wrapping_sub((*seen).sent_ns) < ENV_REPEAT_WINDOW_NS {
                 (*seen).repeats += 1;
                 bump(Stat::EnvRepeated);
-                return 0;
+                return Ok(());
             }
             let repeats = (*seen).repeats;
             (*seen).sent_ns = ts;
@@ -68,14 +103,14 @@ fn enter(ctx: &ProbeContext, func: EnvFunc) -> u32 {
             0
         }
     };
-    emit(&t, ts, batched(), |ev: &mut EnvReadEvent| {
+    emit(t, ts, batched(), |ev: &mut EnvReadEvent| {
         ev.func = func as u32;
         ev.repeats = repeats;
         ev.name_len = key.len;
         ev._pad = 0;
         ev.name = key.name;
     });
-    0
+    Ok(())
 }
 
 #[uprobe]

@@ -7,7 +7,7 @@ use aya_ebpf::{macros::tracepoint, maps::HashMap, programs::TracePointContext};
 
 use crate::{
     helpers::current_ids,
-    maps::{ENV_STASH, EXEC_STASH, FILE_ARGS, NET_ARGS, PARENTS, TLS_CALLS},
+    maps::{ENV_PENDING, ENV_STASH, EXEC_STASH, FILE_ARGS, NET_ARGS, PARENTS, TLS_CALLS},
 };
 
 /// Every thread's exit, tracked or not (a process untracked after classification keeps its
@@ -32,6 +32,7 @@ pub fn forget_thread(tid: u32) {
     remove(&TLS_CALLS, tid);
     remove(&EXEC_STASH, tid);
     remove(&ENV_STASH, tid);
+    remove(&ENV_PENDING, tid);
 }
 
 /// A lookup first: it takes no lock, a delete takes the bucket's.
