@@ -1,5 +1,7 @@
 //! Benchmark workloads: `bench-driver WORKLOAD ITERATIONS [SETTLE_MS]` waits SETTLE_MS, runs the
-//! workload ITERATIONS times and prints the mean nanoseconds per operation. Each workload is one thing a sensor may hook.
+//! workload ITERATIONS times and prints the mean nanoseconds per operation, wall-clock then CPU
+//! time (its own and its reaped children's: a fork's child pays the exit). Each workload is one
+//! thing a sensor may hook.
 //!
 //! Other modes, for the throughput, soak and scan benchmarks:
 //! - `bench-driver gen`: reads `RATE MILLIS [THREADS]` lines from stdin and, for each, opens and
@@ -23,6 +25,39 @@ use std::{
     process::ExitCode,
     time::{Duration, Instant},
 };
+
+/// CPU time (user + system) of this process and of its reaped children, in ns.
+fn cpu_ns() -> u128 {
+    let tv = |t: libc::timeval| t.tv_sec as u128 * 1_000_000_000 + t.tv_usec as u128 * 1000;
+    [libc::RUSAGE_SELF, libc::RUSAGE_CHILDREN]
+        .into_iter()
+        .map(|who| {
+            // SAFETY: a zeroed rusage filled in by the kernel.
+            let mut r: libc::rusage = unsafe { std::mem::zeroed() };
+            unsafe { libc::getrusage(who, &mut r) };
+            tv(r.ru_utime) + tv(r.ru_stime)
+        })
+        .sum()
+}
+
+/// The measured span: wall-clock and CPU time from its start.
+struct Span {
+    wall: Instant,
+    cpu: u128,
+}
+
+impl Span {
+    fn start() -> Self {
+        Span { wall: Instant::now(), cpu: cpu_ns() }
+    }
+
+    /// `WALL_NS CPU_NS` per operation of `n`.
+    fn per_op(&self, n: u64) -> String {
+        let wall = self.wall.elapsed().as_nanos() as f64 / n as f64;
+        let cpu = cpu_ns().saturating_sub(self.cpu) as f64 / n as f64;
+        format!("{wall:.1} {cpu:.1}")
+    }
+}
 
 fn c(s: &str) -> CString {
     CString::new(s).expect("no NUL")
@@ -215,20 +250,20 @@ fn tls_workload(workload: &str, n: u64) -> Option<ExitCode> {
         "ssl_write_mib" => (tls::request(1 << 20), 1 << 14),
         _ => return None,
     };
-    let run = || -> Result<f64, String> {
+    let run = || -> Result<String, String> {
         let mut pair = tls::Pair::new()?;
         for _ in 0..n.min(1000) / 10 {
             pair.send(&req, chunk)?;
         }
-        let start = Instant::now();
+        let span = Span::start();
         for _ in 0..n {
             pair.send(&req, chunk)?;
         }
-        Ok(start.elapsed().as_nanos() as f64 / n as f64)
+        Ok(span.per_op(n))
     };
     Some(match run() {
         Ok(ns) => {
-            println!("{ns:.1}");
+            println!("{ns}");
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -278,10 +313,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    let start = Instant::now();
+    let span = Span::start();
     for _ in 0..n {
         let _ = op(workload);
     }
-    println!("{:.1}", start.elapsed().as_nanos() as f64 / n as f64);
+    println!("{}", span.per_op(n));
     ExitCode::SUCCESS
 }

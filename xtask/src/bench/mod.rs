@@ -16,6 +16,7 @@ use serde::{Serialize, Serializer};
 
 use crate::{root, sh};
 
+mod agree;
 mod chart;
 mod daemon;
 mod load;
@@ -74,6 +75,8 @@ pub struct Run {
     pub took: Duration,
     /// `bpftrace --version`, if it ran.
     pub bpftrace: Option<String>,
+    /// The commit measured (`git describe --always --dirty`).
+    pub commit: String,
 }
 
 pub fn median(v: &mut [f64]) -> f64 {
@@ -87,6 +90,18 @@ pub fn median(v: &mut [f64]) -> f64 {
     } else {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
+}
+
+/// The commit the bench measures, `-dirty` when the tree has changes.
+fn commit() -> String {
+    Command::new("git")
+        .args(["describe", "--always", "--dirty"])
+        .current_dir(root())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
 }
 
 fn machine() -> Machine {
@@ -236,11 +251,19 @@ pub fn run(opt: Options) -> anyhow::Result<()> {
         loads,
         took: started.elapsed(),
         bpftrace: peers::bpftrace_version(),
+        commit: commit(),
     };
     std::fs::create_dir_all(root().join("bench"))?;
+    let json_path = root().join("bench/results.json");
+    // The results this run replaces, for the report's agreement section.
+    let before: Option<serde_json::Value> =
+        std::fs::read_to_string(&json_path).ok().and_then(|t| serde_json::from_str(&t).ok());
+    let json = results::Results::of(&run).to_json()?;
+    let now: serde_json::Value = serde_json::from_str(&json)?;
     std::fs::write(root().join("bench/overhead.svg"), chart::svg(&run.overhead))?;
-    std::fs::write(root().join("bench/results.json"), results::Results::of(&run).to_json()?)?;
-    std::fs::write(root().join("BENCHMARKS.md"), report::markdown(&run))?;
+    std::fs::write(&json_path, json)?;
+    let md = report::markdown(&run) + &agree::section(before.as_ref(), &now);
+    std::fs::write(root().join("BENCHMARKS.md"), md)?;
     eprintln!(
         "xtask: bench: wrote BENCHMARKS.md, bench/results.json, bench/overhead.svg in {:?}",
         started.elapsed()

@@ -97,12 +97,24 @@ pub struct Stats {
     pub max: f64,
 }
 
+impl Stats {
+    fn of(samples: &BTreeMap<String, BTreeMap<String, Vec<f64>>>, cond: &str, workload: &str) -> Self {
+        let mut v = samples.get(cond).and_then(|m| m.get(workload)).cloned().unwrap_or_default();
+        let (min, max) =
+            v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(*x), b.max(*x)));
+        Stats { median: median(&mut v), min, max }
+    }
+}
+
 /// The rounds' samples, and what the aiwatch starts among them showed.
 #[derive(Default)]
 pub struct Overhead {
     pub pairs: usize,
     /// ns/op per round: samples[condition][workload]; [`NONE`] collects every pair's baseline.
     samples: BTreeMap<String, BTreeMap<String, Vec<f64>>>,
+    /// The driver's CPU time (its own and its reaped children's), ns/op, the same way: what the
+    /// workload paid on its CPU, without the time another task held that CPU.
+    cpu: BTreeMap<String, BTreeMap<String, Vec<f64>>>,
     /// Milliseconds each aiwatch start took to attach every probe.
     pub attach_ms: Vec<f64>,
     /// The daemon's RSS (KiB) shortly after each start.
@@ -134,11 +146,22 @@ impl Overhead {
         self.samples.entry(cond.into()).or_default().entry(workload.into()).or_default().push(ns);
     }
 
+    pub fn push_cpu(&mut self, cond: &str, workload: &str, ns: f64) {
+        self.cpu.entry(cond.into()).or_default().entry(workload.into()).or_default().push(ns);
+    }
+
     pub fn stats(&self, cond: &str, workload: &str) -> Stats {
-        let mut v = self.samples.get(cond).and_then(|m| m.get(workload)).cloned().unwrap_or_default();
-        let (min, max) =
-            v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(*x), b.max(*x)));
-        Stats { median: median(&mut v), min, max }
+        Stats::of(&self.samples, cond, workload)
+    }
+
+    /// The driver's CPU time per operation under `cond`.
+    pub fn cpu_stats(&self, cond: &str, workload: &str) -> Stats {
+        Stats::of(&self.cpu, cond, workload)
+    }
+
+    /// CPU ns/op `cond` adds to `workload` (medians).
+    pub fn cpu_added(&self, cond: &str, workload: &str) -> f64 {
+        self.cpu_stats(cond, workload).median - self.cpu_stats(NONE, workload).median
     }
 
     /// The no-sensor median of `workload`.
@@ -176,8 +199,10 @@ impl Overhead {
             if let (Active::Audit(a), Some(m)) = (&active, mark) {
                 self.push_seen(cond, w, a.seen_since(&m, ops(*n))?);
             }
-            self.push(NONE, w, b);
-            self.push(cond, w, x);
+            self.push(NONE, w, b.wall);
+            self.push(cond, w, x.wall);
+            self.push_cpu(NONE, w, b.cpu);
+            self.push_cpu(cond, w, x.cpu);
         }
         if let Active::Bpftrace(b) = &active {
             for (w, n) in self.workloads.clone() {
@@ -293,9 +318,26 @@ pub fn rounds(
     Ok(o)
 }
 
+/// What one driver run measured: mean wall-clock and CPU ns per operation.
+pub struct Sample {
+    pub wall: f64,
+    pub cpu: f64,
+}
+
+impl Sample {
+    /// The driver's `WALL_NS CPU_NS` line.
+    fn parse(line: &str) -> anyhow::Result<Self> {
+        let mut it = line.split_whitespace().map(str::parse::<f64>);
+        match (it.next(), it.next(), it.next()) {
+            (Some(Ok(wall)), Some(Ok(cpu)), None) => Ok(Sample { wall, cpu }),
+            _ => bail!("driver output {line:?}: expected `WALL_NS CPU_NS`"),
+        }
+    }
+}
+
 /// Mean ns per operation of `n` runs of `workload` by `driver` (after the settle time when
 /// `tracked`).
-fn measure(driver: &Path, workload: &str, n: u64, tracked: bool) -> anyhow::Result<f64> {
+fn measure(driver: &Path, workload: &str, n: u64, tracked: bool) -> anyhow::Result<Sample> {
     let mut cmd = Command::new(driver);
     pin(&mut cmd, WORKLOAD_CPU).args([workload, &n.to_string()]);
     if tracked {
@@ -305,7 +347,7 @@ fn measure(driver: &Path, workload: &str, n: u64, tracked: bool) -> anyhow::Resu
     if !out.status.success() {
         bail!("driver {workload}: {}", String::from_utf8_lossy(&out.stderr));
     }
-    String::from_utf8_lossy(&out.stdout).trim().parse().context("driver output")
+    Sample::parse(String::from_utf8_lossy(&out.stdout).trim())
 }
 
 #[cfg(test)]
@@ -323,5 +365,14 @@ mod tests {
         assert_eq!((o.uncounted, o.every_op()), (1, None));
         assert_eq!(ops(100_000), 100_100);
         assert_eq!(ops(300), 330);
+    }
+
+    #[test]
+    fn the_drivers_line_is_wall_then_cpu_time() {
+        let s = Sample::parse("812.5 640.0").unwrap();
+        assert_eq!((s.wall, s.cpu), (812.5, 640.0));
+        for bad in ["812.5", "812.5 x", "1 2 3", ""] {
+            assert!(Sample::parse(bad).is_err(), "{bad:?}");
+        }
     }
 }

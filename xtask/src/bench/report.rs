@@ -18,6 +18,7 @@ pub fn markdown(run: &Run) -> String {
     let mut out = header(run);
     out += &method(run);
     out += &overhead_table(o);
+    out += &cpu_table(o);
     out += &peer_records(o);
     out += &startup(o);
     out += "## Targets\n\n| target | measured | verdict | notes (this run) |\n| --- | --- | --- | --- |\n";
@@ -105,7 +106,7 @@ fn method(run: &Run) -> String {
     format!(
         "## Method\n\n\
          A compiled driver (`tests/src/bin/bench-driver.rs`) runs each workload a fixed number of times\n\
-         ({}) and reports the mean ns per operation. Conditions are interleaved A/B in {} rounds: within\n\
+         ({}) and reports the mean ns per operation, wall-clock and its CPU time. Conditions are interleaved A/B in {} rounds: within\n\
          each round every workload is measured with no sensor, then with the condition active, so both\n\
          sides of a pair share the machine's state. Figures are medians over the rounds, with min–max, and\n\
          the ratio to the no-sensor median.\n\n\
@@ -160,6 +161,30 @@ pub fn overhead_table(o: &Overhead) -> String {
         out += "\n† Not valid: the peer recorded fewer events than the workload's operations (see Peer records).\n";
     }
     out + "\n![overhead](bench/overhead.svg)\n\n"
+}
+
+/// The driver's CPU time per operation: what the workload paid on its own CPU, which the wall
+/// time above also charges with whatever else ran there meanwhile.
+pub fn cpu_table(o: &Overhead) -> String {
+    let mut out = String::from(
+        "## Driver CPU time (ns/op: median (added to no sensor))\n\n\
+         The driver's own CPU time and that of the children it reaped (`getrusage`), per operation: \
+         the probes that run in its context and the\nkernel work they cause there, without the time \
+         another task (a kernel thread, an interrupt's work for another process) held its CPU.\n\n\
+         | workload | no sensor | aiwatch untracked | aiwatch tracked | bpftrace filter | auditd watch |\n\
+         | --- | --- | --- | --- | --- | --- |\n",
+    );
+    for (w, _) in &o.workloads {
+        let base = o.cpu_stats(super::overhead::NONE, w).median;
+        out += &format!("| {w} | {base:.0} |");
+        for cond in [UNTRACKED, TRACKED, FILTER, AUDIT] {
+            let m = o.cpu_stats(cond, w).median;
+            out +=
+                &if m.is_finite() { format!(" {m:.0} ({}) |", ns(m - base)) } else { " n/a |".to_string() };
+        }
+        out += "\n";
+    }
+    out + "\n"
 }
 
 /// What each peer was shown to observe, per workload.
@@ -247,11 +272,14 @@ fn overhead_targets(o: &Overhead) -> Vec<String> {
             &format!("{what}{}{}", ns(tracked), over(tracked, limit)),
             judged(&[tracked], || tracked <= limit),
             &format!(
-                "Untracked: {}; tracked minus untracked: {}. Tracked over the rounds: {:.0}–{:.0} ns/op.",
+                "Untracked: {}; tracked minus untracked: {}. Tracked over the rounds: {:.0}–{:.0} ns/op. \
+                 Driver CPU time added: tracked {}, untracked {}.",
                 ns(untracked),
                 ns(tracked - untracked),
                 s.min,
-                s.max
+                s.max,
+                ns(o.cpu_added(TRACKED, w)),
+                ns(o.cpu_added(UNTRACKED, w)),
             ),
         ));
     }
@@ -284,12 +312,14 @@ fn connect_target(o: &Overhead) -> String {
         &format!("{}{}", ns(tracked), over(tracked, 3000.0)),
         judged(&[tracked], || tracked <= 3000.0),
         &format!(
-            "Untracked: {}. Tracked over the rounds: {:.0}–{:.0} ns/op. A connection's result, TCP \
-             state and close reach the daemon without a forced ring-buffer wake-up \
-             ([docs/perf-connect.md](docs/perf-connect.md)).",
+            "Untracked: {}. Tracked over the rounds: {:.0}–{:.0} ns/op. Driver CPU time added: \
+             tracked {}, untracked {}. A connection's result, TCP state and close reach the daemon \
+             without a forced ring-buffer wake-up ([docs/perf-connect.md](docs/perf-connect.md)).",
             ns(untracked),
             s.min,
-            s.max
+            s.max,
+            ns(o.cpu_added(TRACKED, w)),
+            ns(o.cpu_added(UNTRACKED, w)),
         ),
     )
 }
@@ -411,6 +441,9 @@ mod tests {
         assert!(md.contains(
             "| open_watched | 100 | 150 (150–150) ×1.50 | 150 (150–150) ×1.50 | 150 (150–150) ×1.50 | n/a |"
         ));
+        // The driver's CPU time: the median, and what the condition added.
+        assert!(md.contains("| open_watched | 90 | 120 (+30 ns) | 120 (+30 ns) | 120 (+30 ns) | n/a |"));
+        assert!(md.contains("Driver CPU time added: tracked +30 ns, untracked +30 ns."));
         assert!(md.contains("All probes attached after 155 ms (median of 2 starts; 150–160 ms)."));
         // Targets judged on this run's figures; one that needs the skipped condition is not.
         assert!(md.contains(

@@ -8,7 +8,7 @@ use serde::{Serialize, Serializer};
 
 use super::{
     load::{Step, Throughput},
-    overhead::{expected, Overhead, CONDITIONS, PEERS, WORKLOADS},
+    overhead::{expected, Overhead, CONDITIONS, NONE, PEERS, WORKLOADS},
     scan::Scan,
     Machine, Run,
 };
@@ -16,6 +16,8 @@ use super::{
 #[derive(Serialize)]
 pub struct Results<'a> {
     machine: &'a Machine,
+    /// The commit measured.
+    commit: &'a str,
     pairs: usize,
     seconds: u64,
     attach_ms_median: Option<f64>,
@@ -90,6 +92,8 @@ impl<T: Serialize> Serialize for Named<T> {
 struct OverheadRow {
     workload: &'static str,
     none_ns: Option<f64>,
+    /// The driver's CPU time per operation with no sensor (its own and its reaped children's).
+    none_cpu_ns: Option<f64>,
     /// One entry per condition, keyed by its name.
     #[serde(flatten)]
     conditions: Named<Condition>,
@@ -102,6 +106,9 @@ struct Condition {
     max_ns: Option<f64>,
     ratio: Option<f64>,
     added_ns: Option<f64>,
+    /// The driver's CPU time per operation, and what the condition added to it (medians).
+    cpu_median_ns: Option<f64>,
+    cpu_added_ns: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -179,6 +186,7 @@ impl<'a> Results<'a> {
         let loads = &run.loads;
         Results {
             machine: &run.machine,
+            commit: &run.commit,
             pairs: o.pairs,
             seconds: run.took.as_secs(),
             attach_ms_median: num(super::median(&mut o.attach_ms.clone())),
@@ -198,11 +206,18 @@ impl<'a> Results<'a> {
                                 max_ns: num(s.max),
                                 ratio: num(s.median / base),
                                 added_ns: num(s.median - base),
+                                cpu_median_ns: num(o.cpu_stats(c, w).median),
+                                cpu_added_ns: num(o.cpu_added(c, w)),
                             };
                             (*c, cond)
                         })
                         .collect();
-                    OverheadRow { workload: w, none_ns: num(base), conditions: Named(conditions) }
+                    OverheadRow {
+                        workload: w,
+                        none_ns: num(base),
+                        none_cpu_ns: num(o.cpu_stats(NONE, w).median),
+                        conditions: Named(conditions),
+                    }
                 })
                 .collect(),
             throughput: Named(loads.throughput.iter().map(|t| (t.output.name(), rates(t))).collect()),
@@ -350,6 +365,8 @@ mod tests {
         assert_eq!(open["workload"], "open_watched");
         assert_eq!(open["aiwatch_untracked"]["ratio"], 1.5);
         assert_eq!(open["aiwatch_untracked"]["added_ns"], 50.0);
+        assert_eq!(open["none_cpu_ns"], 90.0);
+        assert_eq!(open["aiwatch_tracked"]["cpu_added_ns"], 30.0);
         assert_eq!(open["auditd_watch"]["median_ns"], Value::Null);
         assert_eq!(v["skipped"]["auditd_watch"], "auditd did not start");
         let steps = &v["throughput"]["counted"]["steps"];

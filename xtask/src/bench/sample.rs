@@ -15,8 +15,10 @@ pub fn sample() -> Run {
     let mut overhead = Overhead::new(1);
     for (w, _) in WORKLOADS {
         overhead.push("none", w, 100.0);
+        overhead.push_cpu("none", w, 90.0);
         for c in CONDITIONS.iter().filter(|c| **c != "auditd_watch") {
             overhead.push(c, w, 150.0);
+            overhead.push_cpu(c, w, 120.0);
         }
     }
     overhead.attach_ms = vec![150.0, 160.0];
@@ -65,5 +67,6 @@ pub fn sample() -> Run {
         loads: Loads { throughput: [throughput(Output::Counted), throughput(Output::JsonFile)], scan, soak },
         took: Duration::from_secs(99),
         bpftrace: Some("bpftrace v0.17.0".into()),
+        commit: "abc1234".into(),
     }
 }

@@ -23,13 +23,15 @@ pub struct Scanned {
 /// belongs to the outermost assistant above it, as it would had it been followed live.
 ///
 /// Every process is read only as far as classifying it and placing it in the tree needs
-/// ([`ProcSource::classifiable`]); the rest is read for the processes found.
+/// ([`ProcSource::classifiable`]; its command line only where it can matter,
+/// [`AssistantClassifier::argv_gate`]); the rest is read for the processes found.
 pub fn scan(src: &dyn ProcSource, classifier: &AssistantClassifier, ignore: &[u32]) -> Vec<Scanned> {
+    let gate = classifier.argv_gate();
     let infos: HashMap<u32, _> = src
         .pids()
         .into_iter()
         .filter(|p| !ignore.contains(p))
-        .filter_map(|pid| Some((pid, src.classifiable(pid)?)))
+        .filter_map(|pid| Some((pid, src.classifiable(pid, &gate)?)))
         .collect();
     let direct: HashMap<u32, String> = infos
         .values()
@@ -98,9 +100,12 @@ mod tests {
         fn info(&self, pid: u32) -> Option<ProcInfo> {
             self.0.iter().find(|i| i.pid == pid).cloned()
         }
-        /// As ProcFs: no uid and cwd until completed.
-        fn classifiable(&self, pid: u32) -> Option<ProcInfo> {
-            self.info(pid).map(|i| ProcInfo { uid: u32::MAX, cwd: None, ..i })
+        /// As ProcFs: no uid and cwd, and no command line not wanted, until completed.
+        fn classifiable(&self, pid: u32, argv_wanted: &dyn Fn(&str, &str) -> bool) -> Option<ProcInfo> {
+            self.info(pid).map(|i| {
+                let argv = if argv_wanted(&i.exe, &i.comm) { i.argv.clone() } else { Vec::new() };
+                ProcInfo { uid: u32::MAX, cwd: None, argv, ..i }
+            })
         }
         fn cwd(&self, _: u32) -> Option<String> {
             None
@@ -138,6 +143,9 @@ mod tests {
             p(203, 200, "/usr/local/bin/claude", &["claude"]),
             p(300, 1, "/usr/bin/node", &["node", "server.js"]),
             p(400, 1, "/usr/bin/goose", &["goose"]),
+            // An assistant's package named in the command line of a program the live path would
+            // not classify (not a runtime, not an assistant's name): not an assistant here either.
+            p(500, 1, "/usr/bin/vim", &["vim", "/usr/lib/node_modules/@openai/codex/README.md"]),
         ]);
         let found = scan(
             &src,
@@ -152,11 +160,13 @@ mod tests {
             assert_eq!(by_pid[&pid].proc.role, TrackState::Descendant);
             assert_eq!(by_pid[&pid].proc.session, 200);
         }
-        assert!(!by_pid.contains_key(&300) && !by_pid.contains_key(&100));
-        // What was left out for classifying is read for the processes found.
+        assert!(!by_pid.contains_key(&300) && !by_pid.contains_key(&100) && !by_pid.contains_key(&500));
+        // What was left out for classifying is read for the processes found: uid, cwd, and the
+        // command line of a process whose classification did not need it.
         for s in &found {
             assert_eq!((s.proc.uid, s.proc.cwd.as_deref()), (1000, Some("/")), "{s:?}");
         }
+        assert_eq!(by_pid[&201].proc.argv, ["bash", "-c", "rg foo"]);
         // Roots come first so their sessions exist before their members are added.
         assert!(found[0].assistant.is_some() && found[1].assistant.is_some());
         assert_eq!(by_pid[&200].start_ns, 50_000_000);
