@@ -154,7 +154,13 @@ pub struct ContentArgs {
     pub start: u32,
     pub sock_type: u16,
     pub family: u16,
+    /// Chunks of the segment in progress copied so far (at most `CONTENT_CHUNKS`).
+    pub seg_chunks: u32,
     pub _pad: u32,
+    /// The segment in progress: where its next chunk starts, and its bytes still to copy (0:
+    /// the next call starts the segment at `iov_i`).
+    pub seg_base: u64,
+    pub seg_left: u64,
 }
 
 #[map]
@@ -216,6 +222,32 @@ pub struct TlsCall {
 #[map]
 pub static TLS_CALLS: HashMap<u32, TlsCall> = HashMap::with_max_entries(4096, 0);
 
+/// A TLS write being copied, for `tls_exit_content` (per CPU: a tail call stays on it).
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct TlsContent {
+    pub tracked: Tracked,
+    pub ssl: u64,
+    /// Bytes OpenSSL took (the records' `bytes`).
+    pub bytes: u64,
+    /// Where the next chunk starts, and the bytes still to copy.
+    pub src: u64,
+    pub left: u64,
+    pub func: u32,
+    /// [`sensor_common::flags::CONTENT_START`] until the call's first chunk is out.
+    pub start: u32,
+    /// Chunks copied so far (at most `CONTENT_CHUNKS`).
+    pub chunks: u32,
+    pub _pad: u32,
+}
+
+#[map]
+pub static TLS_CONTENT: PerCpuArray<TlsContent> = PerCpuArray::with_max_entries(1, 0);
+
+/// Slot 0: `tls_exit_content`, put there when the TLS programs are loaded.
+#[map]
+pub static TLS_PROG: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
 /// A variable read whose name could not be read yet, by tid (see `probes::env`).
 #[derive(Clone, Copy)]
 #[repr(C)]
@@ -239,7 +271,9 @@ pub static ENV_SEEN: LruHashMap<EnvKey, EnvSeen> = LruHashMap::with_max_entries(
 // implicit padding (explicit `_pad` fields; the sizes say there is none left).
 const _: () = assert!(core::mem::size_of::<FileArgs>() == 32);
 const _: () = assert!(core::mem::size_of::<NetArgs>() == 96);
+const _: () = assert!(core::mem::size_of::<ContentArgs>() == 96);
 const _: () = assert!(core::mem::size_of::<EnvKey>() == 8 + sensor_common::ENV_NAME_LEN);
 const _: () = assert!(core::mem::size_of::<EnvSeen>() == 24);
 const _: () = assert!(core::mem::size_of::<EnvPending>() == 24);
 const _: () = assert!(core::mem::size_of::<TlsCall>() == 32);
+const _: () = assert!(core::mem::size_of::<TlsContent>() == 56);

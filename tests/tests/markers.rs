@@ -204,16 +204,22 @@ fn covert_markers_in_a_plain_http_request_are_found_exactly() {
     assert!(sensor.metric(series).is_some_and(|v| v >= 1.0), "{series}");
 }
 
+/// A prompt above 100 KiB of multilingual text, none of it a marker, and the planted secret:
+/// under the 128 KiB of one argument (MAX_ARG_STRLEN).
+fn large_prompt() -> String {
+    let filler = "Résumé über naïve Straße. 日本語の文章です。Обычный русский текст. ".repeat(1100);
+    let prompt = format!("say ok {filler}{SECRET}");
+    assert!(prompt.len() > 100 * 1024 && prompt.len() < 128 * 1024, "{}", prompt.len());
+    prompt
+}
+
 /// The same assistant under ordinary conditions (UTC, a neutral host, no proxy) sends an
 /// ordinary request: no marker, an ISO date; and a prompt above 100 KiB (13 chunks of the copy,
 /// with non-ASCII text that is no marker) is reassembled whole.
 #[test]
 fn an_ordinary_request_has_no_markers_even_when_large_and_multilingual() {
     let sensor = Sensor::start(&config("markers-large"));
-    let filler = "Résumé über naïve Straße. 日本語の文章です。Обычный русский текст. ".repeat(1100);
-    let prompt = format!("say ok {filler}{SECRET}");
-    // Under the 128 KiB of one argument (MAX_ARG_STRLEN), above 100 KiB.
-    assert!(prompt.len() > 100 * 1024 && prompt.len() < 128 * 1024, "{}", prompt.len());
+    let prompt = large_prompt();
     let root = run_covert("markers-large", "api.mock-llm.test", &prompt, &[("TZ", "UTC")]);
     let rec = markers_of(&sensor, root);
     assert_eq!(rec["request"]["complete"], true, "{rec}");
@@ -318,6 +324,25 @@ fn an_ordinary_https_request_has_no_markers() {
         let rec = markers_of(&sensor, root);
         assert_eq!(rec["request"]["transport"], "tls_openssl", "{client:?}: {rec}");
         assert_eq!(rec["request"]["complete"], true, "{client:?}: {rec}");
+        assert_eq!(marker_list(&rec), [], "{client:?}: {rec}");
+        assert_eq!(dates_of(&rec), ["YYYY-MM-DD"], "{client:?}: {rec}");
+    }
+    assert_nothing_leaked(&sensor);
+}
+
+/// A prompt above 100 KiB over HTTPS: Python hands OpenSSL the body in one `SSL_write_ex`
+/// (14 chunks of the copy, more than one call of the kernel's copier, which tail-calls itself
+/// every few chunks) and is reassembled whole; so is Node's.
+#[test]
+fn a_large_https_request_is_copied_whole() {
+    let sensor = Sensor::start(&config("markers-tls-large"));
+    let prompt = large_prompt();
+    for client in [Client::PythonHttps, Client::NodeHttps] {
+        let root = run_client(client, "markers-tls-large", "api.mock-llm.test", &prompt, &[("TZ", "UTC")]);
+        let rec = markers_of(&sensor, root);
+        assert_eq!(rec["request"]["transport"], "tls_openssl", "{client:?}: {rec}");
+        assert_eq!(rec["request"]["complete"], true, "{client:?}: {rec}");
+        assert!(rec["request"]["scanned_bytes"].as_u64().unwrap() > 100 * 1024, "{client:?}: {rec}");
         assert_eq!(marker_list(&rec), [], "{client:?}: {rec}");
         assert_eq!(dates_of(&rec), ["YYYY-MM-DD"], "{client:?}: {rec}");
     }

@@ -1,7 +1,9 @@
 //! The content copy: a plain-HTTP request's bytes, whole up to a budget, in chunks of
 //! [`DATA_LEN`], for the daemon's prompt-marker scan (the copy for naming the destination, in
 //! `net`, keeps only a send's first bytes). `net_exit_syscall` decides and tail-calls
-//! `net_exit_content`, which copies: the copy's loop is verified as a program of its own.
+//! `net_exit_content`, which copies [`CHUNKS_PER_CALL`] chunks and tail-calls itself for the
+//! next ones: the copy's loop is verified as a program of its own, and a short one (the verifier
+//! walks every iteration; 32 per call took it 260-390 ms at start-up, most of the daemon's).
 
 use core::ffi::c_void;
 
@@ -11,6 +13,11 @@ use sensor_common::{
 };
 
 use super::net::read_u64;
+
+/// Chunks one call copies. A segment's [`CONTENT_CHUNKS`] over [`CONTENT_IOVECS`] segments take
+/// 32 calls at most, within the kernel's 33 tail calls (`MAX_TAIL_CALL_CNT`, 5.10 on).
+const CHUNKS_PER_CALL: u32 = 4;
+const _: () = assert!(CONTENT_CHUNKS.div_ceil(CHUNKS_PER_CALL) * CONTENT_IOVECS <= 33);
 use crate::{
     emit::{batched, emit},
     helpers::{bump, now},
@@ -42,6 +49,9 @@ pub(super) fn hand_over(ctx: &TracePointContext, t: &Tracked, a: &NetArgs, p: Pe
     slot.bytes = p.bytes;
     slot.left = if p.bytes < p.budget as u64 { p.bytes } else { p.budget as u64 };
     slot.iov_i = 0;
+    slot.seg_chunks = 0;
+    slot.seg_base = 0;
+    slot.seg_left = 0;
     slot.start = flags::CONTENT_START;
     slot.sock_type = p.sock_type;
     slot.family = p.family;
@@ -49,34 +59,47 @@ pub(super) fn hand_over(ctx: &TracePointContext, t: &Tracked, a: &NetArgs, p: Pe
     unsafe { CONTENT_PROG.tail_call(ctx, 0) };
 }
 
-/// Tail-called by `net_exit_syscall` (never attached): copies one segment of the send it left
-/// (the buffer, or one iovec) in chunks, then tail-calls itself for the next iovec.
+/// Tail-called by `net_exit_syscall` (never attached), then by itself: copies the next
+/// [`CHUNKS_PER_CALL`] chunks of the send it left (the buffer, or its iovecs one by one), and
+/// tail-calls itself while some are left.
 #[tracepoint]
 pub fn net_exit_content(ctx: TracePointContext) -> u32 {
     let Some(slot) = CONTENT_ARGS.get_ptr_mut(0) else { return 0 };
     // SAFETY: this CPU's slot, written by the caller just before the tail call.
     let c: &mut ContentArgs = unsafe { &mut *slot };
-    let (mut base, seg) = if c.iov == 0 {
-        (c.buf, c.len)
-    } else {
-        let v = c.iov + c.iov_i as u64 * 16;
-        (read_u64(v), read_u64(v + 8))
-    };
-    let mut take = if c.left < seg { c.left } else { seg };
-    c.left -= take;
+    if c.seg_left == 0 {
+        // The next segment: the buffer, or iovec `iov_i`.
+        let (base, seg) = if c.iov == 0 {
+            (c.buf, c.len)
+        } else {
+            let v = c.iov + c.iov_i as u64 * 16;
+            (read_u64(v), read_u64(v + 8))
+        };
+        let take = if c.left < seg { c.left } else { seg };
+        c.left -= take;
+        c.iov_i += 1;
+        c.seg_base = base;
+        c.seg_left = take;
+        c.seg_chunks = 0;
+    }
     let ts = now();
-    for _ in 0..CONTENT_CHUNKS {
-        if take == 0 {
+    for _ in 0..CHUNKS_PER_CALL {
+        if c.seg_left == 0 {
             break;
         }
-        let n = if take > DATA_LEN as u64 { DATA_LEN as u64 } else { take };
-        chunk(c, base, n, ts);
+        let n = if c.seg_left > DATA_LEN as u64 { DATA_LEN as u64 } else { c.seg_left };
+        chunk(c, c.seg_base, n, ts);
         c.start = 0;
-        base += n;
-        take -= n;
+        c.seg_base += n;
+        c.seg_left -= n;
+        c.seg_chunks += 1;
+        if c.seg_chunks >= CONTENT_CHUNKS {
+            // What the segment carries beyond is a gap the daemon sees.
+            c.seg_left = 0;
+        }
     }
-    c.iov_i += 1;
-    if c.left > 0 && c.iov != 0 && c.iov_i < c.iovcnt && c.iov_i < CONTENT_IOVECS {
+    let next_segment = c.left > 0 && c.iov != 0 && c.iov_i < c.iovcnt && c.iov_i < CONTENT_IOVECS;
+    if c.seg_left > 0 || next_segment {
         // SAFETY: this program's own context.
         unsafe { CONTENT_PROG.tail_call(&ctx, 0) };
     }

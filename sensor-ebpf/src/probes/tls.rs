@@ -16,8 +16,13 @@ use super::{
 use crate::{
     emit::{batched, emit},
     helpers::{bump, current_ids, now, take, tracked},
-    maps::{TlsCall, TLS_CALLS, TLS_STREAMS},
+    maps::{TlsCall, TlsContent, TLS_CALLS, TLS_CONTENT, TLS_PROG, TLS_STREAMS},
 };
+
+/// Chunks one call of `tls_exit_content` copies before it tail-calls itself: a short loop for
+/// the verifier, as `net_exit_content`'s (32 per call took it 90-125 ms at start-up).
+const CHUNKS_PER_CALL: u32 = 4;
+const _: () = assert!(CONTENT_CHUNKS.div_ceil(CHUNKS_PER_CALL) <= 33);
 
 #[uprobe]
 pub fn tls_enter_ssl_write(ctx: ProbeContext) -> u32 {
@@ -84,25 +89,52 @@ pub fn tls_exit_ssl_write(ctx: RetProbeContext) -> u32 {
         return 0;
     }
     let num = num as u64;
-    let mut take_n = if num < left as u64 { num } else { left as u64 };
+    let take_n = if num < left as u64 { num } else { left as u64 };
     let rest = left - take_n as u32;
     if rest == 0 {
         let _ = TLS_STREAMS.remove(key);
     } else if TLS_STREAMS.insert(key, rest, 0).is_err() {
         bump(Stat::StashFull);
     }
+    let Some(slot) = TLS_CONTENT.get_ptr_mut(0) else { return 0 };
+    // SAFETY: this CPU's slot, used only by this tail-call chain.
+    let c: &mut TlsContent = unsafe { &mut *slot };
+    c.tracked = t;
+    c.ssl = call.ssl;
+    c.bytes = num;
+    c.src = call.buf;
+    c.left = take_n;
+    c.func = call.func;
+    c.start = flags::CONTENT_START;
+    c.chunks = 0;
+    // SAFETY: the context of this uretprobe program, as the callee's is. Without the program
+    // (not loaded), nothing is copied.
+    unsafe { TLS_PROG.tail_call(&ctx, 0) };
+    0
+}
+
+/// Tail-called by `tls_exit_ssl_write` (never attached), then by itself: copies the next
+/// [`CHUNKS_PER_CALL`] chunks of the write it left, and tail-calls itself while some are left.
+#[uretprobe]
+pub fn tls_exit_content(ctx: RetProbeContext) -> u32 {
+    let Some(slot) = TLS_CONTENT.get_ptr_mut(0) else { return 0 };
+    // SAFETY: this CPU's slot, written by the caller just before the tail call.
+    let c: &mut TlsContent = unsafe { &mut *slot };
     let ts = now();
-    let mut src = call.buf;
-    let mut start = flags::CONTENT_START;
-    for _ in 0..CONTENT_CHUNKS {
-        if take_n == 0 {
-            break;
+    for _ in 0..CHUNKS_PER_CALL {
+        if c.left == 0 || c.chunks >= CONTENT_CHUNKS {
+            return 0;
         }
-        let n = if take_n > DATA_LEN as u64 { DATA_LEN as u64 } else { take_n };
-        chunk(&t, call.ssl, num, call.func, start, src, n, ts);
-        start = 0;
-        src += n;
-        take_n -= n;
+        let n = if c.left > DATA_LEN as u64 { DATA_LEN as u64 } else { c.left };
+        chunk(&c.tracked, c.ssl, c.bytes, c.func, c.start, c.src, n, ts);
+        c.start = 0;
+        c.src += n;
+        c.left -= n;
+        c.chunks += 1;
+    }
+    if c.left > 0 && c.chunks < CONTENT_CHUNKS {
+        // SAFETY: this program's own context.
+        unsafe { TLS_PROG.tail_call(&ctx, 0) };
     }
     0
 }

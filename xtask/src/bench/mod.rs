@@ -215,6 +215,8 @@ fn partial(opt: &Options) -> anyhow::Result<()> {
     if opt.only.contains(&Part::Overhead) {
         let o = overhead::rounds(&env, opt.pairs, &opt.conditions, &opt.workloads)?;
         md += &report::overhead_table(&o);
+        md += &report::cpu_table(&o);
+        md += &report::programs_table(&o);
         md += &report::peer_records(&o);
         if !o.skipped.is_empty() {
             md += &format!("Conditions not measured: {:?}\n\n", o.skipped);

@@ -10,7 +10,7 @@ use super::{
     daemon::{pin, start_aiwatch, Stopper},
     median,
     observe::rss_kib,
-    peers::{bpftrace_seen, start_bpftrace, Audit, Seen},
+    peers::{bpftrace_seen, programs_during, start_bpftrace, Audit, Seen},
     Env,
 };
 
@@ -123,6 +123,9 @@ pub struct Overhead {
     pub skipped: BTreeMap<&'static str, String>,
     /// What each peer was shown to observe, per round: seen[peer][workload].
     seen: BTreeMap<String, BTreeMap<String, Vec<Seen>>>,
+    /// aiwatch's BPF programs per operation, per round (a separate run with the kernel's
+    /// statistics on): programs[condition][workload] = (ns, runs).
+    programs: BTreeMap<String, BTreeMap<String, Vec<(f64, f64)>>>,
     /// The workloads measured: all of [`WORKLOADS`] unless a partial run chose some.
     pub workloads: Vec<(&'static str, u64)>,
 }
@@ -140,6 +143,22 @@ impl Overhead {
     pub fn observed(&self, peer: &str, workload: &str) -> Observed {
         let v = self.seen.get(peer).and_then(|m| m.get(workload)).map_or(&[][..], Vec::as_slice);
         Observed::of(v)
+    }
+
+    pub fn push_programs(&mut self, cond: &str, workload: &str, ns_per_op: f64, runs_per_op: f64) {
+        self.programs
+            .entry(cond.into())
+            .or_default()
+            .entry(workload.into())
+            .or_default()
+            .push((ns_per_op, runs_per_op));
+    }
+
+    /// Median ns and runs per operation of aiwatch's programs under `cond` (NaN: not measured).
+    pub fn programs(&self, cond: &str, workload: &str) -> (f64, f64) {
+        let v = self.programs.get(cond).and_then(|m| m.get(workload)).map_or(&[][..], Vec::as_slice);
+        let (mut ns, mut runs): (Vec<f64>, Vec<f64>) = v.iter().copied().unzip();
+        (median(&mut ns), median(&mut runs))
     }
 
     pub fn push(&mut self, cond: &str, workload: &str, ns: f64) {
@@ -203,6 +222,28 @@ impl Overhead {
             self.push(cond, w, x.wall);
             self.push_cpu(NONE, w, b.cpu);
             self.push_cpu(cond, w, x.cpu);
+        }
+        if let Active::Aiwatch(a) = &active {
+            // Not during the measured runs: the statistics add two clock reads to every run.
+            // They count every process's runs: what ran meanwhile with no workload (the daemon's
+            // own system calls, the machine's) is measured first and taken off by duration.
+            let idle_for = Duration::from_millis(500);
+            let idle = programs_during(a.id(), || {
+                std::thread::sleep(idle_for);
+                Ok(())
+            })?;
+            let per_s = |x: u64| x as f64 / idle_for.as_secs_f64();
+            // Whole runs: a tracked driver's start-up (its session's start, the daemon's work
+            // on it) is a fixed cost that a short run would spread over too few operations.
+            for (w, n) in self.workloads.clone() {
+                let started = std::time::Instant::now();
+                let p = programs_during(a.id(), || measure(driver, w, n, tracked).map(drop))?;
+                let t = started.elapsed().as_secs_f64();
+                let ops = ops(n) as f64;
+                let ns = (p.ns as f64 - per_s(idle.ns) * t).max(0.0) / ops;
+                let runs = (p.runs as f64 - per_s(idle.runs) * t).max(0.0) / ops;
+                self.push_programs(cond, w, ns, runs);
+            }
         }
         if let Active::Bpftrace(b) = &active {
             for (w, n) in self.workloads.clone() {

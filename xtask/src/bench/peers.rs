@@ -100,19 +100,44 @@ fn ensure_tracefs() -> anyhow::Result<()> {
 
 /// Runs of the BPF programs `pid` holds (the kernel counts them only while statistics are on).
 fn program_runs(pid: u32) -> anyhow::Result<u64> {
+    Ok(program_stats(pid)?.runs)
+}
+
+/// Runs and run time of the BPF programs a process holds (BPF statistics must be on for them to
+/// count).
+#[derive(Clone, Copy, Default)]
+pub struct ProgramStats {
+    pub runs: u64,
+    pub ns: u64,
+}
+
+fn program_stats(pid: u32) -> anyhow::Result<ProgramStats> {
     let dir = format!("/proc/{pid}/fdinfo");
-    let mut runs = 0;
+    let mut out = ProgramStats::default();
+    // A program held through several descriptors (aiwatch keeps duplicates of some) counts once.
+    let mut seen = std::collections::HashSet::new();
     for e in std::fs::read_dir(&dir).with_context(|| format!("reading {dir}"))? {
         let text = std::fs::read_to_string(e?.path()).unwrap_or_default();
-        if text.contains("prog_id:") {
-            runs += text
-                .lines()
-                .find_map(|l| l.strip_prefix("run_cnt:"))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .unwrap_or(0);
+        let field =
+            |k: &str| text.lines().find_map(|l| l.strip_prefix(k)).and_then(|v| v.trim().parse::<u64>().ok());
+        let Some(id) = field("prog_id:") else { continue };
+        if seen.insert(id) {
+            out.runs += field("run_cnt:").unwrap_or(0);
+            out.ns += field("run_time_ns:").unwrap_or(0);
         }
     }
-    Ok(runs)
+    Ok(out)
+}
+
+/// What the programs of the process `pid` (aiwatch's) ran while `run` ran: their runs and run
+/// time, machine-wide (on a quiet machine, the workload's).
+pub fn programs_during(pid: u32, run: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<ProgramStats> {
+    let stats = BpfStats::on()?;
+    let before = program_stats(pid)?;
+    run()?;
+    let after = program_stats(pid)?;
+    drop(stats);
+    Ok(ProgramStats { runs: after.runs.saturating_sub(before.runs), ns: after.ns.saturating_sub(before.ns) })
 }
 
 /// The kernel's BPF run statistics, on while this is held (`BPF_ENABLE_STATS`: off again when

@@ -109,6 +109,10 @@ struct Condition {
     /// The driver's CPU time per operation, and what the condition added to it (medians).
     cpu_median_ns: Option<f64>,
     cpu_added_ns: Option<f64>,
+    /// aiwatch's BPF programs per operation (kernel statistics, a separate run); null for the
+    /// other conditions.
+    program_ns_per_op: Option<f64>,
+    program_runs_per_op: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -208,6 +212,8 @@ impl<'a> Results<'a> {
                                 added_ns: num(s.median - base),
                                 cpu_median_ns: num(o.cpu_stats(c, w).median),
                                 cpu_added_ns: num(o.cpu_added(c, w)),
+                                program_ns_per_op: num(o.programs(c, w).0),
+                                program_runs_per_op: num(o.programs(c, w).1),
                             };
                             (*c, cond)
                         })
@@ -367,6 +373,9 @@ mod tests {
         assert_eq!(open["aiwatch_untracked"]["added_ns"], 50.0);
         assert_eq!(open["none_cpu_ns"], 90.0);
         assert_eq!(open["aiwatch_tracked"]["cpu_added_ns"], 30.0);
+        assert_eq!(open["aiwatch_tracked"]["program_ns_per_op"], 210.5);
+        assert_eq!(open["aiwatch_tracked"]["program_runs_per_op"], 4.0);
+        assert_eq!(open["bpftrace_filter"]["program_ns_per_op"], Value::Null);
         assert_eq!(open["auditd_watch"]["median_ns"], Value::Null);
         assert_eq!(v["skipped"]["auditd_watch"], "auditd did not start");
         let steps = &v["throughput"]["counted"]["steps"];

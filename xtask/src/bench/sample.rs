@@ -20,6 +20,9 @@ pub fn sample() -> Run {
             overhead.push(c, w, 150.0);
             overhead.push_cpu(c, w, 120.0);
         }
+        for c in ["aiwatch_untracked", "aiwatch_tracked"] {
+            overhead.push_programs(c, w, 210.5, 4.0);
+        }
     }
     overhead.attach_ms = vec![150.0, 160.0];
     overhead.rss_idle_kib = vec![29_000.0, 29_100.0];

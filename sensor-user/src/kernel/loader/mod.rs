@@ -170,10 +170,18 @@ fn load_program(ebpf: &mut Ebpf, spec: &ProgramSpec, btf: Option<&Btf>) -> anyho
         .program_mut(spec.name)
         .with_context(|| format!("program {} is not in the eBPF object", spec.name))?;
     match spec.hooks.first() {
-        Some(Hook::Tracepoint { .. } | Hook::TailCall { .. }) | None => {
+        Some(Hook::Tracepoint { .. }) | None => {
             let p: &mut TracePoint = prog.try_into()?;
             p.load()?;
         }
+        // Of its caller's type: a tracepoint's, or a uretprobe's (the TLS copy).
+        Some(Hook::TailCall { .. }) => match prog {
+            aya::programs::Program::UProbe(p) => p.load()?,
+            prog => {
+                let p: &mut TracePoint = prog.try_into()?;
+                p.load()?;
+            }
+        },
         Some(Hook::RawTracepoint(_)) => {
             let p: &mut RawTracePoint = prog.try_into()?;
             p.load()?;
@@ -211,10 +219,7 @@ fn attach_tracepoint(
 
 /// Puts the loaded program `name` in slot `index` of the program array `map`.
 fn tail_call_slot(ebpf: &mut Ebpf, name: &str, map: &str, index: u32) -> anyhow::Result<()> {
-    let fd = {
-        let p: &mut TracePoint = ebpf.program_mut(name).context("program missing")?.try_into()?;
-        p.fd()?.try_clone()?
-    };
+    let fd = ebpf.program(name).context("program missing")?.fd()?.try_clone()?;
     let mut array = aya::maps::ProgramArray::try_from(
         ebpf.map_mut(map).with_context(|| format!("map {map} is not in the eBPF object"))?,
     )?;

@@ -317,6 +317,12 @@ pub fn programs() -> Vec<ProgramSpec> {
         TLS_PURPOSE,
     ));
     v.push(spec(
+        "tls_exit_content",
+        vec![Hook::TailCall { map: "TLS_PROG", index: 0 }],
+        Optional,
+        "copies the HTTPS requests of sessions for the prompt-marker scan (tail-called by tls_exit_ssl_write)",
+    ));
+    v.push(spec(
         "files_enter_fentry_openat2",
         vec![Hook::FEntry("do_sys_openat2")],
         CheckOnly,
