@@ -14,15 +14,16 @@ use sensor_common::{
 
 use super::net::read_u64;
 
-/// Chunks one call copies. A segment's [`CONTENT_CHUNKS`] over [`CONTENT_IOVECS`] segments take
-/// 32 calls at most, within the kernel's 33 tail calls (`MAX_TAIL_CALL_CNT`, 5.10 on).
-const CHUNKS_PER_CALL: u32 = 4;
-const _: () = assert!(CONTENT_CHUNKS.div_ceil(CHUNKS_PER_CALL) * CONTENT_IOVECS <= 33);
 use crate::{
     emit::{batched, emit},
     helpers::{bump, now},
     maps::{ContentArgs, NetArgs, CONTENT_ARGS, CONTENT_PROG},
 };
+
+/// Chunks one call copies. A segment's [`CONTENT_CHUNKS`] over [`CONTENT_IOVECS`] segments take
+/// 32 calls at most, within the kernel's 33 tail calls (`MAX_TAIL_CALL_CNT`, 5.10 on).
+const CHUNKS_PER_CALL: u32 = 4;
+const _: () = assert!(CONTENT_CHUNKS.div_ceil(CHUNKS_PER_CALL) * CONTENT_IOVECS <= 33);
 
 /// A send to copy: its byte count, the request's budget left, the socket's type and family.
 pub(super) struct Pending {
