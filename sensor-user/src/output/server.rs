@@ -51,13 +51,26 @@ pub struct Endpoint {
     last_error: Mutex<Option<String>>,
 }
 
-/// Binds the endpoint (blocking std socket, non-blocking mode): at start-up, on the only thread,
+/// Connections the kernel queues for the accept loop. std's 128 overflows under a burst of
+/// connections (a flood, or many scrapers at once) while the loop is off the CPU, and an
+/// overflow drops the SYN: a well-behaved scraper then waits a second or more for its retry.
+const BACKLOG: i32 = 1024;
+
+/// Binds the endpoint (blocking socket, non-blocking mode): at start-up, on the only thread,
 /// and on retry.
 pub fn bind(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
-    let listener =
-        std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen for metrics on {addr}"))?;
-    listener.set_nonblocking(true).context("metrics listener")?;
-    Ok(listener)
+    use socket2::{Domain, Socket, Type};
+    let listen = || -> std::io::Result<Socket> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+        // As std's bind does: a restarted daemon rebinds past its old TIME_WAIT connections.
+        socket.set_reuse_address(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(BACKLOG)?;
+        Ok(socket)
+    };
+    let socket = listen().with_context(|| format!("cannot listen for metrics on {addr}"))?;
+    socket.set_nonblocking(true).context("metrics listener")?;
+    Ok(socket.into())
 }
 
 /// The start-up bind: a failure is logged and counted, and the sensor goes on (the runtime

@@ -100,3 +100,19 @@ async fn a_failed_bind_is_counted_and_retried_until_it_binds() {
     let body = get(addr, b"GET /metrics HTTP/1.1\r\n\r\n").await;
     assert!(body.contains("aiwatch_metrics_listener_up 1"), "{body}");
 }
+
+#[test]
+fn a_burst_of_connections_waits_in_the_queue_while_the_accept_loop_is_away() {
+    // Nothing accepts here: every connection must be queued by the kernel, none dropped (a
+    // dropped SYN costs its client a second or more). std's backlog of 128 fails at the 130th.
+    let l = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = l.local_addr().unwrap();
+    let burst = 1000;
+    let queued: Vec<_> = (0..burst)
+        .map(|i| {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500))
+                .unwrap_or_else(|e| panic!("connection {i} of a burst of {burst}: {e}"))
+        })
+        .collect();
+    assert_eq!(queued.len(), burst);
+}
