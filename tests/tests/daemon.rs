@@ -412,9 +412,12 @@ fn restart_while_assistants_run_rebuilds_their_sessions() {
 #[test]
 fn overload_is_counted_bounded_and_recovered_from() {
     // Its own assistant name, so the other tests' sensors do not follow the flood; and a small
-    // ring buffer, so a fast reader overflows it.
+    // ring buffer, so a fast reader overflows it. Not the smallest (64 KiB): its three quarters,
+    // 48 KiB, hold about 110 file records after an exec's, fewer than a session's start-up makes
+    // (this agent's: about 200) before the daemon's next drain, so the finding session below
+    // would see its own reads shed, storm or not.
     let dir = TempDir::new("overload");
-    let config = "[[assistants]]\nname = \"storm\"\nexe = [\"aiwatch-storm-agent\"]\n[sensor]\nring_buffer_bytes = 65536\n";
+    let config = "[[assistants]]\nname = \"storm\"\nexe = [\"aiwatch-storm-agent\"]\n[sensor]\nring_buffer_bytes = 262144\n";
     // Records go to a file: the flood is the sensor's to handle, not this test's memory.
     let out = dir.path("events.jsonl");
     let small = Sensor::start_with(config, &["--output", out.to_str().unwrap()]);
@@ -465,6 +468,8 @@ fn overload_is_counted_bounded_and_recovered_from() {
     .stdin(std::process::Stdio::null())
     .stdout(std::process::Stdio::null())
     .stderr(std::process::Stdio::null());
+    let shed_m = r#"aiwatch_kernel_events_total{outcome="ringbuf_shed"}"#;
+    let shed_before = small.metric(shed_m).unwrap_or(0.0);
     let mut g = spawn_cmd(&mut cmd);
     assert!(g.wait(Duration::from_secs(60)).expect("finding session finished").success());
     let root = g.pid();
@@ -475,7 +480,23 @@ fn overload_is_counted_bounded_and_recovered_from() {
         if text.lines().rev().take(5000).any(|l| l.contains("\"type\":\"finding\"") && l.contains(&want)) {
             break;
         }
-        assert!(Instant::now() < end, "no finding after the storm");
+        if Instant::now() >= end {
+            let session: Vec<&str> = text.lines().filter(|l| l.contains(&want)).collect();
+            let log = small.log();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            let counters = small.scrape();
+            let counters: Vec<&str> = counters
+                .lines()
+                .filter(|l| l.starts_with("aiwatch_kernel_") || l.starts_with("aiwatch_events_total"))
+                .collect();
+            let shed = small.metric(shed_m).unwrap_or(0.0) - shed_before;
+            panic!(
+                "no finding after the storm ({shed} records shed since the session started); the session's records:\n{}\nthe daemon's last log lines:\n{}\nits counters:\n{}",
+                session.join("\n"),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+                counters.join("\n")
+            );
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
     let log = small.stop();

@@ -91,8 +91,10 @@ impl Throughput {
     }
 }
 
+/// Events the kernel side did not send or the daemon could not decode. `ringbuf_shed` is one:
+/// a batched event left out to keep room for process and connection records.
 fn kernel_drops(m: &BTreeMap<String, f64>) -> u64 {
-    ["ringbuf_full", "stash_full", "tracked_map_full"]
+    ["ringbuf_full", "ringbuf_shed", "stash_full", "tracked_map_full"]
         .iter()
         .map(|o| sum(m, &format!("aiwatch_kernel_events_total{{outcome=\"{o}\"}}")))
         .sum::<u64>()
@@ -506,6 +508,23 @@ mod tests {
         assert!(step(100, 0, 0).lossless());
         assert!(step(90, 6, 4).exact() && !step(90, 6, 4).lossless());
         assert!(!step(99, 0, 0).exact() && !step(99, 0, 0).lossless());
+    }
+
+    #[test]
+    fn every_event_the_kernel_left_out_or_the_daemon_could_not_decode_is_a_drop() {
+        let m: BTreeMap<String, f64> = [
+            ("aiwatch_kernel_events_total{outcome=\"emitted\"}", 1000.0),
+            ("aiwatch_kernel_events_total{outcome=\"ringbuf_full\"}", 1.0),
+            ("aiwatch_kernel_events_total{outcome=\"ringbuf_shed\"}", 20.0),
+            ("aiwatch_kernel_events_total{outcome=\"stash_full\"}", 300.0),
+            ("aiwatch_kernel_events_total{outcome=\"tracked_map_full\"}", 4000.0),
+            ("aiwatch_kernel_events_total{outcome=\"path_truncated\"}", 7.0),
+            ("aiwatch_event_decode_errors_total{reason=\"short\"}", 50000.0),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        assert_eq!(kernel_drops(&m), 54321);
     }
 
     #[test]

@@ -186,6 +186,7 @@ pub enum Part {
     Overhead,
     Throughput,
     Scan,
+    Soak,
 }
 
 /// What `cargo xtask bench` was asked for.
@@ -231,6 +232,9 @@ fn partial(opt: &Options) -> anyhow::Result<()> {
         for extra in &opt.scan_extra {
             md += &summary::scan_section(&scan(&env, *extra)?);
         }
+    }
+    if opt.only.contains(&Part::Soak) {
+        md += &summary::soak_section(&load::soak(&env, SOAK_RATE, opt.soak_seconds)?);
     }
     md += &format!("\nTook {:.0} s.\n", started.elapsed().as_secs_f64());
     std::fs::write(env.work.join("partial.md"), &md)?;

@@ -29,7 +29,7 @@ fn growth(kib: Option<i64>) -> String {
 impl Loads {
     /// RSS growth over the soak after the warm-up (None if the soak was shorter).
     pub fn growth_kib(&self) -> Option<i64> {
-        Some(self.soak.rss_end()? as i64 - self.soak.rss_at(WARMUP_S)? as i64)
+        soak_growth_kib(&self.soak)
     }
 
     pub fn targets(&self) -> Vec<String> {
@@ -98,21 +98,27 @@ impl Loads {
              and closes `/etc/localtime` at each rate for {:.1} s, paced against the clock. Rates step up until a\n\
              step loses events. Received is what the daemon decoded (`aiwatch_events_total{{kind=\"file\"}}`) when\n\
              only counting (`--format none`), and the fingerprint records found in the output file with JSON to a\n\
-             file; drops are the daemon's counters (ring buffer full, stash full, undecodable; sink queue full\n\
-             and write errors). Every step is checked: generated = received + drops. Daemon CPU is its user +\n\
+             file; drops are the daemon's counters (ring buffer full or three quarters full, where batched\n\
+             events are shed to keep room for process and connection records; stash full, undecodable; sink\n\
+             queue full and write errors). Every step is checked: generated = received + drops. Daemon CPU is its user +\n\
              system time over the step (all threads) divided by the events generated.\n\n",
             STEP_MS as f64 / 1000.0
         );
         for t in &self.throughput {
             out += &throughput_section(t);
         }
-        out += &self.soak_section();
+        out += &soak_section(&self.soak);
         out += &scan_section(&self.scan);
         out
     }
+}
 
-    fn soak_section(&self) -> String {
-        let s = &self.soak;
+fn soak_growth_kib(s: &Soak) -> Option<i64> {
+    Some(s.rss_end()? as i64 - s.rss_at(WARMUP_S)? as i64)
+}
+
+pub fn soak_section(s: &Soak) -> String {
+    {
         format!(
             "## Soak: memory under load and detection latency\n\n\
              The generator runs at {} watched reads/s for {} s with JSON records rendered to /dev/null; the\n\
@@ -137,7 +143,7 @@ impl Loads {
             mib(s.rss_end()),
             s.rss_median() / MIB,
             s.rss_max() as f64 / MIB,
-            growth(self.growth_kib()),
+            growth(soak_growth_kib(s)),
             s.latencies_us.len(),
             s.sessions,
             s.findings,
