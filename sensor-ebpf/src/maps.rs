@@ -50,6 +50,27 @@ pub static ENV_STASH: HashMap<u32, ExecEnvEvent> = HashMap::with_max_entries(256
 #[map]
 pub static ENV_SCRATCH: PerCpuArray<ExecEnvEvent> = PerCpuArray::with_max_entries(1, 0);
 
+/// An exec's arguments as `sys_enter_execve*` found them, for `process_enter_exec_args`.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct ExecArgs {
+    pub filename: u64,
+    pub argv: u64,
+    pub envp: u64,
+    /// 1 for an exec of a file descriptor (`execveat` with `AT_EMPTY_PATH`).
+    pub exec_fd: u64,
+}
+
+/// This CPU's exec in progress (a tail call stays on the CPU).
+#[map]
+pub static EXEC_ARGS: PerCpuArray<ExecArgs> = PerCpuArray::with_max_entries(1, 0);
+
+/// Slot 0: `process_enter_exec_args`, put there by the loader. Both exec programs tail-call it,
+/// so its loops (the filename's basename, 24 arguments, 160 environment entries) are verified
+/// once, not once per exec syscall (about 20 ms of start-up each).
+#[map]
+pub static EXEC_PROG: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
 /// Per-CPU room to build an exec event (too large for the 512-byte stack).
 #[map]
 pub static EXEC_SCRATCH: PerCpuArray<ExecEvent> = PerCpuArray::with_max_entries(1, 0);

@@ -27,7 +27,8 @@ use crate::{
     emit::{emit, send, urgent},
     helpers::{arg, bump, current_ids, inherit, now, tracked},
     maps::{
-        CANDIDATES, COMPAT_SEEN, ENV_SCRATCH, ENV_STASH, EXEC_SCRATCH, EXEC_STASH, PARENTS, SOCK_FDS, TRACKED,
+        ExecArgs, CANDIDATES, COMPAT_SEEN, ENV_SCRATCH, ENV_STASH, EXEC_ARGS, EXEC_PROG, EXEC_SCRATCH,
+        EXEC_STASH, PARENTS, SOCK_FDS, TRACKED,
     },
     pack,
 };
@@ -41,7 +42,7 @@ pub fn process_enter_execve(ctx: TracePointContext) -> u32 {
     // SAFETY: fields of sys_enter_execve, checked against its format at load.
     let (filename, argv, envp) =
         unsafe { (arg::<u64>(&ctx, FILENAME), arg::<u64>(&ctx, ARGV), arg::<u64>(&ctx, ENVP)) };
-    stash_exec(filename as *const u8, argv as *const *const u8, envp as *const *const u8, false);
+    hand_over(&ctx, ExecArgs { filename, argv, envp, exec_fd: 0 });
     0
 }
 
@@ -52,8 +53,8 @@ pub fn process_enter_execveat(ctx: TracePointContext) -> u32 {
     let (filename, argv, envp, at_flags) = unsafe {
         (arg::<u64>(&ctx, FILENAME), arg::<u64>(&ctx, ARGV), arg::<u64>(&ctx, ENVP), arg::<u64>(&ctx, FLAGS))
     };
-    let exec_fd = at_flags & AT_EMPTY_PATH != 0;
-    stash_exec(filename as *const u8, argv as *const *const u8, envp as *const *const u8, exec_fd);
+    let exec_fd = (at_flags & AT_EMPTY_PATH != 0) as u64;
+    hand_over(&ctx, ExecArgs { filename, argv, envp, exec_fd });
     0
 }
 
@@ -71,32 +72,53 @@ pub fn process_exit_execve(ctx: TracePointContext) -> u32 {
     0
 }
 
-fn stash_exec(filename: *const u8, argv: *const *const u8, envp: *const *const u8, exec_fd: bool) {
+/// Leaves the exec's arguments for `process_enter_exec_args` and tail-calls it.
+#[inline(always)]
+fn hand_over(ctx: &TracePointContext, args: ExecArgs) {
+    let Some(slot) = EXEC_ARGS.get_ptr_mut(0) else { return };
+    // SAFETY: this CPU's slot, read by the tail call that follows, on this CPU.
+    unsafe { *slot = args };
+    // SAFETY: the context of this tracepoint program, as the callee's is. It returns only if
+    // the slot is empty, which the loader, failing without the program, does not leave it.
+    unsafe { EXEC_PROG.tail_call(ctx, 0) };
+}
+
+/// Tail-called by `process_enter_execve` and `process_enter_execveat` (never attached): when
+/// the process is tracked, or execs a candidate (or a file descriptor), stashes the exec's
+/// filename and argv, and its new environment packed like argv, for `sched_process_exec` to
+/// send with the exec.
+#[tracepoint]
+pub fn process_enter_exec_args(_ctx: TracePointContext) -> u32 {
+    let Some(a) = EXEC_ARGS.get_ptr(0) else { return 0 };
+    // SAFETY: this CPU's slot, written by the caller just before the tail call.
+    let a = unsafe { *a };
+    let exec_fd = a.exec_fd != 0;
     let (tgid, tid) = current_ids();
     let is_tracked = tracked(tgid).is_some();
     let Some(ev) = EXEC_SCRATCH.get_ptr_mut(0) else {
-        return;
+        return 0;
     };
     // SAFETY: per-CPU scratch, used by one program at a time on this CPU.
     let ev = unsafe { &mut *ev };
     // SAFETY: user pointer from the syscall arguments; the helper checks it.
-    let len = match unsafe { bpf_probe_read_user_str_bytes(filename, &mut ev.filename) } {
+    let len = match unsafe { bpf_probe_read_user_str_bytes(a.filename as *const u8, &mut ev.filename) } {
         Ok(s) => s.len(),
         Err(_) => 0,
     };
     if !is_tracked && !exec_fd && !is_candidate(&ev.filename, len) {
-        return;
+        return 0;
     }
     ev.hdr.flags = if exec_fd { flags::EXEC_FD } else { 0 };
-    let args = pack::strings::<MAX_ARGS, _>(&mut ev.argv, argv, &mut ev.hdr.flags);
+    let args = pack::strings::<MAX_ARGS, _>(&mut ev.argv, a.argv as *const *const u8, &mut ev.hdr.flags);
     ev.argc = args.count;
     ev.argv_len = args.len;
     // By reference: the event is far larger than the 512-byte stack.
     if EXEC_STASH.insert(tid, ev, 0).is_err() {
         bump(Stat::StashFull);
-        return;
+        return 0;
     }
-    stash_env(tid, envp);
+    stash_env(tid, a.envp as *const *const u8);
+    0
 }
 
 /// Packs the new environment like argv, for `sched_process_exec` to send with the exec.

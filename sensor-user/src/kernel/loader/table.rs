@@ -161,18 +161,25 @@ pub fn programs() -> Vec<ProgramSpec> {
             Required,
             "free a thread's in-flight slots (and its process's parent entry) when it exits",
         ),
+        // Before its callers, so their first exec finds it in place.
+        spec(
+            "process_enter_exec_args",
+            vec![Hook::TailCall { map: "EXEC_PROG", index: 0 }],
+            Required,
+            "exec filename, argv and environment (tail-called by process_enter_execve and …_execveat)",
+        ),
         spec(
             "process_enter_execve",
             vec![tp("syscalls", "sys_enter_execve")],
             Required,
-            "exec filename and argv",
+            "exec arguments, for process_enter_exec_args",
         )
         .reads(sys::execve::READ),
         spec(
             "process_enter_execveat",
             vec![tp("syscalls", "sys_enter_execveat")],
             Required,
-            "exec filename and argv (execveat, fexecve)",
+            "exec arguments (execveat, fexecve), for process_enter_exec_args",
         )
         .reads(sys::execveat::READ),
         spec(
