@@ -300,6 +300,10 @@ impl Soak {
     pub fn rss_end(&self) -> Option<u64> {
         self.rss.last().map(|(_, r)| *r)
     }
+    /// RSS growth after the warm-up (None if the soak was shorter).
+    pub fn growth_kib(&self) -> Option<i64> {
+        Some(self.rss_end()? as i64 - self.rss_at(super::summary::WARMUP_S)? as i64)
+    }
     pub fn rss_max(&self) -> u64 {
         self.rss.iter().map(|(_, r)| *r).max().unwrap_or(0)
     }

@@ -29,7 +29,7 @@ fn growth(kib: Option<i64>) -> String {
 impl Loads {
     /// RSS growth over the soak after the warm-up (None if the soak was shorter).
     pub fn growth_kib(&self) -> Option<i64> {
-        soak_growth_kib(&self.soak)
+        self.soak.growth_kib()
     }
 
     pub fn targets(&self) -> Vec<String> {
@@ -113,13 +113,8 @@ impl Loads {
     }
 }
 
-fn soak_growth_kib(s: &Soak) -> Option<i64> {
-    Some(s.rss_end()? as i64 - s.rss_at(WARMUP_S)? as i64)
-}
-
 pub fn soak_section(s: &Soak) -> String {
-    {
-        format!(
+    format!(
             "## Soak: memory under load and detection latency\n\n\
              The generator runs at {} watched reads/s for {} s with JSON records rendered to /dev/null; the\n\
              daemon's RSS is sampled every {} s. Meanwhile, {:.1} s after the previous one ended, a new session\n\
@@ -143,7 +138,7 @@ pub fn soak_section(s: &Soak) -> String {
             mib(s.rss_end()),
             s.rss_median() / MIB,
             s.rss_max() as f64 / MIB,
-            growth(soak_growth_kib(s)),
+            growth(s.growth_kib()),
             s.latencies_us.len(),
             s.sessions,
             s.findings,
@@ -151,7 +146,6 @@ pub fn soak_section(s: &Soak) -> String {
             ms(s.percentile_us(99.0)),
             ms(s.latencies_us.iter().max().copied()),
         )
-    }
 }
 
 fn what(output: Output) -> &'static str {
