@@ -191,13 +191,28 @@ pub static CONTENT_ARGS: PerCpuArray<ContentArgs> = PerCpuArray::with_max_entrie
 #[map]
 pub static CONTENT_PROG: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
-/// A process's variable name, as the `getenv` uprobes read it (zero past its end).
+/// A process's variable name, as the `getenv` uprobes read it (zero past its end), in
+/// [`ENV_SEEN`]: names of [`ENV_SHORT_LEN`] bytes or more.
 #[derive(Clone, Copy)]
 #[repr(C)]
 pub struct EnvKey {
     pub tgid: u32,
     pub len: u32,
     pub name: [u8; sensor_common::ENV_NAME_LEN],
+}
+
+/// Names shorter than this (nearly all: `HTTPS_PROXY`, `ANTHROPIC_BASE_URL`) are keyed in
+/// [`ENV_SEEN_SHORT`]: the map hashes and compares the whole key on every read, and a 32-byte
+/// key is a quarter of the work of a 136-byte one.
+pub const ENV_SHORT_LEN: usize = 24;
+
+/// A process's variable name shorter than [`ENV_SHORT_LEN`] (zero past its end).
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct EnvShortKey {
+    pub tgid: u32,
+    pub len: u32,
+    pub name: [u8; ENV_SHORT_LEN],
 }
 
 /// When a process's read of a name was last sent, and the reads since (not sent).
@@ -286,7 +301,11 @@ pub static ENV_PENDING: HashMap<u32, EnvPending> = HashMap::with_max_entries(409
 /// Each tracked process's variable reads: the last one sent and the repeats since. Least
 /// recently used entries make room (an exited process's are never read again).
 #[map]
-pub static ENV_SEEN: LruHashMap<EnvKey, EnvSeen> = LruHashMap::with_max_entries(8192, 0);
+pub static ENV_SEEN: LruHashMap<EnvKey, EnvSeen> = LruHashMap::with_max_entries(2048, 0);
+
+/// As [`ENV_SEEN`], for names shorter than [`ENV_SHORT_LEN`].
+#[map]
+pub static ENV_SEEN_SHORT: LruHashMap<EnvShortKey, EnvSeen> = LruHashMap::with_max_entries(8192, 0);
 
 // These go to map helpers from the stack, where the verifier refuses uninitialized bytes: no
 // implicit padding (explicit `_pad` fields; the sizes say there is none left).
@@ -294,6 +313,7 @@ const _: () = assert!(core::mem::size_of::<FileArgs>() == 32);
 const _: () = assert!(core::mem::size_of::<NetArgs>() == 96);
 const _: () = assert!(core::mem::size_of::<ContentArgs>() == 96);
 const _: () = assert!(core::mem::size_of::<EnvKey>() == 8 + sensor_common::ENV_NAME_LEN);
+const _: () = assert!(core::mem::size_of::<EnvShortKey>() == 8 + ENV_SHORT_LEN);
 const _: () = assert!(core::mem::size_of::<EnvSeen>() == 24);
 const _: () = assert!(core::mem::size_of::<EnvPending>() == 24);
 const _: () = assert!(core::mem::size_of::<TlsCall>() == 32);

@@ -192,7 +192,17 @@ fn repeated_reads_of_a_variable_are_counted_in_the_kernel_not_sent() {
     let root = run_with_proxy(
         Some(&sensor),
         &agent,
-        &[&format!("getenvrep=HTTPS_PROXY,{reads}"), "getenvrep=TZDIR,3", "sleep=1200", "getenv=HTTPS_PROXY"],
+        &[
+            &format!("getenvrep=HTTPS_PROXY,{reads}"),
+            "getenvrep=TZDIR,3",
+            // The kernel keys names of up to 22 bytes apart from longer ones (ENV_SHORT_LEN):
+            // the longest short name, the shortest long one, and one far longer.
+            &format!("getenvrep={SHORTEST_LONG},3"),
+            &format!("getenvrep={LONGEST_SHORT},3"),
+            &format!("getenvrep={LONG},3"),
+            "sleep=1200",
+            "getenv=HTTPS_PROXY",
+        ],
     );
     let kernel = |outcome: &str| {
         sensor.metric(&format!("aiwatch_kernel_events_total{{outcome=\"{outcome}\"}}")).unwrap_or(0.0)
@@ -219,7 +229,7 @@ fn repeated_reads_of_a_variable_are_counted_in_the_kernel_not_sent() {
     // All but the first of each name were left in the kernel (a second read of HTTPS_PROXY, a
     // second apart, was sent).
     let repeated = kernel("env_repeated");
-    assert!(repeated >= f64::from(reads - 1 + 2), "{repeated} repeats counted in the kernel");
+    assert!(repeated >= f64::from(reads - 1 + 2 + 3 * 2), "{repeated} repeats counted in the kernel");
     let records = env_reads(&sensor, root);
     let proxy: Vec<&Value> = records.iter().filter(|r| r["variable"] == "HTTPS_PROXY").collect();
     assert_eq!(proxy.len(), 1, "one record per (variable, set): {records:?}");
@@ -227,7 +237,20 @@ fn repeated_reads_of_a_variable_are_counted_in_the_kernel_not_sent() {
     let tzdir: Vec<&Value> = records.iter().filter(|r| r["variable"] == "TZDIR").collect();
     assert_eq!(tzdir.len(), 1, "{records:?}");
     assert_eq!(tzdir[0]["set"], false, "{}", tzdir[0]);
+    for name in [LONGEST_SHORT, SHORTEST_LONG, LONG] {
+        let named: Vec<&Value> = records.iter().filter(|r| r["variable"] == name).collect();
+        assert_eq!(named.len(), 1, "{name}, whole and once: {records:?}");
+        assert_eq!(
+            (named[0]["set"].clone(), named[0]["category"].clone()),
+            (Value::Bool(false), "base_url".into())
+        );
+    }
 }
+
+/// Watched names (`*_BASE_URL`) around the kernel's short-name limit.
+const LONGEST_SHORT: &str = "AIWATCH_TEST1_BASE_URL";
+const SHORTEST_LONG: &str = "AIWATCH_TEST23_BASE_URL";
+const LONG: &str = "AIWATCH_TEST_A_MUCH_LONGER_NAME_BASE_URL";
 
 #[test]
 fn proc_environ_reads_and_interface_ioctls_are_reported() {

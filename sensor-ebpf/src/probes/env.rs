@@ -11,13 +11,15 @@
 //! outer one marks the entry with its thread and name pointer, and the inner `getenv` that
 //! matches the mark is neither sent nor counted.
 
-use aya_ebpf::{helpers::bpf_probe_read_user_str_bytes, macros::uprobe, programs::ProbeContext};
+use aya_ebpf::{
+    helpers::bpf_probe_read_user_str_bytes, macros::uprobe, maps::LruHashMap, programs::ProbeContext,
+};
 use sensor_common::{EnvFunc, EnvReadEvent, Stat, ENV_NAME_LEN};
 
 use crate::{
     emit::{batched, emit},
     helpers::{bump, current_ids, now, tracked},
-    maps::{EnvKey, EnvPending, EnvSeen, ENV_PENDING, ENV_SEEN},
+    maps::{EnvKey, EnvPending, EnvSeen, EnvShortKey, ENV_PENDING, ENV_SEEN, ENV_SEEN_SHORT, ENV_SHORT_LEN},
 };
 
 /// Reads of one name by one process within this long of the one sent are counted, not sent.
@@ -67,42 +69,36 @@ fn record(
     func: EnvFunc,
     ts: u64,
 ) -> Result<(), ()> {
-    let mut key = EnvKey { tgid, len: 0, name: [0; ENV_NAME_LEN] };
+    let secure = func == EnvFunc::SecureGetenv;
+    // Read into the short key first: most names fit, and then neither the long key's 128 bytes
+    // are zeroed nor its 136 hashed.
+    let mut short = EnvShortKey { tgid, len: 0, name: [0; ENV_SHORT_LEN] };
     // SAFETY: the caller's name string; the helper checks the address.
+    let n = match unsafe { bpf_probe_read_user_str_bytes(ptr as *const u8, &mut short.name) } {
+        Ok(s) => s.len(),
+        Err(_) => return Err(()),
+    };
+    // A name of ENV_SHORT_LEN - 1 bytes fills the buffer as a longer one cut short does.
+    if n < ENV_SHORT_LEN - 1 {
+        short.len = n as u32;
+        let Some(repeats) = seen(&ENV_SEEN_SHORT, &short, tid, ptr, secure, ts) else { return Ok(()) };
+        emit(t, ts, batched(), |ev: &mut EnvReadEvent| {
+            ev.func = func as u32;
+            ev.repeats = repeats;
+            ev.name_len = short.len;
+            ev._pad = 0;
+            // Only `name_len` bytes of `name` are read.
+            ev.name[..ENV_SHORT_LEN].copy_from_slice(&short.name);
+        });
+        return Ok(());
+    }
+    let mut key = EnvKey { tgid, len: 0, name: [0; ENV_NAME_LEN] };
+    // SAFETY: as above.
     key.len = match unsafe { bpf_probe_read_user_str_bytes(ptr as *const u8, &mut key.name) } {
         Ok(s) => s.len() as u32,
         Err(_) => return Err(()),
     };
-    let secure = func == EnvFunc::SecureGetenv;
-    let mark = if secure { (tid, ptr) } else { (0, 0) };
-    let repeats = match ENV_SEEN.get_ptr_mut(key) {
-        // SAFETY: the entry of this process's name; a race between its threads may lose a count.
-        Some(seen) => unsafe {
-            if !secure && (*seen).mark_tid == tid && (*seen).mark_ptr == ptr {
-                // The getenv inside a secure_getenv already recorded.
-                (*seen).mark_tid = 0;
-                return Ok(());
-            }
-            (*seen).mark_tid = mark.0;
-            (*seen).mark_ptr = mark.1;
-            if ts.wrapping_sub((*seen).sent_ns) < ENV_REPEAT_WINDOW_NS {
-                (*seen).repeats += 1;
-                bump(Stat::EnvRepeated);
-                return Ok(());
-            }
-            let repeats = (*seen).repeats;
-            (*seen).sent_ns = ts;
-            (*seen).repeats = 0;
-            repeats
-        },
-        None => {
-            let seen = EnvSeen { sent_ns: ts, mark_ptr: mark.1, mark_tid: mark.0, repeats: 0 };
-            if ENV_SEEN.insert(key, seen, 0).is_err() {
-                bump(Stat::StashFull);
-            }
-            0
-        }
-    };
+    let Some(repeats) = seen(&ENV_SEEN, &key, tid, ptr, secure, ts) else { return Ok(()) };
     emit(t, ts, batched(), |ev: &mut EnvReadEvent| {
         ev.func = func as u32;
         ev.repeats = repeats;
@@ -111,6 +107,41 @@ fn record(
         ev.name = key.name;
     });
     Ok(())
+}
+
+/// Notes a read of `key` at `ts` in `map`: the repeats to report with it, or None when it is
+/// not sent (a repeat within the window, counted; the `getenv` inside a `secure_getenv`).
+#[inline(always)]
+fn seen<K>(map: &LruHashMap<K, EnvSeen>, key: &K, tid: u32, ptr: u64, secure: bool, ts: u64) -> Option<u32> {
+    let mark = if secure { (tid, ptr) } else { (0, 0) };
+    match map.get_ptr_mut(key) {
+        // SAFETY: the entry of this process's name; a race between its threads may lose a count.
+        Some(seen) => unsafe {
+            if !secure && (*seen).mark_tid == tid && (*seen).mark_ptr == ptr {
+                // The getenv inside a secure_getenv already recorded.
+                (*seen).mark_tid = 0;
+                return None;
+            }
+            (*seen).mark_tid = mark.0;
+            (*seen).mark_ptr = mark.1;
+            if ts.wrapping_sub((*seen).sent_ns) < ENV_REPEAT_WINDOW_NS {
+                (*seen).repeats += 1;
+                bump(Stat::EnvRepeated);
+                return None;
+            }
+            let repeats = (*seen).repeats;
+            (*seen).sent_ns = ts;
+            (*seen).repeats = 0;
+            Some(repeats)
+        },
+        None => {
+            let seen = EnvSeen { sent_ns: ts, mark_ptr: mark.1, mark_tid: mark.0, repeats: 0 };
+            if map.insert(key, seen, 0).is_err() {
+                bump(Stat::StashFull);
+            }
+            Some(0)
+        }
+    }
 }
 
 #[uprobe]
