@@ -95,7 +95,7 @@ impl Loads {
         let mut out = format!(
             "## Throughput\n\n\
              A tracked generator (the driver running as the configured assistant, {GEN_THREADS} threads) opens\n\
-             and closes `/etc/localtime` at each rate for {:.1} s, paced against the clock. Rates step up until a\n\
+             and closes `/etc/localtime` at each rate for {:.1} s, paced against the clock (sleeping when ahead). Rates step up until a\n\
              step loses events. Received is what the daemon decoded (`aiwatch_events_total{{kind=\"file\"}}`) when\n\
              only counting (`--format none`), and the fingerprint records found in the output file with JSON to a\n\
              file; drops are the daemon's counters (ring buffer full or three quarters full, where batched\n\
