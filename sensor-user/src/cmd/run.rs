@@ -240,6 +240,8 @@ pub async fn run(started: Started) -> anyhow::Result<()> {
                 }
             }
         }
+        // What this turn rendered goes to the writer now, not when a batch fills.
+        sink_control.hand_over();
     }
 
     let stopping = Instant::now();

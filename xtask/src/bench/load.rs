@@ -26,8 +26,10 @@ use super::{
 };
 
 /// Rates tried in order; stepping stops after the first step that loses events.
-pub const RATES: [u64; 10] =
-    [25_000, 50_000, 100_000, 150_000, 200_000, 250_000, 300_000, 400_000, 500_000, 600_000];
+pub const RATES: [u64; 12] = [
+    25_000, 50_000, 100_000, 150_000, 200_000, 250_000, 300_000, 400_000, 500_000, 600_000, 800_000,
+    1_000_000,
+];
 /// Length of one throughput step.
 pub const STEP_MS: u64 = 2_000;
 /// Generator threads: one thread tops out below 200,000 tracked open+close pairs per second.
