@@ -220,11 +220,8 @@ pub struct EnvShortKey {
 #[repr(C)]
 pub struct EnvSeen {
     pub sent_ns: u64,
-    /// The name pointer of the `secure_getenv` in progress on thread `mark_tid` (0: none): the
-    /// `getenv` it calls is not a read of its own.
-    pub mark_ptr: u64,
-    pub mark_tid: u32,
     pub repeats: u32,
+    pub _pad: u32,
 }
 
 /// Compat syscall numbers each tracked process has been reported for (bit `nr & 511` of
@@ -290,9 +287,6 @@ pub static TLS_PROG: ProgramArray = ProgramArray::with_max_entries(1, 0);
 pub struct EnvPending {
     pub ptr: u64,
     pub ts_ns: u64,
-    /// [`sensor_common::EnvFunc`] as `u32`.
-    pub func: u32,
-    pub _pad: u32,
 }
 
 #[map]
@@ -314,7 +308,7 @@ const _: () = assert!(core::mem::size_of::<NetArgs>() == 96);
 const _: () = assert!(core::mem::size_of::<ContentArgs>() == 96);
 const _: () = assert!(core::mem::size_of::<EnvKey>() == 8 + sensor_common::ENV_NAME_LEN);
 const _: () = assert!(core::mem::size_of::<EnvShortKey>() == 8 + ENV_SHORT_LEN);
-const _: () = assert!(core::mem::size_of::<EnvSeen>() == 24);
-const _: () = assert!(core::mem::size_of::<EnvPending>() == 24);
+const _: () = assert!(core::mem::size_of::<EnvSeen>() == 16);
+const _: () = assert!(core::mem::size_of::<EnvPending>() == 16);
 const _: () = assert!(core::mem::size_of::<TlsCall>() == 32);
 const _: () = assert!(core::mem::size_of::<TlsContent>() == 56);

@@ -1,15 +1,15 @@
-//! Environment-variable reads: uprobes on libc's `getenv` and `secure_getenv` entries. The
-//! daemon attaches them per session (perf events that follow the session's processes, inherited
-//! by every child), so processes outside sessions never hit them.
+//! Environment-variable reads: a uprobe on libc's `getenv` entry. The daemon attaches it per
+//! session (a perf event that follows the session's processes, inherited by every child), so
+//! processes outside sessions never hit it.
 //!
 //! One trap per call: there is no return probe. Whether the variable was set is the daemon's
 //! to say, from the environment the process was started with. Repeated reads of one name by one
 //! process within [`ENV_REPEAT_WINDOW_NS`] send nothing: they are counted, and the next record
 //! for that name carries the count.
 //!
-//! glibc's and musl's `secure_getenv` call `getenv`: one call fires both entry probes. The
-//! outer one marks the entry with its thread and name pointer, and the inner `getenv` that
-//! matches the mark is neither sent nor counted.
+//! glibc's and musl's `secure_getenv` call `getenv` (unless the process runs set-user-ID, where
+//! it returns nothing), so its reads arrive through this probe: `secure_getenv` has none of its
+//! own, as each inherited perf event costs every fork of a session about 15 µs.
 
 use aya_ebpf::{
     helpers::bpf_probe_read_user_str_bytes, macros::uprobe, maps::LruHashMap, programs::ProbeContext,
@@ -25,8 +25,8 @@ use crate::{
 /// Reads of one name by one process within this long of the one sent are counted, not sent.
 const ENV_REPEAT_WINDOW_NS: u64 = 1_000_000_000;
 
-#[inline(always)]
-fn enter(ctx: &ProbeContext, func: EnvFunc) -> u32 {
+#[uprobe]
+pub fn env_enter_getenv(ctx: ProbeContext) -> u32 {
     let (tgid, tid) = current_ids();
     let Some(t) = tracked(tgid) else { return 0 };
     let Some(ptr) = ctx.arg::<u64>(0) else { return 0 };
@@ -35,13 +35,13 @@ fn enter(ctx: &ProbeContext, func: EnvFunc) -> u32 {
     // SAFETY: the value is copied at once.
     if let Some(p) = unsafe { ENV_PENDING.get(tid) }.copied() {
         let _ = ENV_PENDING.remove(tid);
-        let _ = record(&t, tgid, tid, p.ptr, func_of(p.func), p.ts_ns);
+        let _ = record(&t, tgid, p.ptr, p.ts_ns);
     }
     let ts = now();
-    if record(&t, tgid, tid, ptr, func, ts).is_err() {
+    if record(&t, tgid, ptr, ts).is_err() {
         // The name is in a page not faulted in yet (a string constant read right after exec):
         // named at this thread's next read, after getenv itself has touched it.
-        let p = EnvPending { ptr, ts_ns: ts, func: func as u32, _pad: 0 };
+        let p = EnvPending { ptr, ts_ns: ts };
         if ENV_PENDING.insert(tid, p, 0).is_err() {
             bump(Stat::StashFull);
         }
@@ -49,27 +49,10 @@ fn enter(ctx: &ProbeContext, func: EnvFunc) -> u32 {
     0
 }
 
+/// Sends (or counts, as a repeat) the read of the name at `ptr`; `Err` if the name could not be
+/// read.
 #[inline(always)]
-fn func_of(f: u32) -> EnvFunc {
-    if f == EnvFunc::SecureGetenv as u32 {
-        EnvFunc::SecureGetenv
-    } else {
-        EnvFunc::Getenv
-    }
-}
-
-/// Sends (or counts, as a repeat) `func`'s read of the name at `ptr`; `Err` if the name could
-/// not be read.
-#[inline(always)]
-fn record(
-    t: &sensor_common::Tracked,
-    tgid: u32,
-    tid: u32,
-    ptr: u64,
-    func: EnvFunc,
-    ts: u64,
-) -> Result<(), ()> {
-    let secure = func == EnvFunc::SecureGetenv;
+fn record(t: &sensor_common::Tracked, tgid: u32, ptr: u64, ts: u64) -> Result<(), ()> {
     // Read into the short key first: most names fit, and then neither the long key's 128 bytes
     // are zeroed nor its 136 hashed.
     let mut short = EnvShortKey { tgid, len: 0, name: [0; ENV_SHORT_LEN] };
@@ -81,9 +64,9 @@ fn record(
     // A name of ENV_SHORT_LEN - 1 bytes fills the buffer as a longer one cut short does.
     if n < ENV_SHORT_LEN - 1 {
         short.len = n as u32;
-        let Some(repeats) = seen(&ENV_SEEN_SHORT, &short, tid, ptr, secure, ts) else { return Ok(()) };
+        let Some(repeats) = seen(&ENV_SEEN_SHORT, &short, ts) else { return Ok(()) };
         emit(t, ts, batched(), |ev: &mut EnvReadEvent| {
-            ev.func = func as u32;
+            ev.func = EnvFunc::Getenv as u32;
             ev.repeats = repeats;
             ev.name_len = short.len;
             ev._pad = 0;
@@ -98,9 +81,9 @@ fn record(
         Ok(s) => s.len() as u32,
         Err(_) => return Err(()),
     };
-    let Some(repeats) = seen(&ENV_SEEN, &key, tid, ptr, secure, ts) else { return Ok(()) };
+    let Some(repeats) = seen(&ENV_SEEN, &key, ts) else { return Ok(()) };
     emit(t, ts, batched(), |ev: &mut EnvReadEvent| {
-        ev.func = func as u32;
+        ev.func = EnvFunc::Getenv as u32;
         ev.repeats = repeats;
         ev.name_len = key.len;
         ev._pad = 0;
@@ -109,21 +92,13 @@ fn record(
     Ok(())
 }
 
-/// Notes a read of `key` at `ts` in `map`: the repeats to report with it, or None when it is
-/// not sent (a repeat within the window, counted; the `getenv` inside a `secure_getenv`).
+/// Notes a read of `key` at `ts` in `map`: the repeats to report with it, or None when it is a
+/// repeat within the window (counted, not sent).
 #[inline(always)]
-fn seen<K>(map: &LruHashMap<K, EnvSeen>, key: &K, tid: u32, ptr: u64, secure: bool, ts: u64) -> Option<u32> {
-    let mark = if secure { (tid, ptr) } else { (0, 0) };
+fn seen<K>(map: &LruHashMap<K, EnvSeen>, key: &K, ts: u64) -> Option<u32> {
     match map.get_ptr_mut(key) {
         // SAFETY: the entry of this process's name; a race between its threads may lose a count.
         Some(seen) => unsafe {
-            if !secure && (*seen).mark_tid == tid && (*seen).mark_ptr == ptr {
-                // The getenv inside a secure_getenv already recorded.
-                (*seen).mark_tid = 0;
-                return None;
-            }
-            (*seen).mark_tid = mark.0;
-            (*seen).mark_ptr = mark.1;
             if ts.wrapping_sub((*seen).sent_ns) < ENV_REPEAT_WINDOW_NS {
                 (*seen).repeats += 1;
                 bump(Stat::EnvRepeated);
@@ -135,21 +110,10 @@ fn seen<K>(map: &LruHashMap<K, EnvSeen>, key: &K, tid: u32, ptr: u64, secure: bo
             Some(repeats)
         },
         None => {
-            let seen = EnvSeen { sent_ns: ts, mark_ptr: mark.1, mark_tid: mark.0, repeats: 0 };
-            if map.insert(key, seen, 0).is_err() {
+            if map.insert(key, EnvSeen { sent_ns: ts, repeats: 0, _pad: 0 }, 0).is_err() {
                 bump(Stat::StashFull);
             }
             Some(0)
         }
     }
-}
-
-#[uprobe]
-pub fn env_enter_getenv(ctx: ProbeContext) -> u32 {
-    enter(&ctx, EnvFunc::Getenv)
-}
-
-#[uprobe]
-pub fn env_enter_secure_getenv(ctx: ProbeContext) -> u32 {
-    enter(&ctx, EnvFunc::SecureGetenv)
 }

@@ -303,12 +303,6 @@ pub fn programs() -> Vec<ProgramSpec> {
     });
     let libc = |func| Hook::Uprobe { lib: "libc", func };
     v.push(spec("env_enter_getenv", vec![libc("getenv")], Optional, "environment-variable reads"));
-    v.push(spec(
-        "env_enter_secure_getenv",
-        vec![libc("secure_getenv")],
-        Optional,
-        "environment-variable reads",
-    ));
     const TLS_PURPOSE: &str =
         "copies the HTTPS requests of sessions (OpenSSL plaintext) for the prompt-marker scan";
     for (name, func) in [("tls_enter_ssl_write", "SSL_write"), ("tls_enter_ssl_write_ex", "SSL_write_ex")] {

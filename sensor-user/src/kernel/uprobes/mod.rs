@@ -1,9 +1,9 @@
-//! `getenv`/`secure_getenv` uprobes (and, for the content scan, OpenSSL's `SSL_write` and
+//! `getenv` uprobes (which `secure_getenv` calls; and, for the content scan, OpenSSL's `SSL_write` and
 //! `SSL_write_ex`), attached so that only sessions pay for them.
 //!
 //! A uprobe defined through tracefs (`uprobe_events`) is one trace event whose BPF programs run
 //! for every perf event open on it, filtered by the processes those perf events follow. So:
-//! - each libc's `getenv` and `secure_getenv` (entries only) is defined once at start-up;
+//! - each libc's `getenv` (entry only) is defined once at start-up;
 //! - one *carrier* perf event per trace event, on the daemon itself, holds the BPF program;
 //! - each session gets BPF-less perf events on its processes, opened with `inherit`: every
 //!   process a session member forks afterwards carries them from birth, across exec, with no
@@ -58,7 +58,7 @@ pub const COVERAGE_PER_SESSION: usize = 4096;
 /// Perf events a session may hold (`getenv_perf_fds`): processes past it are not followed.
 pub const PERF_FDS_PER_SESSION: usize = 4096;
 
-pub const PROGRAMS: [&str; 2] = ["env_enter_getenv", "env_enter_secure_getenv"];
+pub const PROGRAMS: [&str; 1] = ["env_enter_getenv"];
 /// The TLS plaintext programs, loaded only with the content scan on.
 pub const TLS_PROGRAMS: [&str; 3] = ["tls_enter_ssl_write", "tls_enter_ssl_write_ex", "tls_exit_ssl_write"];
 

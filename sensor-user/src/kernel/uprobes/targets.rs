@@ -1,5 +1,5 @@
 //! What is probed: the libc files of this host (and of each session's root, when the daemon's
-//! root is not theirs) and the file offsets of `getenv` and `secure_getenv` in each; with the
+//! root is not theirs) and the file offset of `getenv` in each; with the
 //! content scan on, OpenSSL's `SSL_write` and `SSL_write_ex` in the system's libssl and in
 //! executables that carry OpenSSL inside and export them (official Node.js builds).
 
@@ -47,13 +47,12 @@ pub(super) struct Probe {
     pub ret: Option<&'static str>,
 }
 
-/// Entries only: one trap per call, and one perf event per function that every child of a
-/// session inherits (each costs a fork about 10 µs: the kernel walks its list of trace events
-/// for every inherited one).
-pub(super) const LIBC_PROBES: &[Probe] = &[
-    Probe { func: "getenv", program: "env_enter_getenv", ret: None },
-    Probe { func: "secure_getenv", program: "env_enter_secure_getenv", ret: None },
-];
+/// The entry only: one trap per call, and one perf event that every child of a session inherits
+/// (each inherited event costs a fork and exit about 15 µs: the kernel walks its list of trace
+/// events for every copy). `secure_getenv` has no probe of its own: glibc's and musl's call
+/// `getenv`, whose probe reports them (a second inherited event made a session's fork+exit
+/// +95-105 µs instead of +65-70 µs).
+pub(super) const LIBC_PROBES: &[Probe] = &[Probe { func: "getenv", program: "env_enter_getenv", ret: None }];
 /// Both returns share `tls_exit_ssl_write`: the copy is made there, of what OpenSSL took.
 pub(super) const TLS_PROBES: &[Probe] = &[
     Probe { func: "SSL_write", program: "tls_enter_ssl_write", ret: Some("tls_exit_ssl_write") },
