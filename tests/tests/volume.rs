@@ -140,6 +140,18 @@ fn summary_sends_ten_times_fewer_records_and_the_rollup_keeps_every_artifact() {
     assert!(all.len() >= 10 * summary.len(), "all {} vs summary {}", all.len(), summary.len());
     assert!(summarized as usize + summary.len() >= all.len() / 2, "summarized {summarized}");
 
+    // The loop's processes have this test's environment: every variable in it is reported set,
+    // whenever its read was handled (one exiting as the daemon read its /proc environment gave
+    // part of it, which made LANG "unset" now and then).
+    for run in [&all, &summary] {
+        let unset: Vec<_> = run
+            .iter()
+            .filter(|r| r["type"] == "env_read" && r["set"] == false)
+            .filter(|r| r["variable"].as_str().is_some_and(|v| std::env::var_os(v).is_some()))
+            .map(|r| (r["variable"].clone(), r["process"]["comm"].clone()))
+            .collect();
+        assert!(unset.is_empty(), "set in the environment, reported unset: {unset:?}");
+    }
     // Every artifact (pattern) of the all stream is in the summary run's rollup, and in the all
     // run's own rollup.
     let in_stream: BTreeSet<_> = all.iter().filter_map(artifact).collect();

@@ -68,6 +68,8 @@ fn is_set(st: &mut State, pid: u32, name: &str) -> bool {
         }
     }
     match st.src.environ(pid) {
+        // None: gone, or exiting as it was read (part of its environment, cached, would say
+        // variables it had were unset, for its later reads and its forked children).
         Some(entries) => {
             let known = ExecNames::new(&st.watch.scan(&entries), true);
             let set = known.has(name);

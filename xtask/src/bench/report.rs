@@ -305,7 +305,10 @@ fn untracked_note(o: &Overhead) -> String {
     };
     format!(
         "open+close: aiwatch's programs{}. getpid, hooked only by the 32-bit-syscall check that runs \
-         on every syscall: aiwatch {}{}, filter {}.",
+         on every syscall: aiwatch {}{}, filter {}. What aiwatch adds beyond the filter is its \
+         programs' own work: each looks the process up in the tracked map (a hash lookup) where the \
+         filter compares a constant, and the 32-bit check (one run per syscall, reading the \
+         thread's status word) is a program the filter does not have.",
         runs("open_watched"),
         ns(a(UNTRACKED, "getpid")),
         runs("getpid"),

@@ -134,8 +134,14 @@ impl ProcSource for ProcFs {
         link(&format!("/proc/{pid}/cwd"))
     }
 
+    /// None unless the process still had its memory after the read: one exiting as it is read
+    /// gives part of its environment, or none (its `cmdline` is empty from then on too).
     fn environ(&self, pid: u32) -> Option<Vec<String>> {
-        fs::read(format!("/proc/{pid}/environ")).ok().map(|b| split_nul(&b))
+        let env = fs::read(format!("/proc/{pid}/environ")).ok()?;
+        let alive = fs::File::open(format!("/proc/{pid}/cmdline"))
+            .and_then(|mut f| std::io::Read::read(&mut f, &mut [0u8; 1]))
+            .is_ok_and(|n| n > 0);
+        alive.then(|| split_nul(&env))
     }
 
     fn fd_path(&self, pid: u32, fd: i32) -> Option<String> {
