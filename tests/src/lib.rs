@@ -166,6 +166,8 @@ pub struct Sensor {
     /// reported" check cannot pass because the reader stopped reading.
     bad_output: Arc<Mutex<Option<String>>>,
     log: Arc<Mutex<String>>,
+    /// Set when the log reader has read the daemon's stderr to its end.
+    log_done: Arc<std::sync::atomic::AtomicBool>,
     pub metrics: SocketAddr,
     _dir: TempDir,
 }
@@ -175,7 +177,12 @@ pub struct Sensor {
 #[allow(clippy::type_complexity)]
 fn read_output(
     child: &mut Child,
-) -> (Arc<Mutex<Vec<Value>>>, Arc<Mutex<Option<String>>>, Arc<Mutex<String>>) {
+) -> (
+    Arc<Mutex<Vec<Value>>>,
+    Arc<Mutex<Option<String>>>,
+    Arc<Mutex<String>>,
+    Arc<std::sync::atomic::AtomicBool>,
+) {
     let records = Arc::new(Mutex::new(Vec::new()));
     let log = Arc::new(Mutex::new(String::new()));
     let out = child.stdout.take().expect("stdout");
@@ -197,14 +204,17 @@ fn read_output(
         }
     });
     let l = log.clone();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let d = done.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(err).lines().map_while(Result::ok) {
             let mut log = l.lock().expect("log");
             log.push_str(&line);
             log.push('\n');
         }
+        d.store(true, std::sync::atomic::Ordering::SeqCst);
     });
-    (records, bad_output, log)
+    (records, bad_output, log, done)
 }
 
 impl Sensor {
@@ -290,8 +300,8 @@ impl Sensor {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", cmd.get_program()));
-        let (records, bad_output, log) = read_output(&mut child);
-        let s = Self { proc: Some(Guard(child)), records, bad_output, log, metrics, _dir: dir };
+        let (records, bad_output, log, log_done) = read_output(&mut child);
+        let s = Self { proc: Some(Guard(child)), records, bad_output, log, log_done, metrics, _dir: dir };
         let end = deadline(Duration::from_secs(30));
         while !s.log().contains("watching") {
             if Instant::now() > end {
@@ -369,6 +379,12 @@ impl Sensor {
         // SAFETY: signalling our own child by PID.
         unsafe { libc::kill(g.pid() as i32, libc::SIGTERM) };
         let status = g.wait(Duration::from_secs(10));
+        // The log's last lines may still be in the pipe: read until its end (the keeper, which
+        // shares the daemon's fds, holds it open for as long as it lives).
+        let end = deadline(Duration::from_secs(10));
+        while !self.log_done.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         self.check_output();
         assert!(
             status.is_some_and(|s| s.success()),
