@@ -379,10 +379,14 @@ impl Sensor {
         // SAFETY: signalling our own child by PID.
         unsafe { libc::kill(g.pid() as i32, libc::SIGTERM) };
         let status = g.wait(Duration::from_secs(10));
-        // The log's last lines may still be in the pipe: read until its end (the keeper, which
-        // shares the daemon's fds, holds it open for as long as it lives).
+        // The log's last lines may still be in the pipe: read until the daemon's last line, or
+        // the pipe's end (later: the keeper, which shares the daemon's fds, holds it open while
+        // it tears the hooks down).
         let end = deadline(Duration::from_secs(10));
-        while !self.log_done.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < end {
+        while !self.log_done.load(std::sync::atomic::Ordering::SeqCst)
+            && !self.log().contains("aiwatch::cmd::run: stopped")
+            && Instant::now() < end
+        {
             std::thread::sleep(Duration::from_millis(10));
         }
         self.check_output();
